@@ -1,0 +1,183 @@
+//! Layouts of the balancer's and decapsulator's maps.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Address family tag stored in keys. Not `AF_INET`/`AF_INET6`: these values
+/// read naturally in `bpftool` output.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Default Maglev table size (prime), as in the Maglev paper.
+pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
+/// Default capacity of the VIP map and of the per-VIP arrays.
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+/// Default capacity of the backend array (id 0 is reserved for "none").
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+/// Default flow-table capacity.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+
+/// Backend id 0 is never assigned: a Maglev slot holding 0 means the VIP has
+/// no backend to give a new flow.
+pub const NO_BACKEND: u32 = 0;
+
+/// Bytes added by IPv4-in-IPv4 and IPv6-in-IPv6 encapsulation.
+pub const IPIP4_OVERHEAD: u16 = 20;
+pub const IPIP6_OVERHEAD: u16 = 40;
+
+/// Names of the maps (at most 15 bytes: the kernel's object-name limit) and
+/// of their pins; the daemon, `xlb status` and the tests use these.
+pub mod names {
+    pub const VIPS: &str = "XLB_VIPS";
+    pub const BACKENDS: &str = "XLB_BACKENDS";
+    pub const MAGLEV: &str = "XLB_MAGLEV";
+    pub const FLOWS: &str = "XLB_FLOWS";
+    pub const CONFIG: &str = "XLB_CONFIG";
+    pub const STATS: &str = "XLB_STATS";
+    pub const VIP_STATS: &str = "XLB_VIP_STATS";
+    pub const BACKEND_STATS: &str = "XLB_BE_STATS";
+    pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
+    pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
+    /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
+    pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
+    pub const GLOBAL_LOG: &str = "XLB_LOG";
+}
+
+/// How a VIP's packets reach its backends.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encap {
+    /// IPv4-in-IPv4 / IPv6-in-IPv6 to the backend's address.
+    Ipip = 0,
+    /// Destination MAC rewritten to the backend's; the IP packet is untouched.
+    L2 = 1,
+}
+
+impl Encap {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ipip),
+            1 => Some(Self::L2),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the VIP map. `port` 0 is the per-address wildcard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct VipKey {
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+    /// Host byte order, so `bpftool` prints the port number.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the VIP map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VipInfo {
+    /// Index into the Maglev array (row `vip_id`) and the per-VIP counters.
+    pub vip_id: u32,
+    /// An [`Encap`] value.
+    pub encap: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the backend array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    pub addr: [u8; 16],
+    pub family: u8,
+    /// [`BACKEND_ACTIVE`] when established flows may still use it. A draining
+    /// backend stays active but is absent from every Maglev table.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const BACKEND_ACTIVE: u8 = 1;
+
+/// Key of the flow table: the client's 5-tuple towards the VIP. Aligned to
+/// 8 so the flow hash reads it in whole words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    /// The VIP the flow belongs to, so a daemon can count flows per VIP.
+    pub vip_id: u32,
+}
+
+/// Single-entry array: settings the daemon may change while traffic flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    /// Outer source of IPv4-in-IPv4 packets.
+    pub ipip_src_v4: [u8; 4],
+    /// Outer source of IPv6-in-IPv6 packets.
+    pub ipip_src_v6: [u8; 16],
+}
+
+/// Per-CPU packet and byte counters (per VIP, per backend).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key of the decapsulator's VIP set: an address the backend serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct DecapKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = {
+    assert!(size_of::<VipKey>() == 20);
+    assert!(size_of::<VipInfo>() == 8);
+    assert!(size_of::<Backend>() == 20);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<FlowValue>() == 8);
+    // The data-plane contract: a flow-table entry fits in a cache line.
+    assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
+    assert!(size_of::<Config>() == 20);
+    assert!(size_of::<Counters>() == 16);
+    assert!(size_of::<DecapKey>() == 20);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: each type is repr(C), padding-free (checked by bytemuck's Pod
+    // derive), and valid for every bit pattern.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for DecapKey {}
+}

@@ -1,0 +1,114 @@
+//! What happened to a packet: the index of the global per-CPU counters.
+
+/// The final outcome of one packet (exactly one per packet), followed by
+/// events that are counted in addition to it (flow hit/miss, ICMP steering).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    PassNotIp = 0,
+    /// IP traffic for an address/port/protocol that is no VIP.
+    PassNotVip,
+    /// Truncated or inconsistent headers: left to the kernel, which drops them.
+    PassMalformed,
+    /// IPv6 extension headers or IPv6 fragments: not parsed, left to the kernel.
+    PassUnsupported,
+    /// The next hop's MAC is not known yet; the kernel will resolve it.
+    PassNoNeigh,
+    /// Sent back out of the receiving interface.
+    Tx,
+    /// Redirected to another interface.
+    Redirect,
+    /// An ICMP fragmentation-needed / packet-too-big was sent to the client.
+    IcmpTooBigSent,
+    /// IPv4 fragment addressed to a VIP.
+    DropFragment,
+    /// The VIP has no backend for a new flow.
+    DropNoBackend,
+    /// The FIB has no forwarding route to the backend.
+    DropNoRoute,
+    /// IP forwarding is disabled on the receiving interface.
+    DropFwdDisabled,
+    /// `l2` VIP whose backend is not on a directly connected network.
+    DropNotOnLink,
+    /// The backend's address family differs from the VIP's.
+    DropFamilyMismatch,
+    /// Too big for the egress MTU and no ICMP can be sent for it (it is an
+    /// ICMP error itself, or too short to quote).
+    DropTooBig,
+    /// A helper failed (adjust_head, map lookup): should never count.
+    DropInternal,
+    /// Established flow found in the flow table.
+    FlowHit,
+    /// New flow: backend chosen by Maglev.
+    FlowMiss,
+    /// An ICMP error quoting a VIP flow, forwarded to the flow's backend.
+    IcmpErrorSteered,
+}
+
+impl Outcome {
+    pub const COUNT: u32 = Self::IcmpErrorSteered as u32 + 1;
+
+    pub const ALL: [Outcome; Self::COUNT as usize] = [
+        Self::PassNotIp,
+        Self::PassNotVip,
+        Self::PassMalformed,
+        Self::PassUnsupported,
+        Self::PassNoNeigh,
+        Self::Tx,
+        Self::Redirect,
+        Self::IcmpTooBigSent,
+        Self::DropFragment,
+        Self::DropNoBackend,
+        Self::DropNoRoute,
+        Self::DropFwdDisabled,
+        Self::DropNotOnLink,
+        Self::DropFamilyMismatch,
+        Self::DropTooBig,
+        Self::DropInternal,
+        Self::FlowHit,
+        Self::FlowMiss,
+        Self::IcmpErrorSteered,
+    ];
+
+    /// Stable snake_case name, used for metric labels and `xlb status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PassNotIp => "pass_not_ip",
+            Self::PassNotVip => "pass_not_vip",
+            Self::PassMalformed => "pass_malformed",
+            Self::PassUnsupported => "pass_unsupported",
+            Self::PassNoNeigh => "pass_no_neigh",
+            Self::Tx => "tx",
+            Self::Redirect => "redirect",
+            Self::IcmpTooBigSent => "icmp_too_big_sent",
+            Self::DropFragment => "drop_fragment",
+            Self::DropNoBackend => "drop_no_backend",
+            Self::DropNoRoute => "drop_no_route",
+            Self::DropFwdDisabled => "drop_fwd_disabled",
+            Self::DropNotOnLink => "drop_not_on_link",
+            Self::DropFamilyMismatch => "drop_family_mismatch",
+            Self::DropTooBig => "drop_too_big",
+            Self::DropInternal => "drop_internal",
+            Self::FlowHit => "flow_hit",
+            Self::FlowMiss => "flow_miss",
+            Self::IcmpErrorSteered => "icmp_error_steered",
+        }
+    }
+}
+
+/// Outcomes of the decapsulator, indexing its per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapOutcome {
+    /// Not an IPIP packet for a local VIP: untouched.
+    Pass = 0,
+    /// Outer header stripped, inner packet passed up.
+    Decapsulated,
+    /// IPIP packet with a truncated inner header: left to the kernel.
+    Malformed,
+}
+
+impl DecapOutcome {
+    pub const COUNT: u32 = Self::Malformed as u32 + 1;
+}

@@ -1,0 +1,244 @@
+//! The balancer: the story of one packet from parse to the wire.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    BACKEND_ACTIVE, Backend, Encap, FAMILY_V4, FlowKey, FlowValue, IPIP4_OVERHEAD, IPIP6_OVERHEAD,
+    NO_BACKEND, Outcome, PROTO_TCP, PROTO_UDP, VipInfo, VipKey,
+};
+
+use crate::{
+    encap, fib, icmp,
+    maps::{
+        XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
+        XLB_VIP_STATS, XLB_VIPS, add, count,
+    },
+    parse::{self, ETH_P_IP, ETH_P_IPV6, FRAG_FIRST, FRAG_LATER, PROTO_ICMP, PROTO_ICMPV6},
+    scratch::{Scratch, XLB_SCRATCH},
+    verdict::{NONE, Step, Verdict},
+};
+
+const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
+
+/// Decides what happens to the packet in `ctx` (and rewrites it if it goes
+/// to a backend or back to the client).
+#[inline(always)]
+pub fn balance(ctx: &XdpContext) -> Verdict {
+    let Some(s) = XLB_SCRATCH.get_ptr_mut(0) else {
+        return INTERNAL;
+    };
+    match run(ctx, unsafe { &mut *s }) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+/// Counts a verdict: its outcome, its VIP (every packet that matched one),
+/// its backend (every packet sent there).
+#[inline(always)]
+pub fn account(v: &Verdict, bytes: u64) {
+    count(v.outcome);
+    if v.vip_id != NONE {
+        add(XLB_VIP_STATS.get_ptr_mut(v.vip_id), bytes);
+    }
+    if v.backend_id != NONE && matches!(v.outcome, Outcome::Tx | Outcome::Redirect) {
+        add(XLB_BE_STATS.get_ptr_mut(v.backend_id), bytes);
+    }
+}
+
+#[inline(always)]
+fn run(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
+    parse::packet(ctx, &mut s.pkt)?;
+    match (s.pkt.proto, s.pkt.family == FAMILY_V4) {
+        (PROTO_TCP | PROTO_UDP, _) => flow(ctx, s),
+        (PROTO_ICMP, true) | (PROTO_ICMPV6, false) => icmp_error(ctx, s),
+        _ => Err(Verdict::pass(Outcome::PassNotVip)),
+    }
+}
+
+/// A TCP or UDP packet: to a VIP's backend, or not ours.
+#[inline(always)]
+fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
+    let pkt = &s.pkt;
+    if pkt.fragment == FRAG_LATER {
+        // No ports in a later fragment: only a wildcard VIP can claim it.
+        // Fragments of VIP traffic are dropped: without reassembly they
+        // cannot be tied to their flow's backend (see README).
+        return match find_vip(&pkt.dst, 0, pkt.proto, pkt.family) {
+            Some(vip) => Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id)),
+            None => Err(Verdict::pass(Outcome::PassNotVip)),
+        };
+    }
+    let ports = parse::ports(ctx, pkt.l4_off as usize, pkt.proto)
+        .ok_or(Verdict::pass(Outcome::PassMalformed))?;
+    let vip = find_vip(&pkt.dst, ports.dst, pkt.proto, pkt.family)
+        .ok_or(Verdict::pass(Outcome::PassNotVip))?;
+    if pkt.fragment == FRAG_FIRST {
+        return Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id));
+    }
+    s.key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: ports.src,
+        dport: ports.dst,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    // A RST never opens a flow: it would pin a backend for a connection
+    // that is already over.
+    let track = if ports.rst { Track::Lookup } else { Track::Insert };
+    let backend_id = pick_backend(&s.key, &vip, track).map_err(|v| v.for_vip(vip.vip_id))?;
+    match deliver(ctx, s, vip.encap, backend_id) {
+        Ok(v) | Err(v) => Ok(v.for_vip(vip.vip_id).to_backend(backend_id)),
+    }
+}
+
+/// An ICMP error to a VIP goes where the flow it quotes goes. Out of line:
+/// rare, and it should not weigh on the TCP/UDP path.
+#[inline(never)]
+fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
+    icmp::quoted_flow(ctx, &s.pkt, &mut s.key)?;
+    let key = &s.key;
+    let vip = find_vip(&key.dst, key.dport, key.proto, key.family)
+        .ok_or(Verdict::pass(Outcome::PassNotVip))?;
+    let backend_id = pick_backend(key, &vip, Track::Quiet).map_err(|v| v.for_vip(vip.vip_id))?;
+    count(Outcome::IcmpErrorSteered);
+    match deliver(ctx, s, vip.encap, backend_id) {
+        Ok(v) | Err(v) => Ok(v.for_vip(vip.vip_id).to_backend(backend_id)),
+    }
+}
+
+/// Exact (address, port, protocol) first, then the address's wildcard.
+#[inline(always)]
+fn find_vip(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<VipInfo> {
+    let mut key = VipKey { addr: *addr, port, proto, family };
+    if let Some(v) = unsafe { XLB_VIPS.get(&key) } {
+        return Some(*v);
+    }
+    if port == 0 {
+        return None;
+    }
+    key.port = 0;
+    unsafe { XLB_VIPS.get(&key) }.copied()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// Remember a new flow.
+    Insert,
+    /// Use an existing flow, remember nothing (TCP RST).
+    Lookup,
+    /// As `Lookup`, and not counted as a flow hit or miss (ICMP errors).
+    Quiet,
+}
+
+/// The flow's backend: from the flow table while that backend is active,
+/// else from the VIP's Maglev table.
+#[inline(always)]
+fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
+    if let Some(flow) = unsafe { XLB_FLOWS.get(key) } {
+        let id = flow.backend_id;
+        if XLB_BACKENDS.get(id).is_some_and(|b| b.flags & BACKEND_ACTIVE != 0) {
+            if track != Track::Quiet {
+                count(Outcome::FlowHit);
+            }
+            return Ok(id);
+        }
+    }
+    if track != Track::Quiet {
+        count(Outcome::FlowMiss);
+    }
+    let id = maglev(vip, flow_hash(key))?;
+    if track == Track::Insert {
+        // A failed insert only means the next packet is hashed again, to
+        // the same backend while the table is unchanged.
+        let _ = XLB_FLOWS.insert(key, FlowValue { backend_id: id, vip_id: vip.vip_id }, 0);
+    }
+    Ok(id)
+}
+
+#[inline(always)]
+fn maglev(vip: &VipInfo, hash: u32) -> Step<u32> {
+    let m = XLB_MAGLEV_SIZE.load();
+    let slot = hash.checked_rem(m).ok_or(INTERNAL)?;
+    let id = *XLB_MAGLEV.get(vip.vip_id.wrapping_mul(m).wrapping_add(slot)).ok_or(INTERNAL)?;
+    if id == NO_BACKEND {
+        return Err(Verdict::drop(Outcome::DropNoBackend));
+    }
+    Ok(id)
+}
+
+/// Encapsulates (or rewrites) and sends the packet to the backend.
+#[inline(never)]
+fn deliver(ctx: &XdpContext, s: &mut Scratch, encap: u8, backend_id: u32) -> Step<Verdict> {
+    let be = XLB_BACKENDS.get(backend_id).ok_or(INTERNAL)?;
+    if be.family != s.pkt.family {
+        return Err(Verdict::drop(Outcome::DropFamilyMismatch));
+    }
+    match Encap::from_u8(encap) {
+        Some(Encap::Ipip) => ipip(ctx, s, be),
+        Some(Encap::L2) => l2(ctx, s, be),
+        None => Err(INTERNAL),
+    }
+}
+
+#[inline(always)]
+fn ipip(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
+    let cfg = XLB_CONFIG.get(0).ok_or(INTERNAL)?;
+    let pkt = &s.pkt;
+    if pkt.family == FAMILY_V4 {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&cfg.ipip_src_v4);
+        let len = pkt.ip_len.saturating_add(IPIP4_OVERHEAD);
+        if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, len, &src, &be.addr)? {
+            return too_big(ctx, s, mtu.saturating_sub(IPIP4_OVERHEAD));
+        }
+        encap::ipip4(ctx, pkt, &s.fib, &cfg.ipip_src_v4, &be.addr)?;
+    } else {
+        let len = pkt.ip_len.saturating_add(IPIP6_OVERHEAD);
+        if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, len, &cfg.ipip_src_v6, &be.addr)? {
+            return too_big(ctx, s, mtu.saturating_sub(IPIP6_OVERHEAD));
+        }
+        encap::ipip6(ctx, pkt, &s.fib, &cfg.ipip_src_v6, &be.addr, flow_hash(&s.key))?;
+    }
+    Ok(encap::send(ctx, &s.pkt, &s.fib))
+}
+
+#[inline(always)]
+fn l2(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
+    let pkt = &s.pkt;
+    if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, pkt.ip_len, &pkt.src, &be.addr)? {
+        return too_big(ctx, s, mtu);
+    }
+    // The frame keeps the VIP as destination: only a backend on the link
+    // can take it. Behind a gateway it would come straight back to us.
+    if !fib::is_direct(&s.fib, pkt.family, &be.addr) {
+        return Err(Verdict::drop(Outcome::DropNotOnLink));
+    }
+    let ether_type = if pkt.family == FAMILY_V4 { ETH_P_IP } else { ETH_P_IPV6 };
+    encap::write_l2(ctx, pkt, &s.fib.dmac, &s.fib.smac, ether_type)?;
+    Ok(encap::send(ctx, pkt, &s.fib))
+}
+
+/// No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
+#[inline(always)]
+fn too_big(ctx: &XdpContext, s: &Scratch, mtu: u16) -> Step<Verdict> {
+    if icmp::is_icmp(&s.pkt) {
+        return Err(Verdict::drop(Outcome::DropTooBig));
+    }
+    icmp::too_big(ctx, &s.pkt, mtu)
+}
+
+/// The shared flow hash, out of line: its ten mixing rounds would otherwise
+/// spill registers into the caller's frame.
+#[inline(never)]
+fn flow_hash(key: &FlowKey) -> u32 {
+    lb_common::hash::flow_hash(key)
+}
+
+/// Address equality in two 64-bit compares (no `bcmp` in BPF).
+#[inline(always)]
+pub fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let a: [u64; 2] = unsafe { core::mem::transmute(*a) };
+    let b: [u64; 2] = unsafe { core::mem::transmute(*b) };
+    a[0] == b[0] && a[1] == b[1]
+}

@@ -1,0 +1,20 @@
+//! Benchmark floor: the cheapest XDP program there is.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
+
+#[xdp]
+pub fn xlb_floor_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

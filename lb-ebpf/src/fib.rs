@@ -1,0 +1,69 @@
+//! Next hop and MACs from the kernel's own FIB and neighbour table.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+    },
+    helpers::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{FAMILY_V4, Outcome};
+
+use crate::verdict::{Step, Verdict};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Looks up the route from `src` to `dst` for an IP packet of `tot_len`
+/// bytes, as if forwarded from the receiving interface. On `Ok(None)` the
+/// route (egress ifindex, MACs, next hop) is in `p`; `Ok(Some(mtu))` means
+/// the packet exceeds the egress MTU.
+#[inline(always)]
+pub fn lookup(
+    ctx: &XdpContext,
+    p: &mut FibParams,
+    family: u8,
+    tot_len: u16,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Step<Option<u16>> {
+    p.l4_protocol = 0;
+    p.sport = 0;
+    p.dport = 0;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    p.__bindgen_anon_2.flowinfo = 0;
+    if family == FAMILY_V4 {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
+    } else {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*src) };
+        p.__bindgen_anon_4.ipv6_dst = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*dst) };
+    }
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), p, size_of::<FibParams>() as i32, 0) } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(None),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Some(unsafe { p.__bindgen_anon_1.mtu_result })),
+        // XDP cannot ARP: the kernel resolves the neighbour when it next
+        // routes to it (the daemon keeps backends' neighbours resolved).
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Verdict::pass(Outcome::PassNoNeigh)),
+        BPF_FIB_LKUP_RET_FWD_DISABLED => Err(Verdict::drop(Outcome::DropFwdDisabled)),
+        _ => Err(Verdict::drop(Outcome::DropNoRoute)),
+    }
+}
+
+/// Whether the route found goes straight to `addr` (no gateway between).
+#[inline(always)]
+pub fn is_direct(p: &FibParams, family: u8, addr: &[u8; 16]) -> bool {
+    if family == FAMILY_V4 {
+        unsafe { p.__bindgen_anon_4.ipv4_dst }.to_ne_bytes() == [addr[0], addr[1], addr[2], addr[3]]
+    } else {
+        let n: [u64; 2] = unsafe { core::mem::transmute(p.__bindgen_anon_4.ipv6_dst) };
+        let a: [u64; 2] = unsafe { core::mem::transmute(*addr) };
+        n[0] == a[0] && n[1] == a[1]
+    }
+}

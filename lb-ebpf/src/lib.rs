@@ -1,0 +1,17 @@
+//! The XDP programs of xlb. Each program is a thin `[[bin]]` entry point;
+//! the modules here are the stages a packet goes through, in the order the
+//! balancer's story reads: parse, look up the VIP, pick the backend, route,
+//! encapsulate (or answer with ICMP), count.
+#![no_std]
+
+pub mod balancer;
+pub mod csum;
+pub mod decap;
+pub mod encap;
+pub mod fib;
+pub mod icmp;
+pub mod maps;
+pub mod parse;
+pub mod ptr;
+pub mod scratch;
+pub mod verdict;

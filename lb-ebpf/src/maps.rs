@@ -1,0 +1,82 @@
+//! The balancer's maps. BTF-defined so `bpftool map dump` prints field
+//! names; sizes here are defaults that the loader overrides per config.
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
+    FlowKey, FlowValue, Outcome, VipInfo, VipKey,
+};
+
+/// Maglev table size M, fixed at load time. In `.rodata`, which the loader
+/// freezes, so the verifier knows it as a constant.
+#[unsafe(no_mangle)]
+pub static XLB_MAGLEV_SIZE: Global<u32> = Global::new(lb_common::DEFAULT_MAGLEV_SIZE);
+
+/// Non-zero to log every verdict through aya-log (debugging only). Frozen
+/// in `.rodata` like the table size: when zero the verifier proves the
+/// logging branch dead and removes it, so the fast path does not pay for it.
+#[unsafe(no_mangle)]
+pub static XLB_LOG: Global<u8> = Global::new(0);
+
+#[btf_map]
+pub static XLB_VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static XLB_BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
+
+/// Row `vip_id` (M entries) holds that VIP's Maglev lookup table of backend
+/// ids. One flat array, as in Katran: one lookup per new flow, no map-in-map.
+/// The loader sizes it to max_vips * M; userspace writes rows through an
+/// mmap (one memcpy per VIP instead of M update syscalls).
+#[btf_map]
+pub static XLB_MAGLEV: Array<u32, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
+
+/// Shared flow table with per-CPU LRU lists: every CPU sees every flow (an
+/// RSS change, or an ICMP error hashed to another queue, still finds it),
+/// while eviction bookkeeping takes no cross-CPU lock (the common LRU list
+/// would). A per-CPU hash (Katran's choice) would lose flows whenever the
+/// NIC moves them between queues.
+#[btf_map]
+pub static XLB_FLOWS: LruHashMap<
+    FlowKey,
+    FlowValue,
+    { DEFAULT_FLOW_TABLE_SIZE as usize },
+    { BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
+
+#[btf_map]
+pub static XLB_CONFIG: Array<Config, 1> = Array::new();
+
+#[btf_map]
+pub static XLB_STATS: PerCpuArray<u64, { Outcome::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static XLB_VIP_STATS: PerCpuArray<Counters, { DEFAULT_MAX_VIPS as usize }> =
+    PerCpuArray::new();
+
+#[btf_map]
+pub static XLB_BE_STATS: PerCpuArray<Counters, { DEFAULT_MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Adds one to a global outcome counter.
+#[inline(always)]
+pub fn count(outcome: Outcome) {
+    if let Some(c) = XLB_STATS.get_ptr_mut(outcome as u32) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn add(counters: Option<*mut Counters>, bytes: u64) {
+    if let Some(c) = counters {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Loads the balancer with its sizes and constants, and pins its maps.
+
+use std::path::PathBuf;
+
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
+use lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, names,
+};
+
+use super::{Maps, objects};
+use crate::maglev;
+
+/// Program section names in the objects.
+pub const BALANCER_PROGRAM: &str = "xlb_balancer";
+pub const DECAP_PROGRAM: &str = "xlb_decap";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid data-plane settings: {0}")]
+    Settings(String),
+    #[error(transparent)]
+    Maglev(#[from] maglev::Error),
+    #[error("loading the eBPF object: {0}")]
+    Ebpf(#[from] aya::EbpfError),
+    #[error("loading program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("the eBPF object has no {0}: was it built from this version of xlb?")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("mapping {name} into memory: {source}")]
+    Mmap { name: &'static str, source: std::io::Error },
+}
+
+/// Sizes and switches fixed when the program is loaded.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Maglev table size M (prime).
+    pub maglev_size: u32,
+    /// VIP map capacity; also the number of Maglev rows.
+    pub max_vips: u32,
+    /// Backend array capacity (ids 1..max_backends; 0 means "none").
+    pub max_backends: u32,
+    pub flow_table_size: u32,
+    /// Log every verdict through aya-log (debugging only).
+    pub log: bool,
+    /// Pin every map under this directory (bpffs), reusing pins found there.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            maglev_size: DEFAULT_MAGLEV_SIZE,
+            max_vips: DEFAULT_MAX_VIPS,
+            max_backends: DEFAULT_MAX_BACKENDS,
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            log: false,
+            pin_dir: None,
+        }
+    }
+}
+
+impl Settings {
+    pub fn validate(&self) -> Result<(), LoadError> {
+        if !maglev::is_prime(self.maglev_size) {
+            return Err(maglev::Error::NotPrime(self.maglev_size).into());
+        }
+        let slots = u64::from(self.max_vips) * u64::from(self.maglev_size);
+        // The program indexes rows with 32-bit arithmetic.
+        if self.max_vips == 0 || slots > u64::from(u32::MAX) {
+            return Err(LoadError::Settings(format!(
+                "max_vips {} x maglev_table_size {} = {slots} Maglev slots: must be between 1 and 2^32-1",
+                self.max_vips, self.maglev_size
+            )));
+        }
+        if self.max_backends < 2 || self.flow_table_size == 0 {
+            return Err(LoadError::Settings(format!(
+                "max_backends ({}) must be at least 2 and flow_table_size ({}) at least 1",
+                self.max_backends, self.flow_table_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded (not yet attached) balancer and its maps.
+pub struct Balancer {
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+    pub settings: Settings,
+}
+
+impl Balancer {
+    /// Loads the balancer program through the verifier.
+    pub fn load(settings: &Settings) -> Result<Self, LoadError> {
+        Self::load_object(objects::BALANCER, settings)
+    }
+
+    /// Loads a balancer build (the benchmark also loads the no-log one).
+    pub fn load_object(object: &[u8], settings: &Settings) -> Result<Self, LoadError> {
+        settings.validate()?;
+        let maglev_slots = settings.max_vips * settings.maglev_size;
+        let log = u8::from(settings.log);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
+            .override_global(names::GLOBAL_LOG, &log, false)
+            .map_max_entries(names::VIPS, settings.max_vips)
+            .map_max_entries(names::VIP_STATS, settings.max_vips)
+            .map_max_entries(names::MAGLEV, maglev_slots)
+            .map_max_entries(names::BACKENDS, settings.max_backends)
+            .map_max_entries(names::BACKEND_STATS, settings.max_backends)
+            .map_max_entries(names::FLOWS, settings.flow_table_size);
+        if let Some(dir) = &settings.pin_dir {
+            for name in PINNED {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(object)?;
+        if settings.log {
+            // Best effort: without a reader the records are simply dropped.
+            if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+                tracing::warn!("aya-log not initialised: {e}");
+            }
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut(BALANCER_PROGRAM)
+            .ok_or(LoadError::Missing(BALANCER_PROGRAM))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name: BALANCER_PROGRAM, source })?;
+        prog.load().map_err(|source| LoadError::Program { name: BALANCER_PROGRAM, source })?;
+        let maps = Maps::take(&mut ebpf, settings.maglev_size)?;
+        Ok(Self { ebpf, maps, settings: settings.clone() })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(BALANCER_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Balancer::load_object")
+    }
+
+    pub fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(BALANCER_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Balancer::load_object")
+    }
+}
+
+/// Maps that carry state worth keeping across a restart.
+const PINNED: [&str; 8] = [
+    names::VIPS,
+    names::BACKENDS,
+    names::MAGLEV,
+    names::FLOWS,
+    names::CONFIG,
+    names::STATS,
+    names::VIP_STATS,
+    names::BACKEND_STATS,
+];
+
+/// Loads any single-program object (decapsulator, benchmark floors) and
+/// returns it with its program loaded.
+pub fn load_simple(object: &[u8], program: &'static str) -> Result<Ebpf, LoadError> {
+    let mut ebpf = EbpfLoader::new().load(object)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(program)
+        .ok_or(LoadError::Missing(program))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name: program, source })?;
+    prog.load().map_err(|source| LoadError::Program { name: program, source })?;
+    Ok(ebpf)
+}

@@ -1,0 +1,233 @@
+//! Typed access to the balancer's maps.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+};
+use lb_common::{
+    Backend, Config, Counters, FlowKey, FlowValue, NO_BACKEND, Outcome, VipInfo, VipKey, names,
+};
+
+use super::LoadError;
+use crate::maglev;
+
+/// The balancer's maps, taken out of the loaded object.
+pub struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipInfo>,
+    pub backends: Array<MapData, Backend>,
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub config: Array<MapData, Config>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub backend_stats: PerCpuArray<MapData, Counters>,
+    maglev: MaglevRows,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("VIP id {vip_id} is outside the Maglev array (max_vips {max_vips})")]
+    VipIdOutOfRange { vip_id: u32, max_vips: u32 },
+    #[error("a Maglev row has {got} slots, the table size is {want}")]
+    RowSize { got: usize, want: u32 },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+impl Maps {
+    pub(super) fn take(ebpf: &mut Ebpf, maglev_size: u32) -> Result<Self, LoadError> {
+        let maglev_map = match ebpf.take_map(names::MAGLEV) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(LoadError::Missing(names::MAGLEV)),
+        };
+        Ok(Self {
+            vips: take(ebpf, names::VIPS)?,
+            backends: take(ebpf, names::BACKENDS)?,
+            flows: take(ebpf, names::FLOWS)?,
+            config: take(ebpf, names::CONFIG)?,
+            stats: take(ebpf, names::STATS)?,
+            vip_stats: take(ebpf, names::VIP_STATS)?,
+            backend_stats: take(ebpf, names::BACKEND_STATS)?,
+            maglev: MaglevRows::new(maglev_map, maglev_size)?,
+        })
+    }
+
+    pub fn maglev_size(&self) -> u32 {
+        self.maglev.size
+    }
+
+    pub fn set_config(&mut self, cfg: &Config) -> Result<(), MapsError> {
+        self.config.set(0, cfg, 0).map_err(map_err(names::CONFIG))
+    }
+
+    pub fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), MapsError> {
+        self.backends.set(id, b, 0).map_err(map_err(names::BACKENDS))
+    }
+
+    pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), MapsError> {
+        self.vips.insert(key, info, 0).map_err(map_err(names::VIPS))
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), MapsError> {
+        self.vips.remove(key).map_err(map_err(names::VIPS))
+    }
+
+    /// Writes VIP `vip_id`'s Maglev row (backend ids, [`NO_BACKEND`] for none).
+    pub fn write_maglev(&mut self, vip_id: u32, row: &[u32]) -> Result<(), MapsError> {
+        self.maglev.write(vip_id, row)
+    }
+
+    pub fn read_maglev(&self, vip_id: u32) -> Result<Vec<u32>, MapsError> {
+        self.maglev.read(vip_id)
+    }
+
+    /// Builds the VIP's Maglev table from `(backend id, weighted backend)`
+    /// and writes it. Returns the row written.
+    pub fn program_maglev(
+        &mut self,
+        vip_id: u32,
+        backends: &[(u32, maglev::Weighted)],
+    ) -> Result<Vec<u32>, crate::maglev::Error> {
+        let weighted: Vec<_> = backends.iter().map(|(_, w)| *w).collect();
+        let table = maglev::build(&weighted, self.maglev.size)?;
+        let row: Vec<u32> = table
+            .iter()
+            .map(|&i| if i == maglev::EMPTY { NO_BACKEND } else { backends[i as usize].0 })
+            .collect();
+        self.maglev.write(vip_id, &row).expect("row built with the map's own size");
+        Ok(row)
+    }
+
+    /// Global outcome counters, summed over CPUs, indexed by [`Outcome`].
+    pub fn outcomes(&self) -> Result<Vec<u64>, MapsError> {
+        (0..Outcome::COUNT)
+            .map(|i| {
+                let v = self.stats.get(&i, 0).map_err(map_err(names::STATS))?;
+                Ok(v.iter().sum())
+            })
+            .collect()
+    }
+
+    pub fn outcome(&self, o: Outcome) -> Result<u64, MapsError> {
+        let v = self.stats.get(&(o as u32), 0).map_err(map_err(names::STATS))?;
+        Ok(v.iter().sum())
+    }
+
+    pub fn vip_counters(&self, vip_id: u32) -> Result<Counters, MapsError> {
+        sum(&self.vip_stats, vip_id).map_err(map_err(names::VIP_STATS))
+    }
+
+    pub fn backend_counters(&self, id: u32) -> Result<Counters, MapsError> {
+        sum(&self.backend_stats, id).map_err(map_err(names::BACKEND_STATS))
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, Counters>, i: u32) -> Result<Counters, aya::maps::MapError> {
+    let v = map.get(&i, 0)?;
+    Ok(v.iter().fold(Counters::default(), |a, c| Counters {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    }))
+}
+
+/// The Maglev array, mapped into our memory (BPF_F_MMAPABLE): a row is one
+/// copy, not M update syscalls. Slots are 32-bit and written with plain
+/// stores, so the program sees each slot either old or new, never torn.
+struct MaglevRows {
+    _map: MapData,
+    base: NonNull<u32>,
+    len_bytes: usize,
+    slots: usize,
+    size: u32,
+}
+
+// SAFETY: the mapping is owned by this value and only touched through
+// `&self`/`&mut self`.
+unsafe impl Send for MaglevRows {}
+unsafe impl Sync for MaglevRows {}
+
+impl MaglevRows {
+    fn new(map: MapData, size: u32) -> Result<Self, LoadError> {
+        let info = map
+            .info()
+            .map_err(|source| LoadError::Map { name: names::MAGLEV, source })?;
+        let slots = info.max_entries() as usize;
+        let page = 4096usize;
+        let len_bytes = (slots * 4).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array of `slots` u32.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(LoadError::Mmap { name: names::MAGLEV, source: std::io::Error::last_os_error() });
+        }
+        let base = NonNull::new(p.cast::<u32>()).expect("mmap never returns null on success");
+        Ok(Self { _map: map, base, len_bytes, slots, size })
+    }
+
+    fn row(&self, vip_id: u32) -> Result<usize, MapsError> {
+        let start = vip_id as usize * self.size as usize;
+        if start + self.size as usize > self.slots {
+            return Err(MapsError::VipIdOutOfRange {
+                vip_id,
+                max_vips: (self.slots / self.size as usize) as u32,
+            });
+        }
+        Ok(start)
+    }
+
+    fn write(&mut self, vip_id: u32, row: &[u32]) -> Result<(), MapsError> {
+        if row.len() != self.size as usize {
+            return Err(MapsError::RowSize { got: row.len(), want: self.size });
+        }
+        let start = self.row(vip_id)?;
+        // SAFETY: bounds checked by `row`; the program reads concurrently,
+        // which is why each slot is a single aligned 32-bit store.
+        unsafe {
+            let dst = self.base.as_ptr().add(start);
+            for (i, v) in row.iter().enumerate() {
+                std::ptr::write_volatile(dst.add(i), *v);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, vip_id: u32) -> Result<Vec<u32>, MapsError> {
+        let start = self.row(vip_id)?;
+        // SAFETY: bounds checked by `row`.
+        Ok((0..self.size as usize)
+            .map(|i| unsafe { std::ptr::read_volatile(self.base.as_ptr().add(start + i)) })
+            .collect())
+    }
+}
+
+impl Drop for MaglevRows {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len_bytes) };
+    }
+}
