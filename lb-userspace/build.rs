@@ -28,9 +28,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let root = root.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", root.display()))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path {}", root.display()))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "lb-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "lb-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

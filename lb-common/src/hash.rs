@@ -14,7 +14,10 @@ pub const FLOW_SEED: u32 = 0x786c_6231; // "xlb1"
 #[inline(always)]
 const fn mix(h: u32, w: u32) -> u32 {
     let k = w.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]

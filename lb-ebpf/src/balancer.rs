@@ -85,7 +85,11 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     };
     // A RST never opens a flow: it would pin a backend for a connection
     // that is already over.
-    let track = if ports.rst { Track::Lookup } else { Track::Insert };
+    let track = if ports.rst {
+        Track::Lookup
+    } else {
+        Track::Insert
+    };
     let backend_id = pick_backend(&s.key, &vip, track).map_err(|v| v.for_vip(vip.vip_id))?;
     match deliver(ctx, s, vip.encap, backend_id) {
         Ok(v) | Err(v) => Ok(v.for_vip(vip.vip_id).to_backend(backend_id)),
@@ -110,7 +114,12 @@ fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
 /// Exact (address, port, protocol) first, then the address's wildcard.
 #[inline(always)]
 fn find_vip(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<VipInfo> {
-    let mut key = VipKey { addr: *addr, port, proto, family };
+    let mut key = VipKey {
+        addr: *addr,
+        port,
+        proto,
+        family,
+    };
     if let Some(v) = unsafe { XLB_VIPS.get(&key) } {
         return Some(*v);
     }
@@ -137,7 +146,10 @@ enum Track {
 fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
     if let Some(flow) = unsafe { XLB_FLOWS.get(key) } {
         let id = flow.backend_id;
-        if XLB_BACKENDS.get(id).is_some_and(|b| b.flags & BACKEND_ACTIVE != 0) {
+        if XLB_BACKENDS
+            .get(id)
+            .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0)
+        {
             if track != Track::Quiet {
                 count(Outcome::FlowHit);
             }
@@ -151,7 +163,14 @@ fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
     if track == Track::Insert {
         // A failed insert only means the next packet is hashed again, to
         // the same backend while the table is unchanged.
-        let _ = XLB_FLOWS.insert(key, FlowValue { backend_id: id, vip_id: vip.vip_id }, 0);
+        let _ = XLB_FLOWS.insert(
+            key,
+            FlowValue {
+                backend_id: id,
+                vip_id: vip.vip_id,
+            },
+            0,
+        );
     }
     Ok(id)
 }
@@ -160,7 +179,9 @@ fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
 fn maglev(vip: &VipInfo, hash: u32) -> Step<u32> {
     let m = XLB_MAGLEV_SIZE.load();
     let slot = hash.checked_rem(m).ok_or(INTERNAL)?;
-    let id = *XLB_MAGLEV.get(vip.vip_id.wrapping_mul(m).wrapping_add(slot)).ok_or(INTERNAL)?;
+    let id = *XLB_MAGLEV
+        .get(vip.vip_id.wrapping_mul(m).wrapping_add(slot))
+        .ok_or(INTERNAL)?;
     if id == NO_BACKEND {
         return Err(Verdict::drop(Outcome::DropNoBackend));
     }
@@ -195,10 +216,19 @@ fn ipip(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
         encap::ipip4(ctx, pkt, &s.fib, &cfg.ipip_src_v4, &be.addr)?;
     } else {
         let len = pkt.ip_len.saturating_add(IPIP6_OVERHEAD);
-        if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, len, &cfg.ipip_src_v6, &be.addr)? {
+        if let Some(mtu) =
+            fib::lookup(ctx, &mut s.fib, pkt.family, len, &cfg.ipip_src_v6, &be.addr)?
+        {
             return too_big(ctx, s, mtu.saturating_sub(IPIP6_OVERHEAD));
         }
-        encap::ipip6(ctx, pkt, &s.fib, &cfg.ipip_src_v6, &be.addr, flow_hash(&s.key))?;
+        encap::ipip6(
+            ctx,
+            pkt,
+            &s.fib,
+            &cfg.ipip_src_v6,
+            &be.addr,
+            flow_hash(&s.key),
+        )?;
     }
     Ok(encap::send(ctx, &s.pkt, &s.fib))
 }
@@ -214,7 +244,11 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
     if !fib::is_direct(&s.fib, pkt.family, &be.addr) {
         return Err(Verdict::drop(Outcome::DropNotOnLink));
     }
-    let ether_type = if pkt.family == FAMILY_V4 { ETH_P_IP } else { ETH_P_IPV6 };
+    let ether_type = if pkt.family == FAMILY_V4 {
+        ETH_P_IP
+    } else {
+        ETH_P_IPV6
+    };
     encap::write_l2(ctx, pkt, &s.fib.dmac, &s.fib.smac, ether_type)?;
     Ok(encap::send(ctx, pkt, &s.fib))
 }

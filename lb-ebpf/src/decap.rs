@@ -2,7 +2,12 @@
 //! passes the inner packet up, for kernels without the ipip/ip6_tunnel
 //! modules (and without the cost of a tunnel device).
 
-use aya_ebpf::{btf_maps::{HashMap, PerCpuArray}, helpers::bpf_xdp_adjust_head, macros::btf_map, programs::XdpContext};
+use aya_ebpf::{
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::bpf_xdp_adjust_head,
+    macros::btf_map,
+    programs::XdpContext,
+};
 use lb_common::{DecapKey, FAMILY_V4, FAMILY_V6, stats::DecapOutcome};
 
 use crate::{
@@ -72,7 +77,18 @@ pub fn decap(ctx: &XdpContext) -> DecapOutcome {
     let ok = if pkt.l2_len == 18 {
         ptr::write(ctx, 0, l2)
     } else {
-        ptr::write(ctx, 0, [l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10], l2[11], l2[12], l2[13]])
+        ptr::write(
+            ctx,
+            0,
+            [
+                l2[0], l2[1], l2[2], l2[3], l2[4], l2[5], l2[6], l2[7], l2[8], l2[9], l2[10],
+                l2[11], l2[12], l2[13],
+            ],
+        )
     };
-    if ok { DecapOutcome::Decapsulated } else { DecapOutcome::Malformed }
+    if ok {
+        DecapOutcome::Decapsulated
+    } else {
+        DecapOutcome::Malformed
+    }
 }

@@ -22,7 +22,13 @@ const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
 /// Writes the Ethernet header at the start of the frame, keeping the input's
 /// 802.1Q tag when there was one.
 #[inline(always)]
-pub fn write_l2(ctx: &XdpContext, pkt: &Packet, dst: &[u8; 6], src: &[u8; 6], ether_type: u16) -> Step<()> {
+pub fn write_l2(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    dst: &[u8; 6],
+    src: &[u8; 6],
+    ether_type: u16,
+) -> Step<()> {
     let eth = unsafe { &mut *ptr::at::<[u8; 18]>(ctx, 0).ok_or(INTERNAL)? };
     eth[..6].copy_from_slice(dst);
     eth[6..12].copy_from_slice(src);
@@ -30,8 +36,24 @@ pub fn write_l2(ctx: &XdpContext, pkt: &Packet, dst: &[u8; 6], src: &[u8; 6], et
     if pkt.vlan != 0 {
         let q = ETH_P_8021Q.to_be_bytes();
         *eth = [
-            eth[0], eth[1], eth[2], eth[3], eth[4], eth[5], eth[6], eth[7], eth[8], eth[9], eth[10],
-            eth[11], q[0], q[1], pkt.vlan_tci[0], pkt.vlan_tci[1], t[0], t[1],
+            eth[0],
+            eth[1],
+            eth[2],
+            eth[3],
+            eth[4],
+            eth[5],
+            eth[6],
+            eth[7],
+            eth[8],
+            eth[9],
+            eth[10],
+            eth[11],
+            q[0],
+            q[1],
+            pkt.vlan_tci[0],
+            pkt.vlan_tci[1],
+            t[0],
+            t[1],
         ];
     } else {
         eth[12] = t[0];
@@ -53,14 +75,38 @@ pub fn grow_head(ctx: &XdpContext, len: i32) -> Step<()> {
 /// IPv4-in-IPv4: a new outer header from `src` to `dst` in front of the
 /// untouched inner packet. TOS and DF are copied from the inner header.
 #[inline(always)]
-pub fn ipip4(ctx: &XdpContext, pkt: &Packet, fib: &FibParams, src: &[u8; 4], dst: &[u8; 16]) -> Step<()> {
+pub fn ipip4(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    fib: &FibParams,
+    src: &[u8; 4],
+    dst: &[u8; 16],
+) -> Step<()> {
     grow_head(ctx, IPIP4_OVERHEAD as i32)?;
     write_l2(ctx, pkt, &fib.dmac, &fib.smac, ETH_P_IP)?;
     let h = unsafe { &mut *ptr::at::<[u8; 20]>(ctx, pkt.l2_len as usize).ok_or(INTERNAL)? };
     let len = (pkt.ip_len + IPIP4_OVERHEAD).to_be_bytes();
     *h = [
-        0x45, pkt.tos, len[0], len[1], 0, 0, pkt.df << 6, 0, TTL, PROTO_IPIP, 0, 0,
-        src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+        0x45,
+        pkt.tos,
+        len[0],
+        len[1],
+        0,
+        0,
+        pkt.df << 6,
+        0,
+        TTL,
+        PROTO_IPIP,
+        0,
+        0,
+        src[0],
+        src[1],
+        src[2],
+        src[3],
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
     ];
     let c = csum::ipv4_header(h).to_be_bytes();
     h[10] = c[0];

@@ -63,8 +63,8 @@ fn v4_message(ctx: &XdpContext, pkt: &Packet, l2: usize, mtu: u16) -> Step<()> {
     let len = ((20 + MSG) as u16).to_be_bytes();
     let (s, d) = (&pkt.dst, &pkt.src);
     *ip = [
-        0x45, 0, len[0], len[1], 0, 0, 0, 0, TTL, PROTO_ICMP, 0, 0,
-        s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3],
+        0x45, 0, len[0], len[1], 0, 0, 0, 0, TTL, PROTO_ICMP, 0, 0, s[0], s[1], s[2], s[3], d[0],
+        d[1], d[2], d[3],
     ];
     let c = csum::ipv4_header(ip).to_be_bytes();
     ip[10] = c[0];
@@ -162,5 +162,10 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()
 /// Whether `proto` is ICMP for the packet's family.
 #[inline(always)]
 pub fn is_icmp(pkt: &Packet) -> bool {
-    pkt.proto == if pkt.family == FAMILY_V4 { PROTO_ICMP } else { PROTO_ICMPV6 }
+    pkt.proto
+        == if pkt.family == FAMILY_V4 {
+            PROTO_ICMP
+        } else {
+            PROTO_ICMPV6
+        }
 }

@@ -56,8 +56,7 @@ pub static XLB_CONFIG: Array<Config, 1> = Array::new();
 pub static XLB_STATS: PerCpuArray<u64, { Outcome::COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static XLB_VIP_STATS: PerCpuArray<Counters, { DEFAULT_MAX_VIPS as usize }> =
-    PerCpuArray::new();
+pub static XLB_VIP_STATS: PerCpuArray<Counters, { DEFAULT_MAX_VIPS as usize }> = PerCpuArray::new();
 
 #[btf_map]
 pub static XLB_BE_STATS: PerCpuArray<Counters, { DEFAULT_MAX_BACKENDS as usize }> =

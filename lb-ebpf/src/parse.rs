@@ -79,8 +79,12 @@ fn ipv4(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     p.tos = ip[1];
     p.ip_len = ip_len;
     p.l4_off = (l3 + hdr_len) as u32;
-    p.src = [ip[12], ip[13], ip[14], ip[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    p.dst = [ip[16], ip[17], ip[18], ip[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    p.src = [
+        ip[12], ip[13], ip[14], ip[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    p.dst = [
+        ip[16], ip[17], ip[18], ip[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     Ok(())
 }
 

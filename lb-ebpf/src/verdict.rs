@@ -22,22 +22,42 @@ pub type Step<T> = Result<T, Verdict>;
 impl Verdict {
     #[inline(always)]
     pub const fn pass(outcome: Outcome) -> Self {
-        Self { action: XDP_PASS, outcome, vip_id: NONE, backend_id: NONE }
+        Self {
+            action: XDP_PASS,
+            outcome,
+            vip_id: NONE,
+            backend_id: NONE,
+        }
     }
 
     #[inline(always)]
     pub const fn drop(outcome: Outcome) -> Self {
-        Self { action: XDP_DROP, outcome, vip_id: NONE, backend_id: NONE }
+        Self {
+            action: XDP_DROP,
+            outcome,
+            vip_id: NONE,
+            backend_id: NONE,
+        }
     }
 
     #[inline(always)]
     pub const fn tx(outcome: Outcome) -> Self {
-        Self { action: XDP_TX, outcome, vip_id: NONE, backend_id: NONE }
+        Self {
+            action: XDP_TX,
+            outcome,
+            vip_id: NONE,
+            backend_id: NONE,
+        }
     }
 
     #[inline(always)]
     pub const fn redirect() -> Self {
-        Self { action: XDP_REDIRECT, outcome: Outcome::Redirect, vip_id: NONE, backend_id: NONE }
+        Self {
+            action: XDP_REDIRECT,
+            outcome: Outcome::Redirect,
+            vip_id: NONE,
+            backend_id: NONE,
+        }
     }
 
     #[inline(always)]

@@ -29,7 +29,9 @@ pub const EMPTY: u32 = u32::MAX;
 pub enum Error {
     #[error("Maglev table size {0} is not a prime number (try 65537, 131071, 262147 or 1048573)")]
     NotPrime(u32),
-    #[error("Maglev table size {size} is too small for {backends} backends (needs at least 2 slots per backend)")]
+    #[error(
+        "Maglev table size {size} is too small for {backends} backends (needs at least 2 slots per backend)"
+    )]
     TooSmall { size: u32, backends: usize },
 }
 
@@ -75,16 +77,25 @@ pub fn build(backends: &[Weighted], size: u32) -> Result<Vec<u32>, Error> {
         return Err(Error::NotPrime(size));
     }
     let mut table = vec![EMPTY; size as usize];
-    let mut live: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let mut live: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].weight > 0)
+        .collect();
     if live.is_empty() {
         return Ok(table);
     }
     if (size as usize) < 2 * live.len() {
-        return Err(Error::TooSmall { size, backends: live.len() });
+        return Err(Error::TooSmall {
+            size,
+            backends: live.len(),
+        });
     }
     live.sort_by_key(|&i| (addr_bytes(backends[i].addr), backends[i].weight));
     let m = u64::from(size);
-    let max_weight = live.iter().map(|&i| u64::from(backends[i].weight)).max().unwrap_or(1);
+    let max_weight = live
+        .iter()
+        .map(|&i| u64::from(backends[i].weight))
+        .max()
+        .unwrap_or(1);
     struct Walk {
         index: u32,
         weight: u64,
@@ -165,7 +176,10 @@ mod tests {
             let table = build(&equal(n), m).unwrap();
             let (lo, hi) = (u64::from(m) / n as u64, u64::from(m).div_ceil(n as u64));
             for (i, c) in counts(&table, n).into_iter().enumerate() {
-                assert!(c == lo || c == hi, "N={n}: backend {i} holds {c} slots, not {lo} or {hi}");
+                assert!(
+                    c == lo || c == hi,
+                    "N={n}: backend {i} holds {c} slots, not {lo} or {hi}"
+                );
             }
         }
     }
@@ -178,7 +192,9 @@ mod tests {
             let backends: Vec<Weighted> = equal(n)
                 .into_iter()
                 .map(|mut b| {
-                    rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    rng = rng
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     b.weight = 1 + (rng >> 33) as u32 % 100;
                     b
                 })
@@ -229,7 +245,10 @@ mod tests {
                 }
             }
             let pct = 100.0 * moved as f64 / held as f64;
-            assert!(pct <= 1.0, "N={n}: {moved} of {held} surviving slots moved ({pct:.3}%)");
+            assert!(
+                pct <= 1.0,
+                "N={n}: {moved} of {held} surviving slots moved ({pct:.3}%)"
+            );
         }
     }
 
@@ -240,7 +259,9 @@ mod tests {
         b.reverse();
         let ta = build(&a, 251).unwrap();
         let tb = build(&b, 251).unwrap();
-        let addr = |t: &[u32], list: &[Weighted]| -> Vec<IpAddr> { t.iter().map(|&i| list[i as usize].addr).collect() };
+        let addr = |t: &[u32], list: &[Weighted]| -> Vec<IpAddr> {
+            t.iter().map(|&i| list[i as usize].addr).collect()
+        };
         assert_eq!(addr(&ta, &a), addr(&tb, &b));
     }
 
@@ -249,17 +270,29 @@ mod tests {
         let mut b = equal(2);
         b[0].weight = 0;
         let t = build(&b, 13).unwrap();
-        assert!(t.iter().all(|&s| s == 1), "a weight-0 backend must hold no slot");
+        assert!(
+            t.iter().all(|&s| s == 1),
+            "a weight-0 backend must hold no slot"
+        );
         b[1].weight = 0;
         assert!(build(&b, 13).unwrap().iter().all(|&s| s == EMPTY));
         assert_eq!(build(&equal(2), 65_536), Err(Error::NotPrime(65_536)));
-        assert_eq!(build(&equal(10), 13), Err(Error::TooSmall { size: 13, backends: 10 }));
+        assert_eq!(
+            build(&equal(10), 13),
+            Err(Error::TooSmall {
+                size: 13,
+                backends: 10
+            })
+        );
     }
 
     #[test]
     fn ipv6_backends() {
         let b: Vec<Weighted> = (1..=4u16)
-            .map(|i| Weighted { addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)), weight: 1 })
+            .map(|i| Weighted {
+                addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)),
+                weight: 1,
+            })
             .collect();
         let c = counts(&build(&b, 65_537).unwrap(), 4);
         assert!(c.iter().all(|&x| x == 16_384 || x == 16_385), "{c:?}");

@@ -11,11 +11,16 @@ enum Cli {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse() {
         Cli::Verify => {
             let b = lb_userspace::xdp::Balancer::load(&lb_userspace::xdp::Settings::default())?;
-            println!("xlb balancer loaded: program {:?}", b.program().info().ok().map(|i| i.id()));
+            println!(
+                "xlb balancer loaded: program {:?}",
+                b.program().info().ok().map(|i| i.id())
+            );
         }
     }
     Ok(())

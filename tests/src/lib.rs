@@ -1,0 +1,7 @@
+//! Test harness for xlb: network namespaces that clean up after themselves,
+//! a packet builder with its own checksum code (independent of the XDP
+//! program's), and the lab in which packets meet the real program.
+
+pub mod lab;
+pub mod netns;
+pub mod packet;

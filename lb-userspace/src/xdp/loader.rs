@@ -23,13 +23,22 @@ pub enum LoadError {
     #[error("loading the eBPF object: {0}")]
     Ebpf(#[from] aya::EbpfError),
     #[error("loading program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("the eBPF object has no {0}: was it built from this version of xlb?")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("mapping {name} into memory: {source}")]
-    Mmap { name: &'static str, source: std::io::Error },
+    Mmap {
+        name: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Sizes and switches fixed when the program is loaded.
@@ -128,10 +137,20 @@ impl Balancer {
             .program_mut(BALANCER_PROGRAM)
             .ok_or(LoadError::Missing(BALANCER_PROGRAM))?
             .try_into()
-            .map_err(|source| LoadError::Program { name: BALANCER_PROGRAM, source })?;
-        prog.load().map_err(|source| LoadError::Program { name: BALANCER_PROGRAM, source })?;
+            .map_err(|source| LoadError::Program {
+                name: BALANCER_PROGRAM,
+                source,
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            name: BALANCER_PROGRAM,
+            source,
+        })?;
         let maps = Maps::take(&mut ebpf, settings.maglev_size)?;
-        Ok(Self { ebpf, maps, settings: settings.clone() })
+        Ok(Self {
+            ebpf,
+            maps,
+            settings: settings.clone(),
+        })
     }
 
     pub fn program(&self) -> &Xdp {
@@ -169,7 +188,13 @@ pub fn load_simple(object: &[u8], program: &'static str) -> Result<Ebpf, LoadErr
         .program_mut(program)
         .ok_or(LoadError::Missing(program))?
         .try_into()
-        .map_err(|source| LoadError::Program { name: program, source })?;
-    prog.load().map_err(|source| LoadError::Program { name: program, source })?;
+        .map_err(|source| LoadError::Program {
+            name: program,
+            source,
+        })?;
+    prog.load().map_err(|source| LoadError::Program {
+        name: program,
+        source,
+    })?;
     Ok(ebpf)
 }

@@ -39,7 +39,10 @@ where
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("VIP id {vip_id} is outside the Maglev array (max_vips {max_vips})")]
     VipIdOutOfRange { vip_id: u32, max_vips: u32 },
     #[error("a Maglev row has {got} slots, the table size is {want}")]
@@ -77,7 +80,9 @@ impl Maps {
     }
 
     pub fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), MapsError> {
-        self.backends.set(id, b, 0).map_err(map_err(names::BACKENDS))
+        self.backends
+            .set(id, b, 0)
+            .map_err(map_err(names::BACKENDS))
     }
 
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), MapsError> {
@@ -108,9 +113,17 @@ impl Maps {
         let table = maglev::build(&weighted, self.maglev.size)?;
         let row: Vec<u32> = table
             .iter()
-            .map(|&i| if i == maglev::EMPTY { NO_BACKEND } else { backends[i as usize].0 })
+            .map(|&i| {
+                if i == maglev::EMPTY {
+                    NO_BACKEND
+                } else {
+                    backends[i as usize].0
+                }
+            })
             .collect();
-        self.maglev.write(vip_id, &row).expect("row built with the map's own size");
+        self.maglev
+            .write(vip_id, &row)
+            .expect("row built with the map's own size");
         Ok(row)
     }
 
@@ -125,7 +138,10 @@ impl Maps {
     }
 
     pub fn outcome(&self, o: Outcome) -> Result<u64, MapsError> {
-        let v = self.stats.get(&(o as u32), 0).map_err(map_err(names::STATS))?;
+        let v = self
+            .stats
+            .get(&(o as u32), 0)
+            .map_err(map_err(names::STATS))?;
         Ok(v.iter().sum())
     }
 
@@ -147,11 +163,13 @@ fn sum(map: &PerCpuArray<MapData, Counters>, i: u32) -> Result<Counters, aya::ma
 }
 
 /// The Maglev array, mapped into our memory (BPF_F_MMAPABLE): a row is one
-/// copy, not M update syscalls. Slots are 32-bit and written with plain
-/// stores, so the program sees each slot either old or new, never torn.
+/// pass of stores, not M update syscalls. Each slot is written with one
+/// aligned store, so the program sees it either old or new, never torn.
 struct MaglevRows {
     _map: MapData,
-    base: NonNull<u32>,
+    /// Array elements are laid out `round_up(value_size, 8)` apart: a u32
+    /// slot occupies 8 bytes, its value in the low half (little-endian).
+    base: NonNull<u64>,
     len_bytes: usize,
     slots: usize,
     size: u32,
@@ -164,12 +182,13 @@ unsafe impl Sync for MaglevRows {}
 
 impl MaglevRows {
     fn new(map: MapData, size: u32) -> Result<Self, LoadError> {
-        let info = map
-            .info()
-            .map_err(|source| LoadError::Map { name: names::MAGLEV, source })?;
+        let info = map.info().map_err(|source| LoadError::Map {
+            name: names::MAGLEV,
+            source,
+        })?;
         let slots = info.max_entries() as usize;
         let page = 4096usize;
-        let len_bytes = (slots * 4).div_ceil(page) * page;
+        let len_bytes = (slots * size_of::<u64>()).div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
         // SAFETY: a shared mapping of a BPF_F_MMAPABLE array of `slots` u32.
         let p = unsafe {
@@ -183,10 +202,19 @@ impl MaglevRows {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(LoadError::Mmap { name: names::MAGLEV, source: std::io::Error::last_os_error() });
+            return Err(LoadError::Mmap {
+                name: names::MAGLEV,
+                source: std::io::Error::last_os_error(),
+            });
         }
-        let base = NonNull::new(p.cast::<u32>()).expect("mmap never returns null on success");
-        Ok(Self { _map: map, base, len_bytes, slots, size })
+        let base = NonNull::new(p.cast::<u64>()).expect("mmap never returns null on success");
+        Ok(Self {
+            _map: map,
+            base,
+            len_bytes,
+            slots,
+            size,
+        })
     }
 
     fn row(&self, vip_id: u32) -> Result<usize, MapsError> {
@@ -202,7 +230,10 @@ impl MaglevRows {
 
     fn write(&mut self, vip_id: u32, row: &[u32]) -> Result<(), MapsError> {
         if row.len() != self.size as usize {
-            return Err(MapsError::RowSize { got: row.len(), want: self.size });
+            return Err(MapsError::RowSize {
+                got: row.len(),
+                want: self.size,
+            });
         }
         let start = self.row(vip_id)?;
         // SAFETY: bounds checked by `row`; the program reads concurrently,
@@ -210,7 +241,7 @@ impl MaglevRows {
         unsafe {
             let dst = self.base.as_ptr().add(start);
             for (i, v) in row.iter().enumerate() {
-                std::ptr::write_volatile(dst.add(i), *v);
+                std::ptr::write_volatile(dst.add(i), u64::from(*v));
             }
         }
         Ok(())
@@ -220,7 +251,7 @@ impl MaglevRows {
         let start = self.row(vip_id)?;
         // SAFETY: bounds checked by `row`.
         Ok((0..self.size as usize)
-            .map(|i| unsafe { std::ptr::read_volatile(self.base.as_ptr().add(start + i)) })
+            .map(|i| unsafe { std::ptr::read_volatile(self.base.as_ptr().add(start + i)) as u32 })
             .collect())
     }
 }
