@@ -124,3 +124,44 @@ pub fn sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A directory on bpffs for one test's pins, removed on drop.
+pub struct PinDir {
+    pub path: std::path::PathBuf,
+}
+
+impl PinDir {
+    pub fn new() -> Self {
+        ensure_bpffs();
+        let path = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/{PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not (fresh machines here).
+pub fn ensure_bpffs() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
+        sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
+    }
+}
