@@ -120,14 +120,14 @@ fn find_vip(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<VipInfo
         proto,
         family,
     };
-    if let Some(v) = unsafe { XLB_VIPS.get(&key) } {
+    if let Some(v) = unsafe { XLB_VIPS.get(key) } {
         return Some(*v);
     }
     if port == 0 {
         return None;
     }
     key.port = 0;
-    unsafe { XLB_VIPS.get(&key) }.copied()
+    unsafe { XLB_VIPS.get(key) }.copied()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -62,7 +62,7 @@ pub fn decap(ctx: &XdpContext) -> DecapOutcome {
         }
         _ => return DecapOutcome::Pass,
     }
-    if unsafe { XLB_DECAP_VIPS.get(&key) }.is_none() {
+    if unsafe { XLB_DECAP_VIPS.get(key) }.is_none() {
         return DecapOutcome::Pass;
     }
     // The outer family equals the inner one, so the L2 header (and its

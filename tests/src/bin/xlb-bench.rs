@@ -1,0 +1,234 @@
+//! `cargo xtask bench`: ns/packet of the balancer by BPF_PROG_TEST_RUN, beside
+//! two floors measured in the same run, and Maglev table build times.
+//!
+//! Each class is timed over many calls with repeat=1, each on a fresh copy
+//! of the frame (the kernel copies `data_in` per call): with repeat > 1 the
+//! kernel would rerun the program on the buffer it had just rewritten, and
+//! an encapsulating program would time its own output. The figure is the
+//! median of the kernel's per-call duration, which includes ~30 ns of timer
+//! overhead on every class alike, floors included. Every call's return
+//! value is checked.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use lb_common::{Encap, FlowKey, FlowValue, Outcome, PROTO_TCP};
+use lb_userspace::{
+    maglev::{self, Weighted},
+    xdp::{Balancer, Settings, loader::load_simple, objects},
+};
+use xlb_tests::{
+    lab::{self, CLIENT_MAC, LB0_MAC, Lab, v4, v6},
+    packet::*,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+struct Args {
+    calls: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut calls = 100_000;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--calls" => calls = it.next().context("--calls needs a number")?.parse().context("--calls")?,
+            "-h" | "--help" => {
+                println!("xlb-bench [--calls N]   (default 100000 calls per class; needs root)");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(Args { calls })
+}
+
+/// Median kernel-measured ns over `calls` runs of `frame_for(i)`.
+fn measure(prog: &Xdp, ifindex: u32, calls: usize, want: u32, mut frame_for: impl FnMut(usize, &mut Vec<u8>)) -> Result<f64> {
+    let mut frame = Vec::new();
+    let mut out = vec![0u8; 4096];
+    let mut ns = Vec::with_capacity(calls);
+    for i in 0..calls {
+        frame_for(i, &mut frame);
+        let ctx = lab::xdp_md(ifindex, frame.len());
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })?;
+        ensure!(r.return_value == want, "call {i}: action {} instead of {want}", r.return_value);
+        ns.push(r.duration.as_nanos() as u64);
+    }
+    ns.sort_unstable();
+    Ok(ns[ns.len() / 2] as f64)
+}
+
+fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
+    let seg = tcp(IpAddr::V4(src), IpAddr::V4(dst), sport, 80, TCP_ACK, &[0x61; 64]);
+    eth(LB0_MAC, CLIENT_MAC, ETH_P_IP, &ipv4(&V4::new(src, dst, 6), &seg))
+}
+
+fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr) -> Vec<u8> {
+    let seg = tcp(IpAddr::V6(src), IpAddr::V6(dst), sport, 80, TCP_ACK, &[0x61; 64]);
+    eth(LB0_MAC, CLIENT_MAC, ETH_P_IPV6, &ipv6(&V6::new(src, dst, 6), &seg))
+}
+
+/// Rewrites the client address of a frame built by `tcp4_frame`/`tcp6_frame`
+/// so that call `i` is a flow never seen before (checksums do not matter to
+/// the program, which never verifies them).
+fn new_client(frame: &mut [u8], i: usize, class: u8) {
+    let i = i as u32;
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP => {
+            frame[26] = 100 + class;
+            frame[27..30].copy_from_slice(&i.to_be_bytes()[1..]);
+        }
+        _ => {
+            frame[22 + 12] = class;
+            frame[22 + 13..22 + 16].copy_from_slice(&i.to_be_bytes()[1..]);
+        }
+    }
+}
+
+struct Row {
+    class: &'static str,
+    ns: f64,
+    floor: &'static str,
+    floor_ns: f64,
+    target: Option<f64>,
+}
+
+fn main() -> Result<()> {
+    let args = args()?;
+    ensure!(unsafe { libc::geteuid() } == 0, "the benchmark needs root (network namespace, BPF)");
+    let lab = Lab::new();
+    let calls = args.calls;
+    let rows = lab.ns.run(|| -> Result<Vec<Row>> {
+        let settings = Settings { flow_table_size: 1 << 21, ..lab::settings() };
+        let mut b = Balancer::load(&settings)?;
+        let mut nolog = Balancer::load_object(objects::BALANCER_NOLOG, &settings)?;
+        let set4 = [(1, v4(10, 0, 0, 0x11)), (2, v4(10, 0, 0, 0x12)), (3, v4(10, 0, 0, 0x13))];
+        let fd00 = |h| v6([0xfd00, 0, 0, 0, 0, 0, 0, h]);
+        let set6 = [(4, fd00(0x11)), (5, fd00(0x12)), (6, fd00(0x13))];
+        let (vip4, vip4l2) = (Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 11));
+        let (vip6, vip6l2) = (Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1), Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 0x11));
+        let vips = [
+            lab::vip(1, IpAddr::V4(vip4), 80, PROTO_TCP, Encap::Ipip, &set4),
+            lab::vip(2, IpAddr::V4(vip4l2), 80, PROTO_TCP, Encap::L2, &set4),
+            lab::vip(3, IpAddr::V6(vip6), 80, PROTO_TCP, Encap::Ipip, &set6),
+            lab::vip(4, IpAddr::V6(vip6l2), 80, PROTO_TCP, Encap::L2, &set6),
+        ];
+        lab::program(&mut b, &vips);
+        lab::program(&mut nolog, &vips);
+        let pass = load_simple(objects::FLOOR_PASS, "xlb_floor_pass")?;
+        let swap = load_simple(objects::FLOOR_SWAP, "xlb_floor_swap")?;
+        let pass_prog: &Xdp = pass.program("xlb_floor_pass").context("floor pass")?.try_into()?;
+        let swap_prog: &Xdp = swap.program("xlb_floor_swap").context("floor swap")?.try_into()?;
+        let ifx = lab::ifindex("lb0");
+        let client4 = Ipv4Addr::new(198, 51, 100, 7);
+        let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+        let nonvip = tcp4_frame(client4, 40_000, Ipv4Addr::new(10, 0, 0, 1));
+        let fixed = |f: Vec<u8>| move |_: usize, buf: &mut Vec<u8>| buf.clone_from(&f);
+
+        let floor_pass = measure(pass_prog, ifx, calls, XDP_PASS, fixed(nonvip.clone()))?;
+        let floor_swap = measure(swap_prog, ifx, calls, XDP_TX, fixed(tcp4_frame(client4, 40_000, vip4)))?;
+        let mut rows = vec![Row {
+            class: "non-VIP pass (v4)",
+            ns: measure(b.program(), ifx, calls, XDP_PASS, fixed(nonvip.clone()))?,
+            floor: "XDP_PASS",
+            floor_ns: floor_pass,
+            target: Some(1.5),
+        }];
+        let misses_before = b.maps.outcome(Outcome::FlowMiss)?;
+        let mut new_classes = 0;
+        for (class, frame, n) in [
+            ("new flow v4 ipip", tcp4_frame(client4, 40_000, vip4), 1u8),
+            ("new flow v4 l2", tcp4_frame(client4, 40_000, vip4l2), 2),
+            ("new flow v6 ipip", tcp6_frame(client6, 40_000, vip6), 3),
+            ("new flow v6 l2", tcp6_frame(client6, 40_000, vip6l2), 4),
+        ] {
+            let ns = measure(b.program(), ifx, calls, XDP_TX, |i, buf| {
+                buf.clone_from(&frame);
+                new_client(buf, i, n);
+            })?;
+            new_classes += 1;
+            rows.push(Row { class, ns, floor: "parse+swap", floor_ns: floor_swap, target: Some(4.0) });
+        }
+        let misses = b.maps.outcome(Outcome::FlowMiss)? - misses_before;
+        ensure!(misses == (new_classes * calls) as u64, "{misses} flow misses in new-flow classes, expected {}", new_classes * calls);
+        let hits_before = b.maps.outcome(Outcome::FlowHit)?;
+        for (class, frame) in [
+            ("established v4 ipip", tcp4_frame(client4, 40_000, vip4)),
+            ("established v4 l2", tcp4_frame(client4, 40_000, vip4l2)),
+            ("established v6 ipip", tcp6_frame(client6, 40_000, vip6)),
+            ("established v6 l2", tcp6_frame(client6, 40_000, vip6l2)),
+        ] {
+            let ns = measure(b.program(), ifx, calls, XDP_TX, fixed(frame))?;
+            rows.push(Row { class, ns, floor: "parse+swap", floor_ns: floor_swap, target: Some(2.0) });
+        }
+        let hits = b.maps.outcome(Outcome::FlowHit)? - hits_before;
+        ensure!(hits + 4 >= (4 * calls) as u64, "only {hits} flow hits in established classes");
+        let est = tcp4_frame(client4, 40_000, vip4);
+        let nolog_ns = measure(nolog.program(), ifx, calls, XDP_TX, fixed(est.clone()))?;
+        let logoff_ns = measure(b.program(), ifx, calls, XDP_TX, fixed(est))?;
+        rows.push(Row { class: "established v4 ipip, logging off", ns: logoff_ns, floor: "logging compiled out", floor_ns: nolog_ns, target: None });
+        Ok(rows)
+    })?;
+
+    println!("\n{}", machine());
+    println!("\n| class | ns/packet (median) | floor | floor ns | ratio | target |");
+    println!("|---|---:|---|---:|---:|---|");
+    let mut missed = Vec::new();
+    for r in &rows {
+        let ratio = r.ns / r.floor_ns;
+        let target = r.target.map_or("-".to_owned(), |t| format!("<= {t}x"));
+        println!("| {} | {:.0} | {} | {:.0} | {:.2}x | {} |", r.class, r.ns, r.floor, r.floor_ns, ratio, target);
+        if r.target.is_some_and(|t| ratio > t) {
+            missed.push(r.class);
+        }
+    }
+    println!(
+        "\nflow-table entry: key {} + value {} = {} bytes (target <= 64)",
+        size_of::<FlowKey>(),
+        size_of::<FlowValue>(),
+        size_of::<FlowKey>() + size_of::<FlowValue>()
+    );
+
+    println!("\n| Maglev build, M = 65537 | median of 5 |");
+    println!("|---|---:|");
+    for n in [10usize, 100, 1000] {
+        let backends: Vec<Weighted> = (0..n)
+            .map(|i| Weighted { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)), weight: 1 })
+            .collect();
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = Instant::now();
+                std::hint::black_box(maglev::build(&backends, 65_537).expect("prime"));
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!("| N = {n} | {:.2} ms |", t[2]);
+    }
+    if !missed.is_empty() {
+        println!("\ntargets missed: {}", missed.join(", "));
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("machine: {cpu}, {cores} cores, kernel {}", kernel.trim())
+}

@@ -1,0 +1,13 @@
+//! `cargo xtask run`: builds, then runs the xlb-demo binary of xlb-tests.
+
+use anyhow::Result;
+
+use crate::{build, workspace};
+
+pub(crate) fn run(once: bool) -> Result<()> {
+    build::run(false)?;
+    workspace::cargo()
+        .args(["run", "-p", "xlb-tests", "--bin", "xlb-demo", "--"])
+        .args(once.then_some("--once"))
+        .run()
+}

@@ -1,0 +1,44 @@
+//! Debian packages: the tools the tests and the demo shell out to.
+
+use anyhow::{Result, bail};
+
+use crate::cmd::Cmd;
+
+const PACKAGES: &[&str] = &[
+    "bpftool", "iproute2", "iperf3", "curl", "tcpdump", "ethtool",
+];
+
+pub(super) fn ensure(is_root: bool) -> Result<()> {
+    let missing = missing()?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_root {
+        bail!(
+            "missing Debian packages: {list}\n\
+             install them as root with:\n    \
+             apt-get update -q && apt-get install -y -q {list}"
+        );
+    }
+    eprintln!("installing Debian packages: {list}");
+    apt_get().args(["update", "-q"]).run()?;
+    apt_get().args(["install", "-y", "-q"]).args(&missing).run()
+}
+
+fn missing() -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for &package in PACKAGES {
+        let status = Cmd::new("dpkg-query")
+            .args(["-W", "-f", "${Status}", package])
+            .probe()?;
+        if status.as_deref().map(str::trim) != Some("install ok installed") {
+            missing.push(package);
+        }
+    }
+    Ok(missing)
+}
+
+fn apt_get() -> Cmd {
+    Cmd::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive")
+}
