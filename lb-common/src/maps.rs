@@ -38,11 +38,13 @@ pub mod names {
     pub const STATS: &str = "XLB_STATS";
     pub const VIP_STATS: &str = "XLB_VIP_STATS";
     pub const BACKEND_STATS: &str = "XLB_BE_STATS";
+    pub const NEXTHOPS: &str = "XLB_NEXTHOPS";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
     pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
     pub const GLOBAL_LOG: &str = "XLB_LOG";
+    pub const GLOBAL_NEXTHOP_TTL: &str = "XLB_NEXTHOP_TTL_NS";
 }
 
 /// How a VIP's packets reach its backends.
@@ -127,6 +129,32 @@ pub struct FlowValue {
     pub vip_id: u32,
 }
 
+/// Per-CPU cache of the route to a backend, indexed by backend id: the
+/// result of `bpf_fib_lookup`, reused until `expires_ns` so the fast path
+/// does not pay for a FIB and neighbour lookup on every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NextHop {
+    /// `bpf_ktime_get_ns()` after which the entry is looked up again; 0 = empty.
+    pub expires_ns: u64,
+    /// Interface the packets arrived on when this was looked up.
+    pub in_ifindex: u32,
+    /// Egress interface.
+    pub out_ifindex: u32,
+    /// Largest IP packet (after encapsulation) known to fit the egress MTU.
+    pub fits: u16,
+    /// 1 when the backend is on a connected network (no gateway between).
+    pub direct: u8,
+    pub _pad: u8,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad2: [u8; 8],
+}
+
+/// Default lifetime of a cached route: a backend's new MAC (failover) or a
+/// route change is picked up within this time.
+pub const DEFAULT_NEXTHOP_TTL_NS: u64 = 100_000_000;
+
 /// Single-entry array: settings the daemon may change while traffic flows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -164,6 +192,7 @@ const _: () = {
     assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
     assert!(size_of::<Config>() == 20);
     assert!(size_of::<Counters>() == 16);
+    assert!(size_of::<NextHop>() == 40);
     assert!(size_of::<DecapKey>() == 20);
 };
 
@@ -179,5 +208,6 @@ mod user {
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for DecapKey {}
 }

@@ -7,7 +7,9 @@ use lb_common::{
 };
 
 use crate::{
-    encap, fib, icmp,
+    encap,
+    fib::{self, Hop},
+    icmp,
     maps::{
         XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
         XLB_VIP_STATS, XLB_VIPS, add, count,
@@ -91,9 +93,15 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         Track::Insert
     };
     let backend_id = pick_backend(&s.key, &vip, track).map_err(|v| v.for_vip(vip.vip_id))?;
-    match deliver(ctx, s, vip.encap, backend_id) {
-        Ok(v) | Err(v) => Ok(v.for_vip(vip.vip_id).to_backend(backend_id)),
-    }
+    // The ICMP answer is built here, not inside `deliver`: the two frames
+    // never stack, which keeps the deepest call chain under 512 bytes.
+    let v = match deliver(ctx, s, vip.encap, backend_id) {
+        Ok(Sent::Out(v)) | Err(v) => v,
+        Ok(Sent::TooBig(mtu)) => match icmp::too_big(ctx, &s.pkt, mtu) {
+            Ok(v) | Err(v) => v,
+        },
+    };
+    Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
 }
 
 /// An ICMP error to a VIP goes where the flow it quotes goes. Out of line:
@@ -106,9 +114,12 @@ fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         .ok_or(Verdict::pass(Outcome::PassNotVip))?;
     let backend_id = pick_backend(key, &vip, Track::Quiet).map_err(|v| v.for_vip(vip.vip_id))?;
     count(Outcome::IcmpErrorSteered);
-    match deliver(ctx, s, vip.encap, backend_id) {
-        Ok(v) | Err(v) => Ok(v.for_vip(vip.vip_id).to_backend(backend_id)),
-    }
+    // No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
+    let v = match deliver(ctx, s, vip.encap, backend_id) {
+        Ok(Sent::Out(v)) | Err(v) => v,
+        Ok(Sent::TooBig(_)) => Verdict::drop(Outcome::DropTooBig),
+    };
+    Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
 }
 
 /// Exact (address, port, protocol) first, then the address's wildcard.
@@ -188,60 +199,66 @@ fn maglev(vip: &VipInfo, hash: u32) -> Step<u32> {
     Ok(id)
 }
 
+/// What `deliver` did.
+enum Sent {
+    /// Encapsulated (or rewritten) and on its way.
+    Out(Verdict),
+    /// Too big for the egress MTU once encapsulated; the client must be told
+    /// this MTU.
+    TooBig(u16),
+}
+
 /// Encapsulates (or rewrites) and sends the packet to the backend.
 #[inline(never)]
-fn deliver(ctx: &XdpContext, s: &mut Scratch, encap: u8, backend_id: u32) -> Step<Verdict> {
+fn deliver(ctx: &XdpContext, s: &mut Scratch, encap: u8, backend_id: u32) -> Step<Sent> {
     let be = XLB_BACKENDS.get(backend_id).ok_or(INTERNAL)?;
     if be.family != s.pkt.family {
         return Err(Verdict::drop(Outcome::DropFamilyMismatch));
     }
     match Encap::from_u8(encap) {
-        Some(Encap::Ipip) => ipip(ctx, s, be),
-        Some(Encap::L2) => l2(ctx, s, be),
+        Some(Encap::Ipip) => ipip(ctx, s, backend_id, be),
+        Some(Encap::L2) => l2(ctx, s, backend_id, be),
         None => Err(INTERNAL),
     }
 }
 
 #[inline(always)]
-fn ipip(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
+fn ipip(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
     let cfg = XLB_CONFIG.get(0).ok_or(INTERNAL)?;
     let pkt = &s.pkt;
-    if pkt.family == FAMILY_V4 {
+    let v4 = pkt.family == FAMILY_V4;
+    let (src, overhead) = if v4 {
         let mut src = [0u8; 16];
         src[..4].copy_from_slice(&cfg.ipip_src_v4);
-        let len = pkt.ip_len.saturating_add(IPIP4_OVERHEAD);
-        if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, len, &src, &be.addr)? {
-            return too_big(ctx, s, mtu.saturating_sub(IPIP4_OVERHEAD));
-        }
-        encap::ipip4(ctx, pkt, &s.fib, &cfg.ipip_src_v4, &be.addr)?;
+        (src, IPIP4_OVERHEAD)
     } else {
-        let len = pkt.ip_len.saturating_add(IPIP6_OVERHEAD);
-        if let Some(mtu) =
-            fib::lookup(ctx, &mut s.fib, pkt.family, len, &cfg.ipip_src_v6, &be.addr)?
-        {
-            return too_big(ctx, s, mtu.saturating_sub(IPIP6_OVERHEAD));
-        }
-        encap::ipip6(
-            ctx,
-            pkt,
-            &s.fib,
-            &cfg.ipip_src_v6,
-            &be.addr,
-            flow_hash(&s.key),
-        )?;
+        (cfg.ipip_src_v6, IPIP6_OVERHEAD)
+    };
+    let len = pkt.ip_len.saturating_add(overhead);
+    let hop = match fib::next_hop(ctx, &mut s.fib, id, len, &src, &be.addr, pkt.family)? {
+        Hop::Via(hop) => hop,
+        Hop::TooBig(mtu) => return Ok(Sent::TooBig(mtu.saturating_sub(overhead))),
+    };
+    if v4 {
+        encap::ipip4(ctx, pkt, hop, &cfg.ipip_src_v4, &be.addr)?;
+    } else {
+        encap::ipip6(ctx, pkt, hop, &cfg.ipip_src_v6, &be.addr, flow_hash(&s.key))?;
     }
-    Ok(encap::send(ctx, &s.pkt, &s.fib))
+    Ok(Sent::Out(encap::send(ctx, pkt, hop)))
 }
 
 #[inline(always)]
-fn l2(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
+fn l2(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
     let pkt = &s.pkt;
-    if let Some(mtu) = fib::lookup(ctx, &mut s.fib, pkt.family, pkt.ip_len, &pkt.src, &be.addr)? {
-        return too_big(ctx, s, mtu);
-    }
+    let hop = match fib::next_hop(
+        ctx, &mut s.fib, id, pkt.ip_len, &pkt.src, &be.addr, pkt.family,
+    )? {
+        Hop::Via(hop) => hop,
+        Hop::TooBig(mtu) => return Ok(Sent::TooBig(mtu)),
+    };
     // The frame keeps the VIP as destination: only a backend on the link
     // can take it. Behind a gateway it would come straight back to us.
-    if !fib::is_direct(&s.fib, pkt.family, &be.addr) {
+    if hop.direct == 0 {
         return Err(Verdict::drop(Outcome::DropNotOnLink));
     }
     let ether_type = if pkt.family == FAMILY_V4 {
@@ -249,17 +266,8 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, be: &Backend) -> Step<Verdict> {
     } else {
         ETH_P_IPV6
     };
-    encap::write_l2(ctx, pkt, &s.fib.dmac, &s.fib.smac, ether_type)?;
-    Ok(encap::send(ctx, pkt, &s.fib))
-}
-
-/// No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
-#[inline(always)]
-fn too_big(ctx: &XdpContext, s: &Scratch, mtu: u16) -> Step<Verdict> {
-    if icmp::is_icmp(&s.pkt) {
-        return Err(Verdict::drop(Outcome::DropTooBig));
-    }
-    icmp::too_big(ctx, &s.pkt, mtu)
+    encap::write_l2(ctx, pkt, &hop.dmac, &hop.smac, ether_type)?;
+    Ok(Sent::Out(encap::send(ctx, pkt, hop)))
 }
 
 /// The shared flow hash, out of line: its ten mixing rounds would otherwise

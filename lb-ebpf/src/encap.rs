@@ -1,11 +1,10 @@
 //! Direct Server Return: IPIP encapsulation or a MAC rewrite, and the way out.
 
 use aya_ebpf::{
-    bindings::bpf_fib_lookup as FibParams,
     helpers::{bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
-use lb_common::{IPIP4_OVERHEAD, IPIP6_OVERHEAD, Outcome};
+use lb_common::{IPIP4_OVERHEAD, IPIP6_OVERHEAD, NextHop, Outcome};
 
 use crate::{
     csum,
@@ -78,12 +77,12 @@ pub fn grow_head(ctx: &XdpContext, len: i32) -> Step<()> {
 pub fn ipip4(
     ctx: &XdpContext,
     pkt: &Packet,
-    fib: &FibParams,
+    hop: &NextHop,
     src: &[u8; 4],
     dst: &[u8; 16],
 ) -> Step<()> {
     grow_head(ctx, IPIP4_OVERHEAD as i32)?;
-    write_l2(ctx, pkt, &fib.dmac, &fib.smac, ETH_P_IP)?;
+    write_l2(ctx, pkt, &hop.dmac, &hop.smac, ETH_P_IP)?;
     let h = unsafe { &mut *ptr::at::<[u8; 20]>(ctx, pkt.l2_len as usize).ok_or(INTERNAL)? };
     let len = (pkt.ip_len + IPIP4_OVERHEAD).to_be_bytes();
     *h = [
@@ -120,13 +119,13 @@ pub fn ipip4(
 pub fn ipip6(
     ctx: &XdpContext,
     pkt: &Packet,
-    fib: &FibParams,
+    hop: &NextHop,
     src: &[u8; 16],
     dst: &[u8; 16],
     flow_hash: u32,
 ) -> Step<()> {
     grow_head(ctx, IPIP6_OVERHEAD as i32)?;
-    write_l2(ctx, pkt, &fib.dmac, &fib.smac, ETH_P_IPV6)?;
+    write_l2(ctx, pkt, &hop.dmac, &hop.smac, ETH_P_IPV6)?;
     let h = unsafe { &mut *ptr::at::<[u8; 40]>(ctx, pkt.l2_len as usize).ok_or(INTERNAL)? };
     let label = flow_hash & 0x000f_ffff;
     let len = pkt.ip_len.to_be_bytes();
@@ -148,10 +147,10 @@ pub fn ipip6(
 /// always leave where they came in: the route points at the VLAN device,
 /// which cannot transmit XDP frames, while the tag is already right.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, pkt: &Packet, fib: &FibParams) -> Verdict {
-    if pkt.vlan != 0 || fib.ifindex == ctx.ingress_ifindex() as u32 {
+pub fn send(ctx: &XdpContext, pkt: &Packet, hop: &NextHop) -> Verdict {
+    if pkt.vlan != 0 || hop.out_ifindex == ctx.ingress_ifindex() as u32 {
         return Verdict::tx(Outcome::Tx);
     }
-    unsafe { bpf_redirect(fib.ifindex, 0) };
+    unsafe { bpf_redirect(hop.out_ifindex, 0) };
     Verdict::redirect()
 }

@@ -6,12 +6,15 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
-    helpers::bpf_fib_lookup,
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V4, Outcome};
+use lb_common::{FAMILY_V4, NextHop, Outcome};
 
-use crate::verdict::{Step, Verdict};
+use crate::{
+    maps::{XLB_NEXTHOP_TTL_NS, XLB_NEXTHOPS},
+    verdict::{Step, Verdict},
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -66,4 +69,55 @@ pub fn is_direct(p: &FibParams, family: u8, addr: &[u8; 16]) -> bool {
         let a: [u64; 2] = unsafe { core::mem::transmute(*addr) };
         n[0] == a[0] && n[1] == a[1]
     }
+}
+
+/// Where a packet of a given length goes next.
+pub enum Hop {
+    /// This CPU's cache entry (valid for the rest of the program run).
+    Via(&'static NextHop),
+    /// Too big for the egress MTU, given here.
+    TooBig(u16),
+}
+
+/// The route to backend `backend_id` (address `dst`) for an IP packet of
+/// `tot_len` bytes: from this CPU's cache while it is fresh, was looked up
+/// for the same receiving interface and a packet at least this long fitted;
+/// else from `bpf_fib_lookup`, which refreshes the cache. Failures (no
+/// route, no neighbour yet) are never cached.
+#[inline(always)]
+pub fn next_hop(
+    ctx: &XdpContext,
+    p: &mut FibParams,
+    backend_id: u32,
+    tot_len: u16,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    family: u8,
+) -> Step<Hop> {
+    let internal = Verdict::drop(Outcome::DropInternal);
+    let c = unsafe { &mut *XLB_NEXTHOPS.get_ptr_mut(backend_id).ok_or(internal)? };
+    // The coarse clock (a jiffy of resolution) costs a memory read, not a
+    // clock-source read: ample for a TTL of tens of milliseconds.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let ingress = ctx.ingress_ifindex() as u32;
+    let fresh = c.expires_ns > now && c.in_ifindex == ingress;
+    if fresh && tot_len <= c.fits {
+        return Ok(Hop::Via(c));
+    }
+    if let Some(mtu) = lookup(ctx, p, family, tot_len, src, dst)? {
+        return Ok(Hop::TooBig(mtu));
+    }
+    if !fresh {
+        c.expires_ns = now + XLB_NEXTHOP_TTL_NS.load();
+        c.in_ifindex = ingress;
+        c.fits = 0;
+    }
+    c.out_ifindex = p.ifindex;
+    c.smac = p.smac;
+    c.dmac = p.dmac;
+    c.direct = is_direct(p, family, dst) as u8;
+    if tot_len > c.fits {
+        c.fits = tot_len;
+    }
+    Ok(Hop::Via(c))
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-    FlowKey, FlowValue, Outcome, VipInfo, VipKey,
+    FlowKey, FlowValue, NextHop, Outcome, VipInfo, VipKey,
 };
 
 /// Maglev table size M, fixed at load time. In `.rodata`, which the loader
@@ -48,6 +48,16 @@ pub static XLB_FLOWS: LruHashMap<
     { DEFAULT_FLOW_TABLE_SIZE as usize },
     { BPF_F_NO_COMMON_LRU as usize },
 > = LruHashMap::new();
+
+/// How long a cached route is trusted (ns), fixed at load time.
+#[unsafe(no_mangle)]
+pub static XLB_NEXTHOP_TTL_NS: Global<u64> = Global::new(lb_common::DEFAULT_NEXTHOP_TTL_NS);
+
+/// Per CPU, so an entry is only ever written by the CPU that reads it:
+/// no torn MAC pairs, no cross-CPU cache-line traffic.
+#[btf_map]
+pub static XLB_NEXTHOPS: PerCpuArray<NextHop, { DEFAULT_MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();

@@ -53,6 +53,9 @@ pub struct Settings {
     pub flow_table_size: u32,
     /// Log every verdict through aya-log (debugging only).
     pub log: bool,
+    /// How long the program trusts a cached route to a backend before it
+    /// asks the FIB again (a backend's new MAC is picked up within this).
+    pub nexthop_ttl: std::time::Duration,
     /// Pin every map under this directory (bpffs), reusing pins found there.
     pub pin_dir: Option<PathBuf>,
 }
@@ -65,6 +68,7 @@ impl Default for Settings {
             max_backends: DEFAULT_MAX_BACKENDS,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             log: false,
+            nexthop_ttl: std::time::Duration::from_nanos(lb_common::DEFAULT_NEXTHOP_TTL_NS),
             pin_dir: None,
         }
     }
@@ -111,15 +115,18 @@ impl Balancer {
         settings.validate()?;
         let maglev_slots = settings.max_vips * settings.maglev_size;
         let log = u8::from(settings.log);
+        let ttl_ns = u64::try_from(settings.nexthop_ttl.as_nanos()).unwrap_or(u64::MAX);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
+            .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
             .map_max_entries(names::MAGLEV, maglev_slots)
             .map_max_entries(names::BACKENDS, settings.max_backends)
             .map_max_entries(names::BACKEND_STATS, settings.max_backends)
+            .map_max_entries(names::NEXTHOPS, settings.max_backends)
             .map_max_entries(names::FLOWS, settings.flow_table_size);
         if let Some(dir) = &settings.pin_dir {
             for name in PINNED {

@@ -10,7 +10,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, FlowKey, FlowValue, NO_BACKEND, Outcome, VipInfo, VipKey, names,
+    Backend, Config, Counters, FlowKey, FlowValue, NO_BACKEND, NextHop, Outcome, VipInfo, VipKey,
+    names,
 };
 
 use super::LoadError;
@@ -25,6 +26,9 @@ pub struct Maps {
     pub stats: PerCpuArray<MapData, u64>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
+    /// The program's per-CPU route cache; emptied for a backend id whenever
+    /// that id is (re)written, so a reused id never inherits a stale route.
+    pub nexthops: PerCpuArray<MapData, NextHop>,
     maglev: MaglevRows,
 }
 
@@ -45,6 +49,8 @@ pub enum MapsError {
     },
     #[error("VIP id {vip_id} is outside the Maglev array (max_vips {max_vips})")]
     VipIdOutOfRange { vip_id: u32, max_vips: u32 },
+    #[error("counting possible CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("a Maglev row has {got} slots, the table size is {want}")]
     RowSize { got: usize, want: u32 },
 }
@@ -67,6 +73,7 @@ impl Maps {
             stats: take(ebpf, names::STATS)?,
             vip_stats: take(ebpf, names::VIP_STATS)?,
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
+            nexthops: take(ebpf, names::NEXTHOPS)?,
             maglev: MaglevRows::new(maglev_map, maglev_size)?,
         })
     }
@@ -82,7 +89,18 @@ impl Maps {
     pub fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), MapsError> {
         self.backends
             .set(id, b, 0)
-            .map_err(map_err(names::BACKENDS))
+            .map_err(map_err(names::BACKENDS))?;
+        self.forget_route(id)
+    }
+
+    /// Empties every CPU's cached route to backend `id`.
+    pub fn forget_route(&mut self, id: u32) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        let empty = aya::maps::PerCpuValues::try_from(vec![NextHop::default(); cpus])
+            .map_err(MapsError::Cpus)?;
+        self.nexthops
+            .set(id, empty, 0)
+            .map_err(map_err(names::NEXTHOPS))
     }
 
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), MapsError> {

@@ -38,7 +38,13 @@ fn args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--calls" => calls = it.next().context("--calls needs a number")?.parse().context("--calls")?,
+            "--calls" => {
+                calls = it
+                    .next()
+                    .context("--calls needs a number")?
+                    .parse()
+                    .context("--calls")?
+            }
             "-h" | "--help" => {
                 println!("xlb-bench [--calls N]   (default 100000 calls per class; needs root)");
                 std::process::exit(0);
@@ -50,7 +56,13 @@ fn args() -> Result<Args> {
 }
 
 /// Median kernel-measured ns over `calls` runs of `frame_for(i)`.
-fn measure(prog: &Xdp, ifindex: u32, calls: usize, want: u32, mut frame_for: impl FnMut(usize, &mut Vec<u8>)) -> Result<f64> {
+fn measure(
+    prog: &Xdp,
+    ifindex: u32,
+    calls: usize,
+    want: u32,
+    mut frame_for: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<f64> {
     let mut frame = Vec::new();
     let mut out = vec![0u8; 4096];
     let mut ns = Vec::with_capacity(calls);
@@ -63,7 +75,11 @@ fn measure(prog: &Xdp, ifindex: u32, calls: usize, want: u32, mut frame_for: imp
             ctx_in: Some(&ctx),
             ..TestRunOptions::new()
         })?;
-        ensure!(r.return_value == want, "call {i}: action {} instead of {want}", r.return_value);
+        ensure!(
+            r.return_value == want,
+            "call {i}: action {} instead of {want}",
+            r.return_value
+        );
         ns.push(r.duration.as_nanos() as u64);
     }
     ns.sort_unstable();
@@ -71,13 +87,37 @@ fn measure(prog: &Xdp, ifindex: u32, calls: usize, want: u32, mut frame_for: imp
 }
 
 fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
-    let seg = tcp(IpAddr::V4(src), IpAddr::V4(dst), sport, 80, TCP_ACK, &[0x61; 64]);
-    eth(LB0_MAC, CLIENT_MAC, ETH_P_IP, &ipv4(&V4::new(src, dst, 6), &seg))
+    let seg = tcp(
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+        sport,
+        80,
+        TCP_ACK,
+        &[0x61; 64],
+    );
+    eth(
+        LB0_MAC,
+        CLIENT_MAC,
+        ETH_P_IP,
+        &ipv4(&V4::new(src, dst, 6), &seg),
+    )
 }
 
 fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr) -> Vec<u8> {
-    let seg = tcp(IpAddr::V6(src), IpAddr::V6(dst), sport, 80, TCP_ACK, &[0x61; 64]);
-    eth(LB0_MAC, CLIENT_MAC, ETH_P_IPV6, &ipv6(&V6::new(src, dst, 6), &seg))
+    let seg = tcp(
+        IpAddr::V6(src),
+        IpAddr::V6(dst),
+        sport,
+        80,
+        TCP_ACK,
+        &[0x61; 64],
+    );
+    eth(
+        LB0_MAC,
+        CLIENT_MAC,
+        ETH_P_IPV6,
+        &ipv6(&V6::new(src, dst, 6), &seg),
+    )
 }
 
 /// Rewrites the client address of a frame built by `tcp4_frame`/`tcp6_frame`
@@ -107,18 +147,31 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = args()?;
-    ensure!(unsafe { libc::geteuid() } == 0, "the benchmark needs root (network namespace, BPF)");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (network namespace, BPF)"
+    );
     let lab = Lab::new();
     let calls = args.calls;
     let rows = lab.ns.run(|| -> Result<Vec<Row>> {
-        let settings = Settings { flow_table_size: 1 << 21, ..lab::settings() };
+        let settings = Settings {
+            flow_table_size: 1 << 21,
+            ..lab::settings()
+        };
         let mut b = Balancer::load(&settings)?;
         let mut nolog = Balancer::load_object(objects::BALANCER_NOLOG, &settings)?;
-        let set4 = [(1, v4(10, 0, 0, 0x11)), (2, v4(10, 0, 0, 0x12)), (3, v4(10, 0, 0, 0x13))];
+        let set4 = [
+            (1, v4(10, 0, 0, 0x11)),
+            (2, v4(10, 0, 0, 0x12)),
+            (3, v4(10, 0, 0, 0x13)),
+        ];
         let fd00 = |h| v6([0xfd00, 0, 0, 0, 0, 0, 0, h]);
         let set6 = [(4, fd00(0x11)), (5, fd00(0x12)), (6, fd00(0x13))];
         let (vip4, vip4l2) = (Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 11));
-        let (vip6, vip6l2) = (Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1), Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 0x11));
+        let (vip6, vip6l2) = (
+            Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1),
+            Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 0x11),
+        );
         let vips = [
             lab::vip(1, IpAddr::V4(vip4), 80, PROTO_TCP, Encap::Ipip, &set4),
             lab::vip(2, IpAddr::V4(vip4l2), 80, PROTO_TCP, Encap::L2, &set4),
@@ -129,8 +182,14 @@ fn main() -> Result<()> {
         lab::program(&mut nolog, &vips);
         let pass = load_simple(objects::FLOOR_PASS, "xlb_floor_pass")?;
         let swap = load_simple(objects::FLOOR_SWAP, "xlb_floor_swap")?;
-        let pass_prog: &Xdp = pass.program("xlb_floor_pass").context("floor pass")?.try_into()?;
-        let swap_prog: &Xdp = swap.program("xlb_floor_swap").context("floor swap")?.try_into()?;
+        let pass_prog: &Xdp = pass
+            .program("xlb_floor_pass")
+            .context("floor pass")?
+            .try_into()?;
+        let swap_prog: &Xdp = swap
+            .program("xlb_floor_swap")
+            .context("floor swap")?
+            .try_into()?;
         let ifx = lab::ifindex("lb0");
         let client4 = Ipv4Addr::new(198, 51, 100, 7);
         let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
@@ -138,7 +197,13 @@ fn main() -> Result<()> {
         let fixed = |f: Vec<u8>| move |_: usize, buf: &mut Vec<u8>| buf.clone_from(&f);
 
         let floor_pass = measure(pass_prog, ifx, calls, XDP_PASS, fixed(nonvip.clone()))?;
-        let floor_swap = measure(swap_prog, ifx, calls, XDP_TX, fixed(tcp4_frame(client4, 40_000, vip4)))?;
+        let floor_swap = measure(
+            swap_prog,
+            ifx,
+            calls,
+            XDP_TX,
+            fixed(tcp4_frame(client4, 40_000, vip4)),
+        )?;
         let mut rows = vec![Row {
             class: "non-VIP pass (v4)",
             ns: measure(b.program(), ifx, calls, XDP_PASS, fixed(nonvip.clone()))?,
@@ -159,10 +224,20 @@ fn main() -> Result<()> {
                 new_client(buf, i, n);
             })?;
             new_classes += 1;
-            rows.push(Row { class, ns, floor: "parse+swap", floor_ns: floor_swap, target: Some(4.0) });
+            rows.push(Row {
+                class,
+                ns,
+                floor: "parse+swap",
+                floor_ns: floor_swap,
+                target: Some(4.0),
+            });
         }
         let misses = b.maps.outcome(Outcome::FlowMiss)? - misses_before;
-        ensure!(misses == (new_classes * calls) as u64, "{misses} flow misses in new-flow classes, expected {}", new_classes * calls);
+        ensure!(
+            misses == (new_classes * calls) as u64,
+            "{misses} flow misses in new-flow classes, expected {}",
+            new_classes * calls
+        );
         let hits_before = b.maps.outcome(Outcome::FlowHit)?;
         for (class, frame) in [
             ("established v4 ipip", tcp4_frame(client4, 40_000, vip4)),
@@ -171,14 +246,29 @@ fn main() -> Result<()> {
             ("established v6 l2", tcp6_frame(client6, 40_000, vip6l2)),
         ] {
             let ns = measure(b.program(), ifx, calls, XDP_TX, fixed(frame))?;
-            rows.push(Row { class, ns, floor: "parse+swap", floor_ns: floor_swap, target: Some(2.0) });
+            rows.push(Row {
+                class,
+                ns,
+                floor: "parse+swap",
+                floor_ns: floor_swap,
+                target: Some(2.0),
+            });
         }
         let hits = b.maps.outcome(Outcome::FlowHit)? - hits_before;
-        ensure!(hits + 4 >= (4 * calls) as u64, "only {hits} flow hits in established classes");
+        ensure!(
+            hits + 4 >= (4 * calls) as u64,
+            "only {hits} flow hits in established classes"
+        );
         let est = tcp4_frame(client4, 40_000, vip4);
         let nolog_ns = measure(nolog.program(), ifx, calls, XDP_TX, fixed(est.clone()))?;
         let logoff_ns = measure(b.program(), ifx, calls, XDP_TX, fixed(est))?;
-        rows.push(Row { class: "established v4 ipip, logging off", ns: logoff_ns, floor: "logging compiled out", floor_ns: nolog_ns, target: None });
+        rows.push(Row {
+            class: "established v4 ipip, logging off",
+            ns: logoff_ns,
+            floor: "logging compiled out",
+            floor_ns: nolog_ns,
+            target: None,
+        });
         Ok(rows)
     })?;
 
@@ -189,7 +279,10 @@ fn main() -> Result<()> {
     for r in &rows {
         let ratio = r.ns / r.floor_ns;
         let target = r.target.map_or("-".to_owned(), |t| format!("<= {t}x"));
-        println!("| {} | {:.0} | {} | {:.0} | {:.2}x | {} |", r.class, r.ns, r.floor, r.floor_ns, ratio, target);
+        println!(
+            "| {} | {:.0} | {} | {:.0} | {:.2}x | {} |",
+            r.class, r.ns, r.floor, r.floor_ns, ratio, target
+        );
         if r.target.is_some_and(|t| ratio > t) {
             missed.push(r.class);
         }
@@ -205,7 +298,10 @@ fn main() -> Result<()> {
     println!("|---|---:|");
     for n in [10usize, 100, 1000] {
         let backends: Vec<Weighted> = (0..n)
-            .map(|i| Weighted { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)), weight: 1 })
+            .map(|i| Weighted {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32)),
+                weight: 1,
+            })
             .collect();
         let mut t: Vec<f64> = (0..5)
             .map(|_| {
@@ -226,7 +322,11 @@ fn main() -> Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
