@@ -45,6 +45,7 @@ pub mod names {
     pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
     pub const GLOBAL_LOG: &str = "XLB_LOG";
     pub const GLOBAL_NEXTHOP_TTL: &str = "XLB_NEXTHOP_TTL_NS";
+    pub const GLOBAL_BENCH_STOP: &str = "XLB_BENCH_STOP";
 }
 
 /// How a VIP's packets reach its backends.

@@ -12,7 +12,7 @@ use crate::{
     icmp,
     maps::{
         XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
-        XLB_VIP_STATS, XLB_VIPS, add, count,
+        XLB_VIP_STATS, XLB_VIPS, add, bench_stop, count, stop,
     },
     parse::{self, ETH_P_IP, ETH_P_IPV6, FRAG_FIRST, FRAG_LATER, PROTO_ICMP, PROTO_ICMPV6},
     scratch::{Scratch, XLB_SCRATCH},
@@ -49,6 +49,9 @@ pub fn account(v: &Verdict, bytes: u64) {
 #[inline(always)]
 fn run(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     parse::packet(ctx, &mut s.pkt)?;
+    if bench_stop(stop::PARSED) {
+        return Ok(Verdict::tx(Outcome::Tx));
+    }
     match (s.pkt.proto, s.pkt.family == FAMILY_V4) {
         (PROTO_TCP | PROTO_UDP, _) => flow(ctx, s),
         (PROTO_ICMP, true) | (PROTO_ICMPV6, false) => icmp_error(ctx, s),
@@ -73,6 +76,9 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         .ok_or(Verdict::pass(Outcome::PassMalformed))?;
     let vip = find_vip(&pkt.dst, ports.dst, pkt.proto, pkt.family)
         .ok_or(Verdict::pass(Outcome::PassNotVip))?;
+    if bench_stop(stop::VIP_FOUND) {
+        return Ok(Verdict::tx(Outcome::Tx));
+    }
     if pkt.fragment == FRAG_FIRST {
         return Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id));
     }
@@ -93,6 +99,9 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         Track::Insert
     };
     let backend_id = pick_backend(&s.key, &vip, track).map_err(|v| v.for_vip(vip.vip_id))?;
+    if bench_stop(stop::BACKEND_CHOSEN) {
+        return Ok(Verdict::tx(Outcome::Tx));
+    }
     // The ICMP answer is built here, not inside `deliver`: the two frames
     // never stack, which keeps the deepest call chain under 512 bytes.
     let v = match deliver(ctx, s, vip.encap, backend_id) {
@@ -239,6 +248,9 @@ fn ipip(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> 
         Hop::Via(hop) => hop,
         Hop::TooBig(mtu) => return Ok(Sent::TooBig(mtu.saturating_sub(overhead))),
     };
+    if bench_stop(stop::ROUTED) {
+        return Ok(Sent::Out(Verdict::tx(Outcome::Tx)));
+    }
     if v4 {
         encap::ipip4(ctx, pkt, hop, &cfg.ipip_src_v4, &be.addr)?;
     } else {
@@ -256,6 +268,9 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
         Hop::Via(hop) => hop,
         Hop::TooBig(mtu) => return Ok(Sent::TooBig(mtu)),
     };
+    if bench_stop(stop::ROUTED) {
+        return Ok(Sent::Out(Verdict::tx(Outcome::Tx)));
+    }
     // The frame keeps the VIP as destination: only a backend on the link
     // can take it. Behind a gateway it would come straight back to us.
     if hop.direct == 0 {

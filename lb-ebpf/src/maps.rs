@@ -23,6 +23,27 @@ pub static XLB_MAGLEV_SIZE: Global<u32> = Global::new(lb_common::DEFAULT_MAGLEV_
 #[unsafe(no_mangle)]
 pub static XLB_LOG: Global<u8> = Global::new(0);
 
+/// Benchmark instrumentation: a non-zero stage makes the program stop there
+/// and return XDP_TX, so `xlb-bench` can time each stage of the real
+/// program. Frozen `.rodata` like `XLB_LOG`: at 0 the verifier removes the
+/// checks, and production loads never set it.
+#[unsafe(no_mangle)]
+pub static XLB_BENCH_STOP: Global<u8> = Global::new(0);
+
+/// Stages for [`XLB_BENCH_STOP`].
+pub mod stop {
+    pub const PARSED: u8 = 1;
+    pub const VIP_FOUND: u8 = 2;
+    pub const BACKEND_CHOSEN: u8 = 3;
+    pub const ROUTED: u8 = 4;
+}
+
+/// Whether the benchmark asked the program to stop at `stage`.
+#[inline(always)]
+pub fn bench_stop(stage: u8) -> bool {
+    XLB_BENCH_STOP.load() == stage
+}
+
 #[btf_map]
 pub static XLB_VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = HashMap::new();
 

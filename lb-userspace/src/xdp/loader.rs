@@ -56,6 +56,8 @@ pub struct Settings {
     /// How long the program trusts a cached route to a backend before it
     /// asks the FIB again (a backend's new MAC is picked up within this).
     pub nexthop_ttl: std::time::Duration,
+    /// Benchmark only: stop at this stage of the program (0 = never).
+    pub bench_stop: u8,
     /// Pin every map under this directory (bpffs), reusing pins found there.
     pub pin_dir: Option<PathBuf>,
 }
@@ -69,6 +71,7 @@ impl Default for Settings {
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             log: false,
             nexthop_ttl: std::time::Duration::from_nanos(lb_common::DEFAULT_NEXTHOP_TTL_NS),
+            bench_stop: 0,
             pin_dir: None,
         }
     }
@@ -121,6 +124,7 @@ impl Balancer {
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
             .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
+            .override_global(names::GLOBAL_BENCH_STOP, &settings.bench_stop, false)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
             .map_max_entries(names::MAGLEV, maglev_slots)

@@ -153,7 +153,8 @@ fn main() -> Result<()> {
     );
     let lab = Lab::new();
     let calls = args.calls;
-    let rows = lab.ns.run(|| -> Result<Vec<Row>> {
+    type Profile = Vec<(&'static str, f64, f64)>;
+    let rows = lab.ns.run(|| -> Result<(Vec<Row>, Profile, f64, f64)> {
         let settings = Settings {
             flow_table_size: 1 << 21,
             ..lab::settings()
@@ -269,8 +270,34 @@ fn main() -> Result<()> {
             floor_ns: nolog_ns,
             target: None,
         });
-        Ok(rows)
+
+        // Where the nanoseconds go: the same program stopped after each
+        // stage (XLB_BENCH_STOP), established and new v4 IPIP flows.
+        let mut profile = Vec::new();
+        let stages = [
+            (1u8, "parse"),
+            (2, "+ VIP lookup"),
+            (3, "+ flow table / Maglev"),
+            (4, "+ next hop"),
+            (0, "+ encapsulate, send (full)"),
+        ];
+        for (stage, name) in stages {
+            let mut p = Balancer::load(&Settings {
+                bench_stop: stage,
+                ..settings.clone()
+            })?;
+            lab::program(&mut p, &vips);
+            let frame = tcp4_frame(client4, 40_000, vip4);
+            let est = measure(p.program(), ifx, calls / 2, XDP_TX, fixed(frame.clone()))?;
+            let new = measure(p.program(), ifx, calls / 2, XDP_TX, |i, buf| {
+                buf.clone_from(&frame);
+                new_client(buf, i, 9);
+            })?;
+            profile.push((name, est, new));
+        }
+        Ok((rows, profile, floor_pass, floor_swap))
     })?;
+    let (rows, profile, floor_pass, floor_swap) = rows;
 
     println!("\n{}", machine());
     println!("\n| class | ns/packet (median) | floor | floor ns | ratio | target |");
@@ -286,6 +313,14 @@ fn main() -> Result<()> {
         if r.target.is_some_and(|t| ratio > t) {
             missed.push(r.class);
         }
+    }
+    println!("\nStage profile: the same program stopped after each stage (counters included)");
+    println!("\n| stage | established v4 ipip ns | new flow v4 ipip ns |");
+    println!("|---|---:|---:|");
+    println!("| XDP_PASS floor | {floor_pass:.0} | {floor_pass:.0} |");
+    println!("| parse+swap floor | {floor_swap:.0} | {floor_swap:.0} |");
+    for (name, est, new) in &profile {
+        println!("| {name} | {est:.0} | {new:.0} |");
     }
     println!(
         "\nflow-table entry: key {} + value {} = {} bytes (target <= 64)",
