@@ -360,3 +360,32 @@ pub fn delta(before: &[u64], after: &[u64]) -> Vec<(Outcome, u64)> {
         .map(|(o, (b, a))| (*o, a - b))
         .collect()
 }
+
+/// A client's TCP segment to `dst:dport` as it arrives on lb0 (IPv4 or
+/// IPv6 by the addresses' family; default header fields).
+pub fn tcp_frame(
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use crate::packet::{ETH_P_IP, ETH_P_IPV6, V4, V6, eth, ipv4, ipv6, tcp};
+    let seg = tcp(src, dst, sport, dport, flags, payload);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth(
+            LB0_MAC,
+            CLIENT_MAC,
+            ETH_P_IP,
+            &ipv4(&V4::new(s, d, 6), &seg),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth(
+            LB0_MAC,
+            CLIENT_MAC,
+            ETH_P_IPV6,
+            &ipv6(&V6::new(s, d, 6), &seg),
+        ),
+        _ => panic!("tcp_frame: {src} and {dst} are of different families"),
+    }
+}

@@ -29,29 +29,17 @@ fn multi(id: u32, addr: IpAddr, backends: &[(u32, IpAddr)]) -> Vip {
 }
 
 fn syn(client: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let seg = tcp(IpAddr::V4(client), IpAddr::V4(VIP), sport, 80, flags, &[]);
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IP,
-        &ipv4(&V4::new(client, VIP, 6), &seg),
-    )
+    lab::tcp_frame(IpAddr::V4(client), sport, IpAddr::V4(VIP), 80, flags, &[])
 }
 
 fn syn6(client: Ipv6Addr, sport: u16) -> Vec<u8> {
-    let seg = tcp(
+    lab::tcp_frame(
         IpAddr::V6(client),
-        IpAddr::V6(VIP6),
         sport,
+        IpAddr::V6(VIP6),
         80,
         TCP_SYN,
         &[],
-    );
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IPV6,
-        &ipv6(&V6::new(client, VIP6, 6), &seg),
     )
 }
 

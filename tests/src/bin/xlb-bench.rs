@@ -22,7 +22,7 @@ use lb_userspace::{
     xdp::{Balancer, Settings, loader::load_simple, objects},
 };
 use xlb_tests::{
-    lab::{self, CLIENT_MAC, LB0_MAC, Lab, v4, v6},
+    lab::{self, Lab, v4, v6},
     packet::*,
 };
 
@@ -87,36 +87,24 @@ fn measure(
 }
 
 fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
-    let seg = tcp(
+    lab::tcp_frame(
         IpAddr::V4(src),
-        IpAddr::V4(dst),
         sport,
+        IpAddr::V4(dst),
         80,
         TCP_ACK,
         &[0x61; 64],
-    );
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IP,
-        &ipv4(&V4::new(src, dst, 6), &seg),
     )
 }
 
 fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr) -> Vec<u8> {
-    let seg = tcp(
+    lab::tcp_frame(
         IpAddr::V6(src),
-        IpAddr::V6(dst),
         sport,
+        IpAddr::V6(dst),
         80,
         TCP_ACK,
         &[0x61; 64],
-    );
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IPV6,
-        &ipv6(&V6::new(src, dst, 6), &seg),
     )
 }
 

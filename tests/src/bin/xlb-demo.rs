@@ -18,7 +18,7 @@ use anyhow::{Result, bail, ensure};
 use lb_common::{Encap, Outcome, PROTO_TCP, names};
 use lb_userspace::xdp::{Balancer, Settings};
 use xlb_tests::{
-    lab::{self, CLIENT_MAC, LB0_MAC, Lab, v4, v6},
+    lab::{self, Lab, v4, v6},
     netns::PinDir,
     packet::*,
 };
@@ -87,19 +87,13 @@ fn main() -> Result<()> {
         for i in 0..FLOWS {
             let client4 = Ipv4Addr::new(198, 51, 100, (i % 200) as u8 + 1);
             let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1);
-            for (vip, frame_for) in [
-                (
-                    1,
-                    Box::new(move |flags| syn4(client4, vip4, 30_000 + i, flags))
-                        as Box<dyn Fn(u8) -> Vec<u8>>,
-                ),
-                (
-                    2,
-                    Box::new(move |flags| syn6(client6, vip6, 30_000 + i, flags)),
-                ),
+            for (vip, client, dst) in [
+                (1, IpAddr::V4(client4), IpAddr::V4(vip4)),
+                (2, IpAddr::V6(client6), IpAddr::V6(vip6)),
             ] {
-                let first = backend_of(&lab::run(b.program(), ifx, &frame_for(TCP_SYN)))?;
-                let again = backend_of(&lab::run(b.program(), ifx, &frame_for(TCP_ACK)))?;
+                let frame = |flags| lab::tcp_frame(client, 30_000 + i, dst, 80, flags, &[]);
+                let first = backend_of(&lab::run(b.program(), ifx, &frame(TCP_SYN)))?;
+                let again = backend_of(&lab::run(b.program(), ifx, &frame(TCP_ACK)))?;
                 moved += usize::from(first != again);
                 *per_backend.entry((vip, first)).or_default() += 1;
             }
@@ -156,26 +150,6 @@ fn main() -> Result<()> {
     }
     println!("stopping");
     Ok(())
-}
-
-fn syn4(client: Ipv4Addr, vip: Ipv4Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let seg = tcp(IpAddr::V4(client), IpAddr::V4(vip), sport, 80, flags, &[]);
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IP,
-        &ipv4(&V4::new(client, vip, 6), &seg),
-    )
-}
-
-fn syn6(client: Ipv6Addr, vip: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
-    let seg = tcp(IpAddr::V6(client), IpAddr::V6(vip), sport, 80, flags, &[]);
-    eth(
-        LB0_MAC,
-        CLIENT_MAC,
-        ETH_P_IPV6,
-        &ipv6(&V6::new(client, vip, 6), &seg),
-    )
 }
 
 /// Where a forwarded frame goes: the IPIP outer destination, or for L2 DSR
