@@ -331,3 +331,51 @@ fn rst_never_creates_a_flow() {
         assert!(b.maps.flows.get(&k, 0).is_ok());
     });
 }
+
+#[test]
+fn per_vip_and_per_backend_counters_count_packets_and_bytes() {
+    if !privileged("per_vip_and_per_backend_counters_count_packets_and_bytes") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&lab::settings()).expect("load");
+        lab::program(&mut b, &[multi(4, IpAddr::V4(VIP), &[(9, be(0x11))])]);
+        let frames: Vec<Vec<u8>> = (0..3)
+            .map(|i| syn(CLIENT_V4, 43_000 + i, TCP_SYN))
+            .collect();
+        for f in &frames {
+            send(&b, f);
+        }
+        // A first fragment to the VIP counts for the VIP, not the backend.
+        let mut h = V4::new(CLIENT_V4, VIP, 6);
+        h.frag = 0x2000;
+        let frag = eth(
+            LB0_MAC,
+            CLIENT_MAC,
+            ETH_P_IP,
+            &ipv4(
+                &h,
+                &tcp(
+                    IpAddr::V4(CLIENT_V4),
+                    IpAddr::V4(VIP),
+                    1,
+                    80,
+                    TCP_ACK,
+                    &[0; 32],
+                ),
+            ),
+        );
+        assert_eq!(
+            lab::run(b.program(), lab::ifindex("lb0"), &frag).0,
+            1,
+            "fragment not dropped"
+        );
+        let sent: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        let vip = b.maps.vip_counters(4).unwrap();
+        assert_eq!((vip.packets, vip.bytes), (4, sent + frag.len() as u64));
+        let be = b.maps.backend_counters(9).unwrap();
+        assert_eq!((be.packets, be.bytes), (3, sent));
+        assert_eq!(b.maps.outcome(lb_common::Outcome::DropFragment).unwrap(), 1);
+    });
+}
