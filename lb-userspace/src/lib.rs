@@ -1,4 +1,8 @@
-//! The `xlb` daemon's library: Maglev, the XDP data plane's loader and maps.
+//! The `xlb` daemon's library: configuration, Maglev, the XDP data plane's
+//! loader and maps, reconciliation, metrics.
 
+pub mod caps;
+pub mod config;
 pub mod maglev;
+pub mod metrics;
 pub mod xdp;
