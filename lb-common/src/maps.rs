@@ -91,7 +91,9 @@ pub struct VipInfo {
     pub _pad: [u8; 3],
 }
 
-/// Value of the backend array, indexed by backend id.
+/// Value of the backend array, indexed by backend id. One entry per (VIP,
+/// backend address): its counters are that VIP's traffic to that backend,
+/// and `xlb status` reads the whole configuration back from the maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Backend {
@@ -101,6 +103,11 @@ pub struct Backend {
     /// backend stays active but is absent from every Maglev table.
     pub flags: u8,
     pub _pad: [u8; 2],
+    /// The VIP this entry serves: a flow-table hit is honoured only when it
+    /// matches, so an id reused by another VIP never inherits old flows.
+    pub vip_id: u32,
+    /// Maglev weight (0: draining). Informational for the program.
+    pub weight: u32,
 }
 
 pub const BACKEND_ACTIVE: u8 = 1;
@@ -164,7 +171,14 @@ pub struct Config {
     pub ipip_src_v4: [u8; 4],
     /// Outer source of IPv6-in-IPv6 packets.
     pub ipip_src_v6: [u8; 16],
+    /// [`LAYOUT_VERSION`] of the daemon that wrote the maps: a daemon adopts
+    /// pinned maps only when it is its own.
+    pub layout: u32,
 }
+
+/// Bumped whenever a map's layout or meaning changes: pinned maps written
+/// under another version are replaced, never reinterpreted.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Per-CPU packet and byte counters (per VIP, per backend).
 #[repr(C)]
@@ -186,12 +200,12 @@ pub struct DecapKey {
 const _: () = {
     assert!(size_of::<VipKey>() == 20);
     assert!(size_of::<VipInfo>() == 8);
-    assert!(size_of::<Backend>() == 20);
+    assert!(size_of::<Backend>() == 28);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<FlowValue>() == 8);
     // The data-plane contract: a flow-table entry fits in a cache line.
     assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
-    assert!(size_of::<Config>() == 20);
+    assert!(size_of::<Config>() == 24);
     assert!(size_of::<Counters>() == 16);
     assert!(size_of::<NextHop>() == 40);
     assert!(size_of::<DecapKey>() == 20);

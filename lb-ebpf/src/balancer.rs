@@ -168,7 +168,7 @@ fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
         let id = flow.backend_id;
         if XLB_BACKENDS
             .get(id)
-            .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0)
+            .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0 && b.vip_id == vip.vip_id)
         {
             if track != Track::Quiet {
                 count(Outcome::FlowHit);

@@ -184,6 +184,7 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
         .set_config(&Config {
             ipip_src_v4: LB0_V4.octets(),
             ipip_src_v6: LB0_V6.octets(),
+            layout: lb_common::LAYOUT_VERSION,
         })
         .expect("config");
     for vip in vips {
@@ -197,6 +198,8 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
                         family: family(addr),
                         flags: BACKEND_ACTIVE,
                         _pad: [0; 2],
+                        vip_id: vip.id,
+                        weight,
                     },
                 )
                 .expect("backend");
@@ -282,7 +285,7 @@ pub fn standard_vips() -> Vec<Vip> {
             0,
             PROTO_UDP,
             Ipip,
-            &[(3, v4(10, 0, 0, 0x13))],
+            &[(16, v4(10, 0, 0, 0x13))],
         ),
         vip(5, fd99(1), 80, PROTO_TCP, Ipip, &[(4, fd00(0x11))]),
         vip(6, fd99(1), 53, PROTO_UDP, L2, &[(5, fd00(0x12))]),
@@ -333,7 +336,7 @@ pub fn standard_vips() -> Vec<Vip> {
             80,
             PROTO_TCP,
             Ipip,
-            &[(7, v4(10, 2, 0, 5))],
+            &[(17, v4(10, 2, 0, 5))],
         ),
         vip(
             14,

@@ -155,6 +155,8 @@ fn flows_keep_their_backend_when_the_set_changes() {
                     family: lb_common::FAMILY_V4,
                     flags: 0,
                     _pad: [0; 2],
+                    vip_id: 1,
+                    weight: 0,
                 },
             )
             .unwrap();
