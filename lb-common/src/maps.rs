@@ -70,7 +70,7 @@ impl Encap {
 
 /// Key of the VIP map. `port` 0 is the per-address wildcard.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Pod, Zeroable)]
 pub struct VipKey {
     /// IPv4 in the first four bytes, the rest zero.
     pub addr: [u8; 16],

@@ -3,6 +3,10 @@
 
 pub mod caps;
 pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod desired;
+pub mod ifaddr;
 pub mod maglev;
 pub mod metrics;
 pub mod xdp;

@@ -2,14 +2,81 @@
 
 use std::net::IpAddr;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context as _, Result, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, ValueEnum};
-use lb_userspace::xdp::{Balancer, Decapsulator, Settings};
+use lb_userspace::{
+    config::{self, DataplaneMode},
+    daemon,
+    xdp::{Balancer, Decapsulator, Maps, Settings, pins::PinDir, status as xdp_status},
+};
 
 #[derive(Parser)]
 #[command(name = "xlb", version, about = "eBPF/XDP L4 load balancer")]
-enum Cli {
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DataplaneArg {
+    Auto,
+    Xdp,
+    Ipvs,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the daemon: load and attach the data plane, apply the config,
+    /// serve metrics, reload on SIGHUP or file change.
+    Run {
+        #[arg(long, default_value = "/etc/xlb/xlb.toml")]
+        config: PathBuf,
+        /// Overrides dataplane.mode.
+        #[arg(long, value_enum)]
+        dataplane: Option<DataplaneArg>,
+        /// Overrides dataplane.interfaces (repeatable).
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// Overrides dataplane.pin_path.
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
+        /// Overrides metrics.listen.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// How often the config file is checked for changes (milliseconds).
+        #[arg(long, default_value_t = 1000)]
+        watch_interval_ms: u64,
+    },
+    /// Show VIPs, backends, counters and flows from the pinned maps (works
+    /// with or without a running daemon).
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "/sys/fs/bpf/xlb")]
+        pin_path: PathBuf,
+    },
+    /// Validate a config file; errors as FILE:LINE:COLUMN: reason, exit 1.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Detach the balancer from every interface and remove its pins.
+    Stop {
+        #[arg(long, default_value = "/sys/fs/bpf/xlb")]
+        pin_path: PathBuf,
+    },
     /// Check that the XDP balancer loads through this kernel's verifier.
     Verify,
     /// Backend side: strip the IPIP/IP6IP6 header of packets for local VIPs
@@ -34,10 +101,17 @@ enum Mode {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let env =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+    match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole cause chain on one line; no backtrace for operators.
@@ -47,16 +121,68 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli {
-        Cli::Verify => {
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run {
+            config,
+            dataplane,
+            ifaces,
+            pin_path,
+            metrics,
+            watch_interval_ms,
+        } => {
+            let opts = daemon::RunOptions {
+                config,
+                dataplane: dataplane.map(|d| match d {
+                    DataplaneArg::Auto => DataplaneMode::Auto,
+                    DataplaneArg::Xdp => DataplaneMode::Xdp,
+                    DataplaneArg::Ipvs => DataplaneMode::Ipvs,
+                }),
+                interfaces: ifaces,
+                pin_path,
+                metrics,
+                watch_interval: std::time::Duration::from_millis(watch_interval_ms.max(10)),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(daemon::run(opts))?;
+        }
+        Command::Status { json, pin_path } => status(&pin_path, json)?,
+        Command::Check { config } => {
+            let c = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+            println!(
+                "{}: ok ({} VIPs, {backends} backends)",
+                config.display(),
+                c.vips.len()
+            );
+        }
+        Command::Stop { pin_path } => {
+            let pins = PinDir::new(&pin_path);
+            if !pins.has_maps() && pins.links().is_empty() {
+                bail!(
+                    "nothing pinned at {}: no xlb data plane to stop",
+                    pin_path.display()
+                );
+            }
+            let links = pins.links();
+            pins.remove(true)
+                .with_context(|| format!("removing pins under {}", pin_path.display()))?;
+            for l in links {
+                println!("detached from {}", l.iface);
+            }
+            println!("removed {}", pin_path.display());
+        }
+        Command::Verify => {
             let b = Balancer::load(&Settings::default())?;
             println!(
                 "xlb balancer loaded: program {:?}",
                 b.program().info().ok().map(|i| i.id())
             );
         }
-        Cli::Decap {
+        Command::Decap {
             ifaces,
             vips,
             xdp_mode,
@@ -73,7 +199,7 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
     }
     let prog = d.program_mut();
     for iface in ifaces {
-        if std::fs::metadata(format!("/sys/class/net/{iface}")).is_err() {
+        if !lb_userspace::xdp::attach::interface_exists(iface) {
             bail!("interface {iface} does not exist (check --iface)");
         }
         match mode {
@@ -103,5 +229,31 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
             }
         })?;
     tracing::info!("stopping: detaching from {}", ifaces.join(", "));
+    Ok(())
+}
+
+fn status(pin_path: &Path, json: bool) -> Result<()> {
+    let pins = PinDir::new(pin_path);
+    if !pins.has_maps() {
+        bail!(
+            "no xlb data plane pinned at {} (is `xlb run` using another --pin-path?)",
+            pin_path.display()
+        );
+    }
+    // The Maglev row length is the ratio of the pinned array sizes.
+    let size = |name: &str| -> Result<u32> {
+        Ok(aya::maps::MapData::from_pin(pin_path.join(name))
+            .and_then(|m| m.info())
+            .with_context(|| format!("reading {name} under {}", pin_path.display()))?
+            .max_entries())
+    };
+    let maglev = size(lb_common::names::MAGLEV)? / size(lb_common::names::VIPS)?.max(1);
+    let maps = Maps::open_pinned(pin_path, maglev)?;
+    let s = xdp_status::read(&maps, &pins)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", xdp_status::render(&s));
+    }
     Ok(())
 }

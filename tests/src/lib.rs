@@ -2,6 +2,8 @@
 //! a packet builder with its own checksum code (independent of the XDP
 //! program's), and the lab in which packets meet the real program.
 
+pub mod daemon;
+pub mod dump;
 pub mod lab;
 pub mod netns;
 pub mod packet;

@@ -56,6 +56,26 @@ impl NetNs {
         sh(&full);
     }
 
+    /// A command that runs in this network namespace only. Unlike `ip netns
+    /// exec`, it keeps the caller's mount namespace, so /sys/fs/bpf (and the
+    /// pins on it) are the host's.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let path = format!("/var/run/netns/{}", self.name);
+        let mut c = Command::new(program);
+        // SAFETY: only async-signal-safe calls (open, setns) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                let f = File::open(&path)?;
+                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);
     }

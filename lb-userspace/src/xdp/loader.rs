@@ -179,8 +179,11 @@ impl Balancer {
     }
 }
 
-/// Maps that carry state worth keeping across a restart.
-const PINNED: [&str; 8] = [
+/// Maps that carry state worth keeping across a restart (the route cache
+/// too: its entries expire on their own and are emptied on every backend
+/// rewrite, and `xlb status` opens every map `Maps` holds).
+pub const PINNED: [&str; 9] = [
+    names::NEXTHOPS,
     names::VIPS,
     names::BACKENDS,
     names::MAGLEV,

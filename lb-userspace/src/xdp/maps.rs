@@ -30,6 +30,7 @@ pub struct Maps {
     /// that id is (re)written, so a reused id never inherits a stale route.
     pub nexthops: PerCpuArray<MapData, NextHop>,
     maglev: MaglevRows,
+    flows_capacity: u32,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -61,6 +62,17 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError 
 
 impl Maps {
     pub(super) fn take(ebpf: &mut Ebpf, maglev_size: u32) -> Result<Self, LoadError> {
+        let flows = match ebpf.take_map(names::FLOWS) {
+            Some(aya::maps::Map::LruHashMap(data)) => data,
+            _ => return Err(LoadError::Missing(names::FLOWS)),
+        };
+        let flows_capacity = flows
+            .info()
+            .map_err(|source| LoadError::Map {
+                name: names::FLOWS,
+                source,
+            })?
+            .max_entries();
         let maglev_map = match ebpf.take_map(names::MAGLEV) {
             Some(aya::maps::Map::Array(data)) => data,
             _ => return Err(LoadError::Missing(names::MAGLEV)),
@@ -68,7 +80,13 @@ impl Maps {
         Ok(Self {
             vips: take(ebpf, names::VIPS)?,
             backends: take(ebpf, names::BACKENDS)?,
-            flows: take(ebpf, names::FLOWS)?,
+            flows: HashMap::try_from(aya::maps::Map::LruHashMap(flows)).map_err(|source| {
+                LoadError::Map {
+                    name: names::FLOWS,
+                    source,
+                }
+            })?,
+            flows_capacity,
             config: take(ebpf, names::CONFIG)?,
             stats: take(ebpf, names::STATS)?,
             vip_stats: take(ebpf, names::VIP_STATS)?,
@@ -78,8 +96,68 @@ impl Maps {
         })
     }
 
+    /// The maps pinned under `dir` by a running or stopped balancer, for
+    /// readers that load no program (`xlb status`).
+    pub fn open_pinned(dir: &std::path::Path, maglev_size: u32) -> Result<Self, LoadError> {
+        fn open(dir: &std::path::Path, name: &'static str) -> Result<MapData, LoadError> {
+            MapData::from_pin(dir.join(name)).map_err(|source| LoadError::Map { name, source })
+        }
+        fn typed<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            dir: &std::path::Path,
+            name: &'static str,
+            wrap: fn(MapData) -> aya::maps::Map,
+        ) -> Result<T, LoadError> {
+            T::try_from(wrap(open(dir, name)?)).map_err(|source| LoadError::Map { name, source })
+        }
+        use aya::maps::Map as M;
+        Ok(Self {
+            vips: typed(dir, names::VIPS, M::HashMap)?,
+            backends: typed(dir, names::BACKENDS, M::Array)?,
+            flows_capacity: open(dir, names::FLOWS)?
+                .info()
+                .map_err(|source| LoadError::Map {
+                    name: names::FLOWS,
+                    source,
+                })?
+                .max_entries(),
+            flows: typed(dir, names::FLOWS, M::LruHashMap)?,
+            config: typed(dir, names::CONFIG, M::Array)?,
+            stats: typed(dir, names::STATS, M::PerCpuArray)?,
+            vip_stats: typed(dir, names::VIP_STATS, M::PerCpuArray)?,
+            backend_stats: typed(dir, names::BACKEND_STATS, M::PerCpuArray)?,
+            nexthops: typed(dir, names::NEXTHOPS, M::PerCpuArray)?,
+            maglev: MaglevRows::new(open(dir, names::MAGLEV)?, maglev_size)?,
+        })
+    }
+
     pub fn maglev_size(&self) -> u32 {
         self.maglev.size
+    }
+
+    /// Capacity of the VIP map (Maglev rows).
+    pub fn max_vips(&self) -> u32 {
+        (self.maglev.slots / self.maglev.size as usize) as u32
+    }
+
+    pub fn flows_capacity(&self) -> u32 {
+        self.flows_capacity
+    }
+
+    pub fn max_backends(&self) -> u32 {
+        self.backends.len()
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend, MapsError> {
+        self.backends.get(&id, 0).map_err(map_err(names::BACKENDS))
+    }
+
+    pub fn config(&self) -> Result<Config, MapsError> {
+        self.config.get(&0, 0).map_err(map_err(names::CONFIG))
+    }
+
+    /// Entries in the flow table (walks its keys).
+    pub fn flow_entries(&self) -> u64 {
+        self.flows.keys().filter(Result::is_ok).count() as u64
     }
 
     pub fn set_config(&mut self, cfg: &Config) -> Result<(), MapsError> {

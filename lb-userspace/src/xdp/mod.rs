@@ -1,10 +1,16 @@
 //! The XDP data plane: the embedded programs, their loader, and typed
 //! access to their maps.
 
+pub mod attach;
+pub mod dataplane;
 pub mod decap;
+pub mod ids;
 pub mod loader;
 pub mod maps;
 pub mod objects;
+pub mod pins;
+pub mod reconcile;
+pub mod status;
 
 pub use decap::Decapsulator;
 pub use loader::{Balancer, LoadError, Settings};

@@ -336,6 +336,17 @@ fn main() -> Result<()> {
         t.sort_by(f64::total_cmp);
         println!("| N = {n} | {:.2} ms |", t[2]);
     }
+    let r = lab.ns.run(reconcile_bench)?;
+    println!("\n| control plane | median | p99 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| config change -> maps updated (1,000 VIPs x 10 backends, one backend removed; parse + diff + write, {} changes) | {:.2} ms | {:.2} ms |",
+        r.changes, r.change_median_ms, r.change_p99_ms
+    );
+    println!(
+        "| full sync, 10,000 VIPs x 10 backends into empty maps (M = {}) | {:.0} ms | - |",
+        RECONCILE_M, r.full_sync_ms
+    );
     if !missed.is_empty() {
         println!("\ntargets missed: {}", missed.join(", "));
     }
@@ -354,4 +365,95 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("machine: {cpu}, {cores} cores, kernel {}", kernel.trim())
+}
+
+/// Maglev table size for the control-plane benchmark: the default 65537
+/// would need 5 GB of rows for 10,000 VIPs; 1021 > 100 x 10 backends keeps
+/// Maglev's 1% disruption bound.
+const RECONCILE_M: u32 = 1021;
+
+struct ReconcileNumbers {
+    changes: usize,
+    change_median_ms: f64,
+    change_p99_ms: f64,
+    full_sync_ms: f64,
+}
+
+/// A config of `vips` VIPs with 10 backends each; VIP 0 has `first_backends`.
+fn big_config(vips: u32, first_backends: u32) -> String {
+    use std::fmt::Write as _;
+    let mut t = format!(
+        "[dataplane]\nmaglev_table_size = {RECONCILE_M}\nmax_vips = {vips}\nmax_backends = {}\nflow_table_size = 1024\nipip_source_v4 = \"10.0.0.1\"\n",
+        vips * 10 + 1
+    );
+    for v in 0..vips {
+        let n = if v == 0 { first_backends } else { 10 };
+        let a = Ipv4Addr::from(0x0a40_0000 + v);
+        let _ = write!(
+            t,
+            "\n[[vip]]\naddress = \"{a}\"\nport = 80\nprotocol = \"tcp\"\nbackends = ["
+        );
+        for b in 0..n {
+            let be = Ipv4Addr::from(0x0a80_0000 + v * 16 + b);
+            let _ = write!(
+                t,
+                "{}{{ address = \"{be}\" }}",
+                if b > 0 { ", " } else { "" }
+            );
+        }
+        t.push_str("]\n");
+    }
+    t
+}
+
+fn reconcile_bench() -> Result<ReconcileNumbers> {
+    use lb_userspace::{config, desired::Desired, xdp::reconcile::Applied};
+    // One backend removed from, then restored to, one VIP among 1,000.
+    let (full, less) = (big_config(1_000, 10), big_config(1_000, 9));
+    let cfg = config::parse(&full, "bench.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = lb_userspace::daemon::settings(&cfg, None);
+    let mut b = Balancer::load(&Settings {
+        pin_dir: None,
+        ..settings
+    })?;
+    let mut a = Applied::empty(1_000, 10_001);
+    a.reconcile(&mut b.maps, &Desired::from_config(&cfg))?;
+    let mut ms = Vec::new();
+    for i in 0..100 {
+        let text = if i % 2 == 0 { &less } else { &full };
+        let t = Instant::now();
+        let c = config::parse(text, "bench.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = a.reconcile(&mut b.maps, &Desired::from_config(&c))?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        ensure!(
+            r.writes() == 2,
+            "change {i} wrote {} entries, expected 2",
+            r.writes()
+        );
+    }
+    ms.sort_by(f64::total_cmp);
+    drop(b);
+
+    let cfg =
+        config::parse(&big_config(10_000, 10), "bench.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = lb_userspace::daemon::settings(&cfg, None);
+    let mut b = Balancer::load(&Settings {
+        pin_dir: None,
+        ..settings
+    })?;
+    let mut a = Applied::empty(10_000, 100_001);
+    let d = Desired::from_config(&cfg);
+    let t = Instant::now();
+    let r = a.reconcile(&mut b.maps, &d)?;
+    let full_sync_ms = t.elapsed().as_secs_f64() * 1e3;
+    ensure!(
+        r.vips_added == 10_000 && r.backend_writes == 100_000,
+        "full sync wrote {r:?}"
+    );
+    Ok(ReconcileNumbers {
+        changes: ms.len(),
+        change_median_ms: ms[ms.len() / 2],
+        change_p99_ms: ms[ms.len() * 99 / 100],
+        full_sync_ms,
+    })
 }

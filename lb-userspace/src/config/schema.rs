@@ -1,0 +1,133 @@
+//! The config's tables, their keys, and what each key accepts: the one place
+//! that knows, so a wrong type (found while reading) and a wrong value
+//! (found while validating) give the same message for a key.
+
+use std::ops::RangeInclusive;
+
+use lb_common::Encap;
+
+use super::error::ErrorKind;
+use super::model::{AnnounceMode, DataplaneMode, Named, Protocol, XdpMode};
+
+pub(super) const FLOW_TABLE_SIZE: RangeInclusive<u32> = 1..=1 << 28;
+pub(super) const MAX_VIPS: RangeInclusive<u32> = 1..=65_536;
+/// Backend id 0 means "no backend", so one backend needs two entries.
+pub(super) const MAX_BACKENDS: RangeInclusive<u32> = 2..=1 << 24;
+pub(super) const NEXTHOP_TTL_MS: RangeInclusive<u32> = 1..=60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    Root,
+    Dataplane,
+    Metrics,
+    Vip,
+    Backend,
+    Kubernetes,
+    Announce,
+}
+
+impl Table {
+    pub(super) const fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Root => &["dataplane", "metrics", "vip", "kubernetes", "announce"],
+            Self::Dataplane => &[
+                "mode",
+                "interfaces",
+                "xdp_mode",
+                "pin_path",
+                "encap",
+                "maglev_table_size",
+                "flow_table_size",
+                "max_vips",
+                "max_backends",
+                "ipip_source_v4",
+                "ipip_source_v6",
+                "nexthop_ttl_ms",
+            ],
+            Self::Metrics => &["listen"],
+            Self::Vip => &["address", "port", "protocol", "encap", "backends"],
+            Self::Backend => &["address", "weight"],
+            Self::Kubernetes => &["enabled", "load_balancer_class"],
+            Self::Announce => &["mode"],
+        }
+    }
+
+    /// How messages name the table.
+    pub(super) const fn label(self) -> &'static str {
+        match self {
+            Self::Root => "the top level",
+            Self::Dataplane => "[dataplane]",
+            Self::Metrics => "[metrics]",
+            Self::Vip => "[[vip]]",
+            Self::Backend => "a backend of [[vip]]",
+            Self::Kubernetes => "[kubernetes]",
+            Self::Announce => "[announce]",
+        }
+    }
+
+    /// The dotted path of `key` in this table, as messages name fields.
+    pub(super) fn field(self, key: &str) -> String {
+        let prefix = match self {
+            Self::Root => return key.to_owned(),
+            Self::Dataplane => "dataplane",
+            Self::Metrics => "metrics",
+            Self::Vip => "vip",
+            Self::Backend => "vip.backends",
+            Self::Kubernetes => "kubernetes",
+            Self::Announce => "announce",
+        };
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The error for `key` in `table` holding `found` (its source text), whether
+/// the value has the wrong type or the right type and a bad value.
+pub(super) fn invalid(table: Table, key: &str, found: String) -> ErrorKind {
+    use Table::*;
+
+    let field = table.field(key);
+    let range = |range: &RangeInclusive<u32>| ErrorKind::OutOfRange {
+        field: field.clone(),
+        min: u64::from(*range.start()),
+        max: u64::from(*range.end()),
+        found: found.clone(),
+    };
+    let address = |expected| ErrorKind::InvalidAddress {
+        field: field.clone(),
+        expected,
+        found: found.clone(),
+    };
+    let expected = match (table, key) {
+        (Root, "vip") => "an array of tables, written [[vip]]".to_owned(),
+        (Root, _) => format!("a table, written [{key}]"),
+        (Dataplane, "mode") => DataplaneMode::one_of(),
+        (Dataplane, "interfaces") => "an array of interface names such as [\"eth0\"]".to_owned(),
+        (Dataplane, "xdp_mode") => XdpMode::one_of(),
+        (Dataplane, "pin_path") => "an absolute path such as \"/sys/fs/bpf/xlb\"".to_owned(),
+        (Dataplane | Vip, "encap") => Encap::one_of(),
+        (Dataplane, "maglev_table_size") => return ErrorKind::MaglevNotPrime { found },
+        (Dataplane, "flow_table_size") => return range(&FLOW_TABLE_SIZE),
+        (Dataplane, "max_vips") => return range(&MAX_VIPS),
+        (Dataplane, "max_backends") => return range(&MAX_BACKENDS),
+        (Dataplane, "nexthop_ttl_ms") => return range(&NEXTHOP_TTL_MS),
+        (Dataplane, "ipip_source_v4") => return address("an IPv4 address"),
+        (Dataplane, "ipip_source_v6") => return address("an IPv6 address"),
+        (Metrics, "listen") => return ErrorKind::InvalidSocketAddress { field, found },
+        (Vip | Backend, "address") => return address("an IPv4 or IPv6 address"),
+        (Vip, "port") => return ErrorKind::InvalidPort { found },
+        (Vip, "protocol") => Protocol::one_of(),
+        (Vip, "backends") => {
+            "an array of backends such as [{ address = \"10.0.0.1\", weight = 1 }]".to_owned()
+        }
+        (Backend, "weight") => return ErrorKind::InvalidWeight { found },
+        (Kubernetes, "enabled") => "true or false".to_owned(),
+        (Kubernetes, "load_balancer_class") => "a string such as \"xlb.io/xlb\"".to_owned(),
+        (Announce, "mode") => AnnounceMode::one_of(),
+        _ => unreachable!("{field} is not a key of {}", table.label()),
+    };
+    ErrorKind::InvalidValue {
+        field,
+        expected,
+        found,
+    }
+}

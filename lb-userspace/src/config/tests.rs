@@ -1,0 +1,1152 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use lb_common::Encap;
+
+use super::schema::Table;
+use super::*;
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xlb.toml")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The error for `text`, checked against where it should be and what it
+/// should say; returns its kind for checks of the variant.
+#[track_caller]
+fn rejects(text: &str, line: usize, column: usize, message: &str) -> ErrorKind {
+    let err = parse(text, "xlb.toml").expect_err("the config should be rejected");
+    assert_eq!(
+        (err.line, err.column, err.kind.to_string().as_str()),
+        (line, column, message),
+        "for {err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("xlb.toml:{line}:{column}: {message}")
+    );
+    err.kind
+}
+
+#[track_caller]
+fn accepts(text: &str) -> Config {
+    parse(text, "xlb.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `[dataplane]` with `extra` lines added, and one VIP per `vips` entry.
+fn with_vips(dataplane: &str, vips: &[&str]) -> String {
+    let mut text = format!("[dataplane]\n{dataplane}\n");
+    for vip in vips {
+        text.push_str(&format!("[[vip]]\n{vip}\n"));
+    }
+    text
+}
+
+// --- Accepted configs -------------------------------------------------------
+
+#[test]
+fn empty_file_is_the_default_config() {
+    let config = accepts("");
+    assert_eq!(config, Config::default());
+    assert!(config.vips.is_empty());
+    assert_eq!(accepts("# nothing but a comment\n\n"), Config::default());
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let d = Dataplane::default();
+    assert_eq!(d.mode, DataplaneMode::Auto);
+    assert!(d.interfaces.is_empty());
+    assert_eq!(d.xdp_mode, XdpMode::Native);
+    assert_eq!(d.pin_path, PathBuf::from("/sys/fs/bpf/xlb"));
+    assert_eq!(d.encap, Encap::Ipip);
+    assert_eq!(d.maglev_table_size, 65_537);
+    assert_eq!(d.flow_table_size, 1_048_576);
+    assert_eq!(d.max_vips, 64);
+    assert_eq!(d.max_backends, 4096);
+    assert_eq!(d.ipip_source_v4, None);
+    assert_eq!(d.ipip_source_v6, None);
+    assert_eq!(d.nexthop_ttl_ms, 100);
+    assert_eq!(
+        Metrics::default().listen,
+        "127.0.0.1:9810".parse::<SocketAddr>().unwrap()
+    );
+    assert!(!Kubernetes::default().enabled);
+    assert_eq!(Kubernetes::default().load_balancer_class, "xlb.io/xlb");
+    assert_eq!(Announce::default().mode, AnnounceMode::None);
+}
+
+#[test]
+fn vip_defaults_and_encap_inheritance() {
+    let config = accepts(
+        "[dataplane]\nencap = \"l2\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.1.1\" }]\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nencap = \"ipip\"\n",
+    );
+    let [first, second] = &config.vips[..] else {
+        panic!("two VIPs expected: {config:?}");
+    };
+    assert_eq!(first.port, 0);
+    assert_eq!(first.protocol, Protocol::Tcp);
+    assert_eq!(first.encap, Encap::L2, "inherited from dataplane.encap");
+    assert_eq!(
+        first.backends,
+        [Backend {
+            address: ip("10.0.1.1"),
+            weight: 1
+        }]
+    );
+    assert_eq!(second.encap, Encap::Ipip, "the VIP's own encap wins");
+    assert!(second.backends.is_empty());
+}
+
+#[test]
+fn same_address_with_another_port_or_protocol_is_another_vip() {
+    let config = accepts(&with_vips(
+        "",
+        &[
+            "address = \"10.0.0.1\"\nport = 80",
+            "address = \"10.0.0.1\"\nport = 443",
+            "address = \"10.0.0.1\"\nport = 80\nprotocol = \"udp\"",
+            "address = \"10.0.0.1\"",
+        ],
+    ));
+    assert_eq!(config.vips.len(), 4);
+}
+
+#[test]
+fn ipip_vip_without_a_source_of_its_family_is_fine() {
+    // The daemon falls back to the interface's address.
+    let config = accepts(
+        "[dataplane]\nipip_source_v4 = \"10.0.0.1\"\n\
+         [[vip]]\naddress = \"fd00::1\"\nencap = \"ipip\"\nbackends = [{ address = \"fd00::2\" }]\n",
+    );
+    assert_eq!(config.dataplane.ipip_source_v6, None);
+    assert_eq!(config.vips[0].encap, Encap::Ipip);
+}
+
+#[test]
+fn backends_may_be_written_as_an_array_of_tables() {
+    let config = accepts(
+        "[[vip]]\naddress = \"10.0.0.1\"\n\
+         [[vip.backends]]\naddress = \"10.0.1.1\"\nweight = 3\n\
+         [[vip.backends]]\naddress = \"10.0.1.2\"\n",
+    );
+    let weights: Vec<u32> = config.vips[0].backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [3, 1]);
+}
+
+#[test]
+fn integers_in_any_toml_notation() {
+    let config = accepts("[dataplane]\nflow_table_size = 0x10_0000\nmax_vips = 0o100\n");
+    assert_eq!(config.dataplane.flow_table_size, 1 << 20);
+    assert_eq!(config.dataplane.max_vips, 64);
+}
+
+#[test]
+fn protocol_numbers() {
+    assert_eq!(Protocol::Tcp.number(), 6);
+    assert_eq!(Protocol::Udp.number(), 17);
+}
+
+// --- The example and round trips ---------------------------------------------
+
+#[test]
+fn example_config_loads() {
+    let config = load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
+    let d = &config.dataplane;
+    assert_eq!(d.mode, DataplaneMode::Auto);
+    assert_eq!(d.interfaces, ["eth0"]);
+    assert_eq!(d.maglev_table_size, 65_537);
+    assert_eq!(d.ipip_source_v4, Some(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(
+        d.ipip_source_v6,
+        Some("fd00::1".parse::<Ipv6Addr>().unwrap())
+    );
+    assert_eq!(d.nexthop_ttl_ms, 100);
+
+    let [v4, v6] = &config.vips[..] else {
+        panic!("two VIPs expected: {config:?}");
+    };
+    assert_eq!(
+        (v4.address, v4.port, v4.protocol, v4.encap),
+        (ip("10.99.100.1"), 80, Protocol::Tcp, Encap::Ipip)
+    );
+    let weights: Vec<u32> = v4.backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [2, 1, 1]);
+    assert_eq!(
+        (v6.address, v6.port, v6.encap),
+        (ip("fd00:99::100"), 443, Encap::L2)
+    );
+    assert_eq!(
+        v6.backends[1],
+        Backend {
+            address: ip("fd00:99::12"),
+            weight: 0
+        },
+        "the draining backend"
+    );
+    assert_eq!(config.announce.mode, AnnounceMode::None);
+    assert!(!config.kubernetes.enabled);
+}
+
+#[test]
+fn example_config_round_trips_through_to_toml() {
+    let config = load(&example_path()).unwrap();
+    let text = to_toml(&config);
+    let again = parse(&text, "rendered").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, config);
+    assert_eq!(to_toml(&again), text, "rendering is stable");
+}
+
+#[test]
+fn unusual_values_round_trip() {
+    let config = Config {
+        dataplane: Dataplane {
+            mode: DataplaneMode::Ipvs,
+            interfaces: vec!["eth\"0".into(), "ens5\\x".into()],
+            xdp_mode: XdpMode::Generic,
+            pin_path: "/sys/fs/bpf/x lb".into(),
+            encap: Encap::L2,
+            ipip_source_v4: None,
+            ipip_source_v6: Some(Ipv6Addr::LOCALHOST),
+            ..Dataplane::default()
+        },
+        metrics: Metrics {
+            listen: "[::1]:9000".parse().unwrap(),
+        },
+        vips: vec![Vip {
+            address: ip("fd00::1"),
+            port: 0,
+            protocol: Protocol::Udp,
+            encap: Encap::Ipip,
+            backends: Vec::new(),
+        }],
+        kubernetes: Kubernetes {
+            enabled: true,
+            load_balancer_class: "example.com/ünïcode".into(),
+        },
+        announce: Announce {
+            mode: AnnounceMode::AwsEip,
+        },
+    };
+    let text = to_toml(&config);
+    assert_eq!(parse(&text, "rendered"), Ok(config), "{text}");
+}
+
+#[test]
+fn serializes_to_json_with_names_as_written_in_the_config() {
+    let config = load(&example_path()).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["dataplane"]["mode"], "auto");
+    assert_eq!(json["dataplane"]["encap"], "ipip");
+    assert_eq!(json["dataplane"]["pin_path"], "/sys/fs/bpf/xlb");
+    assert_eq!(json["dataplane"]["ipip_source_v6"], "fd00::1");
+    assert_eq!(json["metrics"]["listen"], "127.0.0.1:9810");
+    assert_eq!(json["vips"][1]["encap"], "l2");
+    assert_eq!(json["vips"][1]["protocol"], "tcp");
+    assert_eq!(json["vips"][1]["backends"][1]["address"], "fd00:99::12");
+    assert_eq!(json["vips"][1]["backends"][1]["weight"], 0);
+    let aws = Announce {
+        mode: AnnounceMode::AwsEip,
+    };
+    assert_eq!(serde_json::to_value(aws).unwrap()["mode"], "aws-eip");
+    let unset = serde_json::to_value(Dataplane::default()).unwrap();
+    assert!(unset["ipip_source_v4"].is_null());
+}
+
+// --- load() ----------------------------------------------------------------
+
+/// A file of its own under the temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("xlb-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn load_names_the_file_in_errors() {
+    let file = TempFile::new("bad.toml", b"[dataplane]\nmode = \"fast\"\n");
+    let err = load(&file.0).unwrap_err();
+    assert_eq!(err.file, file.0.display().to_string());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2:8: `dataplane.mode` must be one of \"auto\", \"xdp\", \"ipvs\"; found \"fast\"",
+            file.0.display()
+        )
+    );
+}
+
+#[test]
+fn load_of_a_missing_file_is_an_io_error() {
+    let path = std::env::temp_dir().join("xlb-config-does-not-exist.toml");
+    let err = load(&path).unwrap_err();
+    assert_eq!(err.file, path.display().to_string());
+    assert_eq!((err.line, err.column), (1, 1));
+    assert!(
+        matches!(
+            &err.kind,
+            ErrorKind::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}:1:1: cannot read the config file: ",
+            path.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn load_points_at_the_first_byte_that_is_not_utf8() {
+    let file = TempFile::new(
+        "latin1.toml",
+        b"[kubernetes]\nload_balancer_class = \"caf\xe9\"\n",
+    );
+    let err = load(&file.0).unwrap_err();
+    assert_eq!((err.line, err.column), (2, 27));
+    assert_eq!(
+        err.kind.to_string(),
+        "invalid TOML: the file is not valid UTF-8"
+    );
+}
+
+// --- 1. TOML syntax ----------------------------------------------------------
+
+#[test]
+fn syntax_errors() {
+    let kind = rejects(
+        "[dataplane]\nmode = \"auto\n",
+        2,
+        13,
+        "invalid TOML: invalid basic string, expected `\"`",
+    );
+    assert!(matches!(kind, ErrorKind::Syntax { .. }));
+    rejects(
+        "[dataplane]\nmode = \n",
+        2,
+        8,
+        "invalid TOML: string values must be quoted, expected literal string",
+    );
+    rejects(
+        "[dataplane]\nmode = \"auto\"\nmode = \"xdp\"\n",
+        3,
+        1,
+        "invalid TOML: duplicate key `mode`",
+    );
+    rejects(
+        "[dataplane]\nmax_vips = 1\n\n[dataplane]\n",
+        4,
+        2,
+        "invalid TOML: duplicate key `dataplane`",
+    );
+}
+
+// --- 2. Unknown keys -----------------------------------------------------------
+
+#[test]
+fn unknown_keys_name_the_table_and_its_keys() {
+    let kind = rejects(
+        "[dataplane]\nmode = \"auto\"\n  maglev_size = 7\n",
+        3,
+        3,
+        "unknown key `maglev_size` in [dataplane] (valid keys: mode, interfaces, xdp_mode, \
+         pin_path, encap, maglev_table_size, flow_table_size, max_vips, max_backends, \
+         ipip_source_v4, ipip_source_v6, nexthop_ttl_ms)",
+    );
+    assert!(matches!(kind, ErrorKind::UnknownKey { .. }));
+    rejects(
+        "\n[dataplan]\n",
+        2,
+        2,
+        "unknown key `dataplan` in the top level (valid keys: dataplane, metrics, vip, \
+         kubernetes, announce)",
+    );
+    rejects(
+        "[metrics]\nlisten = \"127.0.0.1:1\"\nport = 1\n",
+        3,
+        1,
+        "unknown key `port` in [metrics] (valid keys: listen)",
+    );
+    rejects(
+        "[[vip]]\nadress = \"10.0.0.1\"\naddress = \"10.0.0.1\"\n",
+        2,
+        1,
+        "unknown key `adress` in [[vip]] (valid keys: address, port, protocol, encap, backends)",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
+        3,
+        37,
+        "unknown key `wieght` in a backend of [[vip]] (valid keys: address, weight)",
+    );
+    rejects(
+        "[kubernetes]\nclass = \"x\"\n",
+        2,
+        1,
+        "unknown key `class` in [kubernetes] (valid keys: enabled, load_balancer_class)",
+    );
+    rejects(
+        "[announce]\n\"mode \" = \"arp\"\n",
+        2,
+        1,
+        "unknown key `mode ` in [announce] (valid keys: mode)",
+    );
+}
+
+#[test]
+fn every_listed_key_is_read() {
+    // A date-time is valid nowhere, so each key must give a value error at
+    // the value, never "unknown key", and never panic building the message.
+    let tables = [
+        Table::Dataplane,
+        Table::Metrics,
+        Table::Vip,
+        Table::Backend,
+        Table::Kubernetes,
+        Table::Announce,
+    ];
+    for table in tables {
+        for key in table.keys() {
+            let line = format!("{key} = 1979-05-27\n");
+            // Without an address, the error would be the missing address.
+            let address = if *key == "address" {
+                ""
+            } else {
+                "address = \"10.0.0.1\"\n"
+            };
+            let text = match table {
+                Table::Vip => format!("[[vip]]\n{address}{line}"),
+                Table::Backend => {
+                    format!("[[vip]]\naddress = \"10.0.0.1\"\n[[vip.backends]]\n{address}{line}")
+                }
+                _ => format!("{}\n{line}", table.label()),
+            };
+            let err = parse(&text, "t").expect_err(&text);
+            assert!(
+                !matches!(err.kind, ErrorKind::UnknownKey { .. }),
+                "{text}: {err}"
+            );
+            assert!(
+                err.to_string().ends_with("found 1979-05-27"),
+                "{text}: {err}"
+            );
+            assert_eq!(err.column, key.len() + 4, "{text}: {err}");
+        }
+    }
+    for key in Table::Root.keys() {
+        let err = parse(&format!("{key} = 1979-05-27\n"), "t").unwrap_err();
+        assert_eq!((err.line, err.column), (1, key.len() + 4), "{err}");
+    }
+}
+
+// --- 3. Wrong types and bad enum values --------------------------------------
+
+#[test]
+fn bad_enum_values_list_the_accepted_ones() {
+    let kind = rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nprotocol = \"sctp\"\n",
+        3,
+        12,
+        "`vip.protocol` must be one of \"tcp\", \"udp\"; found \"sctp\"",
+    );
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
+    rejects(
+        "[dataplane]\nmode = 'fast'\n",
+        2,
+        8,
+        "`dataplane.mode` must be one of \"auto\", \"xdp\", \"ipvs\"; found \"fast\"",
+    );
+    rejects(
+        "[dataplane]\nxdp_mode = \"skb\"\n",
+        2,
+        12,
+        "`dataplane.xdp_mode` must be one of \"native\", \"generic\"; found \"skb\"",
+    );
+    rejects(
+        "[dataplane]\nencap = \"gre\"\n",
+        2,
+        9,
+        "`dataplane.encap` must be one of \"ipip\", \"l2\"; found \"gre\"",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nencap = \"IPIP\"\n",
+        3,
+        9,
+        "`vip.encap` must be one of \"ipip\", \"l2\"; found \"IPIP\"",
+    );
+    rejects(
+        "[announce]\nmode = \"bgp\"\n",
+        2,
+        8,
+        "`announce.mode` must be one of \"none\", \"arp\", \"aws-eip\"; found \"bgp\"",
+    );
+}
+
+#[test]
+fn wrong_types_name_the_field_and_what_it_takes() {
+    rejects(
+        "[dataplane]\nmode = 1\n",
+        2,
+        8,
+        "`dataplane.mode` must be one of \"auto\", \"xdp\", \"ipvs\"; found 1",
+    );
+    rejects(
+        "[kubernetes]\nenabled = \"yes\"\n",
+        2,
+        11,
+        "`kubernetes.enabled` must be true or false; found \"yes\"",
+    );
+    rejects(
+        "[kubernetes]\nload_balancer_class = [\"a\"]\n",
+        2,
+        23,
+        "`kubernetes.load_balancer_class` must be a string such as \"xlb.io/xlb\"; found [\"a\"]",
+    );
+    rejects(
+        "[dataplane]\ninterfaces = \"eth0\"\n",
+        2,
+        14,
+        "`dataplane.interfaces` must be an array of interface names such as [\"eth0\"]; found \"eth0\"",
+    );
+    rejects(
+        "[dataplane]\ninterfaces = [\"eth0\", 7]\n",
+        2,
+        23,
+        "`dataplane.interfaces` must be an array of interface names such as [\"eth0\"]; found 7",
+    );
+    rejects(
+        "[dataplane]\ninterfaces = [\"eth0\", \"\"]\n",
+        2,
+        23,
+        "`dataplane.interfaces` must be an array of interface names such as [\"eth0\"]; found \"\"",
+    );
+    rejects(
+        "[dataplane]\npin_path = \"xlb\"\n",
+        2,
+        12,
+        "`dataplane.pin_path` must be an absolute path such as \"/sys/fs/bpf/xlb\"; found \"xlb\"",
+    );
+    rejects(
+        "[dataplane]\nmax_vips = 1.5\n",
+        2,
+        12,
+        "`dataplane.max_vips` must be an integer from 1 to 65536; found 1.5",
+    );
+    rejects(
+        "dataplane = 5\n",
+        1,
+        13,
+        "`dataplane` must be a table, written [dataplane]; found 5",
+    );
+    rejects(
+        "[[metrics]]\n",
+        1,
+        1,
+        "`metrics` must be a table, written [metrics]; found [[metrics]]",
+    );
+    rejects(
+        "[vip]\naddress = \"10.0.0.1\"\n",
+        1,
+        1,
+        "`vip` must be an array of tables, written [[vip]]; found [vip]",
+    );
+    rejects(
+        "vip = [1]\n",
+        1,
+        8,
+        "`vip` must be an array of tables, written [[vip]]; found 1",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nbackends = \"10.0.0.2\"\n",
+        3,
+        12,
+        "`vip.backends` must be an array of backends such as \
+         [{ address = \"10.0.0.1\", weight = 1 }]; found \"10.0.0.2\"",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [\"10.0.0.2\"]\n",
+        3,
+        13,
+        "`vip.backends` must be an array of backends such as \
+         [{ address = \"10.0.0.1\", weight = 1 }]; found \"10.0.0.2\"",
+    );
+}
+
+#[test]
+fn values_are_shown_short_and_in_one_form() {
+    let long = "x".repeat(100);
+    let err = parse(&format!("[announce]\nmode = \"{long}\"\n"), "t").unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with(&format!("found \"{}...\"", "x".repeat(60))),
+        "{err}"
+    );
+    // Multi-line and literal strings are shown as basic strings.
+    rejects(
+        "[announce]\nmode = \"\"\"\nbgp\n\"\"\"\n",
+        2,
+        8,
+        "`announce.mode` must be one of \"none\", \"arp\", \"aws-eip\"; found \"bgp\\n\"",
+    );
+    rejects(
+        "[[vip]]\naddress = '10.0.0.1'\nport = '''80'''\n",
+        3,
+        8,
+        "`vip.port` must be an integer from 0 (every port) to 65535; found \"80\"",
+    );
+    // Numbers as written.
+    rejects(
+        "[[vip]]\naddress = '10.0.0.1'\nport = 0x1_0000\n",
+        3,
+        8,
+        "`vip.port` must be an integer from 0 (every port) to 65535; found 0x1_0000",
+    );
+    // A table made of dotted keys has no text of its own to show.
+    rejects(
+        "vip.port = 1\n",
+        1,
+        1,
+        "`vip` must be an array of tables, written [[vip]]; found a table",
+    );
+    rejects(
+        "[[vip]]\naddress = '10.0.0.1'\nport = [\n  80,\n]\n",
+        3,
+        8,
+        "`vip.port` must be an integer from 0 (every port) to 65535; found an array",
+    );
+}
+
+#[test]
+fn missing_addresses() {
+    let kind = rejects(
+        "[[vip]]\nport = 80\n",
+        1,
+        1,
+        "[[vip]] has no `address`, which is required",
+    );
+    assert!(matches!(kind, ErrorKind::MissingKey { .. }));
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ weight = 1 }]\n",
+        3,
+        13,
+        "a backend of [[vip]] has no `address`, which is required",
+    );
+}
+
+// --- 4. Bad IP addresses -----------------------------------------------------
+
+#[test]
+fn bad_addresses_are_quoted() {
+    let kind = rejects(
+        "[[vip]]\naddress = \"10.0.0.300\"\n",
+        2,
+        11,
+        "`vip.address` must be an IPv4 or IPv6 address; found \"10.0.0.300\"",
+    );
+    assert!(matches!(kind, ErrorKind::InvalidAddress { .. }));
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"backend-1\" }]\n",
+        3,
+        25,
+        "`vip.backends.address` must be an IPv4 or IPv6 address; found \"backend-1\"",
+    );
+    rejects(
+        "[[vip]]\naddress = 10\n",
+        2,
+        11,
+        "`vip.address` must be an IPv4 or IPv6 address; found 10",
+    );
+    rejects(
+        "[dataplane]\nipip_source_v4 = \"fd00::1\"\n",
+        2,
+        18,
+        "`dataplane.ipip_source_v4` must be an IPv4 address; found \"fd00::1\"",
+    );
+    rejects(
+        "[dataplane]\nipip_source_v6 = \"10.0.0.1\"\n",
+        2,
+        18,
+        "`dataplane.ipip_source_v6` must be an IPv6 address; found \"10.0.0.1\"",
+    );
+}
+
+// --- 5. Bad socket address ---------------------------------------------------
+
+#[test]
+fn bad_metrics_listen_address() {
+    let message = |found: &str| {
+        format!(
+            "`metrics.listen` must be an IP address and port such as \"127.0.0.1:9810\" \
+             or \"[::1]:9810\"; found {found}"
+        )
+    };
+    let kind = rejects(
+        "[metrics]\nlisten = \"localhost:9810\"\n",
+        2,
+        10,
+        &message("\"localhost:9810\""),
+    );
+    assert!(matches!(kind, ErrorKind::InvalidSocketAddress { .. }));
+    rejects(
+        "[metrics]\nlisten = \"127.0.0.1\"\n",
+        2,
+        10,
+        &message("\"127.0.0.1\""),
+    );
+    rejects(
+        "[metrics]\nlisten = \"::1:9810\"\n",
+        2,
+        10,
+        &message("\"::1:9810\""),
+    );
+    rejects("[metrics]\nlisten = 9810\n", 2, 10, &message("9810"));
+    let config = accepts("[metrics]\nlisten = \"[::]:9100\"\n");
+    assert_eq!(config.metrics.listen, "[::]:9100".parse().unwrap());
+}
+
+// --- 6. Duplicate VIPs -------------------------------------------------------
+
+#[test]
+fn duplicate_vip_is_reported_at_the_second_with_the_line_of_the_first() {
+    let text = with_vips(
+        "",
+        &[
+            "address = \"10.0.0.1\"\nport = 80",
+            "address = \"10.0.0.2\"\nport = 80",
+            "address = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"",
+        ],
+    );
+    let kind = rejects(
+        &text,
+        10,
+        11,
+        "duplicate VIP 10.0.0.1:80/tcp: already defined at line 4",
+    );
+    assert!(matches!(kind, ErrorKind::DuplicateVip { .. }));
+    // Written differently, the same address.
+    rejects(
+        &with_vips("", &["address = \"fd00::1\"", "address = \"fd00:0::0:1\""]),
+        6,
+        11,
+        "duplicate VIP [fd00::1]:*/tcp: already defined at line 4",
+    );
+}
+
+// --- 7. Duplicate backends ---------------------------------------------------
+
+#[test]
+fn duplicate_backend_within_a_vip() {
+    let kind = rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\nbackends = [\n\
+         \x20 { address = \"10.0.1.1\" },\n\
+         \x20 { address = \"10.0.1.2\" },\n\
+         \x20 { address = \"10.0.1.1\", weight = 0 },\n]\n",
+        8,
+        15,
+        "duplicate backend 10.0.1.1 in VIP 10.0.0.1:53/udp: already listed at line 6",
+    );
+    assert!(matches!(kind, ErrorKind::DuplicateBackend { .. }));
+    // The same backend under two VIPs is fine.
+    accepts(&with_vips(
+        "",
+        &[
+            "address = \"10.0.0.1\"\nbackends = [{ address = \"10.0.1.1\" }]",
+            "address = \"10.0.0.2\"\nbackends = [{ address = \"10.0.1.1\" }]",
+        ],
+    ));
+}
+
+// --- 8. Weights --------------------------------------------------------------
+
+#[test]
+fn weight_out_of_range() {
+    let vip = |weight: &str| {
+        format!(
+            "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{{ address = \"10.0.1.1\", weight = {weight} }}]\n"
+        )
+    };
+    let message = |found: &str| {
+        format!(
+            "`vip.backends.weight` must be an integer from 0 (drain: no new flows) to 65535; \
+             found {found}"
+        )
+    };
+    let kind = rejects(&vip("65536"), 3, 46, &message("65536"));
+    assert!(matches!(kind, ErrorKind::InvalidWeight { .. }));
+    rejects(&vip("-1"), 3, 46, &message("-1"));
+    rejects(&vip("\"2\""), 3, 46, &message("\"2\""));
+    let config = accepts(&vip("65535"));
+    assert_eq!(config.vips[0].backends[0].weight, 65_535);
+    assert_eq!(accepts(&vip("0")).vips[0].backends[0].weight, 0);
+}
+
+// --- 9. Address families -------------------------------------------------------
+
+#[test]
+fn backend_of_the_other_family() {
+    let kind = rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nbackends = [{ address = \"10.0.1.1\" }, { address = \"fd00::2\" }]\n",
+        4,
+        51,
+        "backend fd00::2 is IPv6 but VIP 10.0.0.1:80/tcp is IPv4: its encap \"ipip\" carries \
+         IPv4 in IPv4 and IPv6 in IPv6 only",
+    );
+    assert!(matches!(kind, ErrorKind::FamilyMismatch { .. }));
+    rejects(
+        "[dataplane]\nencap = \"l2\"\n[[vip]]\naddress = \"fd00::1\"\nport = 443\nbackends = [{ address = \"10.0.1.1\" }]\n",
+        6,
+        25,
+        "backend 10.0.1.1 is IPv4 but VIP [fd00::1]:443/tcp is IPv6: its encap \"l2\" delivers \
+         packets still addressed to the VIP, so the backend must be of the same family",
+    );
+}
+
+// --- 10. Maglev table size -----------------------------------------------------
+
+#[test]
+fn maglev_table_size_must_be_prime() {
+    let message = |found: &str| {
+        format!(
+            "`dataplane.maglev_table_size` must be a prime number such as 65537, 131071 or \
+             262147; found {found}"
+        )
+    };
+    let kind = rejects(
+        "[dataplane]\nmaglev_table_size = 65536\n",
+        2,
+        21,
+        &message("65536"),
+    );
+    assert!(matches!(kind, ErrorKind::MaglevNotPrime { .. }));
+    rejects("[dataplane]\nmaglev_table_size = 1\n", 2, 21, &message("1"));
+    rejects(
+        "[dataplane]\nmaglev_table_size = 4294967311\n",
+        2,
+        21,
+        &message("4294967311"),
+    );
+    assert_eq!(
+        accepts("[dataplane]\nmaglev_table_size = 131071\n")
+            .dataplane
+            .maglev_table_size,
+        131_071
+    );
+}
+
+#[test]
+fn maglev_table_must_have_two_slots_per_backend_of_the_largest_vip() {
+    let backends = |n: usize| {
+        let list: Vec<String> = (1..=n)
+            .map(|i| format!("{{ address = \"10.0.1.{i}\" }}"))
+            .collect();
+        format!("backends = [{}]", list.join(", "))
+    };
+    let text = with_vips(
+        "maglev_table_size = 7",
+        &[
+            &format!("address = \"10.0.0.1\"\n{}", backends(3)),
+            &format!("address = \"10.0.0.2\"\nport = 80\n{}", backends(4)),
+            &format!("address = \"10.0.0.3\"\n{}", backends(4)),
+        ],
+    );
+    let kind = rejects(
+        &text,
+        2,
+        21,
+        "`dataplane.maglev_table_size` = 7 is too small for VIP 10.0.0.2:80/tcp (line 7) with 4 \
+         backends: it needs at least 8 slots, 2 per backend; use a larger prime such as 65537, \
+         131071 or 262147",
+    );
+    assert!(matches!(kind, ErrorKind::MaglevTooSmall { .. }));
+    // Exactly two per backend is enough; draining backends count.
+    accepts(&with_vips(
+        "maglev_table_size = 7",
+        &[&format!("address = \"10.0.0.1\"\n{}", backends(3))],
+    ));
+    // At the default size, the VIP's backends are what is too big.
+    let many = with_vips(
+        "max_backends = 40000",
+        &[&format!(
+            "address = \"10.0.0.1\"\nbackends = [{}]",
+            (0..32_769)
+                .map(|i| format!(
+                    "{{ address = \"10.{}.{}.{}\" }}",
+                    1 + i / 65536,
+                    i / 256 % 256,
+                    i % 256
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        )],
+    );
+    rejects(
+        &many,
+        5,
+        12,
+        "`dataplane.maglev_table_size` = 65537 is too small for VIP 10.0.0.1:*/tcp (line 4) with \
+         32769 backends: it needs at least 65538 slots, 2 per backend; use a larger prime such \
+         as 65537, 131071 or 262147",
+    );
+}
+
+// --- 11. Numeric ranges and capacities ---------------------------------------
+
+#[test]
+fn numbers_out_of_range() {
+    let cases = [
+        (
+            "flow_table_size = 0",
+            "flow_table_size",
+            1,
+            268_435_456,
+            "0",
+        ),
+        (
+            "flow_table_size = 268435457",
+            "flow_table_size",
+            1,
+            268_435_456,
+            "268435457",
+        ),
+        ("max_vips = 0", "max_vips", 1, 65_536, "0"),
+        ("max_vips = 65_537", "max_vips", 1, 65_536, "65_537"),
+        ("max_backends = 1", "max_backends", 2, 16_777_216, "1"),
+        (
+            "max_backends = -4096",
+            "max_backends",
+            2,
+            16_777_216,
+            "-4096",
+        ),
+        ("nexthop_ttl_ms = 0", "nexthop_ttl_ms", 1, 60_000, "0"),
+        (
+            "nexthop_ttl_ms = 60001",
+            "nexthop_ttl_ms",
+            1,
+            60_000,
+            "60001",
+        ),
+        (
+            "nexthop_ttl_ms = 99999999999999999999",
+            "nexthop_ttl_ms",
+            1,
+            60_000,
+            "99999999999999999999",
+        ),
+    ];
+    for (line, field, min, max, found) in cases {
+        let kind = rejects(
+            &format!("[dataplane]\n{line}\n"),
+            2,
+            field.len() + 4,
+            &format!("`dataplane.{field}` must be an integer from {min} to {max}; found {found}"),
+        );
+        assert!(matches!(kind, ErrorKind::OutOfRange { .. }));
+    }
+    let config = accepts(
+        "[dataplane]\nflow_table_size = 268435456\nmax_vips = 65536\nmaglev_table_size = 65521\n\
+         max_backends = 16777216\nnexthop_ttl_ms = 60000\n",
+    );
+    assert_eq!(config.dataplane.max_vips, 65_536);
+}
+
+#[test]
+fn maglev_array_must_be_indexable_by_u32() {
+    let kind = rejects(
+        "[dataplane]\nmax_vips = 65536\nmaglev_table_size = 65537\n",
+        3,
+        21,
+        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
+         exceeds 4294967295, the largest Maglev array the data plane can index",
+    );
+    assert!(matches!(kind, ErrorKind::MaglevArrayTooLarge { .. }));
+    // Reported at whichever of the two is written last, or the one written.
+    rejects(
+        "[dataplane]\nmaglev_table_size = 65537\nmax_vips = 65536\n",
+        3,
+        12,
+        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
+         exceeds 4294967295, the largest Maglev array the data plane can index",
+    );
+    rejects(
+        "[dataplane]\nmax_vips = 65536\n",
+        2,
+        12,
+        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
+         exceeds 4294967295, the largest Maglev array the data plane can index",
+    );
+    accepts("[dataplane]\nmax_vips = 65536\nmaglev_table_size = 65521\n");
+}
+
+#[test]
+fn more_vips_than_max_vips() {
+    let text = with_vips(
+        "max_vips = 2",
+        &[
+            "address = \"10.0.0.1\"",
+            "address = \"10.0.0.2\"",
+            "address = \"10.0.0.3\"\nport = 8080",
+            "address = \"10.0.0.4\"",
+        ],
+    );
+    let kind = rejects(
+        &text,
+        8,
+        11,
+        "too many VIPs: VIP 10.0.0.3:8080/tcp is number 3 but `dataplane.max_vips` is 2",
+    );
+    assert!(matches!(kind, ErrorKind::TooManyVips { .. }));
+}
+
+#[test]
+fn more_backend_entries_than_max_backends() {
+    // 4 entries hold ids 1..=3: three (VIP, backend) pairs, counted over VIPs.
+    let text = with_vips(
+        "max_backends = 4",
+        &[
+            "address = \"10.0.0.1\"\nbackends = [{ address = \"10.0.1.1\" }, { address = \"10.0.1.2\" }]",
+            "address = \"10.0.0.2\"\nbackends = [{ address = \"10.0.1.1\" }, { address = \"10.0.1.2\" }]",
+        ],
+    );
+    let kind = rejects(
+        &text,
+        8,
+        51,
+        "too many backends: backend 10.0.1.2 of VIP 10.0.0.2:*/tcp needs backend entry 4 \
+         (every VIP's backends count, one entry each) but `dataplane.max_backends` = 4 holds 3 \
+         (id 0 is reserved)",
+    );
+    assert!(matches!(kind, ErrorKind::TooManyBackends { .. }));
+    accepts(&with_vips(
+        "max_backends = 4",
+        &[
+            "address = \"10.0.0.1\"\nbackends = [{ address = \"10.0.1.1\" }, { address = \"10.0.1.2\" }, { address = \"10.0.1.3\" }]",
+        ],
+    ));
+}
+
+// --- 12. Ports ---------------------------------------------------------------
+
+#[test]
+fn port_out_of_range_or_not_an_integer() {
+    let message = |found: &str| {
+        format!("`vip.port` must be an integer from 0 (every port) to 65535; found {found}")
+    };
+    let kind = rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 65536\n",
+        3,
+        8,
+        &message("65536"),
+    );
+    assert!(matches!(kind, ErrorKind::InvalidPort { .. }));
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = -80\n",
+        3,
+        8,
+        &message("-80"),
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = \"80\"\n",
+        3,
+        8,
+        &message("\"80\""),
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 80.0\n",
+        3,
+        8,
+        &message("80.0"),
+    );
+    assert_eq!(
+        accepts("[[vip]]\naddress = \"10.0.0.1\"\nport = 65535\n").vips[0].port,
+        65_535
+    );
+}
+
+// --- Which error is reported -------------------------------------------------
+
+#[test]
+fn the_first_error_in_the_file_is_reported() {
+    // toml hands keys over by name (mode before xdp_mode); the file wins.
+    rejects(
+        "[dataplane]\nxdp_mode = \"x\"\nmode = \"y\"\n",
+        2,
+        12,
+        "`dataplane.xdp_mode` must be one of \"native\", \"generic\"; found \"x\"",
+    );
+    // Across tables, and across kinds of error.
+    rejects(
+        "[metrics]\nbogus = 1\n[announce]\nmode = 1\n",
+        2,
+        1,
+        "unknown key `bogus` in [metrics] (valid keys: listen)",
+    );
+    rejects(
+        "[metrics]\nlisten = \"x\"\n[announce]\nbogus = 1\n",
+        2,
+        10,
+        "`metrics.listen` must be an IP address and port such as \"127.0.0.1:9810\" or \
+         \"[::1]:9810\"; found \"x\"",
+    );
+}
+
+#[test]
+fn relations_are_checked_once_every_value_is_valid() {
+    // The duplicate comes first, but the bad weight is what must be fixed
+    // first: relations between values mean nothing until each is valid.
+    rejects(
+        &with_vips(
+            "",
+            &[
+                "address = \"10.0.0.1\"",
+                "address = \"10.0.0.1\"",
+                "address = \"10.0.0.3\"\nbackends = [{ address = \"10.0.1.1\", weight = -1 }]",
+            ],
+        ),
+        9,
+        46,
+        "`vip.backends.weight` must be an integer from 0 (drain: no new flows) to 65535; found -1",
+    );
+}
+
+#[test]
+fn columns_count_characters() {
+    rejects(
+        "[kubernetes]\nload_balancer_class = \"é\"\n[announce] \u{1F600} = 1\n",
+        3,
+        12,
+        "invalid TOML: unexpected key or value, expected newline, `#`",
+    );
+    rejects(
+        "[announce]\n\"m\u{e9}de\" = \"arp\"\n",
+        2,
+        1,
+        "unknown key `m\u{e9}de` in [announce] (valid keys: mode)",
+    );
+    rejects(
+        "kubernetes = { load_balancer_class = \"\u{e9}\u{e9}\u{e9}\", enabled = \"yes\" }\n",
+        1,
+        55,
+        "`kubernetes.enabled` must be true or false; found \"yes\"",
+    );
+}

@@ -1,0 +1,229 @@
+//! `xlb run`: the daemon's life. Load the config, check capabilities, start
+//! the data plane, apply the desired state, serve metrics, then reload on
+//! SIGHUP or file change (keeping the running state when the new config is
+//! invalid) until SIGTERM/SIGINT, after which the pinned data plane keeps
+//! forwarding without us.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    caps,
+    config::{self, Config, DataplaneMode, XdpMode},
+    dataplane::{self, Dataplane, Start},
+    desired::Desired,
+    ifaddr, metrics,
+    xdp::{self, attach::Mode},
+};
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub dataplane: Option<DataplaneMode>,
+    pub interfaces: Vec<String>,
+    pub pin_path: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    /// How often the config file is checked for changes.
+    pub watch_interval: Duration,
+}
+
+/// Daemon-level numbers the exporter reports beside the data plane's.
+#[derive(Default)]
+struct Stats {
+    reconciles: AtomicU64,
+    reload_errors: AtomicU64,
+    last: Mutex<(f64, f64)>,
+}
+
+type Shared = Arc<Mutex<Box<dyn Dataplane>>>;
+
+/// Data-plane settings from the config (what is fixed at load time).
+pub fn settings(cfg: &Config, pin_path: Option<&Path>) -> xdp::Settings {
+    let d = &cfg.dataplane;
+    xdp::Settings {
+        maglev_size: d.maglev_table_size,
+        max_vips: d.max_vips,
+        max_backends: d.max_backends,
+        flow_table_size: d.flow_table_size,
+        log: false,
+        nexthop_ttl: Duration::from_millis(u64::from(d.nexthop_ttl_ms)),
+        bench_stop: 0,
+        pin_dir: Some(pin_path.map_or_else(|| d.pin_path.clone(), Path::to_path_buf)),
+    }
+}
+
+/// The desired state of a config, with IPIP sources falling back to the
+/// first interface's address of each family.
+pub fn desired(cfg: &Config, interfaces: &[String]) -> Desired {
+    let mut d = Desired::from_config(cfg);
+    if let Some(iface) = interfaces.first() {
+        if d.ipip_source_v4.is_none()
+            && let Some(IpAddr::V4(a)) = ifaddr::first(iface, true)
+        {
+            d.ipip_source_v4 = Some(a);
+        }
+        if d.ipip_source_v6.is_none()
+            && let Some(IpAddr::V6(a)) = ifaddr::first(iface, false)
+        {
+            d.ipip_source_v6 = Some(a);
+        }
+    }
+    d
+}
+
+pub async fn run(o: RunOptions) -> Result<()> {
+    let cfg = config::load(&o.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let missing =
+        caps::missing(caps::XDP_REQUIRED).context("reading this process's capabilities")?;
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
+        bail!(
+            "missing capabilities: {} (xlb run needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; see README)",
+            names.join(", ")
+        );
+    }
+    let interfaces = if o.interfaces.is_empty() {
+        cfg.dataplane.interfaces.clone()
+    } else {
+        o.interfaces.clone()
+    };
+    if interfaces.is_empty() {
+        bail!(
+            "no interface to attach to: set dataplane.interfaces in {} or pass --iface",
+            o.config.display()
+        );
+    }
+    let settings = settings(&cfg, o.pin_path.as_deref());
+    let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
+    let xdp_mode = match cfg.dataplane.xdp_mode {
+        XdpMode::Native => Mode::Native,
+        XdpMode::Generic => Mode::Generic,
+    };
+    let start = Start {
+        settings: &settings,
+        interfaces: &interfaces,
+        xdp_mode,
+    };
+    let (dp, why) = dataplane::select(mode, &start)?;
+    tracing::info!(dataplane = dp.name(), reason = %why, "data plane ready");
+    let dp: Shared = Arc::new(Mutex::new(dp));
+    let stats = Arc::new(Stats::default());
+    apply(&dp, &stats, &desired(&cfg, &interfaces)).context("applying the configuration")?;
+
+    let listen = o.metrics.unwrap_or(cfg.metrics.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("metrics: binding {listen}"))?;
+    tracing::info!(%listen, "serving metrics");
+    let (sdp, sstats) = (dp.clone(), stats.clone());
+    let snapshot = Arc::new(move || -> Result<metrics::Snapshot, String> {
+        let mut s = sdp
+            .lock()
+            .map_err(|_| "data plane lock poisoned".to_string())?
+            .snapshot()?;
+        let (at, took) = *sstats
+            .last
+            .lock()
+            .map_err(|_| "stats lock poisoned".to_string())?;
+        s.last_reconcile_unix_seconds = at;
+        s.last_reconcile_duration_seconds = took;
+        s.reconciles = sstats.reconciles.load(Ordering::Relaxed);
+        s.config_reload_errors = sstats.reload_errors.load(Ordering::Relaxed);
+        Ok(s)
+    });
+    let server = tokio::spawn(metrics::serve(listener, snapshot));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(o.watch_interval);
+    let mut seen = fingerprint(&o.config);
+    let mut current = cfg;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", o.config.display());
+                seen = fingerprint(&o.config);
+                reload(&o.config, &mut current, &interfaces, &dp, &stats);
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(&o.config);
+                if now != seen {
+                    seen = now;
+                    tracing::info!("{} changed: reloading", o.config.display());
+                    reload(&o.config, &mut current, &interfaces, &dp, &stats);
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    server.abort();
+    tracing::info!("stopping; the pinned data plane keeps forwarding (xlb stop removes it)");
+    Ok(())
+}
+
+fn apply(dp: &Shared, stats: &Stats, desired: &Desired) -> Result<()> {
+    let started = Instant::now();
+    let report = dp
+        .lock()
+        .map_err(|_| anyhow::anyhow!("data plane lock poisoned"))?
+        .apply(desired)?;
+    let took = started.elapsed().as_secs_f64();
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Ok(mut l) = stats.last.lock() {
+        *l = (at, took);
+    }
+    stats.reconciles.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        vips = desired.services.len(),
+        added = report.vips_added,
+        removed = report.vips_removed,
+        changed = report.vips_changed,
+        writes = report.writes(),
+        seconds = took,
+        "reconciled"
+    );
+    Ok(())
+}
+
+/// Applies a new config, or keeps everything as it is when it is invalid.
+fn reload(path: &Path, current: &mut Config, interfaces: &[String], dp: &Shared, stats: &Stats) {
+    let next = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            stats.reload_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("config rejected, still running the previous one: {e}");
+            return;
+        }
+    };
+    if next.dataplane != current.dataplane {
+        tracing::warn!(
+            "[dataplane] settings changed: they take effect at the next start; VIPs are applied now"
+        );
+    }
+    if let Err(e) = apply(dp, stats, &desired(&next, interfaces)) {
+        stats.reload_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("applying the new config failed part-way (the next change retries): {e:#}");
+        return;
+    }
+    *current = next;
+}
+
+/// Modification time, size and content of the config, so an edit that
+/// keeps the mtime (or an atomic rename) is still noticed.
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64, Vec<u8>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), std::fs::read(path).ok()?))
+}

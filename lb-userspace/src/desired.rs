@@ -1,0 +1,80 @@
+//! The desired state: what should be balanced, independent of the data
+//! plane that will do it (XDP maps or IPVS) and of where it came from
+//! (config file, Kubernetes).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use lb_common::Encap;
+
+use crate::config;
+
+/// A VIP: address, port (0 = every port) and protocol (6 or 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Service {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: u8,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.protocol {
+            6 => "tcp",
+            17 => "udp",
+            _ => "?",
+        };
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{proto}", self.port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{proto}", self.port),
+        }
+    }
+}
+
+/// How a VIP is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub encap: Encap,
+    /// Backend address -> weight (0: draining, established flows only).
+    pub backends: BTreeMap<IpAddr, u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub services: BTreeMap<Service, ServiceSpec>,
+    pub ipip_source_v4: Option<Ipv4Addr>,
+    pub ipip_source_v6: Option<Ipv6Addr>,
+}
+
+impl Desired {
+    /// The desired state a validated config describes.
+    pub fn from_config(c: &config::Config) -> Self {
+        let services = c
+            .vips
+            .iter()
+            .map(|v| {
+                let svc = Service {
+                    address: v.address,
+                    port: v.port,
+                    protocol: v.protocol.number(),
+                };
+                let backends = v.backends.iter().map(|b| (b.address, b.weight)).collect();
+                (
+                    svc,
+                    ServiceSpec {
+                        encap: v.encap,
+                        backends,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            services,
+            ipip_source_v4: c.dataplane.ipip_source_v4,
+            ipip_source_v6: c.dataplane.ipip_source_v6,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Prometheus exporter.
+//!
+//! The data plane keeps its own counters (per-CPU BPF maps for XDP, the
+//! kernel's IPVS stats otherwise). At every scrape the daemon reads them into
+//! a [`Snapshot`], and [`render`] turns that into the OpenMetrics text
+//! exposition with `prometheus-client`: a fresh [`Registry`] holding a
+//! [`Collector`] that emits the snapshot's values as const metrics. Nothing
+//! is accumulated between scrapes — the values are the kernel's absolute
+//! readings.
+//!
+//! [`serve`] is a minimal HTTP/1.1 server for `GET /metrics` and
+//! `GET /healthz`.
+//!
+//! Exposed metrics:
+//!
+//! | name | type | labels |
+//! |------|------|--------|
+//! | `xlb_dataplane_info` | gauge (always 1) | `dataplane` |
+//! | `xlb_packets_total` | counter | `outcome` |
+//! | `xlb_vip_packets_total` | counter | `vip` |
+//! | `xlb_vip_bytes_total` | counter | `vip` |
+//! | `xlb_backend_packets_total` | counter | `vip`, `backend` |
+//! | `xlb_backend_bytes_total` | counter | `vip`, `backend` |
+//! | `xlb_flow_table_entries` | gauge | |
+//! | `xlb_flow_table_capacity` | gauge | |
+//! | `xlb_last_reconcile_timestamp_seconds` | gauge | |
+//! | `xlb_last_reconcile_duration_seconds` | gauge | |
+//! | `xlb_reconciles_total` | counter | |
+//! | `xlb_config_reload_errors_total` | counter | |
+//!
+//! Each label set must appear at most once in a snapshot (OpenMetrics
+//! forbids duplicate samples); the exporter does not merge duplicates.
+
+mod http;
+
+pub use http::serve;
+
+use std::fmt::{self, Write as _};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// `Content-Type` of what [`render`] produces.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything the exporter reports, read from the data plane at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// `"xdp"` or `"ipvs"`.
+    pub dataplane: String,
+    /// Global per-outcome packet counters, e.g. `("tx", 12)`.
+    pub outcomes: Vec<(&'static str, u64)>,
+    /// Per-VIP counters.
+    pub vips: Vec<VipSample>,
+    /// Per-backend counters.
+    pub backends: Vec<BackendSample>,
+    /// Flow-table occupancy.
+    pub flow_entries: u64,
+    /// Flow-table size.
+    pub flow_capacity: u64,
+    /// Unix time of the last applied reconcile; 0 before the first.
+    pub last_reconcile_unix_seconds: f64,
+    /// How long the last reconcile took.
+    pub last_reconcile_duration_seconds: f64,
+    /// Total reconciles applied.
+    pub reconciles: u64,
+    /// Total rejected configuration reloads.
+    pub config_reload_errors: u64,
+}
+
+/// Counters of one VIP.
+#[derive(Clone, Debug, Default)]
+pub struct VipSample {
+    /// The VIP, e.g. `"10.99.0.1:80/tcp"`.
+    pub vip: String,
+    /// Packets received for the VIP.
+    pub packets: u64,
+    /// Bytes received for the VIP.
+    pub bytes: u64,
+}
+
+/// Counters of one backend of one VIP.
+#[derive(Clone, Debug, Default)]
+pub struct BackendSample {
+    /// The VIP, as in [`VipSample::vip`].
+    pub vip: String,
+    /// The backend's address.
+    pub backend: String,
+    /// Packets sent to the backend.
+    pub packets: u64,
+    /// Bytes sent to the backend.
+    pub bytes: u64,
+}
+
+/// Renders the OpenMetrics text exposition of a snapshot (ends with
+/// `# EOF`), with prometheus-client.
+pub fn render(s: &Snapshot) -> String {
+    render_owned(s.clone())
+}
+
+/// [`render`] without the copy (the collector must own its data).
+pub(crate) fn render_owned(s: Snapshot) -> String {
+    let mut registry = Registry::with_prefix("xlb");
+    registry.register_collector(Box::new(SnapshotCollector(s)));
+    let mut out = String::with_capacity(4096);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        // Unreachable in practice: writing to a String cannot fail and the
+        // collector never hands prometheus-client a value it rejects.
+        tracing::error!(error = %e, "metrics: encoding the exposition failed");
+        out.clear();
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// Emits a [`Snapshot`] as const metrics.
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = &self.0;
+
+        gauge_family(
+            &mut enc,
+            "dataplane_info",
+            "Data plane in use (always 1).",
+            None,
+            [([("dataplane", LabelValue(&s.dataplane))], 1)],
+        )?;
+        counter_family(
+            &mut enc,
+            "packets",
+            "Packets processed by the data plane, by outcome.",
+            None,
+            s.outcomes
+                .iter()
+                .map(|(outcome, n)| ([("outcome", LabelValue(outcome))], *n)),
+        )?;
+        counter_family(
+            &mut enc,
+            "vip_packets",
+            "Packets received for a virtual service.",
+            None,
+            s.vips
+                .iter()
+                .map(|v| ([("vip", LabelValue(&v.vip))], v.packets)),
+        )?;
+        counter_family(
+            &mut enc,
+            "vip",
+            "Bytes received for a virtual service.",
+            Some(&Unit::Bytes),
+            s.vips
+                .iter()
+                .map(|v| ([("vip", LabelValue(&v.vip))], v.bytes)),
+        )?;
+        counter_family(
+            &mut enc,
+            "backend_packets",
+            "Packets forwarded to a backend of a virtual service.",
+            None,
+            s.backends.iter().map(|b| (backend_labels(b), b.packets)),
+        )?;
+        counter_family(
+            &mut enc,
+            "backend",
+            "Bytes forwarded to a backend of a virtual service.",
+            Some(&Unit::Bytes),
+            s.backends.iter().map(|b| (backend_labels(b), b.bytes)),
+        )?;
+        gauge(
+            &mut enc,
+            "flow_table_entries",
+            "Entries in the flow (connection tracking) table.",
+            None,
+            saturating_i64(s.flow_entries),
+        )?;
+        gauge(
+            &mut enc,
+            "flow_table_capacity",
+            "Capacity of the flow (connection tracking) table.",
+            None,
+            saturating_i64(s.flow_capacity),
+        )?;
+        gauge(
+            &mut enc,
+            "last_reconcile_timestamp",
+            "Unix time of the last applied reconcile (0 before the first).",
+            Some(&Unit::Seconds),
+            finite_or_nan(s.last_reconcile_unix_seconds),
+        )?;
+        gauge(
+            &mut enc,
+            "last_reconcile_duration",
+            "Duration of the last applied reconcile.",
+            Some(&Unit::Seconds),
+            finite_or_nan(s.last_reconcile_duration_seconds),
+        )?;
+        counter(
+            &mut enc,
+            "reconciles",
+            "Reconciles applied to the data plane.",
+            s.reconciles,
+        )?;
+        counter(
+            &mut enc,
+            "config_reload_errors",
+            "Configuration reloads rejected.",
+            s.config_reload_errors,
+        )?;
+        Ok(())
+    }
+}
+
+fn backend_labels(b: &BackendSample) -> [(&'static str, LabelValue<'_>); 2] {
+    [
+        ("vip", LabelValue(&b.vip)),
+        ("backend", LabelValue(&b.backend)),
+    ]
+}
+
+/// A counter without labels; `name` is without the `_total` suffix, which
+/// the encoder appends.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    let m = enc.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(m)
+}
+
+/// A labelled counter family; `name` is without the unit and `_total`
+/// suffixes, which the encoder appends.
+fn counter_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels (i64 or f64).
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: N,
+) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    let m = enc.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(m)
+}
+
+/// A labelled gauge family.
+fn gauge_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// prometheus-client encodes integer gauges as i64 (and refuses u64::MAX).
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The text encoder would print infinities as `inf`, which is not valid
+/// OpenMetrics; a non-finite reading is reported as `NaN`.
+fn finite_or_nan(v: f64) -> f64 {
+    if v.is_finite() { v } else { f64::NAN }
+}
+
+/// A label value, escaped for the text format (prometheus-client 0.23 writes
+/// label values verbatim): `\` → `\\`, `"` → `\"`, newline → `\n`.
+#[derive(Clone, Copy, Debug)]
+struct LabelValue<'a>(&'a str);
+
+impl EncodeLabelValue for LabelValue<'_> {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            enc.write_str(&rest[..i])?;
+            enc.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        enc.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Snapshot {
+        Snapshot {
+            dataplane: "xdp".into(),
+            outcomes: vec![("tx", 12), ("pass", 3), ("drop", 0)],
+            vips: vec![VipSample {
+                vip: "10.99.0.1:80/tcp".into(),
+                packets: 15,
+                bytes: 1500,
+            }],
+            backends: vec![
+                BackendSample {
+                    vip: "10.99.0.1:80/tcp".into(),
+                    backend: "10.0.0.2:8080".into(),
+                    packets: 10,
+                    bytes: 1000,
+                },
+                BackendSample {
+                    vip: "10.99.0.1:80/tcp".into(),
+                    backend: "10.0.0.3:8080".into(),
+                    packets: 5,
+                    bytes: 500,
+                },
+            ],
+            flow_entries: 7,
+            flow_capacity: 65536,
+            last_reconcile_unix_seconds: 1_700_000_000.25,
+            last_reconcile_duration_seconds: 0.0125,
+            reconciles: 4,
+            config_reload_errors: 1,
+        }
+    }
+
+    #[test]
+    fn render_contains_expected_lines() {
+        let text = render(&sample());
+        let lines: Vec<&str> = text.lines().collect();
+        for want in [
+            r#"xlb_dataplane_info{dataplane="xdp"} 1"#,
+            r#"xlb_packets_total{outcome="tx"} 12"#,
+            r#"xlb_packets_total{outcome="pass"} 3"#,
+            r#"xlb_packets_total{outcome="drop"} 0"#,
+            r#"xlb_vip_packets_total{vip="10.99.0.1:80/tcp"} 15"#,
+            r#"xlb_vip_bytes_total{vip="10.99.0.1:80/tcp"} 1500"#,
+            r#"xlb_backend_packets_total{vip="10.99.0.1:80/tcp",backend="10.0.0.2:8080"} 10"#,
+            r#"xlb_backend_bytes_total{vip="10.99.0.1:80/tcp",backend="10.0.0.2:8080"} 1000"#,
+            r#"xlb_backend_bytes_total{vip="10.99.0.1:80/tcp",backend="10.0.0.3:8080"} 500"#,
+            "xlb_flow_table_entries 7",
+            "xlb_flow_table_capacity 65536",
+            "xlb_last_reconcile_timestamp_seconds 1700000000.25",
+            "xlb_last_reconcile_duration_seconds 0.0125",
+            "xlb_reconciles_total 4",
+            "xlb_config_reload_errors_total 1",
+            "# TYPE xlb_dataplane_info gauge",
+            "# TYPE xlb_packets counter",
+            "# TYPE xlb_backend_bytes counter",
+            "# UNIT xlb_backend_bytes bytes",
+            "# TYPE xlb_flow_table_entries gauge",
+            "# TYPE xlb_last_reconcile_timestamp_seconds gauge",
+            "# UNIT xlb_last_reconcile_timestamp_seconds seconds",
+        ] {
+            assert!(lines.contains(&want), "missing line {want:?} in:\n{text}");
+        }
+        for family in [
+            "xlb_dataplane_info",
+            "xlb_packets",
+            "xlb_vip_packets",
+            "xlb_vip_bytes",
+            "xlb_backend_packets",
+            "xlb_backend_bytes",
+            "xlb_flow_table_entries",
+            "xlb_flow_table_capacity",
+            "xlb_last_reconcile_timestamp_seconds",
+            "xlb_last_reconcile_duration_seconds",
+            "xlb_reconciles",
+            "xlb_config_reload_errors",
+        ] {
+            let help = format!("# HELP {family} ");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&help) && l.len() > help.len()),
+                "no HELP for {family} in:\n{text}"
+            );
+        }
+        assert_eq!(text.matches("# HELP ").count(), 12);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn render_does_not_accumulate() {
+        let s = sample();
+        let first = render(&s);
+        assert_eq!(render(&s), first);
+        let mut later = s.clone();
+        later.outcomes = vec![("tx", 5)];
+        let text = render(&later);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"xlb_packets_total{outcome="tx"} 5"#)
+        );
+        assert!(!text.contains("outcome=\"pass\""));
+    }
+
+    #[test]
+    fn render_empty_snapshot() {
+        let text = render(&Snapshot::default());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&r#"xlb_dataplane_info{dataplane=""} 1"#));
+        assert!(lines.contains(&"xlb_last_reconcile_timestamp_seconds 0.0"));
+        assert!(lines.contains(&"xlb_reconciles_total 0"));
+        assert!(!text.contains("xlb_vip_packets_total{"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let s = Snapshot {
+            vips: vec![VipSample {
+                vip: "a\"b\\c\nd".into(),
+                packets: 1,
+                bytes: 2,
+            }],
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"xlb_vip_packets_total{vip="a\"b\\c\nd"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn extreme_values_do_not_break_rendering() {
+        let s = Snapshot {
+            flow_entries: u64::MAX,
+            flow_capacity: u64::MAX - 1,
+            reconciles: u64::MAX,
+            last_reconcile_unix_seconds: f64::INFINITY,
+            last_reconcile_duration_seconds: f64::NAN,
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"xlb_flow_table_entries 9223372036854775807"),
+            "{text}"
+        );
+        assert!(lines.contains(&"xlb_reconciles_total 18446744073709551615"));
+        assert!(
+            lines.contains(&"xlb_last_reconcile_timestamp_seconds NaN"),
+            "{text}"
+        );
+        assert!(lines.contains(&"xlb_last_reconcile_duration_seconds NaN"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The XDP data plane as the daemon drives it: load (adopting compatible
+//! pins), attach, reconcile, report.
+
+use super::{
+    Balancer, Settings,
+    attach::{self, Attached, Mode},
+    pins::PinDir,
+    reconcile::{Applied, Report},
+};
+use crate::{
+    dataplane::{Dataplane, DataplaneError},
+    desired::Desired,
+    metrics::{BackendSample, Snapshot, VipSample},
+};
+
+pub struct XdpDataplane {
+    balancer: Balancer,
+    applied: Applied,
+    pins: PinDir,
+}
+
+impl XdpDataplane {
+    /// Loads the balancer with its maps pinned under `settings.pin_dir`
+    /// (adopting them when compatible, replacing them with a logged reason
+    /// when not) and runs it on `ifaces`.
+    pub fn start(
+        settings: &Settings,
+        ifaces: &[String],
+        mode: Mode,
+    ) -> Result<Self, DataplaneError> {
+        let root = settings
+            .pin_dir
+            .clone()
+            .ok_or_else(|| DataplaneError::Setup("no pin directory".into()))?;
+        ensure_bpffs()?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| DataplaneError::Setup(format!("creating {}: {e}", root.display())))?;
+        let pins = PinDir::new(root);
+        let mut adopt = pins.has_maps();
+        if adopt && let Some(why) = pins.incompatibility(settings) {
+            tracing::warn!(
+                pin_path = %pins.root.display(),
+                "replacing pinned maps from an incompatible xlb: {why}; flows tracked by the old program are lost"
+            );
+            pins.remove(false)
+                .map_err(|e| DataplaneError::Setup(format!("removing stale pins: {e}")))?;
+            adopt = false;
+        }
+        let mut balancer = Balancer::load(settings)?;
+        let applied = if adopt {
+            let a = Applied::read(&balancer.maps, settings.max_vips, settings.max_backends)?;
+            tracing::info!(
+                vips = a.vip_count(),
+                "adopted pinned maps: established flows keep their backends"
+            );
+            a
+        } else {
+            Applied::empty(settings.max_vips, settings.max_backends)
+        };
+        let prog = balancer.program_mut();
+        for iface in ifaces {
+            match attach::attach(prog, &pins, iface, mode)
+                .map_err(|e| DataplaneError::Setup(e.to_string()))?
+            {
+                Attached::Adopted { mode } => {
+                    tracing::info!(%iface, %mode, "swapped the new program into the pinned link")
+                }
+                Attached::Fresh { mode } => {
+                    tracing::info!(%iface, mode = mode.as_str(), "attached")
+                }
+            }
+        }
+        // Interfaces dropped from the config: unpinning detaches.
+        for l in pins.links() {
+            if !ifaces.contains(&l.iface) {
+                tracing::info!(iface = %l.iface, "detaching from an interface no longer configured");
+                let _ = std::fs::remove_file(&l.path);
+            }
+        }
+        let _ = std::fs::remove_file(pins.prog());
+        prog.pin(pins.prog())
+            .map_err(|e| DataplaneError::Setup(format!("pinning the program: {e}")))?;
+        Ok(Self {
+            balancer,
+            applied,
+            pins,
+        })
+    }
+
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+}
+
+impl Dataplane for XdpDataplane {
+    fn name(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn apply(&mut self, desired: &Desired) -> Result<Report, DataplaneError> {
+        Ok(self.applied.reconcile(&mut self.balancer.maps, desired)?)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, String> {
+        let maps = &self.balancer.maps;
+        let status = super::status::read(maps, &self.pins).map_err(|e| e.to_string())?;
+        let mut s = Snapshot {
+            dataplane: "xdp".into(),
+            outcomes: status.outcomes.iter().map(|(n, v)| (*n, *v)).collect(),
+            flow_entries: status.flow_entries,
+            flow_capacity: status.flow_capacity,
+            ..Snapshot::default()
+        };
+        for v in &status.vips {
+            s.vips.push(VipSample {
+                vip: v.vip.clone(),
+                packets: v.packets,
+                bytes: v.bytes,
+            });
+            for b in &v.backends {
+                s.backends.push(BackendSample {
+                    vip: v.vip.clone(),
+                    backend: b.address.to_string(),
+                    packets: b.packets,
+                    bytes: b.bytes,
+                });
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// bpffs is not mounted on every machine; pins need it.
+pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next();
+        f.next() == Some("/sys/fs/bpf") && f.next() == Some("bpf")
+    });
+    if mounted {
+        return Ok(());
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(DataplaneError::Setup(
+            "bpffs is not mounted at /sys/fs/bpf and mounting it failed (needs CAP_SYS_ADMIN once)"
+                .into(),
+        ))
+    }
+}

@@ -1,0 +1,196 @@
+//! The pin directory: what a running (or stopped) balancer leaves on bpffs,
+//! and whether a new daemon may adopt it.
+//!
+//! ```text
+//! <pin_path>/XLB_*           maps (flows, VIPs, backends, Maglev, counters, ...)
+//! <pin_path>/prog            the balancer program currently attached
+//! <pin_path>/links/<if>@<mode>  one bpf_link per interface (mode: native|generic);
+//!                            it keeps the program attached while no daemon runs
+//! ```
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::MapData;
+use lb_common::{
+    Backend, Config, Counters, FlowKey, FlowValue, LAYOUT_VERSION, NextHop, VipInfo, VipKey, names,
+};
+
+use super::{Settings, loader::PINNED};
+
+pub struct PinDir {
+    pub root: PathBuf,
+}
+
+/// One attached interface, from its link pin's name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LinkPin {
+    pub iface: String,
+    /// "native" or "generic".
+    pub mode: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn prog(&self) -> PathBuf {
+        self.root.join("prog")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn link(&self, iface: &str, mode: &str) -> PathBuf {
+        self.links_dir().join(format!("{iface}@{mode}"))
+    }
+
+    pub fn has_maps(&self) -> bool {
+        self.root.join(names::VIPS).exists()
+    }
+
+    pub fn links(&self) -> Vec<LinkPin> {
+        let Ok(dir) = fs::read_dir(self.links_dir()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<LinkPin> = dir
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (iface, mode) = name.split_once('@')?;
+                Some(LinkPin {
+                    iface: iface.into(),
+                    mode: mode.into(),
+                    path: e.path(),
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.iface.cmp(&b.iface));
+        v
+    }
+
+    /// Why the pinned maps cannot be adopted by this daemon with these
+    /// settings, if they cannot. Every pinned map must have the type, key
+    /// and value sizes and capacity this build would create, and the
+    /// config map must carry this build's layout version.
+    pub fn incompatibility(&self, s: &Settings) -> Option<String> {
+        use aya::maps::MapType as T;
+        let expect: [(&str, T, usize, usize, u32); 9] = [
+            (
+                names::VIPS,
+                T::Hash,
+                size_of::<VipKey>(),
+                size_of::<VipInfo>(),
+                s.max_vips,
+            ),
+            (
+                names::BACKENDS,
+                T::Array,
+                4,
+                size_of::<Backend>(),
+                s.max_backends,
+            ),
+            (names::MAGLEV, T::Array, 4, 4, s.max_vips * s.maglev_size),
+            (
+                names::FLOWS,
+                T::LruHash,
+                size_of::<FlowKey>(),
+                size_of::<FlowValue>(),
+                s.flow_table_size,
+            ),
+            (names::CONFIG, T::Array, 4, size_of::<Config>(), 1),
+            (
+                names::STATS,
+                T::PerCpuArray,
+                4,
+                8,
+                lb_common::Outcome::COUNT,
+            ),
+            (
+                names::VIP_STATS,
+                T::PerCpuArray,
+                4,
+                size_of::<Counters>(),
+                s.max_vips,
+            ),
+            (
+                names::BACKEND_STATS,
+                T::PerCpuArray,
+                4,
+                size_of::<Counters>(),
+                s.max_backends,
+            ),
+            (
+                names::NEXTHOPS,
+                T::PerCpuArray,
+                4,
+                size_of::<NextHop>(),
+                s.max_backends,
+            ),
+        ];
+        debug_assert_eq!(expect.len(), PINNED.len());
+        for (name, ty, key, value, max) in expect {
+            let path = self.root.join(name);
+            if !path.exists() {
+                return Some(format!("{name} is missing"));
+            }
+            let info = match MapData::from_pin(&path).and_then(|m| m.info()) {
+                Ok(i) => i,
+                Err(e) => return Some(format!("{name} cannot be opened: {e}")),
+            };
+            let got_ty = info.map_type().ok();
+            let (k, v, m) = (
+                info.key_size() as usize,
+                info.value_size() as usize,
+                info.max_entries(),
+            );
+            if got_ty != Some(ty) || k != key || v != value || m != max {
+                return Some(format!(
+                    "{name} is {got_ty:?} key {k} value {v} max {m}, this build wants {ty:?} key {key} value {value} max {max}"
+                ));
+            }
+        }
+        let cfg = MapData::from_pin(self.root.join(names::CONFIG))
+            .ok()
+            .and_then(|m| aya::maps::Array::<_, Config>::try_from(aya::maps::Map::Array(m)).ok())
+            .and_then(|a| a.get(&0, 0).ok());
+        match cfg {
+            Some(c) if c.layout == LAYOUT_VERSION || c.layout == 0 => None,
+            Some(c) => Some(format!(
+                "maps were written by layout version {}, this build is {LAYOUT_VERSION}",
+                c.layout
+            )),
+            None => Some(format!("{} cannot be read", names::CONFIG)),
+        }
+    }
+
+    /// Removes the maps and the program pin; links too when `links` (which
+    /// detaches the program from every interface).
+    pub fn remove(&self, links: bool) -> std::io::Result<()> {
+        for name in PINNED {
+            remove_if_exists(&self.root.join(name))?;
+        }
+        remove_if_exists(&self.prog())?;
+        if links {
+            for l in self.links() {
+                remove_if_exists(&l.path)?;
+            }
+            let _ = fs::remove_dir(self.links_dir());
+            let _ = fs::remove_dir(&self.root);
+        }
+        Ok(())
+    }
+}
+
+fn remove_if_exists(p: &Path) -> std::io::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

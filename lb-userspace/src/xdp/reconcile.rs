@@ -1,0 +1,392 @@
+//! Brings the balancer's maps to a desired state by writing only what
+//! differs, in an order that is safe under traffic: new backend entries
+//! before the Maglev row that names them, the row before the VIP entry that
+//! makes it reachable, and retired backends only once no row names them.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use lb_common::{BACKEND_ACTIVE, Backend, Encap, LAYOUT_VERSION, VipInfo, VipKey};
+
+use super::{Maps, ids::IdPool, maps::MapsError};
+use crate::{
+    desired::{Desired, Service},
+    maglev::{self, Weighted, addr_bytes},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("VIP {0}: no free VIP slot (max_vips {1}); raise dataplane.max_vips")]
+    NoVipSlot(Service, usize),
+    #[error(
+        "VIP {0}: no free backend entry (max_backends {1}, one entry per VIP and backend); raise dataplane.max_backends"
+    )]
+    NoBackendSlot(Service, usize),
+    #[error("VIP {0}: {1}")]
+    Maglev(Service, maglev::Error),
+    #[error(
+        "VIP {service}: no {family} source address for IPIP (set dataplane.ipip_source_{family})"
+    )]
+    NoIpipSource {
+        service: Service,
+        family: &'static str,
+    },
+}
+
+/// What one reconcile wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub vips_changed: usize,
+    /// Writes to the VIP map (inserts, updates, deletes).
+    pub vip_writes: usize,
+    /// Writes to the backend array (new, reweighted, retired).
+    pub backend_writes: usize,
+    /// Maglev rows rewritten.
+    pub maglev_rows: usize,
+    pub config_writes: usize,
+}
+
+impl Report {
+    pub fn writes(&self) -> usize {
+        self.vip_writes + self.backend_writes + self.maglev_rows + self.config_writes
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AppliedVip {
+    id: u32,
+    encap: Encap,
+    /// address -> (backend id, weight)
+    backends: BTreeMap<IpAddr, (u32, u32)>,
+}
+
+/// What the maps hold, mirrored in memory so a reconcile reads nothing.
+pub struct Applied {
+    vips: HashMap<Service, AppliedVip>,
+    vip_ids: IdPool,
+    backend_ids: IdPool,
+    config: lb_common::Config,
+    /// Active backend entries whose VIP is gone (a crash mid-reconcile):
+    /// retired by the next reconcile.
+    orphans: Vec<u32>,
+}
+
+fn service_of(k: &VipKey) -> Service {
+    let address = if k.family == lb_common::FAMILY_V4 {
+        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    } else {
+        IpAddr::from(k.addr)
+    };
+    Service {
+        address,
+        port: k.port,
+        protocol: k.proto,
+    }
+}
+
+pub fn vip_key(s: &Service) -> VipKey {
+    VipKey {
+        addr: addr_bytes(s.address),
+        port: s.port,
+        proto: s.protocol,
+        family: family(s.address),
+    }
+}
+
+fn family(a: IpAddr) -> u8 {
+    if a.is_ipv4() {
+        lb_common::FAMILY_V4
+    } else {
+        lb_common::FAMILY_V6
+    }
+}
+
+pub fn backend_addr(b: &Backend) -> IpAddr {
+    if b.family == lb_common::FAMILY_V4 {
+        IpAddr::from([b.addr[0], b.addr[1], b.addr[2], b.addr[3]])
+    } else {
+        IpAddr::from(b.addr)
+    }
+}
+
+impl Applied {
+    /// Reads what the maps hold (adopted pins) into the mirror.
+    pub fn read(maps: &Maps, max_vips: u32, max_backends: u32) -> Result<Self, MapsError> {
+        let mut vips = HashMap::new();
+        let mut vip_ids = IdPool::new(0, max_vips);
+        let mut by_id = HashMap::new();
+        for entry in maps.vips.iter() {
+            let (k, v) = entry.map_err(|source| MapsError::Map {
+                name: lb_common::names::VIPS,
+                source,
+            })?;
+            let svc = service_of(&k);
+            vip_ids.claim(v.vip_id);
+            by_id.insert(v.vip_id, svc);
+            let encap = Encap::from_u8(v.encap).unwrap_or(Encap::Ipip);
+            vips.insert(
+                svc,
+                AppliedVip {
+                    id: v.vip_id,
+                    encap,
+                    backends: BTreeMap::new(),
+                },
+            );
+        }
+        let mut backend_ids = IdPool::new(1, max_backends);
+        let mut orphans = Vec::new();
+        for id in 1..max_backends {
+            let b = maps.backend(id)?;
+            if b.flags & BACKEND_ACTIVE == 0 {
+                continue;
+            }
+            backend_ids.claim(id);
+            match by_id.get(&b.vip_id).and_then(|s| vips.get_mut(s)) {
+                Some(v) => {
+                    v.backends.insert(backend_addr(&b), (id, b.weight));
+                }
+                None => orphans.push(id),
+            }
+        }
+        Ok(Self {
+            vips,
+            vip_ids,
+            backend_ids,
+            config: maps.config()?,
+            orphans,
+        })
+    }
+
+    pub fn empty(max_vips: u32, max_backends: u32) -> Self {
+        Self {
+            vips: HashMap::new(),
+            vip_ids: IdPool::new(0, max_vips),
+            backend_ids: IdPool::new(1, max_backends),
+            config: lb_common::Config::default(),
+            orphans: Vec::new(),
+        }
+    }
+
+    pub fn vip_count(&self) -> usize {
+        self.vips.len()
+    }
+
+    /// Writes the difference between the maps and `desired`. On error the
+    /// mirror still matches what was written, so the next call resumes.
+    pub fn reconcile(
+        &mut self,
+        maps: &mut Maps,
+        desired: &Desired,
+    ) -> Result<Report, ReconcileError> {
+        let mut r = Report::default();
+        let cfg = lb_common::Config {
+            ipip_src_v4: desired
+                .ipip_source_v4
+                .map(|a| a.octets())
+                .unwrap_or_default(),
+            ipip_src_v6: desired
+                .ipip_source_v6
+                .map(|a| a.octets())
+                .unwrap_or_default(),
+            layout: LAYOUT_VERSION,
+        };
+        if cfg != self.config {
+            maps.set_config(&cfg)?;
+            self.config = cfg;
+            r.config_writes += 1;
+        }
+        let gone: Vec<Service> = self
+            .vips
+            .keys()
+            .filter(|s| !desired.services.contains_key(s))
+            .copied()
+            .collect();
+        for svc in gone {
+            self.remove(maps, &svc, &mut r)?;
+        }
+        for (svc, spec) in &desired.services {
+            if spec.encap == Encap::Ipip {
+                let have = if svc.address.is_ipv4() {
+                    desired.ipip_source_v4.is_some()
+                } else {
+                    desired.ipip_source_v6.is_some()
+                };
+                if !have {
+                    return Err(ReconcileError::NoIpipSource {
+                        service: *svc,
+                        family: if svc.address.is_ipv4() { "v4" } else { "v6" },
+                    });
+                }
+            }
+            self.upsert(maps, svc, spec, &mut r)?;
+        }
+        while let Some(id) = self.orphans.pop() {
+            maps.set_backend(id, &Backend::default())?;
+            self.backend_ids.release(id);
+            r.backend_writes += 1;
+        }
+        Ok(r)
+    }
+
+    fn remove(
+        &mut self,
+        maps: &mut Maps,
+        svc: &Service,
+        r: &mut Report,
+    ) -> Result<(), ReconcileError> {
+        let Some(v) = self.vips.get(svc).cloned() else {
+            return Ok(());
+        };
+        maps.remove_vip(&vip_key(svc))?;
+        r.vip_writes += 1;
+        r.vips_removed += 1;
+        self.vip_ids.release(v.id);
+        self.vips.remove(svc);
+        for (id, _) in v.backends.values() {
+            maps.set_backend(*id, &Backend::default())?;
+            self.backend_ids.release(*id);
+            r.backend_writes += 1;
+        }
+        Ok(())
+    }
+
+    fn upsert(
+        &mut self,
+        maps: &mut Maps,
+        svc: &Service,
+        spec: &crate::desired::ServiceSpec,
+        r: &mut Report,
+    ) -> Result<(), ReconcileError> {
+        let is_new = !self.vips.contains_key(svc);
+        if is_new {
+            let id = self
+                .vip_ids
+                .alloc()
+                .ok_or(ReconcileError::NoVipSlot(*svc, self.vip_ids.capacity()))?;
+            self.vips.insert(
+                *svc,
+                AppliedVip {
+                    id,
+                    encap: spec.encap,
+                    backends: BTreeMap::new(),
+                },
+            );
+        }
+        let cur = self.vips.get(svc).cloned().expect("inserted above");
+        if !is_new && cur.encap == spec.encap && same_backends(&cur, spec) {
+            return Ok(());
+        }
+        // Ids for new backends first, all or none: a VIP that does not fit
+        // must leave no trace in the maps.
+        let mut fresh = Vec::new();
+        for addr in spec
+            .backends
+            .keys()
+            .filter(|a| !cur.backends.contains_key(a))
+        {
+            match self.backend_ids.alloc() {
+                Some(id) => fresh.push((*addr, id)),
+                None => {
+                    for (_, id) in fresh {
+                        self.backend_ids.release(id);
+                    }
+                    if is_new {
+                        self.vip_ids.release(cur.id);
+                        self.vips.remove(svc);
+                    }
+                    return Err(ReconcileError::NoBackendSlot(
+                        *svc,
+                        self.backend_ids.capacity() + 1,
+                    ));
+                }
+            }
+        }
+        let fresh: BTreeMap<IpAddr, u32> = fresh.into_iter().collect();
+        // New and reweighted backend entries before the row that names them.
+        let mut next = BTreeMap::new();
+        for (&addr, &weight) in &spec.backends {
+            let (id, old) = match cur.backends.get(&addr) {
+                Some(&(id, w)) => (id, Some(w)),
+                None => (fresh[&addr], None),
+            };
+            if old != Some(weight) {
+                let entry = Backend {
+                    addr: addr_bytes(addr),
+                    family: family(addr),
+                    flags: BACKEND_ACTIVE,
+                    _pad: [0; 2],
+                    vip_id: cur.id,
+                    weight,
+                };
+                maps.set_backend(id, &entry)?;
+                r.backend_writes += 1;
+            }
+            next.insert(addr, (id, weight));
+        }
+        let weighted = |m: &BTreeMap<IpAddr, (u32, u32)>| -> Vec<(IpAddr, u32)> {
+            m.iter()
+                .filter(|(_, (_, w))| *w > 0)
+                .map(|(a, (_, w))| (*a, *w))
+                .collect()
+        };
+        if is_new || weighted(&cur.backends) != weighted(&next) || ids_changed(&cur.backends, &next)
+        {
+            let list: Vec<(u32, Weighted)> = next
+                .iter()
+                .map(|(&addr, &(id, weight))| (id, Weighted { addr, weight }))
+                .collect();
+            maps.program_maglev(cur.id, &list)
+                .map_err(|e| ReconcileError::Maglev(*svc, e))?;
+            r.maglev_rows += 1;
+        }
+        if is_new || cur.encap != spec.encap {
+            maps.set_vip(
+                &vip_key(svc),
+                &VipInfo {
+                    vip_id: cur.id,
+                    encap: spec.encap as u8,
+                    _pad: [0; 3],
+                },
+            )?;
+            r.vip_writes += 1;
+        }
+        // Retire backends that left, now that no row names them.
+        for (addr, (id, _)) in &cur.backends {
+            if !next.contains_key(addr) {
+                maps.set_backend(*id, &Backend::default())?;
+                self.backend_ids.release(*id);
+                r.backend_writes += 1;
+            }
+        }
+        if is_new {
+            r.vips_added += 1;
+        } else {
+            r.vips_changed += 1;
+        }
+        let v = self.vips.get_mut(svc).expect("present");
+        v.encap = spec.encap;
+        v.backends = next;
+        Ok(())
+    }
+}
+
+fn same_backends(cur: &AppliedVip, spec: &crate::desired::ServiceSpec) -> bool {
+    cur.backends.len() == spec.backends.len()
+        && cur
+            .backends
+            .iter()
+            .all(|(a, (_, w))| spec.backends.get(a) == Some(w))
+}
+
+/// Only weighted backends are in a row; their ids never change for a kept
+/// address, so this only matters for rows of adopted, inconsistent state.
+fn ids_changed(a: &BTreeMap<IpAddr, (u32, u32)>, b: &BTreeMap<IpAddr, (u32, u32)>) -> bool {
+    a.iter()
+        .any(|(addr, (id, _))| b.get(addr).is_some_and(|(nid, _)| nid != id))
+}
