@@ -135,6 +135,21 @@ pub fn missing(required: &[Capability]) -> io::Result<Vec<Capability>> {
     Ok(missing_from(eff, required))
 }
 
+/// Which of [`XDP_REQUIRED`] are missing, counting CAP_SYS_ADMIN as CAP_BPF
+/// and CAP_PERFMON (the kernel does: before 5.8 they did not exist, and a
+/// loader with CAP_SYS_ADMIN passes both checks).
+pub fn missing_for_xdp() -> io::Result<Vec<Capability>> {
+    Ok(missing_for_xdp_from(effective()?))
+}
+
+fn missing_for_xdp_from(effective: u64) -> Vec<Capability> {
+    let sys_admin = effective & (1u64 << Capability::SysAdmin.number()) != 0;
+    missing_from(effective, XDP_REQUIRED)
+        .into_iter()
+        .filter(|c| !(sys_admin && matches!(c, Capability::Bpf | Capability::Perfmon)))
+        .collect()
+}
+
 fn missing_from(effective: u64, required: &[Capability]) -> Vec<Capability> {
     required
         .iter()
@@ -255,5 +270,21 @@ mod tests {
             "CAP_NET_ADMIN (bit 12) not set in {eff:#x}"
         );
         assert_eq!(eff, proc_caps("CapEff:"));
+    }
+
+    #[test]
+    fn sys_admin_stands_in_for_bpf_and_perfmon() {
+        let bit = |c: Capability| 1u64 << c.number();
+        assert_eq!(
+            missing_for_xdp_from(bit(Capability::NetAdmin)),
+            [Capability::Bpf, Capability::Perfmon]
+        );
+        assert!(
+            missing_for_xdp_from(bit(Capability::NetAdmin) | bit(Capability::SysAdmin)).is_empty()
+        );
+        assert_eq!(
+            missing_for_xdp_from(bit(Capability::SysAdmin)),
+            [Capability::NetAdmin]
+        );
     }
 }

@@ -451,3 +451,119 @@ fn file_change_reloads_and_status_json_reports_the_state() {
         &["stop", "--pin-path", t.pins.path.to_str().unwrap()],
     );
 }
+
+/// Runs `xlb ARGS` in the LB namespace with every capability but `keep`
+/// dropped from the bounding and effective sets (capsh).
+fn xlb_with_caps(t: &Topo, keep: &[&str], args: &[&str]) -> Option<(i32, String)> {
+    if std::process::Command::new("capsh")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED capability part: capsh not installed (cargo xtask setup installs libcap2-bin)"
+        );
+        return None;
+    }
+    let print = std::process::Command::new("capsh")
+        .arg("--print")
+        .output()
+        .expect("capsh --print");
+    let text = String::from_utf8_lossy(&print.stdout);
+    let all = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Bounding set ="))
+        .expect("bounding set");
+    let drop: Vec<&str> = all
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !keep.contains(c))
+        .collect();
+    let mut line = xlb_bin().display().to_string();
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    let out =
+        t.lb.command("capsh")
+            .arg(format!("--drop={}", drop.join(",")))
+            .args(["--", "-c", &format!("timeout -s INT 3 {line}")])
+            .output()
+            .expect("capsh");
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn capabilities_are_exactly_bpf_net_admin_perfmon() {
+    if !privileged("capabilities_are_exactly_bpf_net_admin_perfmon") {
+        return;
+    }
+    let t = topo("caps");
+    let cfg = write_config(&t, &config(&t, TWO));
+    let cfg = cfg.to_str().unwrap();
+    let Some((code, err)) =
+        xlb_with_caps(&t, &["cap_bpf", "cap_net_admin"], &["run", "--config", cfg])
+    else {
+        return;
+    };
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing capabilities: CAP_PERFMON"), "{err}");
+    assert!(
+        !t.pins.path.join(lb_common::names::VIPS).exists(),
+        "nothing may be half set up"
+    );
+
+    // With exactly the three it loads, attaches, reconciles, and stops on
+    // SIGINT (from timeout) leaving the data plane in place.
+    let (code, err) = xlb_with_caps(
+        &t,
+        &["cap_bpf", "cap_net_admin", "cap_perfmon"],
+        &["run", "--config", cfg],
+    )
+    .unwrap();
+    assert!(
+        err.contains("reconciled") && err.contains("stopping"),
+        "exit {code}: {err}"
+    );
+    assert!(
+        t.pins.path.join("links/lb0@native").exists(),
+        "not attached:\n{err}"
+    );
+    let _ = xlb(
+        &t.lb,
+        &["stop", "--pin-path", t.pins.path.to_str().unwrap()],
+    );
+}
+
+#[test]
+fn check_reports_file_line_column_and_exits_1() {
+    let dir = tempdir::Dir::new("check");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(&bad, "[dataplane]\nmaglev_table_size = 65536\n").unwrap();
+    let out = std::process::Command::new(xlb_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:21: ", bad.display())) && err.contains("prime"),
+        "{err}"
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xlb.toml");
+    let out = std::process::Command::new(xlb_bin())
+        .args(["check", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 VIPs, 5 backends)"));
+}

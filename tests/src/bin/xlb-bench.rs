@@ -169,9 +169,23 @@ fn main() -> Result<()> {
         let vips = [
             lab::vip(1, IpAddr::V4(vip4), 80, PROTO_TCP, Encap::Ipip, &set4),
             // One backend entry per (VIP, backend): the L2 VIPs get their own ids.
-            lab::vip(2, IpAddr::V4(vip4l2), 80, PROTO_TCP, Encap::L2, &renumber(&set4)),
+            lab::vip(
+                2,
+                IpAddr::V4(vip4l2),
+                80,
+                PROTO_TCP,
+                Encap::L2,
+                &renumber(&set4),
+            ),
             lab::vip(3, IpAddr::V6(vip6), 80, PROTO_TCP, Encap::Ipip, &set6),
-            lab::vip(4, IpAddr::V6(vip6l2), 80, PROTO_TCP, Encap::L2, &renumber(&set6)),
+            lab::vip(
+                4,
+                IpAddr::V6(vip6l2),
+                80,
+                PROTO_TCP,
+                Encap::L2,
+                &renumber(&set6),
+            ),
         ];
         lab::program(&mut b, &vips);
         lab::program(&mut nolog, &vips);

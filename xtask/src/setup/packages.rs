@@ -5,7 +5,13 @@ use anyhow::{Result, bail};
 use crate::cmd::Cmd;
 
 const PACKAGES: &[&str] = &[
-    "bpftool", "iproute2", "iperf3", "curl", "tcpdump", "ethtool",
+    "bpftool",
+    "iproute2",
+    "iperf3",
+    "curl",
+    "tcpdump",
+    "ethtool",
+    "libcap2-bin",
 ];
 
 pub(super) fn ensure(is_root: bool) -> Result<()> {
