@@ -567,3 +567,46 @@ fn check_reports_file_line_column_and_exits_1() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 VIPs, 5 backends)"));
 }
+
+#[test]
+fn pins_from_an_incompatible_build_are_replaced_with_a_reason() {
+    if !privileged("pins_from_an_incompatible_build_are_replaced_with_a_reason") {
+        return;
+    }
+    let t = topo("stale");
+    let cfg = write_config(&t, &config(&t, TWO));
+    let mut d = start(&t, &cfg, &[], "stale1.log");
+    assert_eq!(d.terminate(), Some(0));
+    // Another table size changes the Maglev array's shape: not adoptable.
+    let cfg = write_config(
+        &t,
+        &config(&t, TWO).replace("maglev_table_size = 251", "maglev_table_size = 509"),
+    );
+    let mut d = start(&t, &cfg, &["--log-format", "json"], "stale2.log");
+    let log = d.log_text();
+    assert!(
+        log.contains("replacing pinned maps from an incompatible xlb: XLB_MAGLEV is Array key 4 value 4 max 2008, this build wants Array key 4 value 4 max 4072"),
+        "{log}"
+    );
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("--log-format json line is not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        Maps::open_pinned(&t.pins.path, 509)
+            .expect("new pins")
+            .read_maglev(0)
+            .unwrap()
+            .len(),
+        509
+    );
+    assert_eq!(d.terminate(), Some(0));
+    let _ = xlb(
+        &t.lb,
+        &["stop", "--pin-path", t.pins.path.to_str().unwrap()],
+    );
+}

@@ -151,8 +151,10 @@ impl PinDir {
                 info.max_entries(),
             );
             if got_ty != Some(ty) || k != key || v != value || m != max {
+                let got =
+                    got_ty.map_or_else(|| "an unknown map type".to_string(), |t| format!("{t:?}"));
                 return Some(format!(
-                    "{name} is {got_ty:?} key {k} value {v} max {m}, this build wants {ty:?} key {key} value {value} max {max}"
+                    "{name} is {got} key {k} value {v} max {m}, this build wants {ty:?} key {key} value {value} max {max}"
                 ));
             }
         }
