@@ -55,35 +55,58 @@ fn args() -> Result<Args> {
     Ok(Args { calls })
 }
 
-/// Median kernel-measured ns over `calls` runs of `frame_for(i)`.
-fn measure(
-    prog: &Xdp,
-    ifindex: u32,
-    calls: usize,
+/// One program under measurement: its frames, and the action it must return.
+struct Subject<'a> {
+    prog: &'a Xdp,
     want: u32,
-    mut frame_for: impl FnMut(usize, &mut Vec<u8>),
-) -> Result<f64> {
+    frame_for: Box<dyn FnMut(usize, &mut Vec<u8>) + 'a>,
+}
+
+fn subject<'a>(
+    prog: &'a Xdp,
+    want: u32,
+    frame_for: impl FnMut(usize, &mut Vec<u8>) + 'a,
+) -> Subject<'a> {
+    Subject {
+        prog,
+        want,
+        frame_for: Box::new(frame_for),
+    }
+}
+
+/// Median kernel-measured ns of each subject over `calls` rounds. In every
+/// round each subject runs once, in turn: a shared, noisy machine's drift
+/// then falls on a class and its floor alike, and their ratio holds.
+fn measure(ifindex: u32, calls: usize, subjects: &mut [Subject<'_>]) -> Result<Vec<f64>> {
     let mut frame = Vec::new();
     let mut out = vec![0u8; 4096];
-    let mut ns = Vec::with_capacity(calls);
+    let mut ns = vec![Vec::with_capacity(calls); subjects.len()];
     for i in 0..calls {
-        frame_for(i, &mut frame);
-        let ctx = lab::xdp_md(ifindex, frame.len());
-        let r = prog.test_run(TestRunOptions {
-            data_in: Some(&frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::new()
-        })?;
-        ensure!(
-            r.return_value == want,
-            "call {i}: action {} instead of {want}",
-            r.return_value
-        );
-        ns.push(r.duration.as_nanos() as u64);
+        for (j, s) in subjects.iter_mut().enumerate() {
+            (s.frame_for)(i, &mut frame);
+            let ctx = lab::xdp_md(ifindex, frame.len());
+            let r = s.prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::new()
+            })?;
+            ensure!(
+                r.return_value == s.want,
+                "subject {j}, call {i}: action {} instead of {}",
+                r.return_value,
+                s.want
+            );
+            ns[j].push(r.duration.as_nanos() as u64);
+        }
     }
-    ns.sort_unstable();
-    Ok(ns[ns.len() / 2] as f64)
+    Ok(ns
+        .into_iter()
+        .map(|mut v| {
+            v.sort_unstable();
+            v[v.len() / 2] as f64
+        })
+        .collect())
 }
 
 fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
@@ -147,7 +170,7 @@ fn main() -> Result<()> {
     let lab = Lab::new();
     let calls = args.calls;
     type Profile = Vec<(&'static str, f64, f64)>;
-    let rows = lab.ns.run(|| -> Result<(Vec<Row>, Profile, f64, f64)> {
+    let rows = lab.ns.run(|| -> Result<(Vec<Row>, Profile)> {
         let settings = Settings {
             flow_table_size: 1 << 21,
             ..lab::settings()
@@ -205,19 +228,21 @@ fn main() -> Result<()> {
         let nonvip = tcp4_frame(client4, 40_000, Ipv4Addr::new(10, 0, 0, 1));
         let fixed = |f: Vec<u8>| move |_: usize, buf: &mut Vec<u8>| buf.clone_from(&f);
 
-        let floor_pass = measure(pass_prog, ifx, calls, XDP_PASS, fixed(nonvip.clone()))?;
-        let floor_swap = measure(
-            swap_prog,
+        let est4 = tcp4_frame(client4, 40_000, vip4);
+        let swap_floor = || subject(swap_prog, XDP_TX, fixed(est4.clone()));
+        let m = measure(
             ifx,
             calls,
-            XDP_TX,
-            fixed(tcp4_frame(client4, 40_000, vip4)),
+            &mut [
+                subject(pass_prog, XDP_PASS, fixed(nonvip.clone())),
+                subject(b.program(), XDP_PASS, fixed(nonvip.clone())),
+            ],
         )?;
         let mut rows = vec![Row {
             class: "non-VIP pass (v4)",
-            ns: measure(b.program(), ifx, calls, XDP_PASS, fixed(nonvip.clone()))?,
+            ns: m[1],
             floor: "XDP_PASS",
-            floor_ns: floor_pass,
+            floor_ns: m[0],
             target: Some(1.5),
         }];
         let misses_before = b.maps.outcome(Outcome::FlowMiss)?;
@@ -228,16 +253,23 @@ fn main() -> Result<()> {
             ("new flow v6 ipip", tcp6_frame(client6, 40_000, vip6), 3),
             ("new flow v6 l2", tcp6_frame(client6, 40_000, vip6l2), 4),
         ] {
-            let ns = measure(b.program(), ifx, calls, XDP_TX, |i, buf| {
-                buf.clone_from(&frame);
-                new_client(buf, i, n);
-            })?;
+            let m = measure(
+                ifx,
+                calls,
+                &mut [
+                    swap_floor(),
+                    subject(b.program(), XDP_TX, |i, buf| {
+                        buf.clone_from(&frame);
+                        new_client(buf, i, n);
+                    }),
+                ],
+            )?;
             new_classes += 1;
             rows.push(Row {
                 class,
-                ns,
+                ns: m[1],
                 floor: "parse+swap",
-                floor_ns: floor_swap,
+                floor_ns: m[0],
                 target: Some(4.0),
             });
         }
@@ -254,12 +286,16 @@ fn main() -> Result<()> {
             ("established v6 ipip", tcp6_frame(client6, 40_000, vip6)),
             ("established v6 l2", tcp6_frame(client6, 40_000, vip6l2)),
         ] {
-            let ns = measure(b.program(), ifx, calls, XDP_TX, fixed(frame))?;
+            let m = measure(
+                ifx,
+                calls,
+                &mut [swap_floor(), subject(b.program(), XDP_TX, fixed(frame))],
+            )?;
             rows.push(Row {
                 class,
-                ns,
+                ns: m[1],
                 floor: "parse+swap",
-                floor_ns: floor_swap,
+                floor_ns: m[0],
                 target: Some(2.0),
             });
         }
@@ -268,20 +304,24 @@ fn main() -> Result<()> {
             hits + 4 >= (4 * calls) as u64,
             "only {hits} flow hits in established classes"
         );
-        let est = tcp4_frame(client4, 40_000, vip4);
-        let nolog_ns = measure(nolog.program(), ifx, calls, XDP_TX, fixed(est.clone()))?;
-        let logoff_ns = measure(b.program(), ifx, calls, XDP_TX, fixed(est))?;
+        let m = measure(
+            ifx,
+            calls,
+            &mut [
+                subject(nolog.program(), XDP_TX, fixed(est4.clone())),
+                subject(b.program(), XDP_TX, fixed(est4.clone())),
+            ],
+        )?;
         rows.push(Row {
             class: "established v4 ipip, logging off",
-            ns: logoff_ns,
+            ns: m[1],
             floor: "logging compiled out",
-            floor_ns: nolog_ns,
+            floor_ns: m[0],
             target: None,
         });
 
         // Where the nanoseconds go: the same program stopped after each
-        // stage (XLB_BENCH_STOP), established and new v4 IPIP flows.
-        let mut profile = Vec::new();
+        // stage (XLB_BENCH_STOP), all stages and both floors interleaved.
         let stages = [
             (1u8, "parse"),
             (2, "+ VIP lookup"),
@@ -289,23 +329,47 @@ fn main() -> Result<()> {
             (4, "+ next hop"),
             (0, "+ encapsulate, send (full)"),
         ];
-        for (stage, name) in stages {
+        let mut stopped = Vec::new();
+        for (stage, _) in stages {
             let mut p = Balancer::load(&Settings {
                 bench_stop: stage,
                 ..settings.clone()
             })?;
             lab::program(&mut p, &vips);
-            let frame = tcp4_frame(client4, 40_000, vip4);
-            let est = measure(p.program(), ifx, calls / 2, XDP_TX, fixed(frame.clone()))?;
-            let new = measure(p.program(), ifx, calls / 2, XDP_TX, |i, buf| {
-                buf.clone_from(&frame);
-                new_client(buf, i, 9);
-            })?;
-            profile.push((name, est, new));
+            stopped.push(p);
         }
-        Ok((rows, profile, floor_pass, floor_swap))
+        let floors = || {
+            [
+                subject(pass_prog, XDP_PASS, fixed(nonvip.clone())),
+                swap_floor(),
+            ]
+        };
+        let mut est: Vec<Subject<'_>> = floors().into_iter().collect();
+        est.extend(
+            stopped
+                .iter()
+                .map(|p| subject(p.program(), XDP_TX, fixed(est4.clone()))),
+        );
+        let est = measure(ifx, calls / 2, &mut est)?;
+        let mut new: Vec<Subject<'_>> = floors().into_iter().collect();
+        new.extend(stopped.iter().enumerate().map(|(k, p)| {
+            let frame = est4.clone();
+            subject(p.program(), XDP_TX, move |i, buf| {
+                buf.clone_from(&frame);
+                new_client(buf, i, 10 + k as u8);
+            })
+        }));
+        let new = measure(ifx, calls / 2, &mut new)?;
+        let mut profile = vec![
+            ("XDP_PASS floor", est[0], new[0]),
+            ("parse+swap floor", est[1], new[1]),
+        ];
+        for (k, (_, name)) in stages.iter().enumerate() {
+            profile.push((*name, est[k + 2], new[k + 2]));
+        }
+        Ok((rows, profile))
     })?;
-    let (rows, profile, floor_pass, floor_swap) = rows;
+    let (rows, profile) = rows;
 
     println!("\n{}", machine());
     println!("\n| class | ns/packet (median) | floor | floor ns | ratio | target |");
@@ -322,11 +386,11 @@ fn main() -> Result<()> {
             missed.push(r.class);
         }
     }
-    println!("\nStage profile: the same program stopped after each stage (counters included)");
+    println!(
+        "\nStage profile: the same program stopped after each stage (counters included), interleaved"
+    );
     println!("\n| stage | established v4 ipip ns | new flow v4 ipip ns |");
     println!("|---|---:|---:|");
-    println!("| XDP_PASS floor | {floor_pass:.0} | {floor_pass:.0} |");
-    println!("| parse+swap floor | {floor_swap:.0} | {floor_swap:.0} |");
     for (name, est, new) in &profile {
         println!("| {name} | {est:.0} | {new:.0} |");
     }
