@@ -55,11 +55,14 @@ fn args() -> Result<Args> {
     Ok(Args { calls })
 }
 
+/// Writes the frame for call `i` into the buffer.
+type FrameFor<'a> = Box<dyn FnMut(usize, &mut Vec<u8>) + 'a>;
+
 /// One program under measurement: its frames, and the action it must return.
 struct Subject<'a> {
     prog: &'a Xdp,
     want: u32,
-    frame_for: Box<dyn FnMut(usize, &mut Vec<u8>) + 'a>,
+    frame_for: FrameFor<'a>,
 }
 
 fn subject<'a>(
