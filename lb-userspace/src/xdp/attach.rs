@@ -97,22 +97,19 @@ pub fn attach(
         })?);
         return Ok(Attached::Adopted { mode: pin.mode });
     }
-    let (id, used) = match mode {
+    let native = match mode {
         Mode::Native => match prog.attach(iface, XdpMode::Driver) {
-            Ok(id) => (id, Mode::Native),
+            Ok(id) => Some(id),
             Err(e) => {
                 tracing::warn!(%iface, "native XDP refused ({e}); falling back to generic mode");
-                let id =
-                    prog.attach(iface, XdpMode::Skb)
-                        .map_err(|source| AttachError::Attach {
-                            iface: iface.into(),
-                            mode: "generic",
-                            source,
-                        })?;
-                (id, Mode::Generic)
+                None
             }
         },
-        Mode::Generic => {
+        Mode::Generic => None,
+    };
+    let (id, used) = match native {
+        Some(id) => (id, Mode::Native),
+        None => {
             let id = prog
                 .attach(iface, XdpMode::Skb)
                 .map_err(|source| AttachError::Attach {
