@@ -102,6 +102,10 @@ pub async fn run(o: RunOptions) -> Result<()> {
             o.config.display()
         );
     }
+    for iface in &interfaces {
+        crate::neigh::enable_forwarding(iface)
+            .with_context(|| format!("enabling IP forwarding on {iface}"))?;
+    }
     let settings = settings(&cfg, o.pin_path.as_deref());
     let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
     let xdp_mode = match cfg.dataplane.xdp_mode {
@@ -142,6 +146,19 @@ pub async fn run(o: RunOptions) -> Result<()> {
     });
     let server = tokio::spawn(metrics::serve(listener, snapshot));
 
+    // Backends' neighbours: now, then every few seconds (see neigh.rs).
+    let backends = Arc::new(Mutex::new(backend_addrs(&desired(&cfg, &interfaces))));
+    let keeper = {
+        let backends = backends.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                let list = backends.lock().map(|b| b.clone()).unwrap_or_default();
+                crate::neigh::touch(&list);
+            }
+        })
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -154,6 +171,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
                 tracing::info!("SIGHUP: reloading {}", o.config.display());
                 seen = fingerprint(&o.config);
                 reload(&o.config, &mut current, &interfaces, &dp, &stats);
+                refresh(&backends, &current, &interfaces);
             }
             _ = tick.tick() => {
                 let now = fingerprint(&o.config);
@@ -161,6 +179,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
                     seen = now;
                     tracing::info!("{} changed: reloading", o.config.display());
                     reload(&o.config, &mut current, &interfaces, &dp, &stats);
+                    refresh(&backends, &current, &interfaces);
                 }
             }
             _ = term.recv() => break,
@@ -168,8 +187,29 @@ pub async fn run(o: RunOptions) -> Result<()> {
         }
     }
     server.abort();
+    keeper.abort();
     tracing::info!("stopping; the pinned data plane keeps forwarding (xlb stop removes it)");
     Ok(())
+}
+
+fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = d
+        .services
+        .values()
+        .flat_map(|s| s.backends.keys().copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// New backends get their neighbours resolved right away.
+fn refresh(backends: &Mutex<Vec<IpAddr>>, cfg: &Config, interfaces: &[String]) {
+    let list = backend_addrs(&desired(cfg, interfaces));
+    crate::neigh::touch(&list);
+    if let Ok(mut b) = backends.lock() {
+        *b = list;
+    }
 }
 
 fn apply(dp: &Shared, stats: &Stats, desired: &Desired) -> Result<()> {

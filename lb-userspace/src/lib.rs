@@ -9,4 +9,5 @@ pub mod desired;
 pub mod ifaddr;
 pub mod maglev;
 pub mod metrics;
+pub mod neigh;
 pub mod xdp;

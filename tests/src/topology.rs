@@ -1,0 +1,321 @@
+//! The end-to-end topology: a client, load balancers and three backends,
+//! each in its own namespace, joined by a bridge in a namespace of its own
+//! (never the host's interfaces or routes).
+//!
+//! ```text
+//!                      ┌──────────── bridge ns: br0 ────────────┐
+//!   client ns ── p-c ──┤ p-l0   p-l1   p-b0      p-b1      p-b2  │
+//!   eth0 10.77.0.10    └──┬──────┬──────┬─────────┬─────────┬────┘
+//!   route VIP via LB(s)   │      │      │         │         │
+//!                   lb0 ns eth0  lb1    be0 ns    be1 ns    be2 ns
+//!                   10.77.0.2    .3     10.77.0.21 .22      .23
+//!                   xlb run (XDP)       VIPs on lo, arp_ignore/announce,
+//!                                       xlb decap (IPIP), xlb-backend HTTP :80, sink :9000
+//! ```
+//! IPv6 mirrors it: fd77::10 (client), fd77::2/3 (LBs), fd77::21-23
+//! (backends); VIPs 10.99.0.1 and fd99::1. Backends reply to the client
+//! directly: replies never cross a load balancer.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::netns::NetNs;
+
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10);
+
+pub fn lb4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 2 + i as u8)
+}
+pub fn lb6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2 + i as u16)
+}
+pub fn backend4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 21 + i as u8)
+}
+pub fn backend6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x21 + i as u16)
+}
+
+/// A binary of this workspace, built (or brought up to date) once per
+/// process and found next to the running executable.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    use std::{collections::HashMap, sync::Mutex};
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(bin) {
+        return p.clone();
+    }
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("executable dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["build", "-q", "-p", package, "--bin", bin]);
+    if dir.ends_with("release") {
+        c.arg("--release");
+    }
+    let ok = c.status().is_ok_and(|s| s.success());
+    let path = dir.join(bin);
+    assert!(
+        ok && path.exists(),
+        "could not build {bin} at {}",
+        path.display()
+    );
+    map.insert(bin.to_string(), path.clone());
+    path
+}
+
+pub struct Topology {
+    pub bridge: NetNs,
+    pub client: NetNs,
+    pub lbs: Vec<NetNs>,
+    pub backends: Vec<NetNs>,
+    children: Vec<(String, Child)>,
+    pub dir: PathBuf,
+}
+
+impl Topology {
+    /// Builds `lbs` load balancers and `backends` backends, with the client
+    /// routing the VIPs through load balancer 0.
+    pub fn new(lbs: usize, backends: usize) -> Self {
+        let bridge = NetNs::new();
+        bridge.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        bridge.ip(&["link", "set", "br0", "up"]);
+        let dir = std::env::temp_dir().join(format!("{}-e2e", bridge.name));
+        std::fs::create_dir_all(&dir).expect("topology dir");
+        let t = Self {
+            client: NetNs::new(),
+            lbs: (0..lbs).map(|_| NetNs::new()).collect(),
+            backends: (0..backends).map(|_| NetNs::new()).collect(),
+            bridge,
+            children: Vec::new(),
+            dir,
+        };
+        t.plug(
+            &t.client,
+            "p-c",
+            "02:77:00:00:00:10",
+            &format!("{CLIENT4}/24"),
+            &format!("{CLIENT6}/64"),
+        );
+        for (i, lb) in t.lbs.iter().enumerate() {
+            t.plug(
+                lb,
+                &format!("p-l{i}"),
+                &format!("02:77:00:00:00:{:02x}", 2 + i),
+                &format!("{}/24", lb4(i)),
+                &format!("{}/64", lb6(i)),
+            );
+            // Native XDP_TX on a veth delivers only if the peer runs NAPI,
+            // which it does once GRO is *requested*: GRO is on by default
+            // without being requested, so turn it off and on again.
+            t.bridge
+                .exec(&["ethtool", "-K", &format!("p-l{i}"), "gro", "off"]);
+            t.bridge
+                .exec(&["ethtool", "-K", &format!("p-l{i}"), "gro", "on"]);
+        }
+        for (i, be) in t.backends.iter().enumerate() {
+            t.plug(
+                be,
+                &format!("p-b{i}"),
+                &format!("02:77:00:00:00:{:02x}", 0x21 + i),
+                &format!("{}/24", backend4(i)),
+                &format!("{}/64", backend6(i)),
+            );
+            be.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+            be.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+            // DSR: answer ARP only for eth0's own address, never the VIP.
+            for k in ["all", "eth0"] {
+                be.sysctl(&format!("net.ipv4.conf.{k}.arp_ignore"), "1");
+                be.sysctl(&format!("net.ipv4.conf.{k}.arp_announce"), "2");
+            }
+        }
+        t.route_via(&[0]);
+        t
+    }
+
+    /// A veth from `ns` (as eth0) to bridge port `port`.
+    fn plug(&self, ns: &NetNs, port: &str, mac: &str, v4: &str, v6: &str) {
+        self.bridge.ip(&[
+            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        self.bridge
+            .ip(&["link", "set", port, "master", "br0", "up"]);
+        ns.ip(&["link", "set", "eth0", "address", mac]);
+        ns.ip(&["addr", "add", v4, "dev", "eth0"]);
+        ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        // veth "offloads" transmit checksums: the frame carries only the
+        // pseudo-header sum and the peer is told not to check. XDP forwards
+        // the bytes as they are, so the backend would see a bad checksum.
+        // Real NICs put the real checksum on the wire; so must these.
+        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+    }
+
+    /// Routes the client's traffic for the VIPs through these load
+    /// balancers (several: an ECMP route hashing on L4, as routers do).
+    pub fn route_via(&self, lbs: &[usize]) {
+        for (vip, family, lb) in [
+            (
+                format!("{VIP4}/32"),
+                "-4",
+                lbs.iter().map(|&i| lb4(i).to_string()).collect::<Vec<_>>(),
+            ),
+            (
+                format!("{VIP6}/128"),
+                "-6",
+                lbs.iter().map(|&i| lb6(i).to_string()).collect(),
+            ),
+        ] {
+            let mut args: Vec<String> = vec![family.into(), "route".into(), "replace".into(), vip];
+            if lb.len() == 1 {
+                args.extend(["via".into(), lb[0].clone()]);
+            } else {
+                for hop in lb {
+                    args.extend(["nexthop".into(), "via".into(), hop]);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.client.ip(&args);
+        }
+        self.client
+            .sysctl("net.ipv4.fib_multipath_hash_policy", "1");
+        self.client
+            .sysctl("net.ipv6.fib_multipath_hash_policy", "1");
+    }
+
+    /// Starts each backend's servers (and `xlb decap` for IPIP VIPs).
+    pub fn start_backends(&mut self, decap: bool) {
+        let backend = workspace_bin("xlb-tests", "xlb-backend");
+        let xlb = workspace_bin("lb-userspace", "xlb");
+        for i in 0..self.backends.len() {
+            let name = format!("be{i}");
+            let c = self.spawn_in(
+                Ns::Backend(i),
+                &backend,
+                &[&name],
+                &format!("{name}-http.log"),
+            );
+            self.children.push((format!("{name} servers"), c));
+            if decap {
+                let vip4 = VIP4.to_string();
+                let vip6 = VIP6.to_string();
+                let args = [
+                    "decap",
+                    "--iface",
+                    "eth0",
+                    "--vip",
+                    vip4.as_str(),
+                    "--vip",
+                    vip6.as_str(),
+                ];
+                let c = self.spawn_in(Ns::Backend(i), &xlb, &args, &format!("{name}-decap.log"));
+                self.children.push((format!("{name} decap"), c));
+            }
+        }
+        for i in 0..self.backends.len() {
+            self.wait_log(&format!("be{i}-http.log"), "http on");
+            if decap {
+                self.wait_log(&format!("be{i}-decap.log"), "decapsulating");
+            }
+        }
+    }
+
+    pub fn ns(&self, which: Ns) -> &NetNs {
+        match which {
+            Ns::Client => &self.client,
+            Ns::Lb(i) => &self.lbs[i],
+            Ns::Backend(i) => &self.backends[i],
+            Ns::Bridge => &self.bridge,
+        }
+    }
+
+    /// Runs a program in a namespace in the background, stderr to a log in
+    /// the topology's directory; killed when the topology is dropped.
+    pub fn spawn_in(&self, which: Ns, prog: &Path, args: &[&str], log: &str) -> Child {
+        let out = std::fs::File::create(self.dir.join(log)).expect("log file");
+        self.ns(which)
+            .command(prog)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", prog.display()))
+    }
+
+    pub fn adopt(&mut self, what: &str, c: Child) {
+        self.children.push((what.into(), c));
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, name: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never said {needle:?}:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a command in a namespace to completion: (exit code, stdout, stderr).
+    pub fn run_in(
+        &self,
+        which: Ns,
+        prog: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+    ) -> (i32, String, String) {
+        let out = self
+            .ns(which)
+            .command(prog)
+            .args(args)
+            .output()
+            .expect("run command");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // The NetNs guards delete the namespaces (and their veths) next.
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Ns {
+    Client,
+    Lb(usize),
+    Backend(usize),
+    Bridge,
+}
