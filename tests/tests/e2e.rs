@@ -1,7 +1,14 @@
 //! End to end: real TCP from a client namespace through `xlb run` on a veth
 //! to DSR backends in their own namespaces (see `xlb_tests::topology`).
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, process::Child, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{IpAddr, Shutdown, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Child,
+    time::Duration,
+};
 
 use lb_common::Outcome;
 use lb_userspace::xdp::Maps;
@@ -75,7 +82,7 @@ backends = [{b6}]
 }
 
 /// Starts `xlb run` in LB `i` and waits for its first reconcile.
-fn start_lb(t: &Topology, i: usize, cfg: &PathBuf, log: &str) -> Child {
+fn start_lb(t: &Topology, i: usize, cfg: &Path, log: &str) -> Child {
     let xlb = workspace_bin("lb-userspace", "xlb");
     let c = t.spawn_in(
         Ns::Lb(i),
@@ -227,4 +234,205 @@ fn http_through_both_dsr_modes_ipv4_and_ipv6() {
         eprintln!("{encap}: v4 {v4:?} v6 {v6:?}; {tx} packets forwarded, 0 replies through the LB");
         stop_lb(&t, 0, lb, &pins);
     }
+}
+
+/// An HTTP/1.1 keep-alive connection to a VIP: every request on it shows
+/// which backend the flow is on.
+struct Held {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Held {
+    fn open(vip: IpAddr) -> Self {
+        let c = TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(3))
+            .expect("connect to the VIP");
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Self {
+            w: c.try_clone().unwrap(),
+            r: BufReader::new(c),
+        }
+    }
+
+    /// The backend answering a request on this same connection.
+    fn ask(&mut self) -> String {
+        self.w
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+            .expect("request on the held connection");
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).expect("response head");
+            assert!(!line.is_empty(), "the held connection was closed");
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap().trim().to_string()
+    }
+}
+
+/// Writes a new config and makes the daemon read it (SIGHUP), waiting for
+/// the reconcile.
+fn reconfigure(t: &Topology, lb: &Child, log: &str, write: impl FnOnce()) {
+    let before = t.log(log).matches("reconciled").count();
+    write();
+    unsafe { libc::kill(lb.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while t.log(log).matches("reconciled").count() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "config not applied:\n{}",
+            t.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Backends named in `seen` (curl's answers).
+fn names(seen: &BTreeMap<String, usize>) -> Vec<String> {
+    seen.keys().cloned().collect()
+}
+
+#[test]
+fn held_connections_keep_their_backend_through_set_changes_and_drain() {
+    if !privileged("held_connections_keep_their_backend_through_set_changes_and_drain") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    let pins = PinDir::new();
+    // Start with be0 and be1 only (be2 at weight 0 is not in the table).
+    let cfg = config(&t, &pins, "ipip", &[1, 1, 0], "generic", "");
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    t.client.run(|| {
+        let mut held = Held::open(IpAddr::V4(VIP4));
+        let first = held.ask();
+        assert!(first == "be0" || first == "be1", "{first}");
+        let (x, other) = if first == "be0" { (0, 1) } else { (1, 0) };
+
+        // Remove the other backend, add be2: the held flow stays on x.
+        let mut w = [0u32; 3];
+        w[x] = 1;
+        w[2] = 1;
+        reconfigure(&t, &lb, "lb.log", || {
+            drop(config(&t, &pins, "ipip", &w, "generic", ""))
+        });
+        for _ in 0..5 {
+            assert_eq!(
+                held.ask(),
+                first,
+                "the held connection moved after a backend set change"
+            );
+        }
+        let new = curl(&t, IpAddr::V4(VIP4), 200);
+        assert_eq!(
+            names(&new),
+            [format!("be{x}"), "be2".to_string()]
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            "new connections must use the new set (be{other} removed)"
+        );
+
+        // Drain x (weight 0): the held connection continues, new ones avoid x.
+        w[x] = 0;
+        reconfigure(&t, &lb, "lb.log", || {
+            drop(config(&t, &pins, "ipip", &w, "generic", ""))
+        });
+        for _ in 0..5 {
+            assert_eq!(
+                held.ask(),
+                first,
+                "a draining backend's established flow moved"
+            );
+        }
+        let new = curl(&t, IpAddr::V4(VIP4), 200);
+        assert_eq!(
+            names(&new),
+            ["be2".to_string()],
+            "new connections reached a draining backend"
+        );
+    });
+    stop_lb(&t, 0, lb, &pins);
+}
+
+#[test]
+fn kill_9_mid_stream_loses_no_byte_and_resets_nothing() {
+    if !privileged("kill_9_mid_stream_loses_no_byte_and_resets_nothing") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    let pins = PinDir::new();
+    let cfg = config(&t, &pins, "ipip", &[1, 1, 1], "generic", "");
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let mut lb = start_lb(&t, 0, &cfg, "lb1.log");
+    let retrans = || -> u64 {
+        let snmp = t
+            .client
+            .run(|| std::fs::read_to_string("/proc/net/snmp").unwrap());
+        let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+        let (head, vals) = (tcp.next().unwrap(), tcp.next().unwrap());
+        let i = head
+            .split_whitespace()
+            .position(|k| k == "RetransSegs")
+            .unwrap();
+        vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+    };
+    let before = retrans();
+    let (sent, counted) = t.client.run(|| {
+        let mut c = TcpStream::connect_timeout(
+            &SocketAddr::new(IpAddr::V4(VIP4), 9000),
+            Duration::from_secs(3),
+        )
+        .expect("connect to the sink");
+        let chunk = vec![0x5a_u8; 16 * 1024];
+        let mut sent = 0u64;
+        let start = std::time::Instant::now();
+        let mut phase = 0;
+        while start.elapsed() < Duration::from_millis(3000) {
+            c.write_all(&chunk).expect("the stream broke (reset?)");
+            sent += chunk.len() as u64;
+            let ms = start.elapsed().as_millis();
+            if phase == 0 && ms > 800 {
+                unsafe { libc::kill(lb.id() as i32, libc::SIGKILL) };
+                let _ = lb.wait();
+                phase = 1;
+            } else if phase == 1 && ms > 1500 {
+                lb = t.spawn_in(
+                    Ns::Lb(0),
+                    &xlb,
+                    &["run", "--config", cfg.to_str().unwrap()],
+                    "lb2.log",
+                );
+                phase = 2;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        c.shutdown(Shutdown::Write).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply)
+            .expect("the sink's count (a reset would fail here)");
+        (sent, reply.trim().parse::<u64>().expect("a byte count"))
+    });
+    t.wait_log("lb2.log", "adopted pinned maps");
+    let retransmitted = retrans() - before;
+    assert_eq!(
+        counted, sent,
+        "the backend counted {counted} of {sent} bytes"
+    );
+    assert!(
+        retransmitted <= 20,
+        "{retransmitted} TCP retransmissions across the restart"
+    );
+    eprintln!("kill -9 mid-stream: {sent} bytes sent and counted, {retransmitted} retransmissions");
+    stop_lb(&t, 0, lb, &pins);
 }
