@@ -153,6 +153,7 @@ pub struct PinDir {
 impl PinDir {
     pub fn new() -> Self {
         ensure_bpffs();
+        remove_stale_pins();
         let path = std::path::PathBuf::from(format!(
             "/sys/fs/bpf/{PREFIX}{}-{}",
             std::process::id(),
@@ -183,5 +184,27 @@ pub fn ensure_bpffs() {
             && l.split_whitespace().nth(2) == Some("bpf")
     }) {
         sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
+    }
+}
+
+/// Removes pin directories left by test processes that no longer exist
+/// (their links too, which detaches what they left attached).
+fn remove_stale_pins() {
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: u32 = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }

@@ -17,13 +17,14 @@
 //! directly: replies never cross a load balancer.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::netns::NetNs;
+use crate::netns::{NetNs, PinDir};
 
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
@@ -310,6 +311,164 @@ impl Drop for Topology {
         let _ = std::fs::remove_dir_all(&self.dir);
         // The NetNs guards delete the namespaces (and their veths) next.
     }
+}
+
+/// The daemon's config for LB `lb`: both VIPs on every port, one encap.
+pub fn lb_config(
+    t: &Topology,
+    pins: &PinDir,
+    encap: &str,
+    weights: &[u32],
+    xdp_mode: &str,
+    extra_vip: &str,
+) -> PathBuf {
+    let list = |v6: bool| -> String {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let a = if v6 {
+                    backend6(i).to_string()
+                } else {
+                    backend4(i).to_string()
+                };
+                format!("{{ address = \"{a}\", weight = {w} }}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        r#"[dataplane]
+interfaces = ["eth0"]
+xdp_mode = "{xdp_mode}"
+pin_path = "{pins}"
+encap = "{encap}"
+maglev_table_size = 4099
+max_vips = 8
+max_backends = 64
+flow_table_size = 65536
+
+[metrics]
+listen = "127.0.0.1:9810"
+
+[[vip]]
+address = "{VIP4}"
+port = 0
+protocol = "tcp"
+backends = [{b4}]
+
+[[vip]]
+address = "{VIP6}"
+port = 0
+protocol = "tcp"
+backends = [{b6}]
+{extra_vip}"#,
+        pins = pins.path.display(),
+        b4 = list(false),
+        b6 = list(true),
+    );
+    let path = t.dir.join(format!(
+        "xlb-{}.toml",
+        pins.path.file_name().unwrap().to_string_lossy()
+    ));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// Starts `xlb run` in LB `i` and waits for its first reconcile.
+pub fn start_lb(t: &Topology, i: usize, cfg: &Path, log: &str) -> Child {
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let c = t.spawn_in(
+        Ns::Lb(i),
+        &xlb,
+        &["run", "--config", cfg.to_str().unwrap()],
+        log,
+    );
+    t.wait_log(log, "reconciled");
+    c
+}
+
+pub fn stop_lb(t: &Topology, i: usize, mut c: Child, pins: &PinDir) {
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let (code, out, err) = t.run_in(
+        Ns::Lb(i),
+        &xlb,
+        &["stop", "--pin-path", pins.path.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `n` HTTP requests from the client with curl, each on a new connection;
+/// the backend names that answered, counted.
+pub fn curl(t: &Topology, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
+    let host = match vip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let list = t
+        .dir
+        .join(format!("urls-{host}.txt").replace([':', '[', ']'], "_"));
+    let urls: String = (0..n)
+        .map(|i| format!("url = \"http://{host}/?r={i}\"\n"))
+        .collect();
+    std::fs::write(&list, urls).unwrap();
+    let (code, out, err) = t.run_in(
+        Ns::Client,
+        "curl",
+        &[
+            "-sS",
+            "-g",
+            "--max-time",
+            "5",
+            "-H",
+            "Connection: close",
+            "-K",
+            list.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "curl failed: {err}");
+    let mut seen = BTreeMap::new();
+    for line in out.lines() {
+        *seen.entry(line.to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        seen.values().sum::<usize>(),
+        n,
+        "{n} requests, answers: {seen:?} {err}"
+    );
+    seen
+}
+
+/// tcpdump on the LB's bridge port: every frame with a VIP as IP source,
+/// i.e. a reply crossing the load balancer.
+pub fn capture_replies(t: &Topology, lb: usize) -> Child {
+    let port = format!("p-l{lb}");
+    let filter = format!("src host {VIP4} or src host {VIP6}");
+    let c = t
+        .bridge
+        .command("tcpdump")
+        .args(["-i", &port, "-n", "-l", "-p", &filter])
+        .stdout(std::fs::File::create(t.dir.join(format!("capture-{lb}.txt"))).unwrap())
+        .stderr(std::fs::File::create(t.dir.join(format!("capture-{lb}.err"))).unwrap())
+        .spawn()
+        .expect("tcpdump");
+    t.wait_log(&format!("capture-{lb}.err"), "listening on");
+    c
+}
+
+pub fn captured(t: &Topology, lb: usize, mut c: Child) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let _ = c.wait();
+    t.log(&format!("capture-{lb}.txt"))
+        .lines()
+        .filter(|l| l.contains(" > "))
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, Shutdown, SocketAddr, TcpStream},
-    path::{Path, PathBuf},
     process::Child,
     time::Duration,
 };
@@ -14,138 +13,11 @@ use lb_common::Outcome;
 use lb_userspace::xdp::Maps;
 use xlb_tests::{
     netns::{PinDir, privileged},
-    topology::{Ns, Topology, VIP4, VIP6, backend4, backend6, workspace_bin},
+    topology::{
+        Ns, Topology, VIP4, VIP6, capture_replies, captured, curl, lb_config, start_lb, stop_lb,
+        workspace_bin,
+    },
 };
-
-/// The daemon's config for LB `lb`: both VIPs on every port, one encap.
-fn config(
-    t: &Topology,
-    pins: &PinDir,
-    encap: &str,
-    weights: &[u32],
-    xdp_mode: &str,
-    extra_vip: &str,
-) -> PathBuf {
-    let list = |v6: bool| -> String {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let a = if v6 {
-                    backend6(i).to_string()
-                } else {
-                    backend4(i).to_string()
-                };
-                format!("{{ address = \"{a}\", weight = {w} }}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let text = format!(
-        r#"[dataplane]
-interfaces = ["eth0"]
-xdp_mode = "{xdp_mode}"
-pin_path = "{pins}"
-encap = "{encap}"
-maglev_table_size = 4099
-max_vips = 8
-max_backends = 64
-flow_table_size = 65536
-
-[metrics]
-listen = "127.0.0.1:9810"
-
-[[vip]]
-address = "{VIP4}"
-port = 0
-protocol = "tcp"
-backends = [{b4}]
-
-[[vip]]
-address = "{VIP6}"
-port = 0
-protocol = "tcp"
-backends = [{b6}]
-{extra_vip}"#,
-        pins = pins.path.display(),
-        b4 = list(false),
-        b6 = list(true),
-    );
-    let path = t.dir.join(format!(
-        "xlb-{}.toml",
-        pins.path.file_name().unwrap().to_string_lossy()
-    ));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    path
-}
-
-/// Starts `xlb run` in LB `i` and waits for its first reconcile.
-fn start_lb(t: &Topology, i: usize, cfg: &Path, log: &str) -> Child {
-    let xlb = workspace_bin("lb-userspace", "xlb");
-    let c = t.spawn_in(
-        Ns::Lb(i),
-        &xlb,
-        &["run", "--config", cfg.to_str().unwrap()],
-        log,
-    );
-    t.wait_log(log, "reconciled");
-    c
-}
-
-fn stop_lb(t: &Topology, i: usize, mut c: Child, pins: &PinDir) {
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let _ = c.wait();
-    let xlb = workspace_bin("lb-userspace", "xlb");
-    let (code, out, err) = t.run_in(
-        Ns::Lb(i),
-        &xlb,
-        &["stop", "--pin-path", pins.path.to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-}
-
-/// `n` HTTP requests from the client with curl, each on a new connection;
-/// the backend names that answered, counted.
-fn curl(t: &Topology, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
-    let host = match vip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let list = t
-        .dir
-        .join(format!("urls-{host}.txt").replace([':', '[', ']'], "_"));
-    let urls: String = (0..n)
-        .map(|i| format!("url = \"http://{host}/?r={i}\"\n"))
-        .collect();
-    std::fs::write(&list, urls).unwrap();
-    let (code, out, err) = t.run_in(
-        Ns::Client,
-        "curl",
-        &[
-            "-sS",
-            "-g",
-            "--max-time",
-            "5",
-            "-H",
-            "Connection: close",
-            "-K",
-            list.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "curl failed: {err}");
-    let mut seen = BTreeMap::new();
-    for line in out.lines() {
-        *seen.entry(line.to_string()).or_default() += 1;
-    }
-    assert_eq!(
-        seen.values().sum::<usize>(),
-        n,
-        "{n} requests, answers: {seen:?} {err}"
-    );
-    seen
-}
 
 /// Each backend's share within 5 standard deviations of its weight's share.
 fn assert_shares(seen: &BTreeMap<String, usize>, weights: &[u32], what: &str) {
@@ -163,34 +35,6 @@ fn assert_shares(seen: &BTreeMap<String, usize>, weights: &[u32], what: &str) {
     }
 }
 
-/// tcpdump on the LB's bridge port: every frame with a VIP as IP source,
-/// i.e. a reply crossing the load balancer.
-fn capture_replies(t: &Topology, lb: usize) -> Child {
-    let port = format!("p-l{lb}");
-    let filter = format!("src host {VIP4} or src host {VIP6}");
-    let c = t
-        .bridge
-        .command("tcpdump")
-        .args(["-i", &port, "-n", "-l", "-p", &filter])
-        .stdout(std::fs::File::create(t.dir.join(format!("capture-{lb}.txt"))).unwrap())
-        .stderr(std::fs::File::create(t.dir.join(format!("capture-{lb}.err"))).unwrap())
-        .spawn()
-        .expect("tcpdump");
-    t.wait_log(&format!("capture-{lb}.err"), "listening on");
-    c
-}
-
-fn captured(t: &Topology, lb: usize, mut c: Child) -> Vec<String> {
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-    let _ = c.wait();
-    t.log(&format!("capture-{lb}.txt"))
-        .lines()
-        .filter(|l| l.contains(" > "))
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn http_through_both_dsr_modes_ipv4_and_ipv6() {
     if !privileged("http_through_both_dsr_modes_ipv4_and_ipv6") {
@@ -201,7 +45,7 @@ fn http_through_both_dsr_modes_ipv4_and_ipv6() {
     let weights = [1, 1, 2];
     for encap in ["ipip", "l2"] {
         let pins = PinDir::new();
-        let cfg = config(&t, &pins, encap, &weights, "generic", "");
+        let cfg = lb_config(&t, &pins, encap, &weights, "generic", "");
         let lb = start_lb(&t, 0, &cfg, &format!("lb-{encap}.log"));
         let cap = capture_replies(&t, 0);
         let v4 = curl(&t, IpAddr::V4(VIP4), 1000);
@@ -308,7 +152,7 @@ fn held_connections_keep_their_backend_through_set_changes_and_drain() {
     t.start_backends(true);
     let pins = PinDir::new();
     // Start with be0 and be1 only (be2 at weight 0 is not in the table).
-    let cfg = config(&t, &pins, "ipip", &[1, 1, 0], "generic", "");
+    let cfg = lb_config(&t, &pins, "ipip", &[1, 1, 0], "generic", "");
     let lb = start_lb(&t, 0, &cfg, "lb.log");
     t.client.run(|| {
         let mut held = Held::open(IpAddr::V4(VIP4));
@@ -321,7 +165,7 @@ fn held_connections_keep_their_backend_through_set_changes_and_drain() {
         w[x] = 1;
         w[2] = 1;
         reconfigure(&t, &lb, "lb.log", || {
-            drop(config(&t, &pins, "ipip", &w, "generic", ""))
+            drop(lb_config(&t, &pins, "ipip", &w, "generic", ""))
         });
         for _ in 0..5 {
             assert_eq!(
@@ -344,7 +188,7 @@ fn held_connections_keep_their_backend_through_set_changes_and_drain() {
         // Drain x (weight 0): the held connection continues, new ones avoid x.
         w[x] = 0;
         reconfigure(&t, &lb, "lb.log", || {
-            drop(config(&t, &pins, "ipip", &w, "generic", ""))
+            drop(lb_config(&t, &pins, "ipip", &w, "generic", ""))
         });
         for _ in 0..5 {
             assert_eq!(
@@ -371,7 +215,7 @@ fn kill_9_mid_stream_loses_no_byte_and_resets_nothing() {
     let mut t = Topology::new(1, 3);
     t.start_backends(true);
     let pins = PinDir::new();
-    let cfg = config(&t, &pins, "ipip", &[1, 1, 1], "generic", "");
+    let cfg = lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", "");
     let xlb = workspace_bin("lb-userspace", "xlb");
     let mut lb = start_lb(&t, 0, &cfg, "lb1.log");
     let retrans = || -> u64 {

@@ -1,30 +1,55 @@
-//! `cargo xtask run`: the balancer on its default configuration, with real
-//! packets through the real (verifier-accepted) program.
+//! `cargo xtask run`: xlb balancing real HTTP in a veth topology.
 //!
-//! It builds the packet lab (a network namespace whose FIB and neighbour
-//! table the program consults), loads the balancer with its maps pinned,
-//! programs one IPv4 VIP (IPIP) and one IPv6 VIP (L2 DSR) over three
-//! backends each, pushes a few hundred TCP connections through
-//! BPF_PROG_TEST_RUN and prints where they went. Then it stays up so the
-//! pinned maps can be read with bpftool, until Ctrl-C (or `--once`).
+//! Builds the topology (a client, one load balancer and three DSR backends
+//! in their own namespaces on a bridge; see `xlb_tests::topology`), starts
+//! `xlb run` on the load balancer with the embedded config below, sends a
+//! few hundred HTTP requests with curl, and prints where they went, the
+//! balancer's counters, and a capture showing that no reply crossed the
+//! balancer. Then it stays up, printing commands to try by hand, until
+//! Ctrl-C (or exits at once with `--once`). Everything it made is removed
+//! on the way out; a run killed outright is cleaned up by the next one.
 
 use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use anyhow::{Result, bail, ensure};
-use lb_common::{Encap, Outcome, PROTO_TCP, names};
-use lb_userspace::xdp::{Balancer, Settings};
 use xlb_tests::{
-    lab::{self, Lab, v4, v6},
     netns::PinDir,
-    packet::*,
+    topology::{
+        Ns, Topology, VIP4, VIP6, capture_replies, captured, curl, start_lb, stop_lb, workspace_bin,
+    },
 };
 
-const XDP_TX: u32 = 3;
-const FLOWS: u16 = 300;
+/// The demo's configuration: one IPv4 and one IPv6 VIP on port 80, three
+/// backends each, IPIP to the backends (which run `xlb decap`). Generic XDP:
+/// on a veth, native XDP_TX only reaches a peer that runs NAPI, which the
+/// demo's bridge ports need not.
+const CONFIG: &str = r#"[dataplane]
+interfaces = ["eth0"]
+xdp_mode = "generic"
+pin_path = "@PINS@"
+encap = "ipip"
+
+[metrics]
+listen = "127.0.0.1:9810"
+
+[[vip]]
+address = "10.99.0.1"
+port = 80
+protocol = "tcp"
+backends = [{ address = "10.77.0.21" }, { address = "10.77.0.22" }, { address = "10.77.0.23" }]
+
+[[vip]]
+address = "fd99::1"
+port = 80
+protocol = "tcp"
+backends = [{ address = "fd77::21" }, { address = "fd77::22" }, { address = "fd77::23" }]
+"#;
+
+const REQUESTS: usize = 300;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -40,133 +65,84 @@ fn main() -> Result<()> {
     };
     ensure!(
         unsafe { libc::geteuid() } == 0,
-        "the demo needs root: it makes a network namespace and loads XDP programs"
+        "the demo needs root: it makes network namespaces and loads XDP programs"
     );
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-
-    println!("xlb demo: building the lab namespace and loading the balancer ...");
-    let lab = Lab::new();
+    println!("building the topology: client, load balancer, 3 backends, bridge ...");
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
     let pins = PinDir::new();
-    let vip4 = Ipv4Addr::new(10, 99, 0, 1);
-    let vip6 = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
-    let fd00 = |h| v6([0xfd00, 0, 0, 0, 0, 0, 0, h]);
-    let vips = [
-        lab::vip(
-            1,
-            IpAddr::V4(vip4),
-            80,
-            PROTO_TCP,
-            Encap::Ipip,
-            &[
-                (1, v4(10, 0, 0, 0x11)),
-                (2, v4(10, 0, 0, 0x12)),
-                (3, v4(10, 0, 0, 0x13)),
-            ],
-        ),
-        lab::vip(
-            2,
-            IpAddr::V6(vip6),
-            80,
-            PROTO_TCP,
-            Encap::L2,
-            &[(4, fd00(0x11)), (5, fd00(0x12)), (6, fd00(0x13))],
-        ),
-    ];
-    lab.ns.run(|| -> Result<()> {
-        let mut b = Balancer::load(&Settings {
-            pin_dir: Some(pins.path.clone()),
-            ..lab::settings()
-        })?;
-        lab::program(&mut b, &vips);
-        let ifx = lab::ifindex("lb0");
-        let mut per_backend: BTreeMap<(u32, String), u32> = BTreeMap::new();
-        let mut moved = 0;
-        for i in 0..FLOWS {
-            let client4 = Ipv4Addr::new(198, 51, 100, (i % 200) as u8 + 1);
-            let client6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1);
-            for (vip, client, dst) in [
-                (1, IpAddr::V4(client4), IpAddr::V4(vip4)),
-                (2, IpAddr::V6(client6), IpAddr::V6(vip6)),
-            ] {
-                let frame = |flags| lab::tcp_frame(client, 30_000 + i, dst, 80, flags, &[]);
-                let first = backend_of(&lab::run(b.program(), ifx, &frame(TCP_SYN)))?;
-                let again = backend_of(&lab::run(b.program(), ifx, &frame(TCP_ACK)))?;
-                moved += usize::from(first != again);
-                *per_backend.entry((vip, first)).or_default() += 1;
-            }
-        }
-        println!("\n{FLOWS} TCP connections to each VIP (SYN, then an ACK of the same flow):\n");
-        println!(
-            "  {:<22} {:<6} {:<24} {:>6} {:>7}",
-            "VIP", "encap", "backend", "flows", "share"
-        );
-        for ((vip, backend), n) in &per_backend {
-            let (addr, encap) = if *vip == 1 {
-                (format!("{vip4}:80"), "ipip")
-            } else {
-                (format!("[{vip6}]:80"), "l2")
-            };
-            println!(
-                "  {addr:<22} {encap:<6} {backend:<24} {n:>6} {:>6.1}%",
-                100.0 * f64::from(*n) / f64::from(FLOWS)
-            );
-        }
-        println!("\n  established packets that changed backend: {moved}");
-        println!("\nbalancer counters (all CPUs):");
-        for (o, n) in Outcome::ALL.iter().zip(b.maps.outcomes()?) {
-            if n > 0 {
-                println!("  {:<20} {n}", o.name());
-            }
-        }
-        for v in &vips {
-            let c = b.maps.vip_counters(v.id)?;
-            println!(
-                "  VIP {:<18} {} packets, {} bytes",
-                v.addr.to_string(),
-                c.packets,
-                c.bytes
-            );
-        }
-        Ok(())
-    })?;
+    let cfg = t.dir.join("xlb.toml");
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("@PINS@", &pins.path.display().to_string()),
+    )?;
+    println!("starting xlb run on the load balancer ...");
+    let lb = start_lb(&t, 0, &cfg, "xlb.log");
+    let cap = capture_replies(&t, 0);
+    let v4 = curl(&t, IpAddr::V4(VIP4), REQUESTS);
+    let v6 = curl(&t, IpAddr::V6(VIP6), REQUESTS);
+    let replies = captured(&t, 0, cap);
 
-    if once {
-        return Ok(());
+    println!(
+        "\n{REQUESTS} HTTP requests to each VIP, each on a new connection (curl from the client namespace):\n"
+    );
+    println!(
+        "  {:<16} {:<8} {:>8} {:>7}",
+        "VIP", "backend", "requests", "share"
+    );
+    for (vip, seen) in [(format!("{VIP4}:80"), &v4), (format!("[{VIP6}]:80"), &v6)] {
+        for (backend, n) in seen {
+            println!(
+                "  {vip:<16} {backend:<8} {n:>8} {:>6.1}%",
+                100.0 * *n as f64 / REQUESTS as f64
+            );
+        }
     }
-    println!("\nThe balancer's maps stay pinned while this runs. Try, in another terminal:");
-    for map in [names::VIPS, names::BACKENDS, names::FLOWS, names::STATS] {
-        println!("  bpftool map dump pinned {}/{map}", pins.path.display());
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let (_, status, _) = t.run_in(
+        Ns::Lb(0),
+        &xlb,
+        &["status", "--pin-path", pins.path.to_str().unwrap_or("")],
+    );
+    println!("\nthe load balancer (xlb status):\n");
+    for line in status.lines() {
+        println!("  {line}");
     }
     println!(
-        "  ip -n {} neigh show        # the neighbours bpf_fib_lookup resolves backends with",
-        lab.ns.name
+        "\nreplies that crossed the load balancer: {} (tcpdump on its bridge port, frames with a VIP as source);\n\
+         the backends answered the client directly (DSR), the balancer only saw client -> VIP.",
+        replies.len()
     );
-    println!("\nCtrl-C to stop (the namespace and the pins are removed).");
-    while !STOP.load(Ordering::SeqCst) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    println!("stopping");
-    Ok(())
-}
 
-/// Where a forwarded frame goes: the IPIP outer destination, or for L2 DSR
-/// the backend's MAC.
-fn backend_of((action, out): &(u32, Vec<u8>)) -> Result<String> {
+    if !once {
+        println!("\nTry it by hand (as root, in another terminal):");
+        println!("  ip netns exec {} curl http://{VIP4}/", t.client.name);
+        println!("  ip netns exec {} curl 'http://[{VIP6}]/'", t.client.name);
+        println!(
+            "  {} status --pin-path {}",
+            xlb.display(),
+            pins.path.display()
+        );
+        println!("  bpftool map dump pinned {}/XLB_VIPS", pins.path.display());
+        println!(
+            "  ip netns exec {} curl -s http://127.0.0.1:9810/metrics",
+            t.lbs[0].name
+        );
+        println!("\nCtrl-C to stop and remove everything.");
+        while !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("stopping");
+    }
+    stop_lb(&t, 0, lb, &pins);
     ensure!(
-        *action == XDP_TX,
-        "a demo packet was not forwarded (action {action})"
+        replies.is_empty(),
+        "{} replies crossed the load balancer",
+        replies.len()
     );
-    Ok(match u16::from_be_bytes([out[12], out[13]]) {
-        ETH_P_IP if out[23] == 4 => format!(
-            "{} (ipip)",
-            Ipv4Addr::new(out[30], out[31], out[32], out[33])
-        ),
-        _ => format!(
-            "MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            out[0], out[1], out[2], out[3], out[4], out[5]
-        ),
-    })
+    Ok(())
 }
