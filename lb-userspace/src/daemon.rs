@@ -103,8 +103,10 @@ pub async fn run(o: RunOptions) -> Result<()> {
         );
     }
     for iface in &interfaces {
-        crate::neigh::enable_forwarding(iface)
-            .with_context(|| format!("enabling IP forwarding on {iface}"))?;
+        // A missing interface is reported when attaching; skip it here.
+        if let Err(e) = crate::neigh::enable_forwarding(iface) {
+            tracing::warn!(%iface, "cannot enable IP forwarding: {e}");
+        }
     }
     let settings = settings(&cfg, o.pin_path.as_deref());
     let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
@@ -155,7 +157,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
             loop {
                 every.tick().await;
                 let list = backends.lock().map(|b| b.clone()).unwrap_or_default();
-                crate::neigh::touch(&list);
+                report_unreachable(crate::neigh::touch(&list));
             }
         })
     };
@@ -192,6 +194,26 @@ pub async fn run(o: RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// Says when a backend becomes unreachable from this node, and when it is
+/// reachable again (not on every probe).
+fn report_unreachable(list: Vec<(IpAddr, std::io::Error)>) {
+    static KNOWN: Mutex<std::collections::BTreeSet<IpAddr>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let Ok(mut known) = KNOWN.lock() else {
+        return;
+    };
+    let now: std::collections::BTreeSet<IpAddr> = list.iter().map(|(a, _)| *a).collect();
+    for (addr, e) in &list {
+        if !known.contains(addr) {
+            tracing::warn!(backend = %addr, "backend unreachable from this node ({e}): its new flows are dropped (drop_no_route); other backends and VIPs keep serving");
+        }
+    }
+    for addr in known.difference(&now) {
+        tracing::info!(backend = %addr, "backend reachable again");
+    }
+    *known = now;
+}
+
 fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = d
         .services
@@ -206,7 +228,7 @@ fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
 /// New backends get their neighbours resolved right away.
 fn refresh(backends: &Mutex<Vec<IpAddr>>, cfg: &Config, interfaces: &[String]) {
     let list = backend_addrs(&desired(cfg, interfaces));
-    crate::neigh::touch(&list);
+    report_unreachable(crate::neigh::touch(&list));
     if let Ok(mut b) = backends.lock() {
         *b = list;
     }

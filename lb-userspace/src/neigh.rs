@@ -6,21 +6,24 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-/// Sends one empty datagram to port 9 of each address (errors ignored: an
-/// unreachable backend is reported by the data plane's counters).
-pub fn touch(addrs: &[IpAddr]) {
-    let v4 = UdpSocket::bind("0.0.0.0:0").ok();
-    let v6 = UdpSocket::bind("[::]:0").ok();
+/// Sends one empty datagram to port 9 of each address. Returns the
+/// addresses the kernel has no route to (with the reason): the data plane
+/// drops their flows (`drop_no_route`), so the daemon says so by name.
+pub fn touch(addrs: &[IpAddr]) -> Vec<(IpAddr, std::io::Error)> {
+    let mut unreachable = Vec::new();
     for a in addrs {
-        let sock = if a.is_ipv4() {
-            v4.as_ref()
-        } else {
-            v6.as_ref()
-        };
-        if let Some(s) = sock {
-            let _ = s.send_to(&[], SocketAddr::new(*a, 9));
+        let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let sent = UdpSocket::bind(bind).and_then(|s| s.send_to(&[], SocketAddr::new(*a, 9)));
+        if let Err(e) = sent
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+            )
+        {
+            unreachable.push((*a, e));
         }
     }
+    unreachable
 }
 
 /// Turns on IP forwarding for `iface` (both families): `bpf_fib_lookup`

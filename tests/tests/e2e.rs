@@ -280,3 +280,55 @@ fn kill_9_mid_stream_loses_no_byte_and_resets_nothing() {
     eprintln!("kill -9 mid-stream: {sent} bytes sent and counted, {retransmitted} retransmissions");
     stop_lb(&t, 0, lb, &pins);
 }
+
+#[test]
+fn bad_interface_and_unreachable_backend_are_named_and_the_rest_keeps_serving() {
+    if !privileged("bad_interface_and_unreachable_backend_are_named_and_the_rest_keeps_serving") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    let pins = PinDir::new();
+    let extra = "\n[[vip]]\naddress = \"10.99.0.2\"\nport = 80\nprotocol = \"tcp\"\nbackends = [{ address = \"192.0.2.50\" }]\n";
+    let cfg = lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", extra);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        r#"interfaces = ["eth0"]"#,
+        r#"interfaces = ["eth0", "nosuch0"]"#,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    t.wait_log("lb.log", "backend unreachable");
+    let log = t.log("lb.log");
+    assert!(
+        log.contains("not balancing on this interface")
+            && log.contains("interface nosuch0 does not exist"),
+        "{log}"
+    );
+    assert!(
+        log.contains("192.0.2.50") && log.contains("drop_no_route"),
+        "{log}"
+    );
+    let seen = curl(&t, IpAddr::V4(VIP4), 100);
+    assert_eq!(
+        seen.values().sum::<usize>(),
+        100,
+        "the good VIP kept serving: {seen:?}"
+    );
+    t.client
+        .ip(&["route", "add", "10.99.0.2/32", "via", "10.77.0.2"]);
+    let (code, _, _) = t.run_in(
+        Ns::Client,
+        "curl",
+        &["-sS", "--max-time", "1", "http://10.99.0.2/"],
+    );
+    assert_ne!(
+        code, 0,
+        "a VIP whose only backend is unreachable cannot answer"
+    );
+    let m = Maps::open_pinned(&pins.path, 4099).unwrap();
+    assert!(
+        m.outcome(Outcome::DropNoRoute).unwrap() >= 1,
+        "the unreachable backend's flow was counted as drop_no_route"
+    );
+    stop_lb(&t, 0, lb, &pins);
+}

@@ -58,17 +58,31 @@ impl XdpDataplane {
             Applied::empty(settings.max_vips, settings.max_backends)
         };
         let prog = balancer.program_mut();
+        // One interface that cannot be used (missing, driver refuses) is
+        // reported and skipped: the VIPs still reach the others.
+        let mut attached = 0;
+        let mut failures = Vec::new();
         for iface in ifaces {
-            match attach::attach(prog, &pins, iface, mode)
-                .map_err(|e| DataplaneError::Setup(e.to_string()))?
-            {
-                Attached::Adopted { mode } => {
-                    tracing::info!(%iface, %mode, "swapped the new program into the pinned link")
+            match attach::attach(prog, &pins, iface, mode) {
+                Ok(Attached::Adopted { mode }) => {
+                    attached += 1;
+                    tracing::info!(%iface, %mode, "swapped the new program into the pinned link");
                 }
-                Attached::Fresh { mode } => {
-                    tracing::info!(%iface, mode = mode.as_str(), "attached")
+                Ok(Attached::Fresh { mode }) => {
+                    attached += 1;
+                    tracing::info!(%iface, mode = mode.as_str(), "attached");
+                }
+                Err(e) => {
+                    tracing::error!(%iface, "not balancing on this interface: {e}");
+                    failures.push(e.to_string());
                 }
             }
+        }
+        if attached == 0 {
+            return Err(DataplaneError::Setup(format!(
+                "no interface could be used: {}",
+                failures.join("; ")
+            )));
         }
         // Interfaces dropped from the config: unpinning detaches.
         for l in pins.links() {
