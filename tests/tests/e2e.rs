@@ -332,3 +332,100 @@ fn bad_interface_and_unreachable_backend_are_named_and_the_rest_keeps_serving() 
     );
     stop_lb(&t, 0, lb, &pins);
 }
+
+#[test]
+fn ecmp_two_balancers_connections_survive_losing_one() {
+    if !privileged("ecmp_two_balancers_connections_survive_losing_one") {
+        return;
+    }
+    let mut t = Topology::new(2, 3);
+    t.start_backends(true);
+    t.route_via(&[0, 1]);
+    let (p0, p1) = (PinDir::new(), PinDir::new());
+    let c0 = lb_config(&t, &p0, "ipip", &[1, 1, 1], "generic", "");
+    let c1 = lb_config(&t, &p1, "ipip", &[1, 1, 1], "generic", "");
+    let lb0 = start_lb(&t, 0, &c0, "lb0.log");
+    let lb1 = start_lb(&t, 1, &c1, "lb1.log");
+    let (held, before) = t.client.run(|| {
+        let mut held: Vec<Held> = (0..24)
+            .map(|i| {
+                Held::open(if i % 2 == 0 {
+                    IpAddr::V4(VIP4)
+                } else {
+                    IpAddr::V6(VIP6)
+                })
+            })
+            .collect();
+        let before: Vec<String> = held.iter_mut().map(Held::ask).collect();
+        (held, before)
+    });
+    let vip_packets = |p: &PinDir| {
+        let m = Maps::open_pinned(&p.path, 4099).unwrap();
+        m.vip_counters(0).unwrap().packets + m.vip_counters(1).unwrap().packets
+    };
+    let (n0, n1) = (vip_packets(&p0), vip_packets(&p1));
+    assert!(
+        n0 > 0 && n1 > 0,
+        "ECMP used one balancer only: {n0} / {n1} packets"
+    );
+
+    // Take balancer 1 away: out of the route, program detached.
+    t.route_via(&[0]);
+    stop_lb(&t, 1, lb1, &p1);
+    let mut held = held;
+    let after: Vec<String> = t.client.run(|| held.iter_mut().map(Held::ask).collect());
+    assert_eq!(
+        after, before,
+        "connections moved to another backend when their balancer went away"
+    );
+    eprintln!(
+        "ECMP: {} connections ({n0} / {n1} packets over the two balancers) kept their backends on one",
+        held.len()
+    );
+    stop_lb(&t, 0, lb0, &p0);
+}
+
+#[test]
+fn native_xdp_passes_the_basic_test() {
+    if !privileged("native_xdp_passes_the_basic_test") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    // On a veth, native XDP_TX reaches the peer only when the peer runs
+    // NAPI; an XDP program on the bridge port guarantees it (the
+    // decapsulator passes everything not addressed to its VIP).
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let c = t.spawn_in(
+        Ns::Bridge,
+        &xlb,
+        &["decap", "--iface", "p-l0", "--vip", "192.0.2.99"],
+        "bridge-xdp.log",
+    );
+    t.adopt("bridge port XDP", c);
+    t.wait_log("bridge-xdp.log", "decapsulating");
+    let pins = PinDir::new();
+    let cfg = lb_config(&t, &pins, "l2", &[1, 1, 1], "native", "");
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    assert!(
+        t.log("lb.log").contains(r#"mode="native""#),
+        "{}",
+        t.log("lb.log")
+    );
+    let v4 = curl(&t, IpAddr::V4(VIP4), 300);
+    let v6 = curl(&t, IpAddr::V6(VIP6), 300);
+    assert_shares(&v4, &[1, 1, 1], "native IPv4");
+    assert_shares(&v6, &[1, 1, 1], "native IPv6");
+    let (_, out, _) = t.run_in(
+        Ns::Lb(0),
+        &xlb,
+        &[
+            "status",
+            "--json",
+            "--pin-path",
+            pins.path.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains(r#""mode": "native""#), "{out}");
+    stop_lb(&t, 0, lb, &pins);
+}
