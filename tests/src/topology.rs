@@ -215,6 +215,13 @@ impl Topology {
                 &format!("{name}-http.log"),
             );
             self.children.push((format!("{name} servers"), c));
+            let c = self.spawn_in(
+                Ns::Backend(i),
+                Path::new("iperf3"),
+                &["-s"],
+                &format!("{name}-iperf3.log"),
+            );
+            self.children.push((format!("{name} iperf3"), c));
             if decap {
                 let vip4 = VIP4.to_string();
                 let vip6 = VIP6.to_string();

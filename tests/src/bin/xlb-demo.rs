@@ -24,7 +24,9 @@ use xlb_tests::{
 };
 
 /// The demo's configuration: one IPv4 and one IPv6 VIP on port 80, three
-/// backends each, IPIP to the backends (which run `xlb decap`). Generic XDP:
+/// backends each, IPIP to the backends (which run `xlb decap`); and iperf3's
+/// port on one backend in L2 mode (iperf3's control and data connections
+/// must reach the same server). Generic XDP:
 /// on a veth, native XDP_TX only reaches a peer that runs NAPI, which the
 /// demo's bridge ports need not.
 const CONFIG: &str = r#"[dataplane]
@@ -41,6 +43,13 @@ address = "10.99.0.1"
 port = 80
 protocol = "tcp"
 backends = [{ address = "10.77.0.21" }, { address = "10.77.0.22" }, { address = "10.77.0.23" }]
+
+[[vip]]
+address = "10.99.0.1"
+port = 5201
+protocol = "tcp"
+encap = "l2"
+backends = [{ address = "10.77.0.21" }]
 
 [[vip]]
 address = "fd99::1"
@@ -86,6 +95,21 @@ fn main() -> Result<()> {
     let v4 = curl(&t, IpAddr::V4(VIP4), REQUESTS);
     let v6 = curl(&t, IpAddr::V6(VIP6), REQUESTS);
     let replies = captured(&t, 0, cap);
+    let (code, iperf, err) = t.run_in(
+        Ns::Client,
+        "iperf3",
+        &["-c", &VIP4.to_string(), "-t", "2", "-J"],
+    );
+    ensure!(
+        code == 0,
+        "iperf3 through the balancer failed: {err}{iperf}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&iperf)?;
+    let gbps = j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9;
+    let retrans = j["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
 
     println!(
         "\n{REQUESTS} HTTP requests to each VIP, each on a new connection (curl from the client namespace):\n"
@@ -112,6 +136,9 @@ fn main() -> Result<()> {
     for line in status.lines() {
         println!("  {line}");
     }
+    println!(
+        "\niperf3, 2 s through the balancer (L2 DSR to be0): {gbps:.2} Gbit/s, {retrans} retransmissions"
+    );
     println!(
         "\nreplies that crossed the load balancer: {} (tcpdump on its bridge port, frames with a VIP as source);\n\
          the backends answered the client directly (DSR), the balancer only saw client -> VIP.",
