@@ -100,11 +100,7 @@ fn main() -> Result<()> {
         "iperf3",
         &["-c", &VIP4.to_string(), "-t", "2", "-J"],
     );
-    ensure!(
-        code == 0,
-        "iperf3 through the balancer failed: {err}{iperf}"
-    );
-    let j: serde_json::Value = serde_json::from_str(&iperf)?;
+    let j: serde_json::Value = serde_json::from_str(&iperf).unwrap_or_default();
     let gbps = j["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0)
@@ -166,6 +162,10 @@ fn main() -> Result<()> {
         println!("stopping");
     }
     stop_lb(&t, 0, lb, &pins);
+    ensure!(
+        code == 0,
+        "iperf3 through the balancer failed: {err}{iperf}"
+    );
     ensure!(
         replies.is_empty(),
         "{} replies crossed the load balancer",
