@@ -126,6 +126,15 @@ fn remove_stale() {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Processes a killed run left inside (daemons, servers) would
+            // keep the namespace alive after its name is gone.
+            if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    if let Ok(p) = p.parse::<i32>() {
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
