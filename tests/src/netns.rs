@@ -110,6 +110,20 @@ impl Drop for NetNs {
     }
 }
 
+/// Whether `name` is one of ours (`xlbt-<pid>-<n>`) made by a process that
+/// no longer exists.
+fn is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let pid: u32 = rest
+        .split('-')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Removes namespaces left by test processes that no longer exist.
 fn remove_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
@@ -117,15 +131,7 @@ fn remove_stale() {
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: u32 = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if is_stale(name) {
             // Processes a killed run left inside (daemons, servers) would
             // keep the namespace alive after its name is gone.
             if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
@@ -203,16 +209,7 @@ fn remove_stale_pins() {
         return;
     };
     for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid: u32 = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if is_stale(&e.file_name().to_string_lossy()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
