@@ -178,7 +178,7 @@ pub struct Config {
 
 /// Bumped whenever a map's layout or meaning changes: pinned maps written
 /// under another version are replaced, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Per-CPU packet and byte counters (per VIP, per backend).
 #[repr(C)]

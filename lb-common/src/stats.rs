@@ -13,8 +13,11 @@ pub enum Outcome {
     PassMalformed,
     /// IPv6 extension headers or IPv6 fragments: not parsed, left to the kernel.
     PassUnsupported,
-    /// The next hop's MAC is not known yet; the kernel will resolve it.
-    PassNoNeigh,
+    /// The next hop's MAC is not known yet. Dropped, not passed: the
+    /// kernel, which owns no route to the VIP, would answer the client with
+    /// "network unreachable" and fail its connection; dropped, the client
+    /// retransmits once the daemon has had the neighbour resolved.
+    DropNoNeigh,
     /// Sent back out of the receiving interface.
     Tx,
     /// Redirected to another interface.
@@ -54,7 +57,7 @@ impl Outcome {
         Self::PassNotVip,
         Self::PassMalformed,
         Self::PassUnsupported,
-        Self::PassNoNeigh,
+        Self::DropNoNeigh,
         Self::Tx,
         Self::Redirect,
         Self::IcmpTooBigSent,
@@ -78,7 +81,7 @@ impl Outcome {
             Self::PassNotVip => "pass_not_vip",
             Self::PassMalformed => "pass_malformed",
             Self::PassUnsupported => "pass_unsupported",
-            Self::PassNoNeigh => "pass_no_neigh",
+            Self::DropNoNeigh => "drop_no_neigh",
             Self::Tx => "tx",
             Self::Redirect => "redirect",
             Self::IcmpTooBigSent => "icmp_too_big_sent",

@@ -51,9 +51,10 @@ pub fn lookup(
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => Ok(None),
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Some(unsafe { p.__bindgen_anon_1.mtu_result })),
-        // XDP cannot ARP: the kernel resolves the neighbour when it next
-        // routes to it (the daemon keeps backends' neighbours resolved).
-        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Verdict::pass(Outcome::PassNoNeigh)),
+        // XDP cannot ARP; the daemon keeps backends' neighbours resolved.
+        // Passing the packet instead would have the kernel, which has no
+        // route to the VIP, send the client "network unreachable".
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Verdict::drop(Outcome::DropNoNeigh)),
         BPF_FIB_LKUP_RET_FWD_DISABLED => Err(Verdict::drop(Outcome::DropFwdDisabled)),
         _ => Err(Verdict::drop(Outcome::DropNoRoute)),
     }

@@ -123,6 +123,11 @@ pub async fn run(o: RunOptions) -> Result<()> {
     tracing::info!(dataplane = dp.name(), reason = %why, "data plane ready");
     let dp: Shared = Arc::new(Mutex::new(dp));
     let stats = Arc::new(Stats::default());
+    // Before the first flows can arrive: XDP cannot resolve neighbours.
+    report_unreachable(crate::neigh::resolve(&backend_addrs(&desired(
+        &cfg,
+        &interfaces,
+    ))));
     apply(&dp, &stats, &desired(&cfg, &interfaces)).context("applying the configuration")?;
 
     let listen = o.metrics.unwrap_or(cfg.metrics.listen);

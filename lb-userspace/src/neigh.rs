@@ -40,3 +40,38 @@ pub fn enable_forwarding(iface: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// At start: asks for every backend's neighbour and waits (up to a second)
+/// until the IPv4 ones are resolved, so the first flows are not dropped
+/// while ARP is in flight. IPv6 neighbours get a short grace period: the
+/// kernel keeps no /proc table of them to poll.
+pub fn resolve(addrs: &[IpAddr]) -> Vec<(IpAddr, std::io::Error)> {
+    let unreachable = touch(addrs);
+    let v4: Vec<String> = addrs
+        .iter()
+        .filter(|a| a.is_ipv4() && !unreachable.iter().any(|(u, _)| u == *a))
+        .map(ToString::to_string)
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+        // Columns: IP address, HW type, Flags (bit 0x2: complete), HW address, ...
+        let done = v4.iter().all(|a| {
+            arp.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let flags = f
+                    .get(2)
+                    .and_then(|x| u32::from_str_radix(x.trim_start_matches("0x"), 16).ok());
+                f.first() == Some(&a.as_str()) && flags.is_some_and(|x| x & 0x2 != 0)
+            })
+        });
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if addrs.iter().any(IpAddr::is_ipv6) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    unreachable
+}

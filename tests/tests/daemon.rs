@@ -239,7 +239,7 @@ fn kill_9_and_restart_lose_no_packet_and_keep_the_flow() {
     );
     let m = maps(&t);
     for o in [
-        Outcome::PassNoNeigh,
+        Outcome::DropNoNeigh,
         Outcome::DropNoBackend,
         Outcome::DropInternal,
     ] {

@@ -71,7 +71,7 @@ fn http_through_both_dsr_modes_ipv4_and_ipv6() {
             "{encap}: at least SYN, ACK, request, FIN per connection: {tx}"
         );
         assert_eq!(
-            m.outcome(Outcome::PassNoNeigh).unwrap(),
+            m.outcome(Outcome::DropNoNeigh).unwrap(),
             0,
             "{encap}: neighbours unresolved"
         );
@@ -90,7 +90,14 @@ struct Held {
 impl Held {
     fn open(vip: IpAddr) -> Self {
         let c = TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_secs(3))
-            .expect("connect to the VIP");
+            .unwrap_or_else(|e| {
+                let routes =
+                    std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+                let ns = std::fs::read_link("/proc/thread-self/ns/net")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                panic!("connect to {vip}: {e}; this thread's namespace {ns}, routes:\n{routes}")
+            });
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         Self {
             w: c.try_clone().unwrap(),

@@ -634,10 +634,10 @@ fn cases() -> Vec<Case> {
         Same,
     ));
     v.push(case(
-        "backend neighbour unresolved",
+        "backend neighbour unresolved: dropped, not passed",
         tcp4(Ipv4Addr::new(10, 99, 0, 6), 80, TCP_SYN, 0, |_| {}),
-        XDP_PASS,
-        Outcome::PassNoNeigh,
+        XDP_DROP,
+        Outcome::DropNoNeigh,
         Same,
     ));
     v.push(case(
