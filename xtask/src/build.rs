@@ -6,8 +6,11 @@ use anyhow::Result;
 use crate::workspace;
 
 pub(crate) fn run(release: bool) -> Result<()> {
+    // Quiet: aya-build relays every line of the nested eBPF build as a
+    // cargo warning, which buries the progress; errors still show in full.
+    eprintln!("building xlb: eBPF programs (nightly, bpf-linker), the daemon, the test tools ...");
     workspace::cargo()
-        .arg("build")
+        .args(["build", "--quiet"])
         .args(release.then_some("--release"))
         .run()
 }

@@ -7,7 +7,15 @@ use crate::{build, workspace};
 pub(crate) fn run(once: bool) -> Result<()> {
     build::run(false)?;
     workspace::cargo()
-        .args(["run", "-p", "xlb-tests", "--bin", "xlb-demo", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "xlb-tests",
+            "--bin",
+            "xlb-demo",
+            "--",
+        ])
         .args(once.then_some("--once"))
         .run()
 }
