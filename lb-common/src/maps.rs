@@ -174,11 +174,18 @@ pub struct Config {
     /// [`LAYOUT_VERSION`] of the daemon that wrote the maps: a daemon adopts
     /// pinned maps only when it is its own.
     pub layout: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
 }
+
+/// Some VIP is a port-0 wildcard: only then does a miss on the exact
+/// (address, port, protocol) key cost a second lookup. Non-VIP traffic is
+/// spared a hash lookup on every packet when no wildcard is configured.
+pub const CONFIG_WILDCARDS: u32 = 1;
 
 /// Bumped whenever a map's layout or meaning changes: pinned maps written
 /// under another version are replaced, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Per-CPU packet and byte counters (per VIP, per backend).
 #[repr(C)]
@@ -205,7 +212,7 @@ const _: () = {
     assert!(size_of::<FlowValue>() == 8);
     // The data-plane contract: a flow-table entry fits in a cache line.
     assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
-    assert!(size_of::<Config>() == 24);
+    assert!(size_of::<Config>() == 28);
     assert!(size_of::<Counters>() == 16);
     assert!(size_of::<NextHop>() == 40);
     assert!(size_of::<DecapKey>() == 20);

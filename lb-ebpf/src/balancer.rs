@@ -2,8 +2,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BACKEND_ACTIVE, Backend, Encap, FAMILY_V4, FlowKey, FlowValue, IPIP4_OVERHEAD, IPIP6_OVERHEAD,
-    NO_BACKEND, Outcome, PROTO_TCP, PROTO_UDP, VipInfo, VipKey,
+    BACKEND_ACTIVE, Backend, CONFIG_WILDCARDS, Encap, FAMILY_V4, FlowKey, FlowValue,
+    IPIP4_OVERHEAD, IPIP6_OVERHEAD, NO_BACKEND, Outcome, PROTO_TCP, PROTO_UDP, VipInfo, VipKey,
 };
 
 use crate::{
@@ -67,7 +67,12 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         // No ports in a later fragment: only a wildcard VIP can claim it.
         // Fragments of VIP traffic are dropped: without reassembly they
         // cannot be tied to their flow's backend (see README).
-        return match find_vip(&pkt.dst, 0, pkt.proto, pkt.family) {
+        let vip = if wildcards() {
+            find_vip(&pkt.dst, 0, pkt.proto, pkt.family)
+        } else {
+            None
+        };
+        return match vip {
             Some(vip) => Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id)),
             None => Err(Verdict::pass(Outcome::PassNotVip)),
         };
@@ -131,6 +136,15 @@ fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
 }
 
+/// Whether any wildcard VIP exists (an array read, far cheaper than the
+/// hash lookup it saves).
+#[inline(always)]
+fn wildcards() -> bool {
+    XLB_CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & CONFIG_WILDCARDS != 0)
+}
+
 /// Exact (address, port, protocol) first, then the address's wildcard.
 #[inline(always)]
 fn find_vip(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<VipInfo> {
@@ -143,7 +157,7 @@ fn find_vip(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<VipInfo
     if let Some(v) = unsafe { XLB_VIPS.get(key) } {
         return Some(*v);
     }
-    if port == 0 {
+    if port == 0 || !wildcards() {
         return None;
     }
     key.port = 0;

@@ -185,6 +185,11 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
             ipip_src_v4: LB0_V4.octets(),
             ipip_src_v6: LB0_V6.octets(),
             layout: lb_common::LAYOUT_VERSION,
+            flags: if vips.iter().any(|v| v.port == 0) {
+                lb_common::CONFIG_WILDCARDS
+            } else {
+                0
+            },
         })
         .expect("config");
     for vip in vips {

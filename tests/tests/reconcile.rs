@@ -170,7 +170,17 @@ fn diffs_touch_only_what_changed() {
         // Add a VIP, remove another.
         v.remove(2);
         v.push((svc(4, 443), spec(Encap::L2, &[(41, 1), (42, 1)])));
-        step(&mut a, &mut b, &desired(v.clone()), (2, 3, 1, 0));
+        assert_eq!(
+            b.maps.config().unwrap().flags,
+            lb_common::CONFIG_WILDCARDS,
+            "a port-0 VIP raises the wildcard flag"
+        );
+        step(&mut a, &mut b, &desired(v.clone()), (2, 3, 1, 1));
+        assert_eq!(
+            b.maps.config().unwrap().flags,
+            0,
+            "the last port-0 VIP gone lowers it"
+        );
         // A new source address is one config write.
         let mut d = desired(v.clone());
         d.ipip_source_v4 = Some(Ipv4Addr::new(10, 0, 0, 9));

@@ -195,8 +195,17 @@ impl Applied {
                 .map(|a| a.octets())
                 .unwrap_or_default(),
             layout: LAYOUT_VERSION,
+            flags: if desired.services.keys().any(|s| s.port == 0) {
+                lb_common::CONFIG_WILDCARDS
+            } else {
+                0
+            },
         };
-        if cfg != self.config {
+        // The wildcard flag is raised before a wildcard VIP appears and
+        // lowered only after the last one is gone, so none is ever missed.
+        let lowering = self.config.flags & lb_common::CONFIG_WILDCARDS != 0
+            && cfg.flags & lb_common::CONFIG_WILDCARDS == 0;
+        if cfg != self.config && !lowering {
             maps.set_config(&cfg)?;
             self.config = cfg;
             r.config_writes += 1;
@@ -225,6 +234,11 @@ impl Applied {
                 }
             }
             self.upsert(maps, svc, spec, &mut r)?;
+        }
+        if cfg != self.config {
+            maps.set_config(&cfg)?;
+            self.config = cfg;
+            r.config_writes += 1;
         }
         while let Some(id) = self.orphans.pop() {
             maps.set_backend(id, &Backend::default())?;
