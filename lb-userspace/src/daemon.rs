@@ -124,11 +124,9 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let dp: Shared = Arc::new(Mutex::new(dp));
     let stats = Arc::new(Stats::default());
     // Before the first flows can arrive: XDP cannot resolve neighbours.
-    report_unreachable(crate::neigh::resolve(&backend_addrs(&desired(
-        &cfg,
-        &interfaces,
-    ))));
-    apply(&dp, &stats, &desired(&cfg, &interfaces)).context("applying the configuration")?;
+    let want = desired(&cfg, &interfaces);
+    report_unreachable(crate::neigh::resolve(&backend_addrs(&want)));
+    apply(&dp, &stats, &want).context("applying the configuration")?;
 
     let listen = o.metrics.unwrap_or(cfg.metrics.listen);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -154,7 +152,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let server = tokio::spawn(metrics::serve(listener, snapshot));
 
     // Backends' neighbours: now, then every few seconds (see neigh.rs).
-    let backends = Arc::new(Mutex::new(backend_addrs(&desired(&cfg, &interfaces))));
+    let backends = Arc::new(Mutex::new(backend_addrs(&want)));
     let keeper = {
         let backends = backends.clone();
         tokio::spawn(async move {
@@ -177,16 +175,18 @@ pub async fn run(o: RunOptions) -> Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", o.config.display());
                 seen = fingerprint(&o.config);
-                reload(&o.config, &mut current, &interfaces, &dp, &stats);
-                refresh(&backends, &current, &interfaces);
+                if let Some(d) = reload(&o.config, &mut current, &interfaces, &dp, &stats) {
+                    refresh(&backends, &d);
+                }
             }
             _ = tick.tick() => {
                 let now = fingerprint(&o.config);
                 if now != seen {
                     seen = now;
                     tracing::info!("{} changed: reloading", o.config.display());
-                    reload(&o.config, &mut current, &interfaces, &dp, &stats);
-                    refresh(&backends, &current, &interfaces);
+                    if let Some(d) = reload(&o.config, &mut current, &interfaces, &dp, &stats) {
+                        refresh(&backends, &d);
+                    }
                 }
             }
             _ = term.recv() => break,
@@ -231,8 +231,8 @@ fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
 }
 
 /// New backends get their neighbours resolved right away.
-fn refresh(backends: &Mutex<Vec<IpAddr>>, cfg: &Config, interfaces: &[String]) {
-    let list = backend_addrs(&desired(cfg, interfaces));
+fn refresh(backends: &Mutex<Vec<IpAddr>>, applied: &Desired) {
+    let list = backend_addrs(applied);
     report_unreachable(crate::neigh::touch(&list));
     if let Ok(mut b) = backends.lock() {
         *b = list;
@@ -266,13 +266,20 @@ fn apply(dp: &Shared, stats: &Stats, desired: &Desired) -> Result<()> {
 }
 
 /// Applies a new config, or keeps everything as it is when it is invalid.
-fn reload(path: &Path, current: &mut Config, interfaces: &[String], dp: &Shared, stats: &Stats) {
+/// Returns the desired state it applied.
+fn reload(
+    path: &Path,
+    current: &mut Config,
+    interfaces: &[String],
+    dp: &Shared,
+    stats: &Stats,
+) -> Option<Desired> {
     let next = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             stats.reload_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("config rejected, still running the previous one: {e}");
-            return;
+            return None;
         }
     };
     if next.dataplane != current.dataplane {
@@ -280,12 +287,14 @@ fn reload(path: &Path, current: &mut Config, interfaces: &[String], dp: &Shared,
             "[dataplane] settings changed: they take effect at the next start; VIPs are applied now"
         );
     }
-    if let Err(e) = apply(dp, stats, &desired(&next, interfaces)) {
+    let want = desired(&next, interfaces);
+    if let Err(e) = apply(dp, stats, &want) {
         stats.reload_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!("applying the new config failed part-way (the next change retries): {e:#}");
-        return;
+        return None;
     }
     *current = next;
+    Some(want)
 }
 
 /// Modification time, size and content of the config, so an edit that

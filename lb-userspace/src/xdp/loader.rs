@@ -34,6 +34,8 @@ pub enum LoadError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("counting possible CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("mapping {name} into memory: {source}")]
     Mmap {
         name: &'static str,

@@ -31,6 +31,8 @@ pub struct Maps {
     pub nexthops: PerCpuArray<MapData, NextHop>,
     maglev: MaglevRows,
     flows_capacity: u32,
+    /// Possible CPUs (the length of every per-CPU value), read once.
+    cpus: usize,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -87,6 +89,7 @@ impl Maps {
                 }
             })?,
             flows_capacity,
+            cpus: possible_cpus()?,
             config: take(ebpf, names::CONFIG)?,
             stats: take(ebpf, names::STATS)?,
             vip_stats: take(ebpf, names::VIP_STATS)?,
@@ -121,6 +124,7 @@ impl Maps {
                 })?
                 .max_entries(),
             flows: typed(dir, names::FLOWS, M::LruHashMap)?,
+            cpus: possible_cpus()?,
             config: typed(dir, names::CONFIG, M::Array)?,
             stats: typed(dir, names::STATS, M::PerCpuArray)?,
             vip_stats: typed(dir, names::VIP_STATS, M::PerCpuArray)?,
@@ -173,8 +177,7 @@ impl Maps {
 
     /// Empties every CPU's cached route to backend `id`.
     pub fn forget_route(&mut self, id: u32) -> Result<(), MapsError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
-        let empty = aya::maps::PerCpuValues::try_from(vec![NextHop::default(); cpus])
+        let empty = aya::maps::PerCpuValues::try_from(vec![NextHop::default(); self.cpus])
             .map_err(MapsError::Cpus)?;
         self.nexthops
             .set(id, empty, 0)
@@ -248,6 +251,10 @@ impl Maps {
     pub fn backend_counters(&self, id: u32) -> Result<Counters, MapsError> {
         sum(&self.backend_stats, id).map_err(map_err(names::BACKEND_STATS))
     }
+}
+
+fn possible_cpus() -> Result<usize, LoadError> {
+    aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))
 }
 
 fn sum(map: &PerCpuArray<MapData, Counters>, i: u32) -> Result<Counters, aya::maps::MapError> {

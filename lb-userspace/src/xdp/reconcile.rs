@@ -77,7 +77,7 @@ pub struct Applied {
     orphans: Vec<u32>,
 }
 
-fn service_of(k: &VipKey) -> Service {
+pub fn service_of(k: &VipKey) -> Service {
     let address = if k.family == lb_common::FAMILY_V4 {
         IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
     } else {

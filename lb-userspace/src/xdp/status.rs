@@ -10,9 +10,8 @@ use super::{
     Maps,
     maps::MapsError,
     pins::{LinkPin, PinDir},
-    reconcile::backend_addr,
+    reconcile::{backend_addr, service_of},
 };
-use crate::desired::Service;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Status {
@@ -60,16 +59,8 @@ pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
             name: lb_common::names::VIPS,
             source,
         })?;
-        let address = if k.family == lb_common::FAMILY_V4 {
-            IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
-        } else {
-            IpAddr::from(k.addr)
-        };
-        let svc = Service {
-            address,
-            port: k.port,
-            protocol: k.proto,
-        };
+        let svc = service_of(&k);
+        let address = svc.address;
         let c = maps.vip_counters(v.vip_id)?;
         vips.insert(
             v.vip_id,
