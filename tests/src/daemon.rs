@@ -4,38 +4,15 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use crate::netns::NetNs;
 
-/// Path of the `xlb` binary of this workspace, built (or brought up to
-/// date) once per test process: `cargo test` builds the library the tests
-/// link, not the daemon binary they run.
+/// The `xlb` binary of this workspace, built once per test process.
 pub fn xlb_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/xlb
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = Command::new(cargo);
-        c.args(["build", "-q", "-p", "lb-userspace", "--bin", "xlb"]);
-        if release {
-            c.arg("--release");
-        }
-        let ok = c.status().is_ok_and(|s| s.success());
-        let bin = dir.join("xlb");
-        assert!(
-            ok && bin.exists(),
-            "could not build the xlb binary at {}",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
+    crate::topology::workspace_bin("lb-userspace", "xlb")
 }
 
 /// An `xlb run` in a namespace; killed (SIGKILL) on drop if still running.

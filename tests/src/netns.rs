@@ -191,15 +191,10 @@ impl Drop for PinDir {
     }
 }
 
-/// Mounts bpffs at /sys/fs/bpf when it is not (fresh machines here).
+/// Mounts bpffs at /sys/fs/bpf when it is not (fresh machines here), as
+/// the daemon does.
 pub fn ensure_bpffs() {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts.lines().any(|l| {
-        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
-            && l.split_whitespace().nth(2) == Some("bpf")
-    }) {
-        sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
-    }
+    lb_userspace::xdp::dataplane::ensure_bpffs().expect("bpffs at /sys/fs/bpf");
 }
 
 /// Removes pin directories left by test processes that no longer exist
