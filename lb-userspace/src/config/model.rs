@@ -27,9 +27,15 @@ pub struct Dataplane {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub pin_path: PathBuf,
+    /// Small state files: which data plane runs and why, the IPVS services
+    /// the daemon owns. Absolute.
+    pub state_dir: PathBuf,
     /// Used by every VIP that does not set its own.
     #[serde(serialize_with = "serialize_name")]
     pub encap: Encap,
+    /// The IPVS scheduler of every VIP that does not set its own. Only the
+    /// IPVS data plane reads it; XDP always uses Maglev.
+    pub scheduler: String,
     pub maglev_table_size: u32,
     pub flow_table_size: u32,
     pub max_vips: u32,
@@ -67,6 +73,10 @@ pub struct Vip {
     /// Already resolved against `dataplane.encap`.
     #[serde(serialize_with = "serialize_name")]
     pub encap: Encap,
+    /// The IPVS scheduler name, already resolved against
+    /// `dataplane.scheduler`. Checked for syntax only: the kernel knows
+    /// which schedulers are loaded.
+    pub scheduler: String,
     pub backends: Vec<Backend>,
 }
 
@@ -118,7 +128,9 @@ impl Default for Dataplane {
             interfaces: Vec::new(),
             xdp_mode: XdpMode::Native,
             pin_path: PathBuf::from("/sys/fs/bpf/xlb"),
+            state_dir: PathBuf::from("/run/xlb"),
             encap: Encap::Ipip,
+            scheduler: "mh".to_owned(),
             maglev_table_size: lb_common::DEFAULT_MAGLEV_SIZE,
             flow_table_size: lb_common::DEFAULT_FLOW_TABLE_SIZE,
             max_vips: lb_common::DEFAULT_MAX_VIPS,

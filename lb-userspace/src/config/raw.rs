@@ -19,7 +19,9 @@ pub(super) struct RawDataplane {
     pub(super) interfaces: Option<Vec<Spanned<String>>>,
     pub(super) xdp_mode: Option<Spanned<String>>,
     pub(super) pin_path: Option<Spanned<String>>,
+    pub(super) state_dir: Option<Spanned<String>>,
     pub(super) encap: Option<Spanned<String>>,
+    pub(super) scheduler: Option<Spanned<String>>,
     pub(super) maglev_table_size: Option<Spanned<i64>>,
     pub(super) flow_table_size: Option<Spanned<i64>>,
     pub(super) max_vips: Option<Spanned<i64>>,
@@ -40,6 +42,7 @@ pub(super) struct RawVip {
     pub(super) port: Option<Spanned<i64>>,
     pub(super) protocol: Option<Spanned<String>>,
     pub(super) encap: Option<Spanned<String>>,
+    pub(super) scheduler: Option<Spanned<String>>,
     pub(super) backends: Option<Spanned<Vec<RawBackend>>>,
 }
 

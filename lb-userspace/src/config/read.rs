@@ -74,7 +74,9 @@ impl Reader<'_> {
                 "interfaces" => d.interfaces = self.strings(T, name, value),
                 "xdp_mode" => d.xdp_mode = self.string(T, name, value),
                 "pin_path" => d.pin_path = self.string(T, name, value),
+                "state_dir" => d.state_dir = self.string(T, name, value),
                 "encap" => d.encap = self.string(T, name, value),
+                "scheduler" => d.scheduler = self.string(T, name, value),
                 "maglev_table_size" => d.maglev_table_size = self.integer(T, name, value),
                 "flow_table_size" => d.flow_table_size = self.integer(T, name, value),
                 "max_vips" => d.max_vips = self.integer(T, name, value),
@@ -129,6 +131,7 @@ impl Reader<'_> {
                 "port" => v.port = self.integer(T, name, value),
                 "protocol" => v.protocol = self.string(T, name, value),
                 "encap" => v.encap = self.string(T, name, value),
+                "scheduler" => v.scheduler = self.string(T, name, value),
                 "backends" => v.backends = self.backends(value),
                 _ => self.unknown(T, key),
             }

@@ -22,7 +22,13 @@ fn write_config(out: &mut String, config: &Config) -> std::fmt::Result {
     writeln!(out, "xdp_mode = {}", string(d.xdp_mode.name()))?;
     // The path came from a TOML string, so it is UTF-8 and nothing is lost.
     writeln!(out, "pin_path = {}", string(&d.pin_path.to_string_lossy()))?;
+    writeln!(
+        out,
+        "state_dir = {}",
+        string(&d.state_dir.to_string_lossy())
+    )?;
     writeln!(out, "encap = {}", string(d.encap.name()))?;
+    writeln!(out, "scheduler = {}", string(&d.scheduler))?;
     writeln!(out, "maglev_table_size = {}", d.maglev_table_size)?;
     writeln!(out, "flow_table_size = {}", d.flow_table_size)?;
     writeln!(out, "max_vips = {}", d.max_vips)?;
@@ -49,6 +55,7 @@ fn write_config(out: &mut String, config: &Config) -> std::fmt::Result {
         writeln!(out, "port = {}", vip.port)?;
         writeln!(out, "protocol = {}", string(vip.protocol.name()))?;
         writeln!(out, "encap = {}", string(vip.encap.name()))?;
+        writeln!(out, "scheduler = {}", string(&vip.scheduler))?;
         if vip.backends.is_empty() {
             writeln!(out, "backends = []")?;
         } else {

@@ -14,6 +14,17 @@ pub(super) const MAX_VIPS: RangeInclusive<u32> = 1..=65_536;
 /// Backend id 0 means "no backend", so one backend needs two entries.
 pub(super) const MAX_BACKENDS: RangeInclusive<u32> = 2..=1 << 24;
 pub(super) const NEXTHOP_TTL_MS: RangeInclusive<u32> = 1..=60_000;
+/// IP_VS_SCHEDNAME_MAXLEN is 16, counting the terminating NUL.
+pub(super) const SCHEDULER_NAME_MAX: usize = 15;
+
+/// Whether `name` can be an IPVS scheduler's name. Syntax only: third-party
+/// scheduler modules exist, and only the kernel knows which are loaded.
+pub(super) fn is_scheduler_name(name: &str) -> bool {
+    (1..=SCHEDULER_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Table {
@@ -35,7 +46,9 @@ impl Table {
                 "interfaces",
                 "xdp_mode",
                 "pin_path",
+                "state_dir",
                 "encap",
+                "scheduler",
                 "maglev_table_size",
                 "flow_table_size",
                 "max_vips",
@@ -45,7 +58,14 @@ impl Table {
                 "nexthop_ttl_ms",
             ],
             Self::Metrics => &["listen"],
-            Self::Vip => &["address", "port", "protocol", "encap", "backends"],
+            Self::Vip => &[
+                "address",
+                "port",
+                "protocol",
+                "encap",
+                "scheduler",
+                "backends",
+            ],
             Self::Backend => &["address", "weight"],
             Self::Kubernetes => &["enabled", "load_balancer_class"],
             Self::Announce => &["mode"],
@@ -104,7 +124,12 @@ pub(super) fn invalid(table: Table, key: &str, found: String) -> ErrorKind {
         (Dataplane, "interfaces") => "an array of interface names such as [\"eth0\"]".to_owned(),
         (Dataplane, "xdp_mode") => XdpMode::one_of(),
         (Dataplane, "pin_path") => "an absolute path such as \"/sys/fs/bpf/xlb\"".to_owned(),
+        (Dataplane, "state_dir") => "an absolute path such as \"/run/xlb\"".to_owned(),
         (Dataplane | Vip, "encap") => Encap::one_of(),
+        (Dataplane | Vip, "scheduler") => format!(
+            "an IPVS scheduler name: 1 to {SCHEDULER_NAME_MAX} characters of a-z, 0-9 and _ \
+             (rr, wrr, lc, wlc, sh, dh, mh, ...)"
+        ),
         (Dataplane, "maglev_table_size") => return ErrorKind::MaglevNotPrime { found },
         (Dataplane, "flow_table_size") => return range(&FLOW_TABLE_SIZE),
         (Dataplane, "max_vips") => return range(&MAX_VIPS),

@@ -62,7 +62,9 @@ fn defaults_are_the_documented_ones() {
     assert!(d.interfaces.is_empty());
     assert_eq!(d.xdp_mode, XdpMode::Native);
     assert_eq!(d.pin_path, PathBuf::from("/sys/fs/bpf/xlb"));
+    assert_eq!(d.state_dir, PathBuf::from("/run/xlb"));
     assert_eq!(d.encap, Encap::Ipip);
+    assert_eq!(d.scheduler, "mh");
     assert_eq!(d.maglev_table_size, 65_537);
     assert_eq!(d.flow_table_size, 1_048_576);
     assert_eq!(d.max_vips, 64);
@@ -101,6 +103,43 @@ fn vip_defaults_and_encap_inheritance() {
     );
     assert_eq!(second.encap, Encap::Ipip, "the VIP's own encap wins");
     assert!(second.backends.is_empty());
+}
+
+#[test]
+fn vip_scheduler_defaults_to_the_dataplane_one() {
+    let config = accepts("[[vip]]\naddress = \"10.0.0.1\"\n");
+    assert_eq!(config.dataplane.scheduler, "mh");
+    assert_eq!(
+        config.vips[0].scheduler, "mh",
+        "the default of dataplane.scheduler"
+    );
+
+    let config = accepts(
+        "[dataplane]\nscheduler = \"wlc\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nscheduler = \"sh\"\n",
+    );
+    let [first, second] = &config.vips[..] else {
+        panic!("two VIPs expected: {config:?}");
+    };
+    assert_eq!(config.dataplane.scheduler, "wlc");
+    assert_eq!(first.scheduler, "wlc", "inherited from dataplane.scheduler");
+    assert_eq!(second.scheduler, "sh", "the VIP's own scheduler wins");
+}
+
+#[test]
+fn any_well_formed_scheduler_name_is_accepted() {
+    // Syntax only: third-party schedulers exist and the kernel decides.
+    for name in ["rr", "lblcr", "twos", "my_sched2", "a", "abcdefghijklmno"] {
+        let config = accepts(&format!("[dataplane]\nscheduler = \"{name}\"\n"));
+        assert_eq!(config.dataplane.scheduler, name);
+    }
+}
+
+#[test]
+fn state_dir_is_read() {
+    let config = accepts("[dataplane]\nstate_dir = \"/var/lib/xlb\"\n");
+    assert_eq!(config.dataplane.state_dir, PathBuf::from("/var/lib/xlb"));
 }
 
 #[test]
@@ -167,6 +206,8 @@ fn example_config_loads() {
         Some("fd00::1".parse::<Ipv6Addr>().unwrap())
     );
     assert_eq!(d.nexthop_ttl_ms, 100);
+    assert_eq!(d.scheduler, "mh");
+    assert_eq!(d.state_dir, PathBuf::from("/run/xlb"));
 
     let [v4, v6] = &config.vips[..] else {
         panic!("two VIPs expected: {config:?}");
@@ -181,6 +222,8 @@ fn example_config_loads() {
         (v6.address, v6.port, v6.encap),
         (ip("fd00:99::100"), 443, Encap::L2)
     );
+    assert_eq!(v4.scheduler, "mh", "inherited");
+    assert_eq!(v6.scheduler, "sh", "its own");
     assert_eq!(
         v6.backends[1],
         Backend {
@@ -210,7 +253,9 @@ fn unusual_values_round_trip() {
             interfaces: vec!["eth\"0".into(), "ens5\\x".into()],
             xdp_mode: XdpMode::Generic,
             pin_path: "/sys/fs/bpf/x lb".into(),
+            state_dir: "/run/x\"lb".into(),
             encap: Encap::L2,
+            scheduler: "my_sched_1".into(),
             ipip_source_v4: None,
             ipip_source_v6: Some(Ipv6Addr::LOCALHOST),
             ..Dataplane::default()
@@ -223,6 +268,7 @@ fn unusual_values_round_trip() {
             port: 0,
             protocol: Protocol::Udp,
             encap: Encap::Ipip,
+            scheduler: "wrr".into(),
             backends: Vec::new(),
         }],
         kubernetes: Kubernetes {
@@ -244,6 +290,9 @@ fn serializes_to_json_with_names_as_written_in_the_config() {
     assert_eq!(json["dataplane"]["mode"], "auto");
     assert_eq!(json["dataplane"]["encap"], "ipip");
     assert_eq!(json["dataplane"]["pin_path"], "/sys/fs/bpf/xlb");
+    assert_eq!(json["dataplane"]["state_dir"], "/run/xlb");
+    assert_eq!(json["dataplane"]["scheduler"], "mh");
+    assert_eq!(json["vips"][1]["scheduler"], "sh");
     assert_eq!(json["dataplane"]["ipip_source_v6"], "fd00::1");
     assert_eq!(json["metrics"]["listen"], "127.0.0.1:9810");
     assert_eq!(json["vips"][1]["encap"], "l2");
@@ -370,7 +419,8 @@ fn unknown_keys_name_the_table_and_its_keys() {
         3,
         3,
         "unknown key `maglev_size` in [dataplane] (valid keys: mode, interfaces, xdp_mode, \
-         pin_path, encap, maglev_table_size, flow_table_size, max_vips, max_backends, \
+         pin_path, state_dir, encap, scheduler, maglev_table_size, flow_table_size, max_vips, \
+         max_backends, \
          ipip_source_v4, ipip_source_v6, nexthop_ttl_ms)",
     );
     assert!(matches!(kind, ErrorKind::UnknownKey { .. }));
@@ -391,7 +441,8 @@ fn unknown_keys_name_the_table_and_its_keys() {
         "[[vip]]\nadress = \"10.0.0.1\"\naddress = \"10.0.0.1\"\n",
         2,
         1,
-        "unknown key `adress` in [[vip]] (valid keys: address, port, protocol, encap, backends)",
+        "unknown key `adress` in [[vip]] (valid keys: address, port, protocol, encap, scheduler, \
+         backends)",
     );
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
@@ -547,6 +598,18 @@ fn wrong_types_name_the_field_and_what_it_takes() {
         "`dataplane.pin_path` must be an absolute path such as \"/sys/fs/bpf/xlb\"; found \"xlb\"",
     );
     rejects(
+        "[dataplane]\nstate_dir = \"run/xlb\"\n",
+        2,
+        13,
+        "`dataplane.state_dir` must be an absolute path such as \"/run/xlb\"; found \"run/xlb\"",
+    );
+    rejects(
+        "[dataplane]\nstate_dir = 1\n",
+        2,
+        13,
+        "`dataplane.state_dir` must be an absolute path such as \"/run/xlb\"; found 1",
+    );
+    rejects(
         "[dataplane]\nmax_vips = 1.5\n",
         2,
         12,
@@ -650,6 +713,49 @@ fn missing_addresses() {
         3,
         13,
         "a backend of [[vip]] has no `address`, which is required",
+    );
+}
+
+#[test]
+fn scheduler_names_are_checked_for_syntax_only() {
+    let rule = "an IPVS scheduler name: 1 to 15 characters of a-z, 0-9 and _ \
+                (rr, wrr, lc, wlc, sh, dh, mh, ...)";
+    let kind = rejects(
+        "[dataplane]\nscheduler = \"Round Robin\"\n",
+        2,
+        13,
+        &format!("`dataplane.scheduler` must be {rule}; found \"Round Robin\""),
+    );
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
+    rejects(
+        "[dataplane]\nscheduler = \"\"\n",
+        2,
+        13,
+        &format!("`dataplane.scheduler` must be {rule}; found \"\""),
+    );
+    rejects(
+        "[dataplane]\nscheduler = \"abcdefghijklmnop\"\n",
+        2,
+        13,
+        &format!("`dataplane.scheduler` must be {rule}; found \"abcdefghijklmnop\""),
+    );
+    rejects(
+        "[dataplane]\nscheduler = 7\n",
+        2,
+        13,
+        &format!("`dataplane.scheduler` must be {rule}; found 7"),
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nscheduler = \"ip_vs_mh\"\n[[vip]]\naddress = \"10.0.0.2\"\n  scheduler = \"m-h\"\n",
+        6,
+        15,
+        &format!("`vip.scheduler` must be {rule}; found \"m-h\""),
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nscheduler = \"MH\"\n",
+        3,
+        13,
+        &format!("`vip.scheduler` must be {rule}; found \"MH\""),
     );
 }
 

@@ -68,7 +68,7 @@ pub(super) fn values(raw: &RawConfig, text: &str, faults: &mut Faults) -> Checke
     for raw_vip in &raw.vips {
         // A VIP without a valid address cannot be checked against the
         // others; its own error is already recorded.
-        if let Some((vip, vip_spans)) = check.vip(raw_vip, dataplane.encap) {
+        if let Some((vip, vip_spans)) = check.vip(raw_vip, &dataplane) {
             vips.push(vip);
             spans.vips.push(vip_spans);
         }
@@ -179,9 +179,18 @@ impl Values<'_> {
                     Some(PathBuf::from(s)).filter(|p| p.is_absolute())
                 })
                 .unwrap_or(defaults.pin_path),
+            // Read by other processes and across restarts, like pin_path.
+            state_dir: self
+                .get(T, "state_dir", &d.state_dir, |s| {
+                    Some(PathBuf::from(s)).filter(|p| p.is_absolute())
+                })
+                .unwrap_or(defaults.state_dir),
             encap: self
                 .get(T, "encap", &d.encap, |s| Encap::from_name(s))
                 .unwrap_or(defaults.encap),
+            scheduler: self
+                .get(T, "scheduler", &d.scheduler, |s| scheduler_name(s))
+                .unwrap_or(defaults.scheduler),
             maglev_table_size: self
                 .get(T, "maglev_table_size", &d.maglev_table_size, |n| {
                     u32::try_from(*n).ok().filter(|&n| is_prime(n))
@@ -223,7 +232,8 @@ impl Values<'_> {
         }
     }
 
-    fn vip(&mut self, v: &RawVip, default_encap: Encap) -> Option<(Vip, VipSpans)> {
+    /// `dataplane` gives the defaults of the VIP's encap and scheduler.
+    fn vip(&mut self, v: &RawVip, dataplane: &Dataplane) -> Option<(Vip, VipSpans)> {
         const T: Table = Table::Vip;
         let address = self.get(T, "address", &v.address, |s| s.parse::<IpAddr>().ok());
         let port = self
@@ -234,7 +244,10 @@ impl Values<'_> {
             .unwrap_or(Protocol::Tcp);
         let encap = self
             .get(T, "encap", &v.encap, |s| Encap::from_name(s))
-            .unwrap_or(default_encap);
+            .unwrap_or(dataplane.encap);
+        let scheduler = self
+            .get(T, "scheduler", &v.scheduler, |s| scheduler_name(s))
+            .unwrap_or_else(|| dataplane.scheduler.clone());
 
         let mut backends = Vec::new();
         let mut backend_addresses = Vec::new();
@@ -258,6 +271,7 @@ impl Values<'_> {
             port,
             protocol,
             encap,
+            scheduler,
             backends,
         };
         let spans = VipSpans {
@@ -380,6 +394,10 @@ pub(super) fn relations(checked: &Checked, text: &str, faults: &mut Faults) {
             },
         );
     }
+}
+
+fn scheduler_name(s: &str) -> Option<String> {
+    schema::is_scheduler_name(s).then(|| s.to_owned())
 }
 
 /// How messages name a VIP: `10.0.0.1:80/tcp`, `[fd00::1]:443/udp`, and
