@@ -18,11 +18,11 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    caps,
     config::{self, Config, DataplaneMode, XdpMode},
     dataplane::{self, Dataplane, Start},
     desired::Desired,
     ifaddr, metrics,
+    runstate::RunState,
     xdp::{self, attach::Mode},
 };
 
@@ -82,21 +82,14 @@ pub fn desired(cfg: &Config, interfaces: &[String]) -> Desired {
 
 pub async fn run(o: RunOptions) -> Result<()> {
     let cfg = config::load(&o.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let missing =
-        caps::missing(caps::XDP_REQUIRED).context("reading this process's capabilities")?;
-    if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
-        bail!(
-            "missing capabilities: {} (xlb run needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; see README)",
-            names.join(", ")
-        );
-    }
+    let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
     let interfaces = if o.interfaces.is_empty() {
         cfg.dataplane.interfaces.clone()
     } else {
         o.interfaces.clone()
     };
-    if interfaces.is_empty() {
+    // IPVS works on whatever interface the VIP traffic arrives at.
+    if interfaces.is_empty() && mode != DataplaneMode::Ipvs {
         bail!(
             "no interface to attach to: set dataplane.interfaces in {} or pass --iface",
             o.config.display()
@@ -109,7 +102,6 @@ pub async fn run(o: RunOptions) -> Result<()> {
         }
     }
     let settings = settings(&cfg, o.pin_path.as_deref());
-    let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
     let xdp_mode = match cfg.dataplane.xdp_mode {
         XdpMode::Native => Mode::Native,
         XdpMode::Generic => Mode::Generic,
@@ -118,9 +110,17 @@ pub async fn run(o: RunOptions) -> Result<()> {
         settings: &settings,
         interfaces: &interfaces,
         xdp_mode,
+        state_dir: &cfg.dataplane.state_dir,
     };
     let (dp, why) = dataplane::select(mode, &start)?;
     tracing::info!(dataplane = dp.name(), reason = %why, "data plane ready");
+    RunState {
+        dataplane: dp.name().to_string(),
+        reason: why,
+        pin_path: settings.pin_dir.clone().unwrap_or_default(),
+    }
+    .write(&cfg.dataplane.state_dir)
+    .with_context(|| format!("writing {}", cfg.dataplane.state_dir.display()))?;
     let dp: Shared = Arc::new(Mutex::new(dp));
     let stats = Arc::new(Stats::default());
     // Before the first flows can arrive: XDP cannot resolve neighbours.

@@ -38,6 +38,8 @@ impl fmt::Display for Service {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub encap: Encap,
+    /// IPVS scheduler; the XDP data plane always uses its own Maglev.
+    pub scheduler: String,
     /// Backend address -> weight (0: draining, established flows only).
     pub backends: BTreeMap<IpAddr, u32>,
 }
@@ -66,6 +68,7 @@ impl Desired {
                     svc,
                     ServiceSpec {
                         encap: v.encap,
+                        scheduler: v.scheduler.clone(),
                         backends,
                     },
                 )

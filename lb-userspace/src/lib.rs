@@ -1,5 +1,5 @@
 //! The `xlb` daemon's library: configuration, Maglev, the XDP data plane's
-//! loader and maps, reconciliation, metrics.
+//! loader and maps, the IPVS fallback, reconciliation, metrics.
 
 pub mod caps;
 pub mod config;
@@ -7,7 +7,10 @@ pub mod daemon;
 pub mod dataplane;
 pub mod desired;
 pub mod ifaddr;
+pub mod ipvs;
 pub mod maglev;
 pub mod metrics;
 pub mod neigh;
+pub mod netlink;
+pub mod runstate;
 pub mod xdp;

@@ -10,6 +10,8 @@ use clap::{Parser, ValueEnum};
 use lb_userspace::{
     config::{self, DataplaneMode},
     daemon,
+    ipvs::IpvsDataplane,
+    runstate::RunState,
     xdp::{Balancer, Decapsulator, Maps, Settings, pins::PinDir, status as xdp_status},
 };
 
@@ -66,16 +68,22 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "/sys/fs/bpf/xlb")]
         pin_path: PathBuf,
+        /// The daemon's dataplane.state_dir (says which data plane runs).
+        #[arg(long, default_value = "/run/xlb")]
+        state_dir: PathBuf,
     },
     /// Validate a config file; errors as FILE:LINE:COLUMN: reason, exit 1.
     Check {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Detach the balancer from every interface and remove its pins.
+    /// Remove the data plane: detach the XDP balancer and remove its pins,
+    /// or delete the IPVS services and VIP routes xlb owns (never others).
     Stop {
         #[arg(long, default_value = "/sys/fs/bpf/xlb")]
         pin_path: PathBuf,
+        #[arg(long, default_value = "/run/xlb")]
+        state_dir: PathBuf,
     },
     /// Check that the XDP balancer loads through this kernel's verifier.
     Verify,
@@ -150,7 +158,14 @@ fn run(cmd: Command) -> Result<()> {
                 .build()?
                 .block_on(daemon::run(opts))?;
         }
-        Command::Status { json, pin_path } => status(&pin_path, json)?,
+        Command::Status {
+            json,
+            pin_path,
+            state_dir,
+        } => match RunState::read(&state_dir) {
+            Some(r) if r.dataplane == "ipvs" => ipvs_status(&state_dir, r.reason, json)?,
+            _ => status(&pin_path, json)?,
+        },
         Command::Check { config } => {
             let c = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
@@ -160,21 +175,36 @@ fn run(cmd: Command) -> Result<()> {
                 c.vips.len()
             );
         }
-        Command::Stop { pin_path } => {
+        Command::Stop {
+            pin_path,
+            state_dir,
+        } => {
+            let ipvs_owned = state_dir.join(lb_userspace::ipvs::ownership::FILE).exists();
             let pins = PinDir::new(&pin_path);
-            if !pins.has_maps() && pins.links().is_empty() {
+            let xdp = pins.has_maps() || !pins.links().is_empty();
+            if !ipvs_owned && !xdp {
                 bail!(
-                    "nothing pinned at {}: no xlb data plane to stop",
-                    pin_path.display()
+                    "nothing to stop: no xlb pins at {} and no IPVS services recorded in {}",
+                    pin_path.display(),
+                    state_dir.display()
                 );
             }
-            let links = pins.links();
-            pins.remove(true)
-                .with_context(|| format!("removing pins under {}", pin_path.display()))?;
-            for l in links {
-                println!("detached from {}", l.iface);
+            if ipvs_owned {
+                let removed = IpvsDataplane::open(&state_dir)?.remove_all()?;
+                for key in removed {
+                    println!("removed IPVS service {key}");
+                }
             }
-            println!("removed {}", pin_path.display());
+            if xdp {
+                let links = pins.links();
+                pins.remove(true)
+                    .with_context(|| format!("removing pins under {}", pin_path.display()))?;
+                for l in links {
+                    println!("detached from {}", l.iface);
+                }
+                println!("removed {}", pin_path.display());
+            }
+            RunState::remove(&state_dir);
         }
         Command::Verify => {
             let b = Balancer::load(&Settings::default())?;
@@ -230,6 +260,17 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
             }
         })?;
     tracing::info!("stopping: detaching from {}", ifaces.join(", "));
+    Ok(())
+}
+
+fn ipvs_status(state_dir: &Path, reason: String, json: bool) -> Result<()> {
+    let mut dp = IpvsDataplane::open(state_dir)?;
+    let s = lb_userspace::ipvs::status::read(&mut dp, reason)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", lb_userspace::ipvs::status::render(&s));
+    }
     Ok(())
 }
 

@@ -49,6 +49,7 @@ fn be(i: u32) -> IpAddr {
 
 fn spec(encap: Encap, backends: &[(u32, u32)]) -> ServiceSpec {
     ServiceSpec {
+        scheduler: "mh".into(),
         encap,
         backends: backends.iter().map(|&(b, w)| (be(b), w)).collect(),
     }

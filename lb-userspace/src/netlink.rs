@@ -1,0 +1,77 @@
+//! A blocking netlink request/response channel over netlink-sys, shared by
+//! the IPVS client (generic netlink) and the VIP-route keeper (rtnetlink).
+//! Requests are synchronous: one in flight, answered by an ACK, an error or
+//! a multipart dump ending in DONE.
+
+use std::{fmt::Debug, io};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable,
+};
+use netlink_sys::{Socket, SocketAddr};
+
+pub struct Channel {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Channel {
+    /// Opens a socket of `protocol` (`NETLINK_GENERIC`, `NETLINK_ROUTE`)
+    /// connected to the kernel.
+    pub fn open(protocol: isize) -> io::Result<Self> {
+        let mut socket = Socket::new(protocol)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        // Errors then carry the kernel's reason text where it has one.
+        let _ = socket.set_ext_ack(true);
+        Ok(Self { socket, seq: 0 })
+    }
+
+    /// Sends `payload` and waits for the kernel's answer: the messages of a
+    /// dump (with `dump`), or nothing but an ACK. A kernel error comes back
+    /// as the `io::Error` of its errno.
+    pub fn request<T>(&mut self, payload: T, flags: u16, dump: bool) -> io::Result<Vec<T>>
+    where
+        T: NetlinkSerializable + NetlinkDeserializable + Debug,
+    {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags | if dump { NLM_F_DUMP } else { NLM_F_ACK };
+        header.sequence_number = self.seq;
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.socket.recv_from_full()?;
+            let mut at = 0;
+            while at < data.len() {
+                let msg = NetlinkMessage::<T>::deserialize(&data[at..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink message of length 0",
+                    ));
+                }
+                at += len.next_multiple_of(4);
+                if msg.header.sequence_number != self.seq {
+                    continue; // a late answer to an earlier request
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) if e.code.is_none() => return Ok(out),
+                    NetlinkPayload::Error(e) => return Err(e.to_io()),
+                    NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                    _ => {}
+                }
+            }
+        }
+    }
+}
