@@ -412,15 +412,20 @@ pub fn stop_lb(t: &Topology, i: usize, mut c: Child, pins: &PinDir) {
 /// `n` HTTP requests from the client with curl, each on a new connection;
 /// the backend names that answered, counted.
 pub fn curl(t: &Topology, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
+    curl_port(t, vip, 80, n)
+}
+
+/// [`curl`] to another port of the VIP.
+pub fn curl_port(t: &Topology, vip: IpAddr, port: u16, n: usize) -> BTreeMap<String, usize> {
     let host = match vip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
     let list = t
         .dir
-        .join(format!("urls-{host}.txt").replace([':', '[', ']'], "_"));
+        .join(format!("urls-{host}-{port}.txt").replace([':', '[', ']'], "_"));
     let urls: String = (0..n)
-        .map(|i| format!("url = \"http://{host}/?r={i}\"\n"))
+        .map(|i| format!("url = \"http://{host}:{port}/?r={i}\"\n"))
         .collect();
     std::fs::write(&list, urls).unwrap();
     let (code, out, err) = t.run_in(
