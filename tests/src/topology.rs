@@ -45,14 +45,33 @@ pub fn backend6(i: usize) -> Ipv6Addr {
 }
 
 /// A binary of this workspace, built (or brought up to date) once per
-/// process and found next to the running executable.
+/// process and found next to the running executable; or, when
+/// `XLB_BIN_DIR` is set (`cargo xtask vm-test`, whose guests run prebuilt
+/// binaries and no cargo), taken from that directory as it is.
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     use std::{collections::HashMap, sync::Mutex};
+    if let Some(dir) = std::env::var_os("XLB_BIN_DIR") {
+        let path = Path::new(&dir).join(bin);
+        assert!(
+            path.is_file(),
+            "XLB_BIN_DIR has no {bin}: {} (cargo build -p {package} --bin {bin} makes it)",
+            path.display()
+        );
+        return path;
+    }
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let map = built.get_or_insert_with(HashMap::new);
     if let Some(p) = map.get(bin) {
         return p.clone();
+    }
+    // Inside a VM guest (`cargo xtask vm-test`) the workspace is read-only
+    // and the binaries were built beforehand on the host.
+    if let Some(dir) = std::env::var_os("XLB_BIN_DIR") {
+        let path = PathBuf::from(dir).join(bin);
+        assert!(path.exists(), "XLB_BIN_DIR has no {}", path.display());
+        map.insert(bin.to_string(), path.clone());
+        return path;
     }
     let exe = std::env::current_exe().expect("executable path");
     let mut dir = exe.parent().expect("executable dir").to_path_buf();

@@ -6,9 +6,10 @@ mod checks;
 mod cmd;
 mod demo;
 mod setup;
+mod vm;
 mod workspace;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,12 +54,36 @@ enum Task {
         #[arg(long)]
         once: bool,
     },
+    /// Set up, build, then run the integration tests inside Debian kernels
+    /// booted with virtme-ng (QEMU without KVM, the host's filesystem)
+    VmTest {
+        /// 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie) or all
+        #[arg(long, default_value = "all", value_parser = vm::parse_kernels)]
+        kernel: vm::Selection,
+        /// Seconds one boot may take, tests included, before it is stopped
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
+    /// Boot a Debian kernel with virtme-ng and run a shell command in it, as
+    /// root in the workspace root, with bpffs mounted, XLB_IN_VM=1 and
+    /// XLB_BIN_DIR=target/debug
+    VmRun {
+        /// 5.10 (bullseye), 6.1 (bookworm) or 6.12 (trixie)
+        #[arg(long, default_value = "6.1", value_parser = vm::parse_kernel)]
+        kernel: &'static vm::Kernel,
+        /// Seconds the boot may take before it is stopped
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// The shell command (words are joined with spaces)
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let task = Cli::parse().task;
     match run(task) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // The whole chain on one line; no backtrace, even with RUST_BACKTRACE.
             eprintln!("error: {err:#}");
@@ -67,7 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(task: Task) -> Result<()> {
+fn run(task: Task) -> Result<ExitCode> {
     setup::run()?;
     match task {
         Task::Setup => Ok(()),
@@ -75,7 +100,15 @@ fn run(task: Task) -> Result<()> {
         Task::Test { cargo_test_args } => checks::run(&cargo_test_args),
         Task::Bench { args } => bench::run(&args),
         Task::Run { once } => demo::run(once),
+        Task::VmTest { kernel, timeout } => vm::test(&kernel.0, Duration::from_secs(timeout)),
+        // The command's own exit status, not just success or failure.
+        Task::VmRun {
+            kernel,
+            timeout,
+            command,
+        } => return vm::run(kernel, &command.join(" "), Duration::from_secs(timeout)),
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -106,5 +139,27 @@ mod tests {
             panic!("not the bench task");
         };
         assert_eq!(args, ["--duration", "5"]);
+    }
+
+    #[test]
+    fn vm_tasks_take_a_kernel() {
+        let cli = Cli::try_parse_from(["xtask", "vm-test"]).unwrap();
+        let Task::VmTest { kernel, .. } = cli.task else {
+            panic!("not the vm-test task");
+        };
+        assert_eq!(kernel.0.len(), vm::KERNELS.len());
+        let cli =
+            Cli::try_parse_from(["xtask", "vm-run", "--", "modprobe ip_vs", "&&", "true"]).unwrap();
+        let Task::VmRun {
+            kernel, command, ..
+        } = cli.task
+        else {
+            panic!("not the vm-run task");
+        };
+        assert_eq!(kernel.name, "6.1");
+        assert_eq!(command.join(" "), "modprobe ip_vs && true");
+        assert!(
+            Cli::try_parse_from(["xtask", "vm-run", "--kernel", "4.19", "--", "true"]).is_err()
+        );
     }
 }

@@ -5,10 +5,13 @@ mod bpf_linker;
 mod bpffs;
 mod packages;
 mod toolchain;
+mod vm;
 
 use std::fs;
 
 use anyhow::{Context as _, Result};
+
+pub(crate) use self::vm::Image;
 
 pub(crate) fn run() -> Result<()> {
     let root = is_root()?;
@@ -17,6 +20,16 @@ pub(crate) fn run() -> Result<()> {
     bpf_linker::ensure()?;
     bpffs::ensure(root)?;
     Ok(())
+}
+
+/// What booting other kernels needs on top of `run`: QEMU, virtme-ng and
+/// the kernels of `suites` (Debian suite names), returned in that order.
+pub(crate) fn vm(suites: &[&str]) -> Result<Vec<Image>> {
+    vm::ensure_tools(is_root()?)?;
+    suites
+        .iter()
+        .map(|suite| vm::ensure_kernel(suite))
+        .collect()
 }
 
 /// Whether this process runs with effective user id 0.

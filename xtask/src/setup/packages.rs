@@ -15,7 +15,13 @@ const PACKAGES: &[&str] = &[
 ];
 
 pub(super) fn ensure(is_root: bool) -> Result<()> {
-    let missing = missing()?;
+    ensure_these(is_root, PACKAGES)
+}
+
+/// Installs whichever of `packages` is missing (as root; otherwise fails
+/// with the command to run).
+pub(super) fn ensure_these(is_root: bool, packages: &[&'static str]) -> Result<()> {
+    let missing = missing(packages)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -32,9 +38,9 @@ pub(super) fn ensure(is_root: bool) -> Result<()> {
     apt_get().args(["install", "-y", "-q"]).args(&missing).run()
 }
 
-fn missing() -> Result<Vec<&'static str>> {
+fn missing(packages: &[&'static str]) -> Result<Vec<&'static str>> {
     let mut missing = Vec::new();
-    for &package in PACKAGES {
+    for &package in packages {
         let status = Cmd::new("dpkg-query")
             .args(["-W", "-f", "${Status}", package])
             .probe()?;
