@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::NetNs;
+use crate::{netns::NetNs, vm::patience};
 
 /// The `xlb` binary of this workspace, built once per test process.
 pub fn xlb_bin() -> PathBuf {
@@ -55,7 +55,8 @@ impl Daemon {
     /// Waits for exit after SIGTERM; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let timeout = patience(Duration::from_secs(10));
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s.code();
@@ -63,7 +64,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "xlb did not exit within 10 s of SIGTERM; log:\n{}",
+            "xlb did not exit within {timeout:?} of SIGTERM; log:\n{}",
             self.log_text()
         );
     }
@@ -74,6 +75,7 @@ impl Daemon {
 
     /// Waits until the log shows `needle` (the daemon reached that point).
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let timeout = patience(timeout);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.log_text().contains(needle) {

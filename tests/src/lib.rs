@@ -8,3 +8,4 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod topology;
+pub mod vm;

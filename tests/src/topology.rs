@@ -24,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::{NetNs, PinDir};
+use crate::{
+    netns::{NetNs, PinDir},
+    vm::patience,
+};
 
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
@@ -296,7 +299,7 @@ impl Topology {
     }
 
     pub fn wait_log(&self, name: &str, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
         while !self.log(name).contains(needle) {
             assert!(
                 Instant::now() < deadline,
@@ -443,6 +446,7 @@ pub fn curl_port(t: &Topology, vip: IpAddr, port: u16, n: usize) -> BTreeMap<Str
     let list = t
         .dir
         .join(format!("urls-{host}-{port}.txt").replace([':', '[', ']'], "_"));
+    let max_time = patience(Duration::from_secs(5)).as_secs().to_string();
     let urls: String = (0..n)
         .map(|i| format!("url = \"http://{host}:{port}/?r={i}\"\n"))
         .collect();
@@ -454,7 +458,7 @@ pub fn curl_port(t: &Topology, vip: IpAddr, port: u16, n: usize) -> BTreeMap<Str
             "-sS",
             "-g",
             "--max-time",
-            "5",
+            &max_time,
             "-H",
             "Connection: close",
             "-K",
@@ -492,7 +496,8 @@ pub fn capture_replies(t: &Topology, lb: usize) -> Child {
 }
 
 pub fn captured(t: &Topology, lb: usize, mut c: Child) -> Vec<String> {
-    std::thread::sleep(Duration::from_millis(300));
+    // Time for the last frames to reach tcpdump's output.
+    std::thread::sleep(patience(Duration::from_millis(300)));
     unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
     let _ = c.wait();
     t.log(&format!("capture-{lb}.txt"))

@@ -73,9 +73,9 @@ pub(crate) fn run(kernel: &Kernel, command: &str, timeout: Duration) -> Result<E
         bin_dir: built.is_dir().then_some(built),
         cwd: root.to_path_buf(),
     };
-    let script = root
-        .join("target/vm")
-        .join(format!("run-{}-{}.sh", kernel.name, std::process::id()));
+    let script =
+        root.join("target/vm")
+            .join(format!("run-{}-{}.sh", kernel.name, std::process::id()));
     eprintln!("booting Linux {} ({}) ...", image.release, kernel.suite);
     let ended = guest::boot(&image, &env, command, &script, timeout, |line| {
         println!("{line}");

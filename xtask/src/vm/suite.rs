@@ -1,11 +1,447 @@
-//! `cargo xtask vm-test`: the integration tests inside each kernel.
+//! `cargo xtask vm-test`: xlb-tests' integration tests inside each kernel.
+//! The host builds everything once; each kernel boots once and runs its
+//! share of the table below from the prebuilt executables.
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
-use super::Kernel;
+use super::{
+    KERNELS, Kernel,
+    guest::{self, quote},
+};
+use crate::{setup, workspace};
 
-pub(crate) fn run(_kernels: &[&Kernel], _timeout: Duration) -> Result<()> {
-    bail!("vm-test is not written yet")
+const ALL: &[&str] = &["5.10", "6.1", "6.12"];
+
+/// What runs where: an integration-test target of xlb-tests
+/// (`tests/tests/<name>.rs`), one test of it by exact name or all of them
+/// (`None`), and the kernels (names from `KERNELS`) that run it.
+const TESTS: &[(&str, Option<&str>, &[&str])] = &[
+    // The verifier and every packet path, frame by frame.
+    ("packets", None, ALL),
+    // Real TCP through the veth topology: both DSR modes, IPv4 and IPv6,
+    // the daemon binary loading, attaching and forwarding.
+    (
+        "e2e",
+        Some("http_through_both_dsr_modes_ipv4_and_ipv6"),
+        ALL,
+    ),
+];
+
+/// A line in the guest script's output that frames one test executable.
+const BEGIN: &str = "xlb-vm: begin ";
+const END: &str = "xlb-vm: end ";
+
+pub(crate) fn run(kernels: &[&Kernel], timeout: Duration) -> Result<()> {
+    let suite_start = Instant::now();
+    table_names_known_kernels()?;
+    let suites: Vec<_> = kernels.iter().map(|k| k.suite).collect();
+    let images = setup::vm(&suites)?;
+    let built = build()?;
+
+    let mut reports = Vec::new();
+    for (kernel, image) in kernels.iter().zip(&images) {
+        let entries = entries_for(kernel.name);
+        if entries.is_empty() {
+            eprintln!("==> Linux {}: nothing in the table runs here", kernel.name);
+            continue;
+        }
+        let mut body = String::from("failed=0\n");
+        for &(target, exact, _) in &entries {
+            let exe = built.tests.get(target).with_context(|| {
+                format!("xlb-tests has no test target {target:?} (tests/tests/{target}.rs)")
+            })?;
+            body += &invocation(target, exact, exe);
+        }
+        body += "exit $failed\n";
+
+        eprintln!(
+            "==> Linux {} ({}, Debian {}): {}",
+            image.release,
+            kernel.name,
+            kernel.suite,
+            entries
+                .iter()
+                .map(|(target, exact, _)| exact
+                    .map_or_else(|| (*target).to_owned(), |one| format!("{target}::{one}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let env = guest::Env {
+            bin_dir: Some(built.bin_dir.clone()),
+            cwd: workspace::root().to_path_buf(),
+        };
+        let script = workspace::root().join("target/vm").join(format!(
+            "test-{}-{}.sh",
+            kernel.name,
+            std::process::id()
+        ));
+        let mut parser = Parser::default();
+        let tag = format!("[{}]", kernel.name);
+        let ended = guest::boot(image, &env, &body, &script, timeout, |line| {
+            println!("{tag} {line}");
+            parser.line(line);
+        })?;
+        let report = Report {
+            kernel,
+            release: image.release.clone(),
+            boot: ended.boot,
+            elapsed: ended.elapsed,
+            status: ended.status,
+            timed_out: ended.timed_out,
+            runs: parser.finish(),
+            expected: entries.len(),
+        };
+        eprint!("{}", report.render(timeout));
+        reports.push(report);
+    }
+
+    eprintln!("==> VM suite");
+    let mut failed = Vec::new();
+    for report in &reports {
+        eprintln!("{}", report.summary_line());
+        if !report.passed() {
+            failed.push(report.kernel.name);
+        }
+    }
+    eprintln!("  VM suite: {} in all", minutes(suite_start.elapsed()));
+    if !failed.is_empty() {
+        bail!("VM tests failed on Linux {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The table's entries for one kernel, in table order.
+fn entries_for(kernel: &str) -> Vec<(&'static str, Option<&'static str>, &'static [&'static str])> {
+    TESTS
+        .iter()
+        .filter(|(_, _, kernels)| kernels.contains(&kernel))
+        .copied()
+        .collect()
+}
+
+/// The guest script's lines for one test executable: framed by markers the
+/// host times and parses, its exit status folded into `failed`.
+fn invocation(target: &str, exact: Option<&str>, exe: &Path) -> String {
+    let mut line = quote(&exe.display().to_string());
+    if let Some(test) = exact {
+        let _ = write!(line, " --exact {}", quote(test));
+    }
+    format!(
+        "echo '{BEGIN}{target}'\n\
+         {line}\n\
+         rc=$?\n\
+         echo \"{END}{target} $rc\"\n\
+         [ $rc -eq 0 ] || failed=1\n"
+    )
+}
+
+struct Built {
+    /// Integration-test target name -> executable.
+    tests: BTreeMap<String, PathBuf>,
+    /// Where `cargo build` put the workspace's binaries (xlb, xlb-backend).
+    bin_dir: PathBuf,
+}
+
+/// Builds the workspace's binaries and xlb-tests' test executables on the
+/// host, the same profile for both.
+fn build() -> Result<Built> {
+    eprintln!("==> building the binaries and test executables for the guests");
+    workspace::cargo().args(["build", "--quiet"]).run()?;
+    let mut cmd = workspace::cargo().args([
+        "test",
+        "--no-run",
+        "--quiet",
+        "--message-format=json",
+        "-p",
+        "xlb-tests",
+    ]);
+    for target in TESTS.iter().map(|(target, _, _)| target) {
+        cmd = cmd.args(["--test", target]);
+    }
+    let json = cmd.read()?;
+    let tests = test_executables(&json)?;
+    let any = tests
+        .values()
+        .next()
+        .context("cargo test --no-run built no test executable")?;
+    // <target>/debug/deps/<test>-<hash> -> <target>/debug
+    let bin_dir = any
+        .parent()
+        .and_then(Path::parent)
+        .context("a test executable outside <target>/<profile>/deps")?
+        .to_path_buf();
+    ensure!(
+        bin_dir.join("xlb").is_file(),
+        "no xlb beside the test executables in {}",
+        bin_dir.display()
+    );
+    Ok(Built { tests, bin_dir })
+}
+
+/// Integration-test executables from `cargo test --no-run
+/// --message-format=json`: target name -> path.
+fn test_executables(json: &str) -> Result<BTreeMap<String, PathBuf>> {
+    let mut tests = BTreeMap::new();
+    for line in json.lines().filter(|l| l.starts_with('{')) {
+        let message: serde_json::Value =
+            serde_json::from_str(line).context("a line of cargo's JSON output")?;
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let target = &message["target"];
+        let is_test = target["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        if let (true, Some(name), Some(exe)) = (
+            is_test,
+            target["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            tests.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    Ok(tests)
+}
+
+/// One test executable's run in a guest, as read from its output.
+#[derive(Debug, Default, PartialEq)]
+struct Run {
+    target: String,
+    /// Its exit status; `None` if the guest never printed the end marker.
+    status: Option<i32>,
+    passed: usize,
+    failed: Vec<String>,
+    ignored: usize,
+    elapsed: Duration,
+}
+
+/// Reads the guest's output as it streams: markers and libtest's lines.
+#[derive(Default)]
+struct Parser {
+    runs: Vec<Run>,
+    started: Option<Instant>,
+}
+
+impl Parser {
+    fn line(&mut self, line: &str) {
+        if let Some(target) = line.strip_prefix(BEGIN) {
+            self.started = Some(Instant::now());
+            self.runs.push(Run {
+                target: target.to_owned(),
+                ..Run::default()
+            });
+            return;
+        }
+        let Some(run) = self.runs.last_mut() else {
+            return;
+        };
+        if let Some(rest) = line.strip_prefix(END) {
+            run.status = rest.rsplit(' ').next().and_then(|s| s.parse().ok());
+            run.elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
+            return;
+        }
+        // libtest prints "test NAME ... RESULT"; with one test thread, output
+        // of the test's own children can fall between the name and the result.
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, result)) = rest.rsplit_once(" ... ")
+        {
+            match result {
+                "ok" => run.passed += 1,
+                "ignored" => run.ignored += 1,
+                "FAILED" => run.failed.push(name.to_owned()),
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Run> {
+        if let (Some(run), Some(started)) = (self.runs.last_mut(), self.started)
+            && run.status.is_none()
+        {
+            run.elapsed = started.elapsed();
+        }
+        self.runs
+    }
+}
+
+struct Report<'a> {
+    kernel: &'a Kernel,
+    release: String,
+    boot: Option<Duration>,
+    elapsed: Duration,
+    status: Option<i32>,
+    timed_out: bool,
+    runs: Vec<Run>,
+    /// Test executables the script was to run.
+    expected: usize,
+}
+
+impl Report<'_> {
+    fn passed(&self) -> bool {
+        self.status == Some(0)
+            && self.runs.len() == self.expected
+            && self
+                .runs
+                .iter()
+                .all(|r| r.status == Some(0) && r.failed.is_empty())
+    }
+
+    fn render(&self, timeout: Duration) -> String {
+        let mut out = format!("==> Linux {} ({})\n", self.release, self.kernel.name);
+        match self.boot {
+            Some(boot) => {
+                let _ = writeln!(out, "  booted in {:.1} s", boot.as_secs_f64());
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  FAIL  the guest did not boot (no output from its script; \
+                     `vng --verbose` shows the console)"
+                );
+            }
+        }
+        for run in &self.runs {
+            let verdict = if run.status == Some(0) && run.failed.is_empty() {
+                "ok  "
+            } else {
+                "FAIL"
+            };
+            let _ = writeln!(
+                out,
+                "  {verdict}  {:<8} {} passed, {} failed, {} ignored, {:.0} s{}",
+                run.target,
+                run.passed,
+                run.failed.len(),
+                run.ignored,
+                run.elapsed.as_secs_f64(),
+                match run.status {
+                    Some(0) => String::new(),
+                    Some(code) => format!(" (exit status {code})"),
+                    None => " (did not finish)".to_owned(),
+                }
+            );
+            for name in &run.failed {
+                let _ = writeln!(out, "          failed: {name}");
+            }
+        }
+        if self.timed_out {
+            let _ = writeln!(
+                out,
+                "  FAIL  stopped after {} s (--timeout)",
+                timeout.as_secs()
+            );
+        }
+        let _ = writeln!(out, "  total {}", minutes(self.elapsed));
+        out
+    }
+
+    fn summary_line(&self) -> String {
+        let tests: usize = self.runs.iter().map(|r| r.passed + r.failed.len()).sum();
+        format!(
+            "  {}  Linux {:<5} {:<16} boot {:>5}, {} tests, total {}",
+            if self.passed() { "ok  " } else { "FAIL" },
+            self.kernel.name,
+            self.release,
+            self.boot
+                .map_or_else(|| "-".to_owned(), |b| format!("{:.0} s", b.as_secs_f64())),
+            tests,
+            minutes(self.elapsed)
+        )
+    }
+}
+
+fn minutes(d: Duration) -> String {
+    let secs = d.as_secs();
+    format!("{} min {:02} s", secs / 60, secs % 60)
+}
+
+/// Every kernel the table names is one `--kernel` knows.
+fn table_names_known_kernels() -> Result<()> {
+    for (target, _, kernels) in TESTS {
+        for name in *kernels {
+            ensure!(
+                KERNELS.iter().any(|k| k.name == *name),
+                "the VM test table runs {target} on unknown kernel {name}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_only_known_kernels() {
+        table_names_known_kernels().unwrap();
+    }
+
+    #[test]
+    fn finds_test_executables_in_cargo_json() {
+        let json = concat!(
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"xlb_tests"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"packets"},"executable":"/w/target/debug/deps/packets-1a2b"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+            "\n"
+        );
+        let tests = test_executables(json).unwrap();
+        assert_eq!(
+            tests.into_iter().collect::<Vec<_>>(),
+            [(
+                "packets".to_owned(),
+                PathBuf::from("/w/target/debug/deps/packets-1a2b")
+            )]
+        );
+    }
+
+    #[test]
+    fn parses_markers_and_libtest_lines() {
+        let mut p = Parser::default();
+        for line in [
+            "noise before",
+            "xlb-vm: begin packets",
+            "running 3 tests",
+            "test a ... ok",
+            "test b::c ... FAILED",
+            "test d ... ignored",
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored",
+            "xlb-vm: end packets 101",
+            "xlb-vm: begin e2e",
+            "test http ... ok",
+        ] {
+            p.line(line);
+        }
+        let runs = p.finish();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].target, "packets");
+        assert_eq!(runs[0].status, Some(101));
+        assert_eq!(
+            (runs[0].passed, runs[0].failed.as_slice(), runs[0].ignored),
+            (1, ["b::c".to_owned()].as_slice(), 1)
+        );
+        assert_eq!((runs[1].passed, runs[1].status), (1, None));
+    }
+
+    #[test]
+    fn the_script_runs_each_executable_and_keeps_its_status() {
+        let body = invocation("e2e", Some("one test"), Path::new("/w/deps/e2e-1"));
+        assert_eq!(
+            body,
+            "echo 'xlb-vm: begin e2e'\n\
+             '/w/deps/e2e-1' --exact 'one test'\n\
+             rc=$?\n\
+             echo \"xlb-vm: end e2e $rc\"\n\
+             [ $rc -eq 0 ] || failed=1\n"
+        );
+    }
 }
