@@ -65,6 +65,9 @@ const INFO_VERSION: u16 = 1;
 /// as the source address, so one client's connections spread.
 pub const SVC_F_SCHED_PORT: u32 = 0x10;
 
+/// `IP_VS_SVC_F_HASHED`: set by the kernel on every service in its table.
+const SVC_F_HASHED: u32 = 0x2;
+
 const AF_INET: u16 = libc::AF_INET as u16;
 const AF_INET6: u16 = libc::AF_INET6 as u16;
 
@@ -246,7 +249,8 @@ impl IpvsMessage {
                 SVC_ADDR => addr = Some(v.to_vec()),
                 SVC_PORT => port = Some(u16::from_be_bytes(fixed(v)?)),
                 SVC_SCHED_NAME => sched = cstr(v),
-                SVC_FLAGS => flags = u32::from_ne_bytes(fixed(&v[..4.min(v.len())])?),
+                // The kernel's own bookkeeping bit is not ours to compare.
+                SVC_FLAGS => flags = u32_ne(v)? & !SVC_F_HASHED,
                 SVC_STATS64 => stats = parse_stats(v)?,
                 _ => {}
             }
