@@ -443,3 +443,132 @@ fn cstr(v: &[u8]) -> String {
     let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
     String::from_utf8_lossy(&v[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One attribute as the UAPI lays it out: length (header included,
+    /// padding not), type, value, padding to 4 bytes.
+    fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut b = ((value.len() + 4) as u16).to_ne_bytes().to_vec();
+        b.extend(kind.to_ne_bytes());
+        b.extend(value);
+        b.resize(b.len().next_multiple_of(4), 0);
+        b
+    }
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            address: "10.99.0.1".parse().unwrap(),
+            port: 80,
+            protocol: 6,
+        }
+    }
+
+    fn emit(m: &IpvsMessage) -> Vec<u8> {
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    #[test]
+    fn new_service_bytes_follow_the_uapi() {
+        let m = IpvsMessage::service(cmd::NEW_SERVICE, &key(), Some(("mh", SVC_F_SCHED_PORT)));
+        let mut inner = Vec::new();
+        inner.extend(tlv(SVC_AF, &2u16.to_ne_bytes()));
+        inner.extend(tlv(SVC_PROTOCOL, &6u16.to_ne_bytes()));
+        inner.extend(tlv(
+            SVC_ADDR,
+            &[10, 99, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ));
+        inner.extend(tlv(SVC_PORT, &[0, 80]));
+        inner.extend(tlv(SVC_SCHED_NAME, b"mh\0"));
+        let mut flags = 0x10u32.to_ne_bytes().to_vec();
+        flags.extend(u32::MAX.to_ne_bytes());
+        inner.extend(tlv(SVC_FLAGS, &flags));
+        inner.extend(tlv(SVC_TIMEOUT, &0u32.to_ne_bytes()));
+        inner.extend(tlv(SVC_NETMASK, &u32::MAX.to_ne_bytes()));
+        assert_eq!(emit(&m), tlv(CMD_ATTR_SERVICE | NLA_F_NESTED, &inner));
+    }
+
+    #[test]
+    fn dest_bytes_carry_method_weight_and_family() {
+        let d = DestEntry {
+            address: "fd77::21".parse().unwrap(),
+            port: 8080,
+            forward: Forward::Tun,
+            weight: 7,
+            active_conns: 0,
+            inactive_conns: 0,
+            stats: Stats::default(),
+        };
+        let b = emit(&IpvsMessage::dest(cmd::NEW_DEST, &key(), &d));
+        let mut want = Vec::new();
+        want.extend(tlv(
+            DEST_ADDR,
+            &"fd77::21".parse::<Ipv6Addr>().unwrap().octets(),
+        ));
+        want.extend(tlv(DEST_PORT, &8080u16.to_be_bytes()));
+        want.extend(tlv(DEST_ADDR_FAMILY, &10u16.to_ne_bytes()));
+        want.extend(tlv(DEST_FWD_METHOD, &2u32.to_ne_bytes()));
+        want.extend(tlv(DEST_WEIGHT, &7u32.to_ne_bytes()));
+        want.extend(tlv(DEST_U_THRESH, &0u32.to_ne_bytes()));
+        want.extend(tlv(DEST_L_THRESH, &0u32.to_ne_bytes()));
+        let dest = tlv(CMD_ATTR_DEST | NLA_F_NESTED, &want);
+        assert!(b.ends_with(&dest), "{b:?}");
+        // Deleting names the destination only.
+        let del = emit(&IpvsMessage::dest(cmd::DEL_DEST, &key(), &d));
+        assert!(del.len() < b.len() && !del.windows(4).any(|w| w == [8, 0, 4, 0]));
+    }
+
+    #[test]
+    fn a_dumped_service_parses_without_the_kernels_own_flag() {
+        let mut stats = Vec::new();
+        stats.extend(tlv(STATS_CONNS, &5u64.to_ne_bytes()));
+        stats.extend(tlv(STATS_INPKTS, &40u64.to_ne_bytes()));
+        stats.extend(tlv(STATS_INBYTES, &4000u64.to_ne_bytes()));
+        let mut inner = Vec::new();
+        inner.extend(tlv(SVC_AF, &10u16.to_ne_bytes()));
+        inner.extend(tlv(SVC_PROTOCOL, &17u16.to_ne_bytes()));
+        inner.extend(tlv(
+            SVC_ADDR,
+            &"fd99::1".parse::<Ipv6Addr>().unwrap().octets(),
+        ));
+        inner.extend(tlv(SVC_PORT, &53u16.to_be_bytes()));
+        inner.extend(tlv(SVC_SCHED_NAME, b"wrr\0"));
+        let mut flags = (SVC_F_HASHED | SVC_F_SCHED_PORT).to_ne_bytes().to_vec();
+        flags.extend(u32::MAX.to_ne_bytes());
+        inner.extend(tlv(SVC_FLAGS, &flags));
+        inner.extend(tlv(SVC_STATS64 | NLA_F_NESTED, &stats));
+        let reply = tlv(CMD_ATTR_SERVICE | NLA_F_NESTED, &inner);
+        let m = IpvsMessage {
+            cmd: cmd::NEW_SERVICE,
+            attrs: attrs(&reply).unwrap(),
+        };
+        let s = m.parse_service().unwrap().expect("an address service");
+        assert_eq!(s.key.to_string(), "[fd99::1]:53/udp");
+        assert_eq!((s.scheduler.as_str(), s.flags), ("wrr", SVC_F_SCHED_PORT));
+        assert_eq!(
+            s.stats,
+            Stats {
+                conns: 5,
+                packets_in: 40,
+                bytes_in: 4000
+            }
+        );
+    }
+
+    #[test]
+    fn firewall_mark_services_are_skipped() {
+        let mut inner = Vec::new();
+        inner.extend(tlv(SVC_AF, &2u16.to_ne_bytes()));
+        inner.extend(tlv(5 /* FWMARK */, &7u32.to_ne_bytes()));
+        inner.extend(tlv(SVC_SCHED_NAME, b"rr\0"));
+        let m = IpvsMessage {
+            cmd: cmd::NEW_SERVICE,
+            attrs: attrs(&tlv(CMD_ATTR_SERVICE | NLA_F_NESTED, &inner)).unwrap(),
+        };
+        assert_eq!(m.parse_service().unwrap(), None);
+    }
+}
