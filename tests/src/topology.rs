@@ -371,6 +371,7 @@ pub fn lb_config(
 interfaces = ["eth0"]
 xdp_mode = "{xdp_mode}"
 pin_path = "{pins}"
+state_dir = "{state}"
 encap = "{encap}"
 maglev_table_size = 4099
 max_vips = 8
@@ -393,6 +394,7 @@ protocol = "tcp"
 backends = [{b6}]
 {extra_vip}"#,
         pins = pins.path.display(),
+        state = t.dir.join("state").display(),
         b4 = list(false),
         b6 = list(true),
     );
