@@ -32,6 +32,14 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
         Some("http_through_both_dsr_modes_ipv4_and_ipv6"),
         ALL,
     ),
+    // The IPVS data plane: DR and TUN, ownership, refusals, auto fallback.
+    ("ipvs", None, &["6.1"]),
+    // IPVS on the oldest and newest kernels: real HTTP by DR and TUN.
+    (
+        "ipvs",
+        Some("ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services"),
+        &["5.10", "6.12"],
+    ),
 ];
 
 /// A line in the guest script's output that frames one test executable.
