@@ -15,6 +15,7 @@ use std::{
 };
 
 use xlb_tests::{
+    daemon::{http_get, metric},
     netns::privileged,
     topology::{Ns, Topology, VIP4, VIP6, backend4, backend6, curl_port, workspace_bin},
 };
@@ -302,26 +303,38 @@ fn ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services() {
         }
     }
     let state_dir = t.dir.join("state");
-    let (code, out, err) = xlb_in_lb(
-        &t,
-        &[
-            "status",
-            "--json",
-            "--state-dir",
-            state_dir.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "status: {err}");
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(s["dataplane"], "ipvs");
-    assert_eq!(s["reason"], "requested: ipvs");
-    let v4_80 = s["vips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["vip"] == format!("{VIP4}:80/tcp"))
-        .expect("VIP4:80 in status");
-    assert!(v4_80["connections"].as_u64().unwrap() >= 200, "{v4_80}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, err) = xlb_in_lb(
+            &t,
+            &[
+                "status",
+                "--json",
+                "--state-dir",
+                state_dir.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "status: {err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(s["dataplane"], "ipvs");
+        assert_eq!(s["reason"], "requested: ipvs");
+        let v4_80 = s["vips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["vip"] == format!("{VIP4}:80/tcp"))
+            .expect("VIP4:80 in status")
+            .clone();
+        let backends = v4_80["backends"].as_array().unwrap();
+        assert_eq!(backends.len(), 3, "{v4_80}");
+        assert!(backends.iter().all(|b| b["forward"] == "dr"), "{v4_80}");
+        // IPVS folds its per-CPU counters in every 2 s.
+        if v4_80["connections"].as_u64().unwrap() >= 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v4_80}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Remove backend 1 from the DR VIPs: exactly those two destinations go.
     let mut fewer = demo_vips([1, 1, 2]);
@@ -463,6 +476,26 @@ fn auto_falls_back_to_ipvs_without_bpf_capabilities() {
     assert_ipvs(&t, &expected(&vips, false), "auto fell back");
     let seen = curl_port(&t, IpAddr::V4(VIP4), 80, 60);
     assert_eq!(seen.len(), 3, "{seen:?}");
+    // The exporter reads IPVS's own counters, which the kernel folds in
+    // from its per-CPU copies every 2 s.
+    let series = format!(r#"xlb_vip_packets_total{{vip="{VIP4}:80/tcp"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = http_get(t.ns(Ns::Lb(0)), 9810, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            metric(&body, r#"xlb_dataplane_info{dataplane="ipvs"}"#),
+            Some(1.0),
+            "{body}"
+        );
+        // At least SYN, ACK, request, FIN, ACK per connection.
+        let packets = metric(&body, &series);
+        if packets.is_some_and(|p| p >= 5.0 * 60.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{packets:?}\n{body}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let state_dir = t.dir.join("state");
     let (code, out, err) = xlb_in_lb(&t, &["status", "--state-dir", state_dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
