@@ -46,6 +46,7 @@ pub mod names {
     pub const GLOBAL_LOG: &str = "XLB_LOG";
     pub const GLOBAL_NEXTHOP_TTL: &str = "XLB_NEXTHOP_TTL_NS";
     pub const GLOBAL_BENCH_STOP: &str = "XLB_BENCH_STOP";
+    pub const GLOBAL_COARSE_CLOCK: &str = "XLB_COARSE_CLOCK";
 }
 
 /// How a VIP's packets reach its backends.

@@ -6,13 +6,13 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     programs::XdpContext,
 };
 use lb_common::{FAMILY_V4, NextHop, Outcome};
 
 use crate::{
-    maps::{XLB_NEXTHOP_TTL_NS, XLB_NEXTHOPS},
+    maps::{XLB_COARSE_CLOCK, XLB_NEXTHOP_TTL_NS, XLB_NEXTHOPS},
     verdict::{Step, Verdict},
 };
 
@@ -98,8 +98,13 @@ pub fn next_hop(
     let internal = Verdict::drop(Outcome::DropInternal);
     let c = unsafe { &mut *XLB_NEXTHOPS.get_ptr_mut(backend_id).ok_or(internal)? };
     // The coarse clock (a jiffy of resolution) costs a memory read, not a
-    // clock-source read: ample for a TTL of tens of milliseconds.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // clock-source read: ample for a TTL of tens of milliseconds. Kernels
+    // before 5.11 lack it and pay for the precise one.
+    let now = if XLB_COARSE_CLOCK.load() != 0 {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_ns() }
+    };
     let ingress = ctx.ingress_ifindex() as u32;
     let fresh = c.expires_ns > now && c.in_ifindex == ingress;
     if fresh && tot_len <= c.fits {

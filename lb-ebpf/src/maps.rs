@@ -74,6 +74,13 @@ pub static XLB_FLOWS: LruHashMap<
 #[unsafe(no_mangle)]
 pub static XLB_NEXTHOP_TTL_NS: Global<u64> = Global::new(lb_common::DEFAULT_NEXTHOP_TTL_NS);
 
+/// 1 when the kernel has `bpf_ktime_get_coarse_ns` (Linux 5.11 and
+/// later), else 0; set by the loader. Frozen `.rodata`: the verifier drops
+/// the branch not taken, so an older kernel never meets the call (5.10
+/// refuses the whole program over it: "invalid func unknown#160").
+#[unsafe(no_mangle)]
+pub static XLB_COARSE_CLOCK: Global<u8> = Global::new(1);
+
 /// Per CPU, so an entry is only ever written by the CPU that reads it:
 /// no torn MAC pairs, no cross-CPU cache-line traffic.
 #[btf_map]

@@ -121,12 +121,14 @@ impl Balancer {
         let maglev_slots = settings.max_vips * settings.maglev_size;
         let log = u8::from(settings.log);
         let ttl_ns = u64::try_from(settings.nexthop_ttl.as_nanos()).unwrap_or(u64::MAX);
+        let coarse_clock = u8::from(has_coarse_clock());
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
             .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
             .override_global(names::GLOBAL_BENCH_STOP, &settings.bench_stop, false)
+            .override_global(names::GLOBAL_COARSE_CLOCK, &coarse_clock, true)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
             .map_max_entries(names::MAGLEV, maglev_slots)
@@ -213,4 +215,12 @@ pub fn load_simple(object: &[u8], program: &'static str) -> Result<Ebpf, LoadErr
         source,
     })?;
     Ok(ebpf)
+}
+
+/// Whether the running kernel has `bpf_ktime_get_coarse_ns` (Linux 5.11).
+/// A kernel whose version cannot be read is taken to be recent: every
+/// kernel xlb is tested on reports its version.
+fn has_coarse_clock() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().map_or(true, |v| v >= KernelVersion::new(5, 11, 0))
 }
