@@ -137,7 +137,14 @@ pub fn run(prog: &Xdp, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
             ctx_in: Some(&ctx),
             ..TestRunOptions::new()
         })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN ({} bytes): {e}", frame.len()));
+        .unwrap_or_else(|e| {
+            // Before 5.14 the kernel takes no xdp_md for an XDP test run
+            // and refuses every call with EINVAL (Debian 11's 5.10 does).
+            panic!(
+                "BPF_PROG_TEST_RUN ({} bytes): {e} (an xdp_md context needs Linux 5.14 or later)",
+                frame.len()
+            )
+        });
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)
 }

@@ -60,6 +60,9 @@ enum Task {
         /// 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie) or all
         #[arg(long, default_value = "all", value_parser = vm::parse_kernels)]
         kernel: vm::Selection,
+        /// Only this test target of the table (tests/tests/NAME.rs); repeatable
+        #[arg(long = "test", value_name = "NAME")]
+        tests: Vec<String>,
         /// Seconds one boot may take, tests included, before it is stopped
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
@@ -100,7 +103,11 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Test { cargo_test_args } => checks::run(&cargo_test_args),
         Task::Bench { args } => bench::run(&args),
         Task::Run { once } => demo::run(once),
-        Task::VmTest { kernel, timeout } => vm::test(&kernel.0, Duration::from_secs(timeout)),
+        Task::VmTest {
+            kernel,
+            tests,
+            timeout,
+        } => vm::test(&kernel.0, &tests, Duration::from_secs(timeout)),
         // The command's own exit status, not just success or failure.
         Task::VmRun {
             kernel,

@@ -23,39 +23,44 @@ const ALL: &[&str] = &["5.10", "6.1", "6.12"];
 /// (`tests/tests/<name>.rs`), one test of it by exact name or all of them
 /// (`None`), and the kernels (names from `KERNELS`) that run it.
 const TESTS: &[(&str, Option<&str>, &[&str])] = &[
-    // The verifier and every packet path, frame by frame.
-    ("packets", None, ALL),
+    // The verifier and every packet path, frame by frame. Not on 5.10: an
+    // XDP test run takes the receiving interface (xdp_md) only from 5.14
+    // on, and 5.10 refuses every frame of the table with EINVAL.
+    ("packets", None, &["6.1", "6.12"]),
     // Real TCP through the veth topology: both DSR modes, IPv4 and IPv6,
-    // the daemon binary loading, attaching and forwarding.
+    // the daemon loading, attaching and forwarding, backends decapsulating.
     (
         "e2e",
         Some("http_through_both_dsr_modes_ipv4_and_ipv6"),
         ALL,
     ),
-    // The IPVS data plane: DR and TUN, ownership, refusals, auto fallback.
-    ("ipvs", None, &["6.1"]),
-    // IPVS on the oldest and newest kernels: real HTTP by DR and TUN.
-    (
-        "ipvs",
-        Some("ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services"),
-        &["5.10", "6.12"],
-    ),
+    // 5.10's share of what the table checks without test runs: maps pinned
+    // and reused, their BTF field names as bpftool prints them.
+    ("pins", None, &["5.10"]),
 ];
 
 /// A line in the guest script's output that frames one test executable.
 const BEGIN: &str = "xlb-vm: begin ";
 const END: &str = "xlb-vm: end ";
 
-pub(crate) fn run(kernels: &[&Kernel], timeout: Duration) -> Result<()> {
+/// Runs the table's entries for `kernels`; with `only` non-empty, just the
+/// entries for those test targets.
+pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Result<()> {
     let suite_start = Instant::now();
     table_names_known_kernels()?;
+    for target in only {
+        ensure!(
+            TESTS.iter().any(|(t, _, _)| t == target),
+            "--test {target}: the VM test table has no such target"
+        );
+    }
     let suites: Vec<_> = kernels.iter().map(|k| k.suite).collect();
     let images = setup::vm(&suites)?;
-    let built = build()?;
+    let built = build(only)?;
 
     let mut reports = Vec::new();
     for (kernel, image) in kernels.iter().zip(&images) {
-        let entries = entries_for(kernel.name);
+        let entries = entries_for(kernel.name, only);
         if entries.is_empty() {
             eprintln!("==> Linux {}: nothing in the table runs here", kernel.name);
             continue;
@@ -126,10 +131,14 @@ pub(crate) fn run(kernels: &[&Kernel], timeout: Duration) -> Result<()> {
 }
 
 /// The table's entries for one kernel, in table order.
-fn entries_for(kernel: &str) -> Vec<(&'static str, Option<&'static str>, &'static [&'static str])> {
+fn entries_for(
+    kernel: &str,
+    only: &[String],
+) -> Vec<(&'static str, Option<&'static str>, &'static [&'static str])> {
     TESTS
         .iter()
         .filter(|(_, _, kernels)| kernels.contains(&kernel))
+        .filter(|(target, _, _)| only.is_empty() || only.iter().any(|o| o == target))
         .copied()
         .collect()
 }
@@ -159,7 +168,7 @@ struct Built {
 
 /// Builds the workspace's binaries and xlb-tests' test executables on the
 /// host, the same profile for both.
-fn build() -> Result<Built> {
+fn build(only: &[String]) -> Result<Built> {
     eprintln!("==> building the binaries and test executables for the guests");
     workspace::cargo().args(["build", "--quiet"]).run()?;
     let mut cmd = workspace::cargo().args([
@@ -170,7 +179,11 @@ fn build() -> Result<Built> {
         "-p",
         "xlb-tests",
     ]);
-    for target in TESTS.iter().map(|(target, _, _)| target) {
+    let mut targets: Vec<_> = TESTS.iter().map(|(target, _, _)| *target).collect();
+    targets.retain(|t| only.is_empty() || only.iter().any(|o| o == t));
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
         cmd = cmd.args(["--test", target]);
     }
     let json = cmd.read()?;
