@@ -37,6 +37,14 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
     // 5.10's share of what the table checks without test runs: maps pinned
     // and reused, their BTF field names as bpftool prints them.
     ("pins", None, &["5.10"]),
+    // The IPVS data plane: DR and TUN, ownership, refusals, auto fallback.
+    ("ipvs", None, &["6.1"]),
+    // IPVS on the oldest and newest kernels: real HTTP by DR and TUN.
+    (
+        "ipvs",
+        Some("ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services"),
+        &["5.10", "6.12"],
+    ),
 ];
 
 /// A line in the guest script's output that frames one test executable.
