@@ -1,9 +1,16 @@
-//! `cargo xtask test`: formatting, lints (host and eBPF) and the tests. Every
-//! step runs even when an earlier one fails; a summary lists them all.
+//! `cargo xtask test`: formatting, lints (host and eBPF), the tests, then
+//! the tests inside other kernels (`cargo xtask vm-test`). Every step runs
+//! even when an earlier one fails; a summary lists them all.
+
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::{cmd::Cmd, workspace};
+use crate::{cmd::Cmd, vm, workspace};
+
+/// One boot's limit in the VM step: the slowest kernel's share takes
+/// about a third of it on a 2-core machine.
+const VM_BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub(crate) fn run(test_args: &[String]) -> Result<()> {
     let steps: [(&str, Cmd); 4] = [
@@ -38,7 +45,10 @@ pub(crate) fn run(test_args: &[String]) -> Result<()> {
             ]),
         ),
     ];
-    let total = steps.len();
+    // Test arguments narrow the run to some host tests: the VM suite,
+    // which selects its own, is for the full run.
+    let vm_suite = test_args.is_empty();
+    let total = steps.len() + usize::from(vm_suite);
 
     let mut failures = Vec::new();
     let mut summary = Vec::new();
@@ -52,6 +62,25 @@ pub(crate) fn run(test_args: &[String]) -> Result<()> {
                 failures.push(format!("`{shown}`"));
             }
         }
+    }
+
+    if vm_suite {
+        let name = "VM tests (cargo xtask vm-test)";
+        eprintln!("==> {name}");
+        match vm::test(
+            vm::KERNELS.iter().collect::<Vec<_>>().as_slice(),
+            &[],
+            VM_BOOT_TIMEOUT,
+        ) {
+            Ok(()) => summary.push(format!("  ok    {name}")),
+            Err(err) => {
+                summary.push(format!("  FAIL  {name}: {err:#}"));
+                failures.push("`cargo xtask vm-test`".to_owned());
+            }
+        }
+    } else {
+        summary
+            .push("  skip  VM tests: test arguments given (cargo xtask vm-test runs them)".into());
     }
 
     eprintln!("==> summary");
