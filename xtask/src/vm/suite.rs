@@ -374,7 +374,7 @@ impl Report<'_> {
     fn summary_line(&self) -> String {
         let tests: usize = self.runs.iter().map(|r| r.passed + r.failed.len()).sum();
         format!(
-            "  {}  Linux {:<5} {:<16} boot {:>5}, {} tests, total {}",
+            "  {}  Linux {:<5} {:<22} boot {:>5}, {} tests, total {}",
             if self.passed() { "ok  " } else { "FAIL" },
             self.kernel.name,
             self.release,
