@@ -98,13 +98,7 @@ impl Ipvs {
         sched: &str,
         flags: u32,
     ) -> Result<(), IpvsError> {
-        self.call(
-            IpvsMessage::service(cmd::NEW_SERVICE, key, Some((sched, flags))),
-            NLM_F_CREATE | NLM_F_EXCL,
-            false,
-        )
-        .map(drop)
-        .map_err(|e| service_error("creating", key, sched, e))
+        self.put_service(cmd::NEW_SERVICE, key, sched, flags)
     }
 
     pub fn set_service(
@@ -113,13 +107,28 @@ impl Ipvs {
         sched: &str,
         flags: u32,
     ) -> Result<(), IpvsError> {
+        self.put_service(cmd::SET_SERVICE, key, sched, flags)
+    }
+
+    fn put_service(
+        &mut self,
+        command: u8,
+        key: &ServiceKey,
+        sched: &str,
+        flags: u32,
+    ) -> Result<(), IpvsError> {
+        let (create, what) = if command == cmd::NEW_SERVICE {
+            (NLM_F_CREATE | NLM_F_EXCL, "creating")
+        } else {
+            (0, "updating")
+        };
         self.call(
-            IpvsMessage::service(cmd::SET_SERVICE, key, Some((sched, flags))),
-            0,
+            IpvsMessage::service(command, key, Some((sched, flags))),
+            create,
             false,
         )
         .map(drop)
-        .map_err(|e| service_error("updating", key, sched, e))
+        .map_err(|e| service_error(what, key, sched, e))
     }
 
     pub fn del_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {

@@ -63,15 +63,12 @@ impl IpvsDataplane {
         &mut self.ipvs
     }
 
-    /// The kernel's services; destinations only for the ones xlb owns (or
-    /// may own after this apply), the only ones it will diff.
-    fn have(
-        &mut self,
-        also: &BTreeSet<ServiceKey>,
-    ) -> Result<BTreeMap<ServiceKey, Have>, IpvsError> {
+    /// The kernel's services; destinations only for the ones xlb owns,
+    /// the only ones it will diff.
+    fn have(&mut self) -> Result<BTreeMap<ServiceKey, Have>, IpvsError> {
         let mut out = BTreeMap::new();
         for s in self.ipvs.services()? {
-            let dests = if self.owned.owns(&s.key) || also.contains(&s.key) {
+            let dests = if self.owned.owns(&s.key) {
                 self.ipvs.dests(&s.key)?
             } else {
                 Vec::new()
@@ -93,15 +90,8 @@ impl IpvsDataplane {
     pub fn reconcile(&mut self, desired: &Desired) -> Result<Report, IpvsError> {
         let want = plan::wanted(desired)?;
         let wanted_keys: BTreeSet<ServiceKey> = want.keys().copied().collect();
-        let have = self.have(&BTreeSet::new())?;
-        // Ownership of services someone deleted behind our back lapses.
-        let live: BTreeSet<ServiceKey> = self
-            .owned
-            .keys()
-            .iter()
-            .filter(|k| have.contains_key(k))
-            .copied()
-            .collect();
+        let have = self.have()?;
+        let live = self.live(&have);
         let ops = plan::diff(&want, &have, &live)?;
         let mut report = Report::default();
         for op in &ops {
@@ -166,6 +156,17 @@ impl IpvsDataplane {
         Ok(report)
     }
 
+    /// The owned services the kernel still has: ownership of one someone
+    /// deleted behind our back lapses.
+    fn live(&self, have: &BTreeMap<ServiceKey, Have>) -> BTreeSet<ServiceKey> {
+        self.owned
+            .keys()
+            .iter()
+            .filter(|k| have.contains_key(k))
+            .copied()
+            .collect()
+    }
+
     fn exec(&mut self, op: &Op) -> Result<(), IpvsError> {
         match op {
             Op::AddService {
@@ -188,15 +189,9 @@ impl IpvsDataplane {
 
     /// Removes every service and VIP route xlb owns, and its state file
     /// (`xlb stop`). Foreign services stay.
-    pub fn remove_all(mut self) -> Result<Vec<ServiceKey>, IpvsError> {
-        let have = self.have(&BTreeSet::new())?;
-        let mine: Vec<ServiceKey> = self
-            .owned
-            .keys()
-            .iter()
-            .filter(|k| have.contains_key(k))
-            .copied()
-            .collect();
+    pub fn remove_all(mut self) -> Result<BTreeSet<ServiceKey>, IpvsError> {
+        let have = self.have()?;
+        let mine = self.live(&have);
         for key in &mine {
             self.ipvs.del_service(key)?;
         }
