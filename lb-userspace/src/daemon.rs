@@ -117,7 +117,6 @@ pub async fn run(o: RunOptions) -> Result<()> {
     RunState {
         dataplane: dp.name().to_string(),
         reason: why,
-        pin_path: settings.pin_dir.clone().unwrap_or_default(),
     }
     .write(&cfg.dataplane.state_dir)
     .with_context(|| format!("writing {}", cfg.dataplane.state_dir.display()))?;

@@ -31,7 +31,7 @@ pub trait Dataplane: Send {
     fn name(&self) -> &'static str;
     /// Applies only what differs from what the data plane holds.
     fn apply(&mut self, desired: &Desired) -> Result<Report, DataplaneError>;
-    fn snapshot(&self) -> Result<Snapshot, String>;
+    fn snapshot(&mut self) -> Result<Snapshot, String>;
 }
 
 /// What the daemon needs to start a data plane.

@@ -1,7 +1,7 @@
 //! Which data plane the daemon runs and why, in `<state_dir>/dataplane.json`,
 //! so `xlb status` and `xlb stop` know where to look without a daemon.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const FILE: &str = "dataplane.json";
 
@@ -11,8 +11,6 @@ pub struct RunState {
     pub dataplane: String,
     /// Why: requested, or what `auto` found.
     pub reason: String,
-    /// XDP: where the maps are pinned.
-    pub pin_path: PathBuf,
 }
 
 impl RunState {

@@ -231,25 +231,19 @@ impl Dataplane for IpvsDataplane {
         Ok(self.reconcile(desired)?)
     }
 
-    fn snapshot(&self) -> Result<Snapshot, String> {
-        // Netlink requests need the socket mutably; a second connection
-        // keeps `snapshot` a read.
-        let mut ipvs = Ipvs::connect().map_err(|e| e.to_string())?;
+    fn snapshot(&mut self) -> Result<Snapshot, String> {
         let mut s = Snapshot {
             dataplane: "ipvs".into(),
             ..Snapshot::default()
         };
-        for svc in ipvs.services().map_err(|e| e.to_string())? {
-            if !self.owned.owns(&svc.key) {
-                continue;
-            }
+        for (svc, dests) in self.owned_services().map_err(|e| e.to_string())? {
             let vip = svc.key.to_string();
             s.vips.push(VipSample {
                 vip: vip.clone(),
                 packets: svc.stats.packets_in,
                 bytes: svc.stats.bytes_in,
             });
-            for d in ipvs.dests(&svc.key).map_err(|e| e.to_string())? {
+            for d in dests {
                 s.flow_entries += u64::from(d.active_conns) + u64::from(d.inactive_conns);
                 s.backends.push(BackendSample {
                     vip: vip.clone(),

@@ -119,7 +119,7 @@ impl Dataplane for XdpDataplane {
         Ok(self.applied.reconcile(&mut self.balancer.maps, desired)?)
     }
 
-    fn snapshot(&self) -> Result<Snapshot, String> {
+    fn snapshot(&mut self) -> Result<Snapshot, String> {
         let maps = &self.balancer.maps;
         let status = super::status::read(maps, &self.pins).map_err(|e| e.to_string())?;
         let mut s = Snapshot {
