@@ -106,7 +106,47 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kubernetes {
     pub enabled: bool,
+    /// Services of type LoadBalancer with this `spec.loadBalancerClass` are ours.
     pub load_balancer_class: String,
+    /// Also take LoadBalancer Services that set no class at all (only one
+    /// controller in a cluster should).
+    pub include_unclassed: bool,
+    /// A kubeconfig file; `None` infers the config the usual way (in-cluster
+    /// service account, then `$KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// What a Service's backends are: its pods, or the nodes hosting them.
+    pub backend_target: BackendTarget,
+    /// Addresses VIPs are allocated from, in order, when a Service names none.
+    pub pools: Vec<AddressPool>,
+    /// Where the per-VIP Leases live (the DaemonSet's own namespace).
+    pub lease_namespace: String,
+    /// This node's identity in Leases; `None` takes `$NODE_NAME`, then the
+    /// host name.
+    pub node_name: Option<String>,
+    /// How long a Lease is valid without renewal.
+    pub lease_duration_ms: u32,
+    /// A leader that has not renewed for this long steps down; shorter than
+    /// the lease, so it is no longer leading before anyone can take over.
+    pub renew_deadline_ms: u32,
+    /// How often Leases are renewed or tried.
+    pub retry_period_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendTarget {
+    /// Pod IPs: each pod must accept the VIP's traffic itself.
+    Pod,
+    /// Node IPs of nodes with a ready endpoint (externalTrafficPolicy: Local).
+    Node,
+}
+
+/// An inclusive range of one family, written as a CIDR (`10.0.0.0/24`) or
+/// `first-last`. A v4 CIDR of /30 or wider leaves out its network and
+/// broadcast addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressPool {
+    pub first: IpAddr,
+    pub last: IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,6 +196,15 @@ impl Default for Kubernetes {
         Self {
             enabled: false,
             load_balancer_class: "xlb.io/xlb".to_owned(),
+            include_unclassed: false,
+            kubeconfig: None,
+            backend_target: BackendTarget::Pod,
+            pools: Vec::new(),
+            lease_namespace: "xlb-system".to_owned(),
+            node_name: None,
+            lease_duration_ms: 15_000,
+            renew_deadline_ms: 10_000,
+            retry_period_ms: 2_000,
         }
     }
 }
@@ -208,6 +257,16 @@ impl Named for XdpMode {
 
 impl Named for Protocol {
     const ALL: &'static [(&'static str, Self)] = &[("tcp", Self::Tcp), ("udp", Self::Udp)];
+}
+
+impl Named for BackendTarget {
+    const ALL: &'static [(&'static str, Self)] = &[("pod", Self::Pod), ("node", Self::Node)];
+}
+
+impl Serialize for BackendTarget {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_name(self, serializer)
+    }
 }
 
 impl Named for AnnounceMode {

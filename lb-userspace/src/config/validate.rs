@@ -84,7 +84,8 @@ pub(super) fn values(raw: &RawConfig, text: &str, faults: &mut Faults) -> Checke
         load_balancer_class: k
             .load_balancer_class
             .as_ref()
-            .map_or(defaults.load_balancer_class, |s| s.get_ref().clone()),
+            .map_or(defaults.load_balancer_class.clone(), |s| s.get_ref().clone()),
+        ..defaults
     };
 
     let announce = Announce {
