@@ -5,6 +5,7 @@
 //! forwarding without us.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{
@@ -20,8 +21,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::{self, Config, DataplaneMode, XdpMode},
     dataplane::{self, Dataplane, Start},
-    desired::Desired,
-    ifaddr, metrics,
+    desired::{Desired, Service, ServiceSpec},
+    ifaddr,
+    kubernetes::{self, Kubernetes, Leadership, Outcome},
+    metrics,
     runstate::RunState,
     xdp::{self, attach::Mode},
 };
@@ -42,6 +45,7 @@ struct Stats {
     reconciles: AtomicU64,
     reload_errors: AtomicU64,
     last: Mutex<(f64, f64)>,
+    leaders: Mutex<Leadership>,
 }
 
 type Shared = Arc<Mutex<Box<dyn Dataplane>>>;
@@ -122,10 +126,51 @@ pub async fn run(o: RunOptions) -> Result<()> {
     .with_context(|| format!("writing {}", cfg.dataplane.state_dir.display()))?;
     let dp: Shared = Arc::new(Mutex::new(dp));
     let stats = Arc::new(Stats::default());
+    let state_dir = cfg.dataplane.state_dir.clone();
+    let mut statics = desired(&cfg, &interfaces);
+    // Until the watches have synced, the Kubernetes VIPs applied before a
+    // restart stay as they were, flows and all.
+    let mut k8s_services = if cfg.kubernetes.enabled {
+        kubernetes::memory::load(&state_dir)
+    } else {
+        BTreeMap::new()
+    };
+    if !k8s_services.is_empty() {
+        tracing::info!(
+            vips = k8s_services.len(),
+            "serving the Kubernetes VIPs applied before the restart until the watches sync"
+        );
+    }
+    let want = merge(&statics, &k8s_services);
     // Before the first flows can arrive: XDP cannot resolve neighbours.
-    let want = desired(&cfg, &interfaces);
     report_unreachable(crate::neigh::resolve(&backend_addrs(&want)));
     apply(&dp, &stats, &want).context("applying the configuration")?;
+    let mut k8s = if cfg.kubernetes.enabled {
+        let k = Kubernetes::start(&cfg.kubernetes, &cfg.dataplane, static_keys(&statics))
+            .await
+            .context("starting the Kubernetes source")?;
+        k.set_vips(vip_addresses(&want));
+        Some(k)
+    } else {
+        None
+    };
+    let leaders_task = k8s.as_ref().map(|k| {
+        let mut feed = k.leaders.clone();
+        let (stats, dir) = (stats.clone(), state_dir.clone());
+        tokio::spawn(async move {
+            while let Some(l) = feed.changed().await {
+                if let Err(e) = l.write(&dir) {
+                    tracing::warn!(
+                        "writing {}: {e}",
+                        dir.join(kubernetes::leadership::FILE).display()
+                    );
+                }
+                if let Ok(mut cur) = stats.leaders.lock() {
+                    *cur = l;
+                }
+            }
+        })
+    });
 
     let listen = o.metrics.unwrap_or(cfg.metrics.listen);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -146,6 +191,17 @@ pub async fn run(o: RunOptions) -> Result<()> {
         s.last_reconcile_duration_seconds = took;
         s.reconciles = sstats.reconciles.load(Ordering::Relaxed);
         s.config_reload_errors = sstats.reload_errors.load(Ordering::Relaxed);
+        if let Ok(l) = sstats.leaders.lock() {
+            s.leaders = l
+                .vips
+                .iter()
+                .map(|(vip, v)| metrics::LeaderSample {
+                    vip: vip.to_string(),
+                    holder: v.holder.clone().unwrap_or_default(),
+                    leading: v.leading,
+                })
+                .collect();
+        }
         Ok(s)
     });
     let server = tokio::spawn(metrics::serve(listener, snapshot));
@@ -169,31 +225,72 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let mut tick = tokio::time::interval(o.watch_interval);
     let mut seen = fingerprint(&o.config);
     let mut current = cfg;
+    // The Kubernetes part changes often; it is saved on the next tick.
+    let mut unsaved = false;
     loop {
+        let mut reloaded = None;
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", o.config.display());
                 seen = fingerprint(&o.config);
-                if let Some(d) = reload(&o.config, &mut current, &interfaces, &dp, &stats) {
-                    refresh(&backends, &d);
-                }
+                reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services, &dp, &stats);
             }
             _ = tick.tick() => {
                 let now = fingerprint(&o.config);
                 if now != seen {
                     seen = now;
                     tracing::info!("{} changed: reloading", o.config.display());
-                    if let Some(d) = reload(&o.config, &mut current, &interfaces, &dp, &stats) {
-                        refresh(&backends, &d);
+                    reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services, &dp, &stats);
+                }
+                if unsaved {
+                    unsaved = false;
+                    if let Err(e) = kubernetes::memory::save(&state_dir, &k8s_services) {
+                        tracing::warn!("saving the Kubernetes VIPs in {}: {e}", state_dir.display());
+                    }
+                }
+            }
+            Some(outcome) = k8s_changed(&mut k8s) => {
+                let want = merge(&statics, &outcome.services);
+                match apply(&dp, &stats, &want) {
+                    Ok(()) => {
+                        k8s_services = outcome.services.clone();
+                        unsaved = true;
+                        refresh(&backends, &want);
+                        if let Some(k) = &k8s {
+                            k.set_vips(vip_addresses(&want));
+                        }
+                    }
+                    Err(e) => {
+                        stats.reload_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("applying the Kubernetes services failed (the next change retries): {e:#}");
                     }
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        if let Some((s, want)) = reloaded {
+            statics = s;
+            refresh(&backends, &want);
+            if let Some(k) = &k8s {
+                k.set_statics(static_keys(&statics));
+                k.set_vips(vip_addresses(&want));
+            }
+        }
     }
     server.abort();
     keeper.abort();
+    if let Some(k) = k8s {
+        if unsaved && let Err(e) = kubernetes::memory::save(&state_dir, &k8s_services) {
+            tracing::warn!("saving the Kubernetes VIPs in {}: {e}", state_dir.display());
+        }
+        if let Some(t) = leaders_task {
+            t.abort();
+        }
+        // Hands the Leases over now rather than after they expire.
+        k.shutdown().await;
+        let _ = std::fs::remove_file(state_dir.join(kubernetes::leadership::FILE));
+    }
     tracing::info!("stopping; the pinned data plane keeps forwarding (xlb stop removes it)");
     Ok(())
 }
@@ -229,12 +326,22 @@ fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
     v
 }
 
-/// New backends get their neighbours resolved right away.
+/// New backends get their neighbours resolved right away (the others are
+/// the keeper's, every few seconds).
 fn refresh(backends: &Mutex<Vec<IpAddr>>, applied: &Desired) {
     let list = backend_addrs(applied);
-    report_unreachable(crate::neigh::touch(&list));
-    if let Ok(mut b) = backends.lock() {
-        *b = list;
+    let Ok(mut known) = backends.lock() else {
+        return;
+    };
+    let new: Vec<IpAddr> = list
+        .iter()
+        .filter(|a| known.binary_search(a).is_err())
+        .copied()
+        .collect();
+    *known = list;
+    drop(known);
+    if !new.is_empty() {
+        let _ = crate::neigh::touch(&new);
     }
 }
 
@@ -264,15 +371,50 @@ fn apply(dp: &Shared, stats: &Stats, desired: &Desired) -> Result<()> {
     Ok(())
 }
 
+/// The config file's VIPs with the Kubernetes ones; the config file wins a
+/// VIP both name (the source has already refused such Services).
+fn merge(statics: &Desired, k8s: &BTreeMap<Service, ServiceSpec>) -> Desired {
+    let mut d = statics.clone();
+    for (k, v) in k8s {
+        d.services.entry(*k).or_insert_with(|| v.clone());
+    }
+    d
+}
+
+fn static_keys(d: &Desired) -> BTreeSet<Service> {
+    d.services.keys().copied().collect()
+}
+
+fn vip_addresses(d: &Desired) -> BTreeSet<IpAddr> {
+    d.services.keys().map(|s| s.address).collect()
+}
+
+/// The next translation from the Kubernetes source; never ready when there
+/// is none (or it has stopped).
+async fn k8s_changed(k8s: &mut Option<Kubernetes>) -> Option<Arc<Outcome>> {
+    let Some(k) = k8s else {
+        return std::future::pending().await;
+    };
+    loop {
+        if k.outcome.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(o) = k.outcome.borrow_and_update().clone() {
+            return Some(o);
+        }
+    }
+}
+
 /// Applies a new config, or keeps everything as it is when it is invalid.
-/// Returns the desired state it applied.
+/// Returns the config's own desired state and the merged one it applied.
 fn reload(
     path: &Path,
     current: &mut Config,
     interfaces: &[String],
+    k8s: &BTreeMap<Service, ServiceSpec>,
     dp: &Shared,
     stats: &Stats,
-) -> Option<Desired> {
+) -> Option<(Desired, Desired)> {
     let next = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -286,14 +428,18 @@ fn reload(
             "[dataplane] settings changed: they take effect at the next start; VIPs are applied now"
         );
     }
-    let want = desired(&next, interfaces);
+    if next.kubernetes != current.kubernetes {
+        tracing::warn!("[kubernetes] settings changed: they take effect at the next start");
+    }
+    let statics = desired(&next, interfaces);
+    let want = merge(&statics, k8s);
     if let Err(e) = apply(dp, stats, &want) {
         stats.reload_errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!("applying the new config failed part-way (the next change retries): {e:#}");
         return None;
     }
     *current = next;
-    Some(want)
+    Some((statics, want))
 }
 
 /// Modification time, size and content of the config, so an edit that

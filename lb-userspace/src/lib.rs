@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod ifaddr;
 pub mod ipvs;
+pub mod kubernetes;
 pub mod maglev;
 pub mod metrics;
 pub mod neigh;

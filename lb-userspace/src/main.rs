@@ -11,6 +11,7 @@ use lb_userspace::{
     config::{self, DataplaneMode},
     daemon,
     ipvs::IpvsDataplane,
+    kubernetes::Leadership,
     runstate::RunState,
     xdp::{Balancer, Decapsulator, Maps, Settings, pins::PinDir, status as xdp_status},
 };
@@ -164,7 +165,7 @@ fn run(cmd: Command) -> Result<()> {
             state_dir,
         } => match RunState::read(&state_dir) {
             Some(r) if r.dataplane == "ipvs" => ipvs_status(&state_dir, r.reason, json)?,
-            _ => status(&pin_path, json)?,
+            _ => status(&pin_path, &state_dir, json)?,
         },
         Command::Check { config } => {
             let c = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -266,15 +267,44 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
 fn ipvs_status(state_dir: &Path, reason: String, json: bool) -> Result<()> {
     let mut dp = IpvsDataplane::open(state_dir)?;
     let s = lb_userspace::ipvs::status::read(&mut dp, reason)?;
+    show(
+        &s,
+        lb_userspace::ipvs::status::render(&s),
+        Leadership::read(state_dir),
+        json,
+    )
+}
+
+/// Prints a data plane's status, with who leads each VIP when the daemon
+/// elects leaders (the Kubernetes source).
+fn show(
+    status: &impl serde::Serialize,
+    text: String,
+    leaders: Option<Leadership>,
+    json: bool,
+) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print!("{}", lb_userspace::ipvs::status::render(&s));
+        let mut v = serde_json::to_value(status)?;
+        if let (Some(l), Some(obj)) = (&leaders, v.as_object_mut()) {
+            obj.insert("leadership".to_owned(), serde_json::to_value(l)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("{text}");
+    if let Some(l) = leaders {
+        println!("\nleadership (Leases; this node is {})", l.identity);
+        println!("  {:<40} {:<30} this node", "VIP", "holder");
+        for (vip, v) in &l.vips {
+            let holder = v.holder.as_deref().unwrap_or("-");
+            let me = if v.leading { "leads" } else { "follows" };
+            println!("  {:<40} {holder:<30} {me}", vip.to_string());
+        }
     }
     Ok(())
 }
 
-fn status(pin_path: &Path, json: bool) -> Result<()> {
+fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
     let pins = PinDir::new(pin_path);
     if !pins.has_maps() {
         bail!(
@@ -292,10 +322,10 @@ fn status(pin_path: &Path, json: bool) -> Result<()> {
     let maglev = size(lb_common::names::MAGLEV)? / size(lb_common::names::VIPS)?.max(1);
     let maps = Maps::open_pinned(pin_path, maglev)?;
     let s = xdp_status::read(&maps, &pins)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print!("{}", xdp_status::render(&s));
-    }
-    Ok(())
+    show(
+        &s,
+        xdp_status::render(&s),
+        Leadership::read(state_dir),
+        json,
+    )
 }

@@ -72,6 +72,19 @@ pub struct Snapshot {
     pub reconciles: u64,
     /// Total rejected configuration reloads.
     pub config_reload_errors: u64,
+    /// Per-VIP leadership, when the Kubernetes source elects leaders.
+    pub leaders: Vec<LeaderSample>,
+}
+
+/// Who leads one VIP, as this node last saw its Lease.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderSample {
+    /// The VIP address.
+    pub vip: String,
+    /// The Lease's holder ("" when unheld or unknown).
+    pub holder: String,
+    /// Whether this node leads it.
+    pub leading: bool,
 }
 
 /// Counters of one VIP.
@@ -215,6 +228,21 @@ impl Collector for SnapshotCollector {
             "Configuration reloads rejected.",
             s.config_reload_errors,
         )?;
+        gauge_family(
+            &mut enc,
+            "vip_leader",
+            "1 when this node leads the VIP (holds its Lease), else 0; holder is the Lease's holder.",
+            None,
+            s.leaders.iter().map(|l| {
+                (
+                    [
+                        ("vip", LabelValue(&l.vip)),
+                        ("holder", LabelValue(&l.holder)),
+                    ],
+                    i64::from(l.leading),
+                )
+            }),
+        )?;
         Ok(())
     }
 }
@@ -343,6 +371,18 @@ pub(crate) mod tests {
             last_reconcile_duration_seconds: 0.0125,
             reconciles: 4,
             config_reload_errors: 1,
+            leaders: vec![
+                LeaderSample {
+                    vip: "10.99.0.1".into(),
+                    holder: "node-a".into(),
+                    leading: true,
+                },
+                LeaderSample {
+                    vip: "fd00::1".into(),
+                    holder: "node-b".into(),
+                    leading: false,
+                },
+            ],
         }
     }
 
@@ -366,6 +406,9 @@ pub(crate) mod tests {
             "xlb_last_reconcile_duration_seconds 0.0125",
             "xlb_reconciles_total 4",
             "xlb_config_reload_errors_total 1",
+            r#"xlb_vip_leader{vip="10.99.0.1",holder="node-a"} 1"#,
+            r#"xlb_vip_leader{vip="fd00::1",holder="node-b"} 0"#,
+            "# TYPE xlb_vip_leader gauge",
             "# TYPE xlb_dataplane_info gauge",
             "# TYPE xlb_packets counter",
             "# TYPE xlb_backend_bytes counter",
@@ -389,6 +432,7 @@ pub(crate) mod tests {
             "xlb_last_reconcile_duration_seconds",
             "xlb_reconciles",
             "xlb_config_reload_errors",
+            "xlb_vip_leader",
         ] {
             let help = format!("# HELP {family} ");
             assert!(

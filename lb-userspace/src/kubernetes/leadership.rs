@@ -1,0 +1,67 @@
+//! Who leads each VIP: what the Lease elector publishes and what a VIP
+//! announcer (ARP, an Elastic IP) subscribes to. Every router node forwards
+//! every VIP; only the leader may announce one.
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The file `xlb status` reads, in the state directory.
+pub const FILE: &str = "leaders.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    /// This node's identity in the Leases.
+    pub identity: String,
+    pub vips: BTreeMap<IpAddr, Leader>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    /// The Lease's holder as last read; `None` when unheld or unknown.
+    pub holder: Option<String>,
+    /// Whether this node leads: it holds the Lease and renewed it within
+    /// the renew deadline.
+    pub leading: bool,
+}
+
+impl Leadership {
+    pub fn leads(&self, vip: IpAddr) -> bool {
+        self.vips.get(&vip).is_some_and(|l| l.leading)
+    }
+
+    pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        let tmp = state_dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, state_dir.join(FILE))
+    }
+
+    /// What the running daemon last published, if it elects leaders.
+    pub fn read(state_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(state_dir.join(FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// A subscription to leadership changes: the interface an announcer codes
+/// against. Cheap to clone; every clone sees every latest state.
+#[derive(Clone, Debug)]
+pub struct LeaderFeed(watch::Receiver<Leadership>);
+
+impl LeaderFeed {
+    pub fn new(rx: watch::Receiver<Leadership>) -> Self {
+        Self(rx)
+    }
+
+    pub fn current(&self) -> Leadership {
+        self.0.borrow().clone()
+    }
+
+    /// Waits for the next change; `None` once the elector has stopped.
+    pub async fn changed(&mut self) -> Option<Leadership> {
+        self.0.changed().await.ok()?;
+        Some(self.0.borrow_and_update().clone())
+    }
+}

@@ -1,0 +1,118 @@
+//! The Kubernetes part of the desired state as last applied, kept in the
+//! state directory. A restarted daemon serves it until its watches have
+//! synced, so a restart (or an API server that is down at start) never
+//! takes Kubernetes VIPs out of the maps and drops their flows.
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use lb_common::Encap;
+use serde::{Deserialize, Serialize};
+
+use crate::desired::{Service, ServiceSpec};
+
+pub const FILE: &str = "kubernetes.json";
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    address: IpAddr,
+    port: u16,
+    protocol: u8,
+    encap: String,
+    scheduler: String,
+    backends: Vec<(IpAddr, u32)>,
+}
+
+pub fn save(state_dir: &Path, services: &BTreeMap<Service, ServiceSpec>) -> std::io::Result<()> {
+    let entries: Vec<Entry> = services
+        .iter()
+        .map(|(k, s)| Entry {
+            address: k.address,
+            port: k.port,
+            protocol: k.protocol,
+            encap: match s.encap {
+                Encap::Ipip => "ipip",
+                Encap::L2 => "l2",
+            }
+            .to_owned(),
+            scheduler: s.scheduler.clone(),
+            backends: s.backends.iter().map(|(a, w)| (*a, *w)).collect(),
+        })
+        .collect();
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(format!("{FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(&entries)?)?;
+    std::fs::rename(tmp, state_dir.join(FILE))
+}
+
+/// The saved services; empty when there is no file. A file that cannot be
+/// read is reported and ignored: the watches will bring the truth.
+pub fn load(state_dir: &Path) -> BTreeMap<Service, ServiceSpec> {
+    let path = state_dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            return BTreeMap::new();
+        }
+    };
+    let entries: Vec<Entry> = match serde_json::from_slice(&bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            return BTreeMap::new();
+        }
+    };
+    entries
+        .into_iter()
+        .map(|e| {
+            let key = Service {
+                address: e.address,
+                port: e.port,
+                protocol: e.protocol,
+            };
+            let spec = ServiceSpec {
+                encap: if e.encap == "l2" {
+                    Encap::L2
+                } else {
+                    Encap::Ipip
+                },
+                scheduler: e.scheduler,
+                backends: e.backends.into_iter().collect(),
+            };
+            (key, spec)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("xlb-k8s-memory-{}", std::process::id()));
+        let mut m = BTreeMap::new();
+        m.insert(
+            Service {
+                address: "fd00::1".parse().unwrap(),
+                port: 443,
+                protocol: 6,
+            },
+            ServiceSpec {
+                encap: Encap::L2,
+                scheduler: "mh".into(),
+                backends: [
+                    ("fd00::10".parse().unwrap(), 0),
+                    ("fd00::11".parse().unwrap(), 1),
+                ]
+                .into(),
+            },
+        );
+        save(&dir, &m).unwrap();
+        assert_eq!(load(&dir), m);
+        std::fs::write(dir.join(FILE), b"not json").unwrap();
+        assert!(load(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,162 @@
+//! The address pools VIPs are allocated from: lowest free address first,
+//! so every router node, given the same Services, allocates the same way.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use crate::config::AddressPool;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pools {
+    ranges: Vec<AddressPool>,
+}
+
+impl Pools {
+    pub fn new(ranges: Vec<AddressPool>) -> Self {
+        Self { ranges }
+    }
+
+    pub fn contains(&self, a: IpAddr) -> bool {
+        self.ranges
+            .iter()
+            .any(|r| r.first.is_ipv4() == a.is_ipv4() && (r.first..=r.last).contains(&a))
+    }
+
+    pub fn has_family(&self, v4: bool) -> bool {
+        self.ranges.iter().any(|r| r.first.is_ipv4() == v4)
+    }
+
+    /// An allocator for one pass over the Services.
+    pub fn allocator<'a>(&'a self, reserved: &'a BTreeSet<IpAddr>) -> Allocator<'a> {
+        Allocator {
+            pools: self,
+            reserved,
+            taken: BTreeSet::new(),
+            cursors: self.ranges.iter().map(|r| r.first).collect(),
+        }
+    }
+}
+
+/// Hands out addresses that are neither reserved nor already handed out.
+/// Nothing is ever given back within a pass, so the lowest free address of
+/// a pool only moves up: each pool keeps a cursor, and a pass that
+/// allocates n addresses costs O(n log n), not O(n^2).
+pub struct Allocator<'a> {
+    pools: &'a Pools,
+    reserved: &'a BTreeSet<IpAddr>,
+    taken: BTreeSet<IpAddr>,
+    cursors: Vec<IpAddr>,
+}
+
+impl Allocator<'_> {
+    pub fn is_free(&self, a: IpAddr) -> bool {
+        !self.reserved.contains(&a) && !self.taken.contains(&a)
+    }
+
+    /// Takes `a` if it is in a pool and free.
+    pub fn keep(&mut self, a: IpAddr) -> bool {
+        if self.pools.contains(a) && self.is_free(a) {
+            self.taken.insert(a);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives `a` back. The cursors stay where they are, so a later `next`
+    /// in this pass may not return it; the next pass will.
+    pub fn release(&mut self, a: IpAddr) {
+        self.taken.remove(&a);
+    }
+
+    /// The lowest free address of the family, taken.
+    pub fn next(&mut self, v4: bool) -> Option<IpAddr> {
+        for (i, r) in self.pools.ranges.iter().enumerate() {
+            if r.first.is_ipv4() != v4 {
+                continue;
+            }
+            let mut a = Some(self.cursors[i]);
+            while let Some(c) = a.filter(|c| *c <= r.last) {
+                if self.is_free(c) {
+                    self.taken.insert(c);
+                    self.cursors[i] = successor(c).unwrap_or(c);
+                    return Some(c);
+                }
+                a = successor(c);
+            }
+            // The pool is full: later calls skip straight past it.
+            self.cursors[i] = r.last;
+        }
+        None
+    }
+}
+
+fn successor(a: IpAddr) -> Option<IpAddr> {
+    match a {
+        IpAddr::V4(a) => u32::from(a)
+            .checked_add(1)
+            .map(|n| Ipv4Addr::from(n).into()),
+        IpAddr::V6(a) => u128::from(a)
+            .checked_add(1)
+            .map(|n| Ipv6Addr::from(n).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(first: &str, last: &str) -> AddressPool {
+        AddressPool {
+            first: first.parse().unwrap(),
+            last: last.parse().unwrap(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lowest_free_first_across_pools_and_families() {
+        let p = Pools::new(vec![
+            pool("10.0.0.1", "10.0.0.2"),
+            pool("fd00::10", "fd00::11"),
+            pool("10.0.1.5", "10.0.1.5"),
+        ]);
+        let reserved = BTreeSet::from([ip("10.0.0.1")]);
+        let mut a = p.allocator(&reserved);
+        assert_eq!(a.next(true), Some(ip("10.0.0.2")));
+        assert_eq!(a.next(true), Some(ip("10.0.1.5")));
+        assert_eq!(a.next(true), None);
+        assert_eq!(a.next(false), Some(ip("fd00::10")));
+        assert_eq!(a.next(false), Some(ip("fd00::11")));
+        assert_eq!(a.next(false), None);
+    }
+
+    #[test]
+    fn kept_addresses_are_skipped_and_only_pool_addresses_kept() {
+        let p = Pools::new(vec![pool("10.0.0.1", "10.0.0.4")]);
+        let reserved = BTreeSet::new();
+        let mut a = p.allocator(&reserved);
+        assert!(a.keep(ip("10.0.0.2")));
+        assert!(!a.keep(ip("10.0.0.2")), "already taken");
+        assert!(!a.keep(ip("10.0.9.9")), "outside every pool");
+        assert_eq!(a.next(true), Some(ip("10.0.0.1")));
+        assert_eq!(a.next(true), Some(ip("10.0.0.3")));
+        assert_eq!(a.next(true), Some(ip("10.0.0.4")));
+        assert_eq!(a.next(true), None);
+    }
+
+    #[test]
+    fn last_address_of_the_space_ends_the_walk() {
+        let p = Pools::new(vec![pool("255.255.255.254", "255.255.255.255")]);
+        let reserved = BTreeSet::new();
+        let mut a = p.allocator(&reserved);
+        assert_eq!(a.next(true), Some(ip("255.255.255.254")));
+        assert_eq!(a.next(true), Some(ip("255.255.255.255")));
+        assert_eq!(a.next(true), None);
+    }
+}
