@@ -16,6 +16,8 @@ pub mod pools;
 pub mod source;
 pub mod status;
 pub mod translate;
+#[cfg(test)]
+mod translate_tests;
 
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 

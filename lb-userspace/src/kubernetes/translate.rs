@@ -198,7 +198,7 @@ pub fn translate(
         let mut keys = Vec::new();
         let mut clash = None;
         for &addr in &addrs {
-            for p in &ports {
+            for p in ports.iter().filter(|p| p.unsupported.is_none()) {
                 let vip = VipKey {
                     address: addr,
                     port: p.port,
@@ -363,8 +363,6 @@ fn ports(svc: &Service) -> Vec<Port> {
             unsupported,
         });
     }
-    // An unsupported port is reported, never balanced.
-    out.sort_by_key(|p| p.unsupported.is_some());
     out
 }
 

@@ -1,0 +1,458 @@
+//! The translation on objects written as the Kubernetes API reference
+//! defines them (JSON, as the API server sends them).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
+use lb_common::Encap;
+use serde_json::{Value, json};
+
+use super::{
+    pools::Pools,
+    translate::{ObjKey, Outcome, Settings, translate},
+};
+use crate::{
+    config::{AddressPool, BackendTarget},
+    desired::Service as VipKey,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn settings(target: BackendTarget) -> Settings {
+    Settings {
+        class: "xlb.io/xlb".into(),
+        include_unclassed: false,
+        target,
+        pools: Pools::new(vec![
+            AddressPool {
+                first: ip("10.99.200.1"),
+                last: ip("10.99.200.3"),
+            },
+            AddressPool {
+                first: ip("fd00:99::1"),
+                last: ip("fd00:99::2"),
+            },
+        ]),
+        encap: Encap::Ipip,
+        scheduler: "mh".into(),
+    }
+}
+
+/// A LoadBalancer Service of xlb's class; `extra` is merged into it.
+fn service(name: &str, created: &str, extra: Value) -> Arc<Service> {
+    let mut v = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": format!("uid-{name}"),
+            "creationTimestamp": created,
+            "resourceVersion": "1"
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "xlb.io/xlb",
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080 }],
+            "selector": { "app": name },
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack"
+        }
+    });
+    merge(&mut v, extra);
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn slice(service: &str, family: &str, endpoints: Value) -> Arc<EndpointSlice> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{service}-{}", family.to_lowercase()),
+                "namespace": "default",
+                "labels": { "kubernetes.io/service-name": service }
+            },
+            "addressType": family,
+            "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+            "endpoints": endpoints
+        }))
+        .unwrap(),
+    )
+}
+
+fn node(name: &str, addrs: &[&str]) -> Arc<Node> {
+    let addresses: Vec<Value> = addrs
+        .iter()
+        .map(|a| json!({ "type": "InternalIP", "address": a }))
+        .chain([json!({ "type": "Hostname", "address": name })])
+        .collect();
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": { "name": name },
+            "status": { "addresses": addresses }
+        }))
+        .unwrap(),
+    )
+}
+
+fn vip(addr: &str, port: u16) -> VipKey {
+    VipKey {
+        address: ip(addr),
+        port,
+        protocol: 6,
+    }
+}
+
+fn run(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], s: &Settings) -> Outcome {
+    translate(services, slices, &[], &BTreeSet::new(), s)
+}
+
+fn backends(o: &Outcome, v: VipKey) -> BTreeMap<IpAddr, u32> {
+    o.services
+        .get(&v)
+        .unwrap_or_else(|| panic!("{v} not served: {o:#?}"))
+        .backends
+        .clone()
+}
+
+fn key(name: &str) -> ObjKey {
+    ObjKey {
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn only_load_balancers_of_our_class_are_served() {
+    let s = settings(BackendTarget::Pod);
+    let other = service(
+        "other",
+        "2026-01-01T00:00:00Z",
+        json!({ "spec": { "loadBalancerClass": "example.com/lb" } }),
+    );
+    let unclassed = service(
+        "unclassed",
+        "2026-01-01T00:00:01Z",
+        json!({ "spec": { "loadBalancerClass": null } }),
+    );
+    let cluster_ip = service(
+        "internal",
+        "2026-01-01T00:00:02Z",
+        json!({ "spec": { "type": "ClusterIP" } }),
+    );
+    let ours = service("web", "2026-01-01T00:00:03Z", json!({}));
+    let all = [other, unclassed, cluster_ip, ours];
+    let o = run(&all, &[], &s);
+    assert_eq!(o.addresses.keys().collect::<Vec<_>>(), [&key("web")]);
+    assert_eq!(o.addresses[&key("web")], [ip("10.99.200.1")]);
+
+    let mut s = s;
+    s.include_unclassed = true;
+    let o = run(&all, &[], &s);
+    assert_eq!(
+        o.addresses.keys().collect::<Vec<_>>(),
+        [&key("unclassed"), &key("web")]
+    );
+}
+
+#[test]
+fn vip_from_annotation_then_load_balancer_ip_then_pool() {
+    let s = settings(BackendTarget::Pod);
+    let a = service(
+        "a",
+        "2026-01-01T00:00:00Z",
+        json!({ "metadata": { "annotations": { "xlb.io/vip": "10.99.200.1" } } }),
+    );
+    let b = service(
+        "b",
+        "2026-01-01T00:00:01Z",
+        json!({ "spec": { "loadBalancerIP": "192.0.2.7" } }),
+    );
+    // Created first, but .1 is asked for by name: the pool skips it.
+    let c = service("c", "2025-12-31T00:00:00Z", json!({}));
+    let o = run(&[a, b, c], &[], &s);
+    assert_eq!(o.addresses[&key("a")], [ip("10.99.200.1")]);
+    assert_eq!(o.addresses[&key("b")], [ip("192.0.2.7")]);
+    assert_eq!(o.addresses[&key("c")], [ip("10.99.200.2")]);
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    assert_eq!(o.services.len(), 3);
+}
+
+#[test]
+fn the_status_address_is_kept_so_allocation_is_stable() {
+    let s = settings(BackendTarget::Pod);
+    let status = json!({ "status": { "loadBalancer": { "ingress": [{ "ip": "10.99.200.3", "ipMode": "VIP" }] } } });
+    let old = service("old", "2026-01-02T00:00:00Z", status);
+    let new = service("new", "2026-01-01T00:00:00Z", json!({}));
+    let o = run(&[old, new], &[], &s);
+    assert_eq!(o.addresses[&key("old")], [ip("10.99.200.3")]);
+    assert_eq!(o.addresses[&key("new")], [ip("10.99.200.1")]);
+}
+
+#[test]
+fn dual_stack_services_get_one_vip_per_family() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "ds",
+        "2026-01-01T00:00:00Z",
+        json!({ "spec": { "ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "RequireDualStack" } }),
+    );
+    let v4 = slice(
+        "ds",
+        "IPv4",
+        json!([{ "addresses": ["10.244.1.5"], "conditions": { "ready": true } }]),
+    );
+    let v6 = slice(
+        "ds",
+        "IPv6",
+        json!([{ "addresses": ["fd00:244::5"], "conditions": { "ready": true } }]),
+    );
+    let o = run(&[svc], &[v4, v6], &s);
+    assert_eq!(
+        o.addresses[&key("ds")],
+        [ip("fd00:99::1"), ip("10.99.200.1")]
+    );
+    assert_eq!(
+        backends(&o, vip("10.99.200.1", 80)),
+        BTreeMap::from([(ip("10.244.1.5"), 1)])
+    );
+    assert_eq!(
+        backends(&o, vip("fd00:99::1", 80)),
+        BTreeMap::from([(ip("fd00:244::5"), 1)])
+    );
+}
+
+#[test]
+fn exhausted_pools_refuse_with_a_reason() {
+    let mut s = settings(BackendTarget::Pod);
+    s.pools = Pools::new(vec![AddressPool {
+        first: ip("10.99.200.1"),
+        last: ip("10.99.200.1"),
+    }]);
+    let a = service("a", "2026-01-01T00:00:00Z", json!({}));
+    let b = service("b", "2026-01-01T00:00:01Z", json!({}));
+    let o = run(&[a, b], &[], &s);
+    assert_eq!(o.addresses[&key("a")], [ip("10.99.200.1")]);
+    assert_eq!(o.refusals.len(), 1);
+    assert_eq!(o.refusals[0].service, key("b"));
+    assert_eq!(o.refusals[0].reason, "NoAddress");
+    assert_eq!(
+        o.refusals[0].message,
+        "no free IPv4 address in kubernetes.pools; set one with the xlb.io/vip annotation or add a pool"
+    );
+}
+
+#[test]
+fn the_later_of_two_services_on_one_vip_and_port_is_refused() {
+    let s = settings(BackendTarget::Pod);
+    let ann = json!({ "metadata": { "annotations": { "xlb.io/vip": "192.0.2.10" } } });
+    let first = service("first", "2026-01-01T00:00:00Z", ann.clone());
+    let second = service("second", "2026-01-01T00:00:05Z", ann.clone());
+    let mut other_port = ann;
+    merge(
+        &mut other_port,
+        json!({ "spec": { "ports": [{ "name": "dns", "port": 53, "protocol": "UDP" }] } }),
+    );
+    let third = service("third", "2026-01-01T00:00:09Z", other_port);
+    // Input order does not matter: creation time decides.
+    let o = run(&[third, second, first], &[], &s);
+    assert!(o.addresses.contains_key(&key("first")));
+    assert!(!o.addresses.contains_key(&key("second")));
+    assert!(
+        o.addresses.contains_key(&key("third")),
+        "another port on the same VIP is fine"
+    );
+    assert_eq!(o.refusals.len(), 1);
+    let r = &o.refusals[0];
+    assert_eq!(
+        (r.service.clone(), r.uid.as_str(), r.reason),
+        (key("second"), "uid-second", "VIPConflict")
+    );
+    assert_eq!(
+        r.message,
+        "VIP 192.0.2.10:80/tcp is already used by Service default/first; this Service is not served"
+    );
+}
+
+#[test]
+fn the_config_file_wins_over_a_service() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "web",
+        "2026-01-01T00:00:00Z",
+        json!({ "metadata": { "annotations": { "xlb.io/vip": "10.99.100.1" } } }),
+    );
+    let statics = BTreeSet::from([vip("10.99.100.1", 80)]);
+    let o = translate(&[svc], &[], &[], &statics, &s);
+    assert!(o.services.is_empty());
+    assert_eq!(o.refusals[0].reason, "VIPConflict");
+    assert!(o.refusals[0].message.contains("the static config"));
+}
+
+#[test]
+fn bad_annotations_are_refused_by_name() {
+    let s = settings(BackendTarget::Pod);
+    let cases = [
+        (
+            json!({ "xlb.io/vip": "10.0.0.300" }),
+            "InvalidVIP",
+            "annotation xlb.io/vip: \"10.0.0.300\" is not an IP address",
+        ),
+        (
+            json!({ "xlb.io/vip": "10.0.0.1,10.0.0.2" }),
+            "InvalidVIP",
+            "annotation xlb.io/vip: \"10.0.0.1,10.0.0.2\" names two addresses of one family (one IPv4 and one IPv6 at most)",
+        ),
+        (
+            json!({ "xlb.io/encap": "gre" }),
+            "InvalidAnnotation",
+            "annotation xlb.io/encap: \"gre\" is not one of \"ipip\", \"l2\"",
+        ),
+    ];
+    for (annotations, reason, message) in cases {
+        let svc = service(
+            "bad",
+            "2026-01-01T00:00:00Z",
+            json!({ "metadata": { "annotations": annotations } }),
+        );
+        let o = run(&[svc], &[], &s);
+        assert!(o.services.is_empty());
+        assert_eq!(o.refusals.len(), 1);
+        assert_eq!(
+            (o.refusals[0].reason, o.refusals[0].message.as_str()),
+            (reason, message)
+        );
+    }
+}
+
+#[test]
+fn ready_serve_terminating_drains_the_rest_are_left_out() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "web",
+        "2026-01-01T00:00:00Z",
+        json!({ "metadata": { "annotations": { "xlb.io/encap": "l2" } } }),
+    );
+    let sl = slice(
+        "web",
+        "IPv4",
+        json!([
+            { "addresses": ["10.244.0.1"], "conditions": { "ready": true, "serving": true, "terminating": false } },
+            // nil conditions mean ready, as the API reference says
+            { "addresses": ["10.244.0.2"] },
+            { "addresses": ["10.244.0.3"], "conditions": { "ready": false, "serving": true, "terminating": true } },
+            { "addresses": ["10.244.0.4"], "conditions": { "ready": false, "serving": false, "terminating": true } },
+            { "addresses": ["10.244.0.5"], "conditions": { "ready": false } }
+        ]),
+    );
+    let o = run(&[svc], &[sl], &s);
+    let spec = &o.services[&vip("10.99.200.1", 80)];
+    assert_eq!(spec.encap, Encap::L2);
+    assert_eq!(
+        spec.backends,
+        BTreeMap::from([
+            (ip("10.244.0.1"), 1),
+            (ip("10.244.0.2"), 1),
+            (ip("10.244.0.3"), 0)
+        ])
+    );
+}
+
+#[test]
+fn slices_serve_the_ports_they_name() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "multi",
+        "2026-01-01T00:00:00Z",
+        json!({ "spec": { "ports": [
+            { "name": "http", "port": 80, "protocol": "TCP" },
+            { "name": "https", "port": 443, "protocol": "TCP" }
+        ] } }),
+    );
+    // Slices of another Service, or of another namespace, never count.
+    let http = slice("multi", "IPv4", json!([{ "addresses": ["10.244.0.1"] }]));
+    let foreign = slice("other", "IPv4", json!([{ "addresses": ["10.244.9.9"] }]));
+    let o = run(&[svc], &[http, foreign], &s);
+    assert_eq!(
+        backends(&o, vip("10.99.200.1", 80)),
+        BTreeMap::from([(ip("10.244.0.1"), 1)])
+    );
+    assert!(backends(&o, vip("10.99.200.1", 443)).is_empty());
+}
+
+#[test]
+fn node_target_weights_nodes_by_their_ready_endpoints() {
+    let s = settings(BackendTarget::Node);
+    let svc = service(
+        "web",
+        "2026-01-01T00:00:00Z",
+        json!({ "spec": { "externalTrafficPolicy": "Local" } }),
+    );
+    let sl = slice(
+        "web",
+        "IPv4",
+        json!([
+            { "addresses": ["10.244.1.1"], "nodeName": "n1" },
+            { "addresses": ["10.244.1.2"], "nodeName": "n1" },
+            { "addresses": ["10.244.2.1"], "nodeName": "n2", "conditions": { "ready": false, "serving": true, "terminating": true } },
+            { "addresses": ["10.244.3.1"], "nodeName": "n3", "conditions": { "ready": false } },
+            { "addresses": ["10.244.4.1"], "nodeName": "unknown" }
+        ]),
+    );
+    let nodes = [
+        node("n1", &["192.168.0.1", "fd00:1::1"]),
+        node("n2", &["192.168.0.2"]),
+        node("n3", &["192.168.0.3"]),
+    ];
+    let o = translate(&[svc], &[sl], &nodes, &BTreeSet::new(), &s);
+    assert_eq!(
+        backends(&o, vip("10.99.200.1", 80)),
+        BTreeMap::from([(ip("192.168.0.1"), 2), (ip("192.168.0.2"), 0)])
+    );
+}
+
+#[test]
+fn unsupported_protocols_are_reported_and_the_rest_served() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "sctp",
+        "2026-01-01T00:00:00Z",
+        json!({ "spec": { "ports": [
+            { "name": "http", "port": 80, "protocol": "TCP" },
+            { "name": "sig", "port": 3868, "protocol": "SCTP" }
+        ] } }),
+    );
+    let o = run(&[svc], &[], &s);
+    assert_eq!(
+        o.services.keys().copied().collect::<Vec<_>>(),
+        [vip("10.99.200.1", 80)]
+    );
+    assert_eq!(o.refusals[0].reason, "UnsupportedProtocol");
+    assert_eq!(
+        o.refusals[0].message,
+        "port 3868: protocol SCTP is not balanced (TCP and UDP are)"
+    );
+}
