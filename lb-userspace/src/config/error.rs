@@ -134,6 +134,35 @@ pub enum ErrorKind {
         first_line: usize,
     },
 
+    /// `pool` and `other` as written; `shared` is the addresses both hold.
+    #[error(
+        "`kubernetes.pools` entry {pool} overlaps {other} (line {other_line}): both hold {shared}; an address may be in one pool only"
+    )]
+    PoolOverlap {
+        pool: String,
+        other: String,
+        other_line: usize,
+        shared: String,
+    },
+
+    /// Two Lease timings, named by their keys in `[kubernetes]`, in the
+    /// wrong order; a timing the file does not set takes part with its
+    /// default.
+    #[error(
+        "`kubernetes.{shorter}` = {shorter_ms}{} must be less than `kubernetes.{longer}` = {longer_ms}{}: {}",
+        default_note(*shorter_is_default),
+        default_note(*longer_is_default),
+        why_shorter(shorter)
+    )]
+    LeaseTimingOrder {
+        shorter: &'static str,
+        shorter_ms: u32,
+        shorter_is_default: bool,
+        longer: &'static str,
+        longer_ms: u32,
+        longer_is_default: bool,
+    },
+
     #[error(
         "backend {backend} is {} but VIP {vip} is {}: {}",
         family_name(!*vip_is_v4),
@@ -146,6 +175,19 @@ pub enum ErrorKind {
         vip_is_v4: bool,
         encap: Encap,
     },
+}
+
+fn default_note(is_default: bool) -> &'static str {
+    if is_default { " (the default)" } else { "" }
+}
+
+/// Why the Lease timing `shorter` must be less than the one it is compared to.
+fn why_shorter(shorter: &str) -> &'static str {
+    if shorter == "retry_period_ms" {
+        "a leader must get another try at renewing its Lease before the deadline makes it step down"
+    } else {
+        "a leader that cannot renew must step down before its Lease expires and another node takes over its VIPs"
+    }
 }
 
 fn family_name(v4: bool) -> &'static str {

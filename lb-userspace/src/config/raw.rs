@@ -56,6 +56,15 @@ pub(super) struct RawBackend {
 pub(super) struct RawKubernetes {
     pub(super) enabled: Option<Spanned<bool>>,
     pub(super) load_balancer_class: Option<Spanned<String>>,
+    pub(super) include_unclassed: Option<Spanned<bool>>,
+    pub(super) kubeconfig: Option<Spanned<String>>,
+    pub(super) backend_target: Option<Spanned<String>>,
+    pub(super) pools: Option<Vec<Spanned<String>>>,
+    pub(super) lease_namespace: Option<Spanned<String>>,
+    pub(super) node_name: Option<Spanned<String>>,
+    pub(super) lease_duration_ms: Option<Spanned<i64>>,
+    pub(super) renew_deadline_ms: Option<Spanned<i64>>,
+    pub(super) retry_period_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default)]

@@ -185,6 +185,15 @@ impl Reader<'_> {
             match name {
                 "enabled" => k.enabled = self.boolean(T, name, value),
                 "load_balancer_class" => k.load_balancer_class = self.string(T, name, value),
+                "include_unclassed" => k.include_unclassed = self.boolean(T, name, value),
+                "kubeconfig" => k.kubeconfig = self.string(T, name, value),
+                "backend_target" => k.backend_target = self.string(T, name, value),
+                "pools" => k.pools = self.strings(T, name, value),
+                "lease_namespace" => k.lease_namespace = self.string(T, name, value),
+                "node_name" => k.node_name = self.string(T, name, value),
+                "lease_duration_ms" => k.lease_duration_ms = self.integer(T, name, value),
+                "renew_deadline_ms" => k.renew_deadline_ms = self.integer(T, name, value),
+                "retry_period_ms" => k.retry_period_ms = self.integer(T, name, value),
                 _ => self.unknown(T, key),
             }
         }

@@ -80,6 +80,26 @@ fn write_config(out: &mut String, config: &Config) -> std::fmt::Result {
         "load_balancer_class = {}",
         string(&k.load_balancer_class)
     )?;
+    writeln!(out, "include_unclassed = {}", k.include_unclassed)?;
+    if let Some(path) = &k.kubeconfig {
+        writeln!(out, "kubeconfig = {}", string(&path.to_string_lossy()))?;
+    }
+    writeln!(out, "backend_target = {}", string(k.backend_target.name()))?;
+    // The written form (CIDR or range) is not kept; a range reads back to
+    // the same addresses, which is what the model holds.
+    let pools: Vec<String> = k
+        .pools
+        .iter()
+        .map(|p| string(&format!("{}-{}", p.first, p.last)))
+        .collect();
+    writeln!(out, "pools = [{}]", pools.join(", "))?;
+    writeln!(out, "lease_namespace = {}", string(&k.lease_namespace))?;
+    if let Some(name) = &k.node_name {
+        writeln!(out, "node_name = {}", string(name))?;
+    }
+    writeln!(out, "lease_duration_ms = {}", k.lease_duration_ms)?;
+    writeln!(out, "renew_deadline_ms = {}", k.renew_deadline_ms)?;
+    writeln!(out, "retry_period_ms = {}", k.retry_period_ms)?;
 
     writeln!(out, "\n[announce]")?;
     writeln!(out, "mode = {}", string(config.announce.mode.name()))?;

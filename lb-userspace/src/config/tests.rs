@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 use lb_common::Encap;
 
+use super::quote;
 use super::schema::Table;
 use super::*;
 
@@ -12,6 +13,13 @@ fn example_path() -> PathBuf {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+fn pool(first: &str, last: &str) -> AddressPool {
+    AddressPool {
+        first: ip(first),
+        last: ip(last),
+    }
 }
 
 /// The error for `text`, checked against where it should be and what it
@@ -76,8 +84,19 @@ fn defaults_are_the_documented_ones() {
         Metrics::default().listen,
         "127.0.0.1:9810".parse::<SocketAddr>().unwrap()
     );
-    assert!(!Kubernetes::default().enabled);
-    assert_eq!(Kubernetes::default().load_balancer_class, "xlb.io/xlb");
+    let k = Kubernetes::default();
+    assert!(!k.enabled);
+    assert_eq!(k.load_balancer_class, "xlb.io/xlb");
+    assert!(!k.include_unclassed);
+    assert_eq!(k.kubeconfig, None);
+    assert_eq!(k.backend_target, BackendTarget::Pod);
+    assert!(k.pools.is_empty());
+    assert_eq!(k.lease_namespace, "xlb-system");
+    assert_eq!(k.node_name, None);
+    assert_eq!(
+        (k.lease_duration_ms, k.renew_deadline_ms, k.retry_period_ms),
+        (15_000, 10_000, 2_000)
+    );
     assert_eq!(Announce::default().mode, AnnounceMode::None);
 }
 
@@ -274,6 +293,19 @@ fn unusual_values_round_trip() {
         kubernetes: Kubernetes {
             enabled: true,
             load_balancer_class: "example.com/ünïcode".into(),
+            include_unclassed: true,
+            kubeconfig: Some("../k\"ube config".into()),
+            backend_target: BackendTarget::Node,
+            pools: vec![
+                pool("10.0.0.1", "10.0.0.1"),
+                pool("10.0.1.0", "10.0.1.255"),
+                pool("fd00::", "fd00::ffff:ffff"),
+            ],
+            lease_namespace: "x".into(),
+            node_name: Some("ip-10-0-0-1.eu-west-1.compute.internal".into()),
+            lease_duration_ms: 3_600_000,
+            renew_deadline_ms: 101,
+            retry_period_ms: 100,
         },
         announce: Announce {
             mode: AnnounceMode::AwsEip,
@@ -454,7 +486,9 @@ fn unknown_keys_name_the_table_and_its_keys() {
         "[kubernetes]\nclass = \"x\"\n",
         2,
         1,
-        "unknown key `class` in [kubernetes] (valid keys: enabled, load_balancer_class)",
+        "unknown key `class` in [kubernetes] (valid keys: enabled, load_balancer_class, \
+         include_unclassed, kubeconfig, backend_target, pools, lease_namespace, node_name, \
+         lease_duration_ms, renew_deadline_ms, retry_period_ms)",
     );
     rejects(
         "[announce]\n\"mode \" = \"arp\"\n",
@@ -571,7 +605,8 @@ fn wrong_types_name_the_field_and_what_it_takes() {
         "[kubernetes]\nload_balancer_class = [\"a\"]\n",
         2,
         23,
-        "`kubernetes.load_balancer_class` must be a string such as \"xlb.io/xlb\"; found [\"a\"]",
+        "`kubernetes.load_balancer_class` must be a non-empty string such as \"xlb.io/xlb\"; \
+         found [\"a\"]",
     );
     rejects(
         "[dataplane]\ninterfaces = \"eth0\"\n",
@@ -1255,4 +1290,547 @@ fn columns_count_characters() {
         55,
         "`kubernetes.enabled` must be true or false; found \"yes\"",
     );
+}
+
+// --- 13. [kubernetes] ----------------------------------------------------------
+
+/// A `[kubernetes]` table of `lines`: its keys start on line 2.
+fn kubernetes(lines: &str) -> String {
+    format!("[kubernetes]\n{lines}\n")
+}
+
+/// Rejects the single-key table `line` at that key's value.
+#[track_caller]
+fn rejects_kubernetes_value(line: &str, message: &str) -> ErrorKind {
+    let key = line.split(" = ").next().unwrap();
+    rejects(&kubernetes(line), 2, key.len() + 4, message)
+}
+
+#[test]
+fn kubernetes_defaults_when_the_table_or_a_key_is_absent() {
+    assert_eq!(accepts("").kubernetes, Kubernetes::default());
+    assert_eq!(accepts("[kubernetes]\n").kubernetes, Kubernetes::default());
+    // Enabled with no pools: Services then need an explicit VIP.
+    let k = accepts(&kubernetes("enabled = true")).kubernetes;
+    assert_eq!(
+        k,
+        Kubernetes {
+            enabled: true,
+            ..Kubernetes::default()
+        }
+    );
+    assert_eq!(
+        accepts(&kubernetes("enabled = true\npools = []")).kubernetes,
+        k
+    );
+}
+
+#[test]
+fn every_kubernetes_key_is_read() {
+    let k = accepts(&kubernetes(
+        "enabled = true\n\
+         load_balancer_class = \"example.com/lb\"\n\
+         include_unclassed = true\n\
+         kubeconfig = \"kube/config\"\n\
+         backend_target = \"node\"\n\
+         pools = [\"10.99.200.0/24\", \"10.99.201.10-10.99.201.20\", \"fd00:99::/120\"]\n\
+         lease_namespace = \"kube-system\"\n\
+         node_name = \"worker-1.example.com\"\n\
+         lease_duration_ms = 30000\n\
+         renew_deadline_ms = 20_000\n\
+         retry_period_ms = 5000",
+    ))
+    .kubernetes;
+    assert_eq!(
+        k,
+        Kubernetes {
+            enabled: true,
+            load_balancer_class: "example.com/lb".into(),
+            include_unclassed: true,
+            kubeconfig: Some("kube/config".into()),
+            backend_target: BackendTarget::Node,
+            pools: vec![
+                pool("10.99.200.1", "10.99.200.254"),
+                pool("10.99.201.10", "10.99.201.20"),
+                pool("fd00:99::", "fd00:99::ff"),
+            ],
+            lease_namespace: "kube-system".into(),
+            node_name: Some("worker-1.example.com".into()),
+            lease_duration_ms: 30_000,
+            renew_deadline_ms: 20_000,
+            retry_period_ms: 5_000,
+        }
+    );
+    let pod = accepts(&kubernetes("backend_target = \"pod\"")).kubernetes;
+    assert_eq!(pod.backend_target, BackendTarget::Pod);
+}
+
+#[test]
+fn kubernetes_names_and_paths() {
+    // Kept as written, relative or not.
+    for path in ["/etc/xlb/kubeconfig", "kubeconfig", "../k8s/admin.conf"] {
+        let k = accepts(&kubernetes(&format!("kubeconfig = \"{path}\""))).kubernetes;
+        assert_eq!(k.kubeconfig, Some(PathBuf::from(path)));
+    }
+    for namespace in ["x", "0", "xlb-system", "a1-b2", &"n".repeat(63)] {
+        let k = accepts(&kubernetes(&format!("lease_namespace = \"{namespace}\""))).kubernetes;
+        assert_eq!(k.lease_namespace, namespace);
+    }
+    let long_node = [
+        "n".repeat(63),
+        "o".repeat(63),
+        "d".repeat(63),
+        "e".repeat(61),
+    ]
+    .join(".");
+    assert_eq!(long_node.len(), 253);
+    // Kubernetes does not hold a subdomain's parts to 63 characters.
+    let long_part = "p".repeat(100);
+    for node in [
+        "a",
+        "node-1",
+        "ip-10-0-0-1.ec2.internal",
+        "1.2.3.4",
+        &long_node,
+        &long_part,
+    ] {
+        let k = accepts(&kubernetes(&format!("node_name = \"{node}\""))).kubernetes;
+        assert_eq!(k.node_name.as_deref(), Some(node));
+    }
+}
+
+#[test]
+fn bad_kubernetes_values() {
+    let kind = rejects_kubernetes_value(
+        "include_unclassed = 1",
+        "`kubernetes.include_unclassed` must be true or false; found 1",
+    );
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
+    rejects_kubernetes_value(
+        "load_balancer_class = \"\"",
+        "`kubernetes.load_balancer_class` must be a non-empty string such as \"xlb.io/xlb\"; \
+         found \"\"",
+    );
+    let kubeconfig = "`kubernetes.kubeconfig` must be the path of a kubeconfig file such as \
+                      \"/etc/xlb/kubeconfig\"; found";
+    rejects_kubernetes_value("kubeconfig = \"\"", &format!("{kubeconfig} \"\""));
+    rejects_kubernetes_value("kubeconfig = true", &format!("{kubeconfig} true"));
+    let target = "`kubernetes.backend_target` must be one of \"pod\", \"node\"; found";
+    rejects_kubernetes_value(
+        "backend_target = \"service\"",
+        &format!("{target} \"service\""),
+    );
+    rejects_kubernetes_value("backend_target = \"Pod\"", &format!("{target} \"Pod\""));
+    rejects_kubernetes_value("backend_target = 1", &format!("{target} 1"));
+}
+
+#[test]
+fn lease_namespace_must_be_a_dns_label() {
+    let message = |found: &str| {
+        format!(
+            "`kubernetes.lease_namespace` must be a namespace name such as \"xlb-system\": 1 to \
+             63 characters of a-z, 0-9 and -, starting and ending with a letter or digit; found \
+             {found}"
+        )
+    };
+    let too_long = "n".repeat(64);
+    for bad in [
+        "",
+        "XLB",
+        "xlb_system",
+        "-xlb",
+        "xlb-",
+        "xlb.system",
+        "é",
+        &too_long,
+    ] {
+        rejects_kubernetes_value(
+            &format!("lease_namespace = \"{bad}\""),
+            &message(&quote::string(bad)),
+        );
+    }
+    rejects_kubernetes_value("lease_namespace = 7", &message("7"));
+}
+
+#[test]
+fn node_name_must_be_a_dns_subdomain() {
+    let message = |found: &str| {
+        format!(
+            "`kubernetes.node_name` must be a node name such as \"node-1.example.com\": 1 to 253 \
+             characters of a-z, 0-9, - and ., each part between dots starting and ending with a \
+             letter or digit; found {found}"
+        )
+    };
+    let too_long = [
+        "n".repeat(63),
+        "o".repeat(63),
+        "d".repeat(63),
+        "e".repeat(62),
+    ]
+    .join(".");
+    for bad in [
+        "", "Node-1", "node_1", "a..b", ".a", "a.", "-a.b", "a-.b", "a b", &too_long,
+    ] {
+        rejects_kubernetes_value(
+            &format!("node_name = \"{bad}\""),
+            &message(&quote::string(bad)),
+        );
+    }
+    rejects_kubernetes_value("node_name = [\"a\"]", &message("[\"a\"]"));
+}
+
+#[test]
+fn lease_timings_out_of_range() {
+    for key in ["lease_duration_ms", "renew_deadline_ms", "retry_period_ms"] {
+        for found in [
+            "99",
+            "0",
+            "-1",
+            "3600001",
+            "99999999999999999999",
+            "1.5",
+            "\"1000\"",
+        ] {
+            let kind = rejects_kubernetes_value(
+                &format!("{key} = {found}"),
+                &format!(
+                    "`kubernetes.{key}` must be an integer from 100 to 3600000; found {found}"
+                ),
+            );
+            assert!(matches!(kind, ErrorKind::OutOfRange { .. }));
+        }
+    }
+    let k = accepts(&kubernetes(
+        "lease_duration_ms = 3600000\nrenew_deadline_ms = 3599999\nretry_period_ms = 100",
+    ))
+    .kubernetes;
+    assert_eq!(
+        (k.lease_duration_ms, k.renew_deadline_ms, k.retry_period_ms),
+        (3_600_000, 3_599_999, 100)
+    );
+    accepts(&kubernetes(
+        "lease_duration_ms = 300\nrenew_deadline_ms = 200\nretry_period_ms = 100",
+    ));
+}
+
+#[test]
+fn lease_timings_must_be_in_order() {
+    let renew = "a leader that cannot renew must step down before its Lease expires and another \
+                 node takes over its VIPs";
+    let retry = "a leader must get another try at renewing its Lease before the deadline makes it \
+                 step down";
+    // Against a default, at the key that is set.
+    let kind = rejects(
+        &kubernetes("renew_deadline_ms = 15000"),
+        2,
+        21,
+        &format!(
+            "`kubernetes.renew_deadline_ms` = 15000 must be less than \
+             `kubernetes.lease_duration_ms` = 15000 (the default): {renew}"
+        ),
+    );
+    assert!(matches!(kind, ErrorKind::LeaseTimingOrder { .. }));
+    rejects(
+        &kubernetes("lease_duration_ms = 5000"),
+        2,
+        21,
+        &format!(
+            "`kubernetes.renew_deadline_ms` = 10000 (the default) must be less than \
+             `kubernetes.lease_duration_ms` = 5000: {renew}"
+        ),
+    );
+    rejects(
+        &kubernetes("retry_period_ms = 10000"),
+        2,
+        19,
+        &format!(
+            "`kubernetes.retry_period_ms` = 10000 must be less than \
+             `kubernetes.renew_deadline_ms` = 10000 (the default): {retry}"
+        ),
+    );
+    rejects(
+        &kubernetes("renew_deadline_ms = 2000"),
+        2,
+        21,
+        &format!(
+            "`kubernetes.retry_period_ms` = 2000 (the default) must be less than \
+             `kubernetes.renew_deadline_ms` = 2000: {retry}"
+        ),
+    );
+    // Both set: at whichever is written later.
+    let message = format!(
+        "`kubernetes.renew_deadline_ms` = 9000 must be less than \
+         `kubernetes.lease_duration_ms` = 8000: {renew}"
+    );
+    rejects(
+        &kubernetes("lease_duration_ms = 8000\nrenew_deadline_ms = 9000"),
+        3,
+        21,
+        &message,
+    );
+    rejects(
+        &kubernetes("renew_deadline_ms = 9000\nlease_duration_ms = 8000"),
+        3,
+        21,
+        &message,
+    );
+    // Both pairs wrong: the first in the file.
+    rejects(
+        &kubernetes("lease_duration_ms = 1000\nrenew_deadline_ms = 2000\nretry_period_ms = 3000"),
+        3,
+        21,
+        &format!(
+            "`kubernetes.renew_deadline_ms` = 2000 must be less than \
+             `kubernetes.lease_duration_ms` = 1000: {renew}"
+        ),
+    );
+    // A timing out of range is reported, not the order it would break.
+    rejects_kubernetes_value(
+        "renew_deadline_ms = 3600001",
+        "`kubernetes.renew_deadline_ms` must be an integer from 100 to 3600000; found 3600001",
+    );
+}
+
+// --- 14. Address pools ---------------------------------------------------------
+
+#[test]
+fn pools_as_cidrs_and_ranges() {
+    let k = accepts(&kubernetes(
+        "pools = [\n\
+         \x20 \"10.0.0.0/30\",\n\
+         \x20 \"10.0.0.4/31\",\n\
+         \x20 \"10.0.0.6/32\",\n\
+         \x20 \"10.0.1.0/24\",\n\
+         \x20 \"10.0.2.7-10.0.2.7\",\n\
+         \x20 \"10.0.3.0-10.0.3.255\",\n\
+         \x20 \"fd00:99::/120\",\n\
+         \x20 \"fd00:99::1:0/127\",\n\
+         \x20 \"fd00:99::2:0/128\",\n\
+         \x20 \"fd00:98::10-fd00:98::1f\",\n\
+         ]",
+    ))
+    .kubernetes;
+    assert_eq!(
+        k.pools,
+        [
+            // A /30 and wider lose the network and broadcast addresses...
+            pool("10.0.0.1", "10.0.0.2"),
+            // ...a /31 and a /32 have none to lose.
+            pool("10.0.0.4", "10.0.0.5"),
+            pool("10.0.0.6", "10.0.0.6"),
+            pool("10.0.1.1", "10.0.1.254"),
+            // A range is taken as written.
+            pool("10.0.2.7", "10.0.2.7"),
+            pool("10.0.3.0", "10.0.3.255"),
+            // IPv6 has no broadcast: every address.
+            pool("fd00:99::", "fd00:99::ff"),
+            pool("fd00:99::1:0", "fd00:99::1:1"),
+            pool("fd00:99::2:0", "fd00:99::2:0"),
+            pool("fd00:98::10", "fd00:98::1f"),
+        ]
+    );
+    // The shortest prefixes, and the two families never overlap.
+    let k = accepts(&kubernetes("pools = [\"0.0.0.0/0\", \"::/0\"]")).kubernetes;
+    assert_eq!(
+        k.pools,
+        [
+            pool("0.0.0.1", "255.255.255.254"),
+            pool("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ]
+    );
+}
+
+#[test]
+fn bad_pools_are_reported_at_the_element() {
+    // The bad pool is the second element, at column 25.
+    let text = |bad: &str| kubernetes(&format!("pools = [\"10.0.0.0/24\", \"{bad}\"]"));
+    let general = |found: &str| {
+        format!(
+            "`kubernetes.pools` must be an array of address pools, each a CIDR such as \
+             \"10.99.200.0/24\" or an inclusive range such as \"10.99.201.10-10.99.201.20\"; \
+             found {found}"
+        )
+    };
+    let cases = [
+        (
+            "10.99.200.5/24",
+            "a CIDR with no host bits set: \"10.99.200.0/24\" for this one",
+        ),
+        (
+            "10.0.1.1/31",
+            "a CIDR with no host bits set: \"10.0.1.0/31\" for this one",
+        ),
+        (
+            "fd00:99::1/120",
+            "a CIDR with no host bits set: \"fd00:99::/120\" for this one",
+        ),
+        (
+            "10.1.0.0/33",
+            "a CIDR whose prefix length is at most 32, as IPv4 addresses have 32 bits",
+        ),
+        (
+            "10.1.0.0/99999999999",
+            "a CIDR whose prefix length is at most 32, as IPv4 addresses have 32 bits",
+        ),
+        (
+            "fd00::/129",
+            "a CIDR whose prefix length is at most 128, as IPv6 addresses have 128 bits",
+        ),
+        (
+            "10.1.0.1-fd00::1",
+            "a range of one address family, both ends IPv4 or both IPv6",
+        ),
+        (
+            "fd00::1-10.1.0.1",
+            "a range of one address family, both ends IPv4 or both IPv6",
+        ),
+        (
+            "10.1.0.9-10.1.0.1",
+            "a range whose first address is not after its last: \"10.1.0.1-10.1.0.9\" for this one",
+        ),
+        (
+            "fd00::2-fd00::1",
+            "a range whose first address is not after its last: \"fd00::1-fd00::2\" for this one",
+        ),
+    ];
+    for (bad, expected) in cases {
+        let kind = rejects(
+            &text(bad),
+            2,
+            25,
+            &format!("`kubernetes.pools` must be {expected}; found \"{bad}\""),
+        );
+        assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
+    }
+    // Neither form: the key's own message.
+    for bad in [
+        "10.1.0.1",
+        "pool-a",
+        "",
+        "10.1.0.0/",
+        "10.1.0.0/+8",
+        "10.1.0.0/ 8",
+        "/8",
+        "010.1.0.0/16",
+        "10.1.0.1 - 10.1.0.9",
+        "10.1.0.1-",
+        "10.1.0.1-10.1.0.5-10.1.0.9",
+        "fd00::1%eth0-fd00::2",
+    ] {
+        rejects(&text(bad), 2, 25, &general(&format!("\"{bad}\"")));
+    }
+    // Wrong types, of the array or of an element.
+    rejects(
+        &kubernetes("pools = \"10.0.0.0/24\""),
+        2,
+        9,
+        &general("\"10.0.0.0/24\""),
+    );
+    rejects(
+        &kubernetes("pools = [\"10.0.0.0/24\", 7]"),
+        2,
+        25,
+        &general("7"),
+    );
+    // On its own line, and the first bad one of several.
+    rejects(
+        &kubernetes("pools = [\n  \"10.0.0.0/24\",\n  \"10.0.1.1/24\",\n  \"x\",\n]"),
+        4,
+        3,
+        "`kubernetes.pools` must be a CIDR with no host bits set: \"10.0.1.0/24\" for this one; \
+         found \"10.0.1.1/24\"",
+    );
+}
+
+#[test]
+fn overlapping_pools_name_both() {
+    let kind = rejects(
+        &kubernetes(
+            "pools = [\n  \"10.0.0.0/24\",\n  \"10.0.1.0/24\",\n  \"10.0.0.128-10.0.1.3\",\n]",
+        ),
+        5,
+        3,
+        "`kubernetes.pools` entry \"10.0.0.128-10.0.1.3\" overlaps \"10.0.0.0/24\" (line 3): \
+         both hold 10.0.0.128-10.0.0.254; an address may be in one pool only",
+    );
+    assert!(matches!(kind, ErrorKind::PoolOverlap { .. }));
+    rejects(
+        &kubernetes("pools = [\"fd00::/120\", \"fd00::ff-fd00::1ff\"]"),
+        2,
+        24,
+        "`kubernetes.pools` entry \"fd00::ff-fd00::1ff\" overlaps \"fd00::/120\" (line 2): \
+         both hold fd00::ff; an address may be in one pool only",
+    );
+    // The same addresses written two ways.
+    rejects(
+        &kubernetes("pools = [\"10.0.0.0/30\", \"10.0.0.1-10.0.0.2\"]"),
+        2,
+        25,
+        "`kubernetes.pools` entry \"10.0.0.1-10.0.0.2\" overlaps \"10.0.0.0/30\" (line 2): \
+         both hold 10.0.0.1-10.0.0.2; an address may be in one pool only",
+    );
+    // Adjacent pools do not overlap, nor does a /30's broadcast address.
+    accepts(&kubernetes("pools = [\"10.0.0.0/25\", \"10.0.0.128/25\"]"));
+    accepts(&kubernetes(
+        "pools = [\"10.0.0.0/30\", \"10.0.0.3-10.0.0.4\"]",
+    ));
+}
+
+#[test]
+fn pools_are_related_only_once_every_value_is_valid() {
+    rejects(
+        &kubernetes("pools = [\"10.0.0.0/24\", \"10.0.0.0/24\"]\nretry_period_ms = 1"),
+        3,
+        19,
+        "`kubernetes.retry_period_ms` must be an integer from 100 to 3600000; found 1",
+    );
+}
+
+#[test]
+fn kubernetes_round_trips_through_to_toml() {
+    let text = kubernetes(
+        "enabled = true\n\
+         include_unclassed = true\n\
+         kubeconfig = \"kube/config\"\n\
+         backend_target = \"node\"\n\
+         pools = [\"10.99.200.0/24\", \"10.99.201.10-10.99.201.20\", \"fd00:99::/120\", \"10.99.202.0/31\"]\n\
+         lease_namespace = \"kube-system\"\n\
+         node_name = \"worker-1\"\n\
+         lease_duration_ms = 30000\n\
+         renew_deadline_ms = 20000\n\
+         retry_period_ms = 5000",
+    );
+    let config = accepts(&text);
+    let rendered = to_toml(&config);
+    assert!(
+        rendered.contains(
+            "\npools = [\"10.99.200.1-10.99.200.254\", \"10.99.201.10-10.99.201.20\", \
+             \"fd00:99::-fd00:99::ff\", \"10.99.202.0-10.99.202.1\"]\n"
+        ),
+        "{rendered}"
+    );
+    let again = parse(&rendered, "rendered").unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    assert_eq!(again, config);
+    assert_eq!(to_toml(&again), rendered, "rendering is stable");
+
+    // Unset optional keys stay unset.
+    let defaults = to_toml(&Config::default());
+    assert!(!defaults.contains("kubeconfig"), "{defaults}");
+    assert!(!defaults.contains("node_name"), "{defaults}");
+    assert!(defaults.contains("\npools = []\n"), "{defaults}");
+    assert_eq!(parse(&defaults, "rendered"), Ok(Config::default()));
+}
+
+#[test]
+fn kubernetes_serializes_to_json() {
+    let config = accepts(&kubernetes(
+        "backend_target = \"node\"\npools = [\"10.0.0.0/31\"]",
+    ));
+    let json = serde_json::to_value(&config).unwrap();
+    let k = &json["kubernetes"];
+    assert_eq!(k["backend_target"], "node");
+    assert_eq!(k["pools"][0]["first"], "10.0.0.0");
+    assert_eq!(k["pools"][0]["last"], "10.0.0.1");
+    assert!(k["kubeconfig"].is_null());
+    assert_eq!(k["lease_duration_ms"], 15_000);
 }

@@ -18,12 +18,12 @@ use toml::Spanned;
 
 use super::error::{ErrorKind, Faults};
 use super::model::{
-    Announce, AnnounceMode, Backend, Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Named,
-    Protocol, Vip, XdpMode,
+    AddressPool, Announce, AnnounceMode, Backend, BackendTarget, Config, Dataplane, DataplaneMode,
+    Kubernetes, Metrics, Named, Protocol, Vip, XdpMode,
 };
 use super::position::line_of;
-use super::quote::Quote;
-use super::raw::{RawConfig, RawDataplane, RawVip};
+use super::quote::{self, Quote};
+use super::raw::{RawConfig, RawDataplane, RawKubernetes, RawVip};
 use super::schema::{self, Table};
 use crate::maglev::is_prime;
 
@@ -41,6 +41,19 @@ struct Spans {
     max_vips: Option<usize>,
     /// One per entry of `config.vips`.
     vips: Vec<VipSpans>,
+    /// One per entry of `config.kubernetes.pools`.
+    pools: Vec<PoolSpan>,
+    lease_duration_ms: Option<usize>,
+    renew_deadline_ms: Option<usize>,
+    retry_period_ms: Option<usize>,
+}
+
+#[derive(Debug)]
+struct PoolSpan {
+    at: usize,
+    /// As the file has it, quoted: overlaps are easier to find by the text
+    /// that was written than by the addresses a CIDR stands for.
+    written: String,
 }
 
 #[derive(Debug)]
@@ -74,19 +87,7 @@ pub(super) fn values(raw: &RawConfig, text: &str, faults: &mut Faults) -> Checke
         }
     }
 
-    let k = &raw.kubernetes;
-    let defaults = Kubernetes::default();
-    let kubernetes = Kubernetes {
-        enabled: k
-            .enabled
-            .as_ref()
-            .map_or(defaults.enabled, |b| *b.get_ref()),
-        load_balancer_class: k
-            .load_balancer_class
-            .as_ref()
-            .map_or(defaults.load_balancer_class.clone(), |s| s.get_ref().clone()),
-        ..defaults
-    };
+    let kubernetes = check.kubernetes(&raw.kubernetes, &mut spans);
 
     let announce = Announce {
         mode: check
@@ -146,9 +147,6 @@ impl Values<'_> {
     fn dataplane(&mut self, d: &RawDataplane, spans: &mut Spans) -> Dataplane {
         const T: Table = Table::Dataplane;
         let defaults = Dataplane::default();
-        let in_range = |range: RangeInclusive<u32>| {
-            move |n: &i64| u32::try_from(*n).ok().filter(|n| range.contains(n))
-        };
 
         let interfaces = match &d.interfaces {
             Some(names) => names
@@ -233,6 +231,106 @@ impl Values<'_> {
         }
     }
 
+    fn kubernetes(&mut self, k: &RawKubernetes, spans: &mut Spans) -> Kubernetes {
+        const T: Table = Table::Kubernetes;
+        let defaults = Kubernetes::default();
+        let flag = |raw: &Option<Spanned<bool>>, default: bool| {
+            raw.as_ref().map_or(default, |b| *b.get_ref())
+        };
+        let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+
+        let mut pools = Vec::new();
+        for raw in k.pools.iter().flatten() {
+            if let Some(pool) = self.pool(raw) {
+                pools.push(pool);
+                spans.pools.push(PoolSpan {
+                    at: raw.span().start,
+                    written: quote::string(raw.get_ref()),
+                });
+            }
+        }
+
+        spans.lease_duration_ms = k.lease_duration_ms.as_ref().map(|s| s.span().start);
+        spans.renew_deadline_ms = k.renew_deadline_ms.as_ref().map(|s| s.span().start);
+        spans.retry_period_ms = k.retry_period_ms.as_ref().map(|s| s.span().start);
+
+        Kubernetes {
+            enabled: flag(&k.enabled, defaults.enabled),
+            load_balancer_class: self
+                .get(T, "load_balancer_class", &k.load_balancer_class, non_empty)
+                .unwrap_or(defaults.load_balancer_class),
+            include_unclassed: flag(&k.include_unclassed, defaults.include_unclassed),
+            // Kept as written: a relative path is relative to where the
+            // daemon runs, as with kubectl's --kubeconfig.
+            kubeconfig: self
+                .get(T, "kubeconfig", &k.kubeconfig, |s| {
+                    (!s.is_empty()).then(|| PathBuf::from(s))
+                })
+                .or(defaults.kubeconfig),
+            backend_target: self
+                .get(T, "backend_target", &k.backend_target, |s| {
+                    BackendTarget::from_name(s)
+                })
+                .unwrap_or(defaults.backend_target),
+            pools,
+            lease_namespace: self
+                .get(T, "lease_namespace", &k.lease_namespace, |s| {
+                    schema::is_dns_label(s).then(|| s.clone())
+                })
+                .unwrap_or(defaults.lease_namespace),
+            node_name: self
+                .get(T, "node_name", &k.node_name, |s| {
+                    schema::is_dns_subdomain(s).then(|| s.clone())
+                })
+                .or(defaults.node_name),
+            lease_duration_ms: self
+                .get(
+                    T,
+                    "lease_duration_ms",
+                    &k.lease_duration_ms,
+                    in_range(schema::LEASE_TIMING_MS),
+                )
+                .unwrap_or(defaults.lease_duration_ms),
+            renew_deadline_ms: self
+                .get(
+                    T,
+                    "renew_deadline_ms",
+                    &k.renew_deadline_ms,
+                    in_range(schema::LEASE_TIMING_MS),
+                )
+                .unwrap_or(defaults.renew_deadline_ms),
+            retry_period_ms: self
+                .get(
+                    T,
+                    "retry_period_ms",
+                    &k.retry_period_ms,
+                    in_range(schema::LEASE_TIMING_MS),
+                )
+                .unwrap_or(defaults.retry_period_ms),
+        }
+    }
+
+    /// One entry of `kubernetes.pools`; what cannot be read at all gets the
+    /// key's general message, a readable pool that is wrong says why.
+    fn pool(&mut self, raw: &Spanned<String>) -> Option<AddressPool> {
+        const T: Table = Table::Kubernetes;
+        let problem = match parse_pool(raw.get_ref()) {
+            Ok(pool) => return Some(pool),
+            Err(problem) => problem,
+        };
+        let found = quote::string(raw.get_ref());
+        let kind = match problem.expected() {
+            Some(expected) => ErrorKind::InvalidValue {
+                field: T.field("pools"),
+                expected,
+                found,
+            },
+            None => schema::invalid(T, "pools", found),
+        };
+        self.faults.push(raw.span().start, kind);
+        None
+    }
+
     /// `dataplane` gives the defaults of the VIP's encap and scheduler.
     fn vip(&mut self, v: &RawVip, dataplane: &Dataplane) -> Option<(Vip, VipSpans)> {
         const T: Table = Table::Vip;
@@ -300,6 +398,8 @@ pub(super) fn relations(checked: &Checked, text: &str, faults: &mut Faults) {
             },
         );
     }
+
+    pools_and_lease_timings(config, spans, text, faults);
 
     let mut first_vip: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
     // The data plane stores one backend entry per (VIP, backend), so the
@@ -394,6 +494,189 @@ pub(super) fn relations(checked: &Checked, text: &str, faults: &mut Faults) {
                 backends: vip.backends.len(),
             },
         );
+    }
+}
+
+/// What is wrong with a written address pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolProblem {
+    /// Neither a CIDR nor a range of two addresses.
+    Unreadable,
+    /// `bits` is the family's address length, the longest prefix.
+    PrefixTooLong {
+        bits: u32,
+    },
+    HostBits {
+        network: IpAddr,
+        prefix: u32,
+    },
+    MixedFamilies,
+    Reversed {
+        first: IpAddr,
+        last: IpAddr,
+    },
+}
+
+impl PoolProblem {
+    /// What `kubernetes.pools` must be, for a pool that was readable but
+    /// wrong; `None` for one that was not readable at all.
+    fn expected(self) -> Option<String> {
+        let family = |bits| if bits == 32 { "IPv4" } else { "IPv6" };
+        Some(match self {
+            Self::Unreadable => return None,
+            Self::PrefixTooLong { bits } => format!(
+                "a CIDR whose prefix length is at most {bits}, as {} addresses have {bits} bits",
+                family(bits)
+            ),
+            Self::HostBits { network, prefix } => {
+                format!("a CIDR with no host bits set: \"{network}/{prefix}\" for this one")
+            }
+            Self::MixedFamilies => {
+                "a range of one address family, both ends IPv4 or both IPv6".to_owned()
+            }
+            Self::Reversed { first, last } => format!(
+                "a range whose first address is not after its last: \"{last}-{first}\" for this one"
+            ),
+        })
+    }
+}
+
+/// A pool written as `address/prefix` or `first-last`. An IPv4 CIDR of /30
+/// or shorter leaves out its network and broadcast addresses, which hosts
+/// do not answer on; a /31 (RFC 3021) and a /32 have no such addresses, and
+/// IPv6 has no broadcast.
+fn parse_pool(s: &str) -> Result<AddressPool, PoolProblem> {
+    use PoolProblem::*;
+
+    if let Some((address, prefix)) = s.split_once('/') {
+        let address: IpAddr = address.parse().map_err(|_| Unreadable)?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        // u32's parser takes a leading `+`; a prefix length is digits only.
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Unreadable);
+        }
+        let prefix: u32 = prefix.parse().map_err(|_| PrefixTooLong { bits })?;
+        if prefix > bits {
+            return Err(PrefixTooLong { bits });
+        }
+        return match address {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                let host = u32::MAX.checked_shr(prefix).unwrap_or(0);
+                if a & host != 0 {
+                    let network = Ipv4Addr::from(a & !host).into();
+                    return Err(HostBits { network, prefix });
+                }
+                let (first, last) = if prefix <= 30 {
+                    (a + 1, (a | host) - 1)
+                } else {
+                    (a, a | host)
+                };
+                Ok(AddressPool {
+                    first: Ipv4Addr::from(first).into(),
+                    last: Ipv4Addr::from(last).into(),
+                })
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                let host = u128::MAX.checked_shr(prefix).unwrap_or(0);
+                if a & host != 0 {
+                    let network = Ipv6Addr::from(a & !host).into();
+                    return Err(HostBits { network, prefix });
+                }
+                Ok(AddressPool {
+                    first: Ipv6Addr::from(a).into(),
+                    last: Ipv6Addr::from(a | host).into(),
+                })
+            }
+        };
+    }
+
+    let (first, last) = s.split_once('-').ok_or(Unreadable)?;
+    let first: IpAddr = first.parse().map_err(|_| Unreadable)?;
+    let last: IpAddr = last.parse().map_err(|_| Unreadable)?;
+    if first.is_ipv4() != last.is_ipv4() {
+        return Err(MixedFamilies);
+    }
+    if first > last {
+        return Err(Reversed { first, last });
+    }
+    Ok(AddressPool { first, last })
+}
+
+/// The addresses two pools share, if any.
+fn overlap(a: &AddressPool, b: &AddressPool) -> Option<(IpAddr, IpAddr)> {
+    // Not needed for the answer (IpAddr orders every IPv4 address before
+    // every IPv6 one, so the bounds below would cross), but plainer.
+    if a.first.is_ipv4() != b.first.is_ipv4() {
+        return None;
+    }
+    let first = a.first.max(b.first);
+    let last = a.last.min(b.last);
+    (first <= last).then_some((first, last))
+}
+
+fn in_range(range: RangeInclusive<u32>) -> impl Fn(&i64) -> Option<u32> {
+    move |n| u32::try_from(*n).ok().filter(|n| range.contains(n))
+}
+
+/// Overlapping pools and Lease timings out of order.
+fn pools_and_lease_timings(config: &Config, spans: &Spans, text: &str, faults: &mut Faults) {
+    let k = &config.kubernetes;
+
+    // Each pool against every earlier one: a config has a handful of pools,
+    // and the earliest partner is the one the message should name.
+    for (index, (pool, at)) in k.pools.iter().zip(&spans.pools).enumerate() {
+        let mut earlier = k.pools[..index].iter().zip(&spans.pools);
+        if let Some(((first, last), other)) =
+            earlier.find_map(|(other, other_at)| Some((overlap(pool, other)?, other_at)))
+        {
+            let shared = if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            };
+            faults.push(
+                at.at,
+                ErrorKind::PoolOverlap {
+                    pool: at.written.clone(),
+                    other: other.written.clone(),
+                    other_line: line_of(text, other.at),
+                    shared,
+                },
+            );
+        }
+    }
+
+    // The defaults are in order, so at least one of each pair is set when
+    // the pair is not; the later of the two in the file is what broke it.
+    let lease = (
+        "lease_duration_ms",
+        k.lease_duration_ms,
+        spans.lease_duration_ms,
+    );
+    let renew = (
+        "renew_deadline_ms",
+        k.renew_deadline_ms,
+        spans.renew_deadline_ms,
+    );
+    let retry = ("retry_period_ms", k.retry_period_ms, spans.retry_period_ms);
+    for ((shorter, shorter_ms, shorter_at), (longer, longer_ms, longer_at)) in
+        [(renew, lease), (retry, renew)]
+    {
+        if shorter_ms >= longer_ms {
+            faults.push(
+                shorter_at.max(longer_at).unwrap_or(0),
+                ErrorKind::LeaseTimingOrder {
+                    shorter,
+                    shorter_ms,
+                    shorter_is_default: shorter_at.is_none(),
+                    longer,
+                    longer_ms,
+                    longer_is_default: longer_at.is_none(),
+                },
+            );
+        }
     }
 }
 
