@@ -39,7 +39,8 @@ impl Pools {
     }
 }
 
-/// Hands out addresses that are neither reserved nor already handed out.
+/// Hands out addresses that are neither reserved (named by a Service, held
+/// in a Service's status, used by the config file) nor already handed out.
 /// Nothing is ever given back within a pass, so the lowest free address of
 /// a pool only moves up: each pool keeps a cursor, and a pass that
 /// allocates n addresses costs O(n log n), not O(n^2).
@@ -55,9 +56,11 @@ impl Allocator<'_> {
         !self.reserved.contains(&a) && !self.taken.contains(&a)
     }
 
-    /// Takes `a` if it is in a pool and free.
+    /// Takes `a` if it is in a pool and not yet taken in this pass. A
+    /// reservation does not stop it: `a` is what the Service already has,
+    /// and a newer claim on it is a conflict the newer Service loses.
     pub fn keep(&mut self, a: IpAddr) -> bool {
-        if self.pools.contains(a) && self.is_free(a) {
+        if self.pools.contains(a) && !self.taken.contains(&a) {
             self.taken.insert(a);
             true
         } else {
@@ -139,9 +142,12 @@ mod tests {
     #[test]
     fn kept_addresses_are_skipped_and_only_pool_addresses_kept() {
         let p = Pools::new(vec![pool("10.0.0.1", "10.0.0.4")]);
-        let reserved = BTreeSet::new();
+        let reserved = BTreeSet::from([ip("10.0.0.2")]);
         let mut a = p.allocator(&reserved);
-        assert!(a.keep(ip("10.0.0.2")));
+        assert!(
+            a.keep(ip("10.0.0.2")),
+            "held addresses are kept though reserved"
+        );
         assert!(!a.keep(ip("10.0.0.2")), "already taken");
         assert!(!a.keep(ip("10.0.9.9")), "outside every pool");
         assert_eq!(a.next(true), Some(ip("10.0.0.1")));

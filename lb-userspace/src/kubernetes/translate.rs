@@ -15,7 +15,10 @@ use k8s_openapi::api::{
 };
 use lb_common::Encap;
 
-use super::pools::{Allocator, Pools};
+use super::{
+    pools::{Allocator, Pools},
+    status::ingress_ips,
+};
 use crate::{
     config::BackendTarget,
     desired::{Service as VipKey, ServiceSpec},
@@ -140,12 +143,18 @@ pub fn translate(
         });
     };
 
-    // Addresses named explicitly are reserved before any allocation, so the
-    // pools never hand out an address some Service asked for by name.
+    // Addresses named explicitly or already held in a status are reserved
+    // before any allocation: the pools never hand out an address a Service
+    // asked for by name, nor move one Service's VIP to another.
     let mut explicit: BTreeMap<ObjKey, Vec<IpAddr>> = BTreeMap::new();
     let mut reserved: BTreeSet<IpAddr> = statics.iter().map(|k| k.address).collect();
     let mut invalid = BTreeSet::new();
     for svc in &ours {
+        reserved.extend(
+            ingress_ips(svc)
+                .into_iter()
+                .filter(|a| s.pools.contains(*a)),
+        );
         match requested(svc) {
             Ok(Some(addrs)) => {
                 reserved.extend(addrs.iter().copied());
@@ -301,15 +310,7 @@ fn allocate(svc: &Service, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, Str
         _ => vec![true],
     };
     let require_all = spec.and_then(|s| s.ip_family_policy.as_deref()) == Some("RequireDualStack");
-    let current: Vec<IpAddr> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect();
+    let current = ingress_ips(svc);
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for v4 in families {

@@ -456,3 +456,29 @@ fn unsupported_protocols_are_reported_and_the_rest_served() {
         "port 3868: protocol SCTP is not balanced (TCP and UDP are)"
     );
 }
+
+#[test]
+fn a_vip_already_held_is_kept_against_a_newer_claim_by_name() {
+    let s = settings(BackendTarget::Pod);
+    let held = json!({ "status": { "loadBalancer": { "ingress": [{ "ip": "10.99.200.1", "ipMode": "VIP" }] } } });
+    let old = service("old", "2026-01-01T00:00:00Z", held);
+    let claim = json!({ "metadata": { "annotations": { "xlb.io/vip": "10.99.200.1" } } });
+    let same_port = service("same-port", "2026-01-02T00:00:00Z", claim.clone());
+    let mut other = claim;
+    merge(
+        &mut other,
+        json!({ "spec": { "ports": [{ "name": "https", "port": 443, "protocol": "TCP" }] } }),
+    );
+    let other_port = service("other-port", "2026-01-03T00:00:00Z", other);
+    let fresh = service("fresh", "2026-01-04T00:00:00Z", json!({}));
+    let o = run(&[fresh, other_port, same_port, old], &[], &s);
+    assert_eq!(o.addresses[&key("old")], [ip("10.99.200.1")]);
+    assert_eq!(o.addresses[&key("other-port")], [ip("10.99.200.1")]);
+    assert_eq!(o.addresses[&key("fresh")], [ip("10.99.200.2")]);
+    assert!(!o.addresses.contains_key(&key("same-port")));
+    assert_eq!(o.refusals.len(), 1);
+    assert_eq!(
+        (o.refusals[0].service.clone(), o.refusals[0].reason),
+        (key("same-port"), "VIPConflict")
+    );
+}
