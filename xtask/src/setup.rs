@@ -4,6 +4,7 @@
 mod bpf_linker;
 mod bpffs;
 mod packages;
+mod python;
 mod toolchain;
 mod vm;
 
@@ -19,6 +20,7 @@ pub(crate) fn run() -> Result<()> {
     toolchain::ensure()?;
     bpf_linker::ensure()?;
     bpffs::ensure(root)?;
+    python::ensure()?;
     Ok(())
 }
 
