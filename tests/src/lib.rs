@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod dump;
+pub mod kube_api;
 pub mod lab;
 pub mod netns;
 pub mod packet;
