@@ -1,0 +1,680 @@
+//! The Kubernetes source end to end: the real `xlb` daemon, its real kube-rs
+//! client and real XDP maps, against the test harness's API server
+//! (`xlb_tests::kube_api`, real HTTP with list/watch, bookmarks and 410).
+//!
+//! ```text
+//!  client ns: c0 10.0.0.2 ──veth── lb0 10.0.0.1 (LB ns: xlb run, XDP; API server on 127.0.0.1)
+//!  route 10.99.0.0/24 via 10.0.0.1     endpoints 10.0.0.17/.18 (static neighbours)
+//! ```
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, UdpSocket},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use lb_common::BACKEND_ACTIVE;
+use lb_userspace::xdp::{Maps, reconcile::backend_addr};
+use serde_json::{Value, json};
+use xlb_tests::{
+    daemon::{Daemon, free_port, http_get, metric},
+    dump::{Dump, dump},
+    kube_api::KubeApi,
+    netns::{NetNs, PinDir, privileged},
+    vm::patience,
+};
+
+const M: u32 = 251;
+const VIP: &str = "10.99.0.100";
+
+struct Router {
+    pins: PinDir,
+    state: PathBuf,
+    metrics: u16,
+    config: PathBuf,
+}
+
+struct Lab {
+    lb: NetNs,
+    client: NetNs,
+    api: KubeApi,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A failed test keeps its configs and daemon logs to look at.
+        if std::thread::panicking() {
+            eprintln!("kept {} (configs, daemon logs)", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The LB namespace with `links` veths (lb0, lb1, ...) to one client
+/// namespace, and the API server listening on the LB namespace's loopback.
+fn lab(tag: &str, links: usize) -> Lab {
+    let lb = NetNs::new();
+    let client = NetNs::new();
+    for i in 0..links {
+        let (l, c) = (format!("lb{i}"), format!("c{i}"));
+        lb.ip(&["link", "add", &l, "type", "veth", "peer", "name", &c]);
+        lb.ip(&["link", "set", &c, "netns", &client.name]);
+        lb.ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &l]);
+        lb.ip(&["link", "set", &l, "up"]);
+        client.ip(&["addr", "add", &format!("10.0.{i}.2/24"), "dev", &c]);
+        client.ip(&["link", "set", &c, "up"]);
+    }
+    client.ip(&["route", "add", "10.99.0.0/24", "via", "10.0.0.1"]);
+    for (ip, mac) in [
+        ("10.0.0.17", "02:00:00:00:00:11"),
+        ("10.0.0.18", "02:00:00:00:00:12"),
+    ] {
+        lb.ip(&[
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "dev",
+            "lb0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    lb.sysctl("net.ipv4.ip_forward", "1");
+    let api = lb.run(KubeApi::start);
+    let dir = std::env::temp_dir().join(format!("xlbt-k8s-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    api.write_kubeconfig(&dir.join("kubeconfig"));
+    Lab {
+        lb,
+        client,
+        api,
+        dir,
+    }
+}
+
+/// A router's config: XDP on `iface`, the Kubernetes source on, short
+/// Lease timings.
+fn router(l: &Lab, name: &str, iface: &str, extra: &str) -> Router {
+    let pins = PinDir::new();
+    let state = l.dir.join(format!("state-{name}"));
+    let metrics = free_port();
+    let text = format!(
+        r#"[dataplane]
+interfaces = ["{iface}"]
+xdp_mode = "native"
+pin_path = "{pins}"
+state_dir = "{state}"
+maglev_table_size = {M}
+max_vips = 16
+max_backends = 64
+flow_table_size = 4096
+ipip_source_v4 = "10.0.0.1"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[kubernetes]
+enabled = true
+kubeconfig = "{kubeconfig}"
+pools = ["{VIP}-10.99.0.103"]
+lease_namespace = "xlb-system"
+node_name = "{name}"
+lease_duration_ms = 3000
+renew_deadline_ms = 1500
+retry_period_ms = 300
+{extra}
+"#,
+        pins = pins.path.display(),
+        state = state.display(),
+        kubeconfig = l.dir.join("kubeconfig").display(),
+    );
+    let config = l.dir.join(format!("{name}.toml"));
+    std::fs::write(&config, text).unwrap();
+    Router {
+        pins,
+        state,
+        metrics,
+        config,
+    }
+}
+
+fn start(l: &Lab, r: &Router, log: &str) -> Daemon {
+    let mut d = Daemon::spawn(
+        &l.lb,
+        &["--config", r.config.to_str().unwrap()],
+        &l.dir.join(log),
+    );
+    d.wait_for_log("reconciled", patience(Duration::from_secs(20)));
+    d
+}
+
+fn service(name: &str, port: u16, protocol: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": "default", "annotations": annotations },
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "xlb.io/xlb",
+            "selector": { "app": name },
+            "ports": [{ "name": "dns", "port": port, "protocol": protocol, "targetPort": port }],
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "externalTrafficPolicy": "Cluster"
+        }
+    })
+}
+
+/// An endpoint as the EndpointSlice controller writes it.
+fn endpoint(addr: &str, ready: bool, serving: bool, terminating: bool) -> Value {
+    json!({
+        "addresses": [addr],
+        "conditions": { "ready": ready, "serving": serving, "terminating": terminating },
+        "nodeName": "worker-1",
+        "targetRef": { "kind": "Pod", "namespace": "default", "name": format!("pod-{addr}") }
+    })
+}
+
+fn slice(service: &str, endpoints: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"),
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+            }
+        },
+        "addressType": "IPv4",
+        "ports": [{ "name": "dns", "port": 53, "protocol": "UDP" }],
+        "endpoints": endpoints
+    })
+}
+
+type Served = BTreeMap<(IpAddr, u16, u8), BTreeMap<IpAddr, u32>>;
+
+/// What the maps serve: VIP -> active backend -> weight. Also checks that
+/// every Maglev row names exactly the VIP's backends of weight > 0.
+fn served(d: &Dump) -> Served {
+    let mut out = Served::new();
+    for (k, info) in &d.vips {
+        let backends: BTreeMap<u32, (IpAddr, u32)> = d
+            .backends
+            .iter()
+            .filter(|(_, b)| b.vip_id == info.vip_id && b.flags & BACKEND_ACTIVE != 0)
+            .map(|(id, b)| (*id, (backend_addr(b), b.weight)))
+            .collect();
+        let in_row: BTreeSet<u32> = d
+            .rows
+            .get(&info.vip_id)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
+        let weighted: BTreeSet<u32> = backends
+            .iter()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(in_row, weighted, "Maglev row of VIP id {}", info.vip_id);
+        let svc = lb_userspace::xdp::reconcile::service_of(k);
+        out.insert(
+            (svc.address, svc.port, svc.protocol),
+            backends.into_values().collect(),
+        );
+    }
+    out
+}
+
+fn maps(r: &Router) -> Maps {
+    Maps::open_pinned(&r.pins.path, M).expect("pinned maps")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn backends(pairs: &[(&str, u32)]) -> BTreeMap<IpAddr, u32> {
+    pairs.iter().map(|(a, w)| (ip(a), *w)).collect()
+}
+
+/// Waits until the maps serve `want` for VIP:53/udp (None: not at all).
+fn await_served(r: &Router, want: Option<BTreeMap<IpAddr, u32>>, what: &str) {
+    let key = (ip(VIP), 53, 17);
+    let deadline = Instant::now() + patience(Duration::from_secs(10));
+    loop {
+        let now = served(&dump(&maps(r)));
+        if now.get(&key) == want.as_ref() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the maps serve {:?} for {VIP}:53/udp, want {want:?}",
+            now.get(&key)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience(limit);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` datagrams of one flow (fixed source port) from the client.
+fn send(l: &Lab, sport: u16, n: usize) {
+    l.client.run(|| {
+        let s = UdpSocket::bind(("10.0.0.2", sport)).expect("bind client socket");
+        for _ in 0..n {
+            s.send_to(b"ping", (VIP, 53)).expect("send");
+        }
+    });
+}
+
+fn backend_packets(l: &Lab, r: &Router, backend: &str) -> f64 {
+    let (_, body) = http_get(&l.lb, r.metrics, "/metrics");
+    metric(
+        &body,
+        &format!("xlb_backend_packets_total{{vip=\"{VIP}:53/udp\",backend=\"{backend}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// A write that none of the daemon's watches selects (a Pod): versions
+/// move past what the client has seen, so after a compaction resuming its
+/// watch gets 410 Gone.
+fn unwatched_write(l: &Lab, name: &str) {
+    l.api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "containers": [{ "name": "c", "image": "example" }] }
+    }));
+}
+
+fn ingress(l: &Lab, name: &str) -> Value {
+    l.api
+        .get("v1", "Service", Some("default"), name)
+        .and_then(|s| s.pointer("/status/loadBalancer/ingress").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn services_and_endpoint_slices_drive_the_maps() {
+    if !privileged("services_and_endpoint_slices_drive_the_maps") {
+        return;
+    }
+    let l = lab("maps", 1);
+    l.api.apply(service("dns", 53, "UDP", json!({})));
+    l.api
+        .apply(slice("dns", vec![endpoint("10.0.0.17", true, true, false)]));
+    let r = router(&l, "router-a", "lb0", "");
+    let d = start(&l, &r, "xlb.log");
+
+    // A Service appears: its VIP is programmed with its ready endpoint, and
+    // the VIP goes back into its status.
+    await_served(&r, Some(backends(&[("10.0.0.17", 1)])), "first sync");
+    wait_until("the status write", Duration::from_secs(10), || {
+        ingress(&l, "dns") == json!([{ "ip": VIP, "ipMode": "VIP" }])
+    });
+
+    // One established flow, to the only backend.
+    send(&l, 40001, 20);
+    wait_until("the flow's packets", Duration::from_secs(5), || {
+        backend_packets(&l, &r, "10.0.0.17") >= 20.0
+    });
+
+    // A new endpoint joins; the old one starts terminating: it drains.
+    l.api.apply(slice(
+        "dns",
+        vec![
+            endpoint("10.0.0.17", false, true, true),
+            endpoint("10.0.0.18", true, true, false),
+        ],
+    ));
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.17", 0), ("10.0.0.18", 1)])),
+        "terminating endpoint drains",
+    );
+    let (old17, old18) = (
+        backend_packets(&l, &r, "10.0.0.17"),
+        backend_packets(&l, &r, "10.0.0.18"),
+    );
+    send(&l, 40001, 10); // the established flow stays where it was
+    send(&l, 40002, 10); // a new flow goes to the ready endpoint
+    wait_until("drain counters", Duration::from_secs(5), || {
+        backend_packets(&l, &r, "10.0.0.17") == old17 + 10.0
+            && backend_packets(&l, &r, "10.0.0.18") == old18 + 10.0
+    });
+
+    // Unready: out. Removed: out.
+    l.api.apply(slice(
+        "dns",
+        vec![
+            endpoint("10.0.0.17", false, false, true),
+            endpoint("10.0.0.18", true, true, false),
+        ],
+    ));
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.18", 1)])),
+        "not serving: removed",
+    );
+    l.api.apply(slice(
+        "dns",
+        vec![
+            endpoint("10.0.0.17", true, true, false),
+            endpoint("10.0.0.18", false, false, false),
+        ],
+    ));
+    await_served(&r, Some(backends(&[("10.0.0.17", 1)])), "unready: removed");
+
+    // A disconnect, then a disconnect the client can only recover from by
+    // listing again (410 Gone): the maps never change.
+    let before = dump(&maps(&r));
+    let watches = l.api.watch_count();
+    let reconciles = d.log_text().matches("reconciled").count();
+    let relists = || {
+        l.api
+            .requests()
+            .iter()
+            .filter(|q| q.verb == "list" && q.resource == "endpointslices")
+            .count()
+    };
+    l.api.disconnect_watches();
+    l.api
+        .wait_watches(watches, patience(Duration::from_secs(10)));
+    assert_eq!(
+        relists(),
+        1,
+        "a plain disconnect resumes the watch without a list"
+    );
+    unwatched_write(&l, "a");
+    l.api.compact();
+    l.api.disconnect_watches();
+    wait_until(
+        "the re-list after 410 Gone",
+        Duration::from_secs(15),
+        || relists() == 2,
+    );
+    l.api
+        .wait_watches(watches, patience(Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        dump(&maps(&r)),
+        before,
+        "maps changed across watch restarts"
+    );
+    assert_eq!(
+        d.log_text().matches("reconciled").count(),
+        reconciles,
+        "a resync applied something"
+    );
+
+    // A change made while the client was away arrives with the re-list.
+    unwatched_write(&l, "b");
+    l.api.compact();
+    l.api.disconnect_watches();
+    l.api.apply(slice(
+        "dns",
+        vec![
+            endpoint("10.0.0.17", true, true, false),
+            endpoint("10.0.0.18", true, true, false),
+        ],
+    ));
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.17", 1), ("10.0.0.18", 1)])),
+        "change across a 410",
+    );
+
+    // A second Service asking for the same VIP and port is refused with an
+    // Event; the first keeps serving, untouched.
+    let before = dump(&maps(&r));
+    l.api
+        .apply(service("intruder", 53, "UDP", json!({ "xlb.io/vip": VIP })));
+    wait_until("the conflict Event", Duration::from_secs(10), || {
+        l.api
+            .list("v1", "Event")
+            .iter()
+            .any(|e| e["involvedObject"]["name"] == "intruder" && e["reason"] == "VIPConflict")
+    });
+    let ev = l
+        .api
+        .list("v1", "Event")
+        .into_iter()
+        .find(|e| e["involvedObject"]["name"] == "intruder")
+        .unwrap();
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(
+        ev["message"],
+        format!(
+            "VIP {VIP}:53/udp is already used by Service default/dns; this Service is not served"
+        )
+    );
+    assert_eq!(ev["involvedObject"]["kind"], "Service");
+    assert_eq!(dump(&maps(&r)), before, "the first Service was touched");
+    assert_eq!(ingress(&l, "intruder"), Value::Null);
+    assert!(
+        d.log_text().contains("VIPConflict"),
+        "the refusal is logged too"
+    );
+
+    // The Service goes: so do its VIP and every backend entry.
+    l.api.delete("v1", "Service", Some("default"), "intruder");
+    l.api.delete("v1", "Service", Some("default"), "dns");
+    await_served(&r, None, "Service deleted");
+    let d2 = dump(&maps(&r));
+    assert!(
+        d2.vips.is_empty() && d2.backends.is_empty(),
+        "stale entries: {d2:?}"
+    );
+    drop(d);
+}
+
+#[test]
+fn a_restart_keeps_kubernetes_vips_while_the_api_server_is_down() {
+    if !privileged("a_restart_keeps_kubernetes_vips_while_the_api_server_is_down") {
+        return;
+    }
+    let l = lab("restart", 1);
+    l.api.apply(service("dns", 53, "UDP", json!({})));
+    l.api
+        .apply(slice("dns", vec![endpoint("10.0.0.17", true, true, false)]));
+    let r = router(&l, "router-a", "lb0", "");
+    let mut d = start(&l, &r, "first.log");
+    await_served(&r, Some(backends(&[("10.0.0.17", 1)])), "first sync");
+    send(&l, 40001, 5);
+    // The remembered state is written on the daemon's next tick.
+    wait_until("the remembered VIPs", Duration::from_secs(5), || {
+        r.state.join("kubernetes.json").exists()
+    });
+    d.terminate();
+
+    let before = dump(&maps(&r));
+    l.api.set_unavailable(true);
+    let d = start(&l, &r, "second.log");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(dump(&maps(&r)), before, "the restart changed the maps");
+    assert!(
+        d.log_text()
+            .contains("serving the Kubernetes VIPs applied before the restart"),
+        "{}",
+        d.log_text()
+    );
+    l.api.set_unavailable(false);
+    wait_until("the watches", Duration::from_secs(15), || {
+        l.api.watch_count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(dump(&maps(&r)), before, "the sync changed the maps");
+}
+
+fn leader_metric(l: &Lab, r: &Router, holder: &str) -> Option<f64> {
+    let (_, body) = http_get(&l.lb, r.metrics, "/metrics");
+    metric(
+        &body,
+        &format!("xlb_vip_leader{{vip=\"{VIP}\",holder=\"{holder}\"}}"),
+    )
+}
+
+fn lease_holder(l: &Lab) -> Option<String> {
+    l.api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("xlb-system"),
+            &format!("xlb-vip-{VIP}"),
+        )
+        .and_then(|v| v["spec"]["holderIdentity"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
+    if !privileged("two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls") {
+        return;
+    }
+    let l = lab("leases", 2);
+    l.api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": "worker-1" },
+        "status": { "addresses": [{ "type": "InternalIP", "address": "10.0.0.17" }] }
+    }));
+    l.api.apply(service("dns", 53, "UDP", json!({})));
+    l.api.apply(slice(
+        "dns",
+        vec![endpoint("10.244.0.5", true, true, false)],
+    ));
+    let target = "backend_target = \"node\"";
+    let a = router(&l, "router-a", "lb0", target);
+    let b = router(&l, "router-b", "lb1", target);
+    let mut da = start(&l, &a, "a.log");
+    let mut db = start(&l, &b, "b.log");
+    // The node target: the node hosting the ready pod is the backend.
+    await_served(&a, Some(backends(&[("10.0.0.17", 1)])), "router a");
+    await_served(&b, Some(backends(&[("10.0.0.17", 1)])), "router b");
+    // A conflicting Service, so the Event call is made too.
+    l.api
+        .apply(service("intruder", 53, "UDP", json!({ "xlb.io/vip": VIP })));
+    wait_until("the conflict Event", Duration::from_secs(10), || {
+        !l.api.list("v1", "Event").is_empty()
+    });
+
+    // Exactly one leader, and both routers agree who it is.
+    wait_until("a leader", Duration::from_secs(10), || {
+        lease_holder(&l).is_some()
+    });
+    let first = lease_holder(&l).unwrap();
+    wait_until("both routers agreeing", Duration::from_secs(10), || {
+        leader_metric(&l, &a, &first).is_some() && leader_metric(&l, &b, &first).is_some()
+    });
+    let leads = |r: &Router| leader_metric(&l, r, &first) == Some(1.0);
+    assert!(
+        leads(&a) ^ leads(&b),
+        "exactly one leader: a {:?}, b {:?}",
+        leader_metric(&l, &a, &first),
+        leader_metric(&l, &b, &first)
+    );
+    let (leader, dl, follower, df, second) = if first == "router-a" {
+        (&a, &mut da, &b, &mut db, "router-b")
+    } else {
+        (&b, &mut db, &a, &mut da, "router-a")
+    };
+    let status =
+        l.lb.command(xlb_tests::daemon::xlb_bin())
+            .args(["status", "--pin-path"])
+            .arg(&leader.pins.path)
+            .arg("--state-dir")
+            .arg(&leader.state)
+            .output()
+            .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(VIP) && l.contains(&first) && l.ends_with("leads")),
+        "xlb status:\n{text}"
+    );
+
+    // The leader dies without a word: the follower takes over, but only
+    // once the Lease has expired (3 s, seen on its own clock).
+    dl.kill9();
+    let killed = Instant::now();
+    wait_until("the takeover", Duration::from_secs(15), || {
+        lease_holder(&l).as_deref() == Some(second)
+    });
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "taken after {took:?}, before the 3 s Lease expired"
+    );
+    wait_until("the follower leading", Duration::from_secs(5), || {
+        leader_metric(&l, follower, second) == Some(1.0)
+    });
+
+    // The new leader loses the API server: it steps down at its renew
+    // deadline (1.5 s), before the Lease (3 s) could be taken by anyone.
+    l.api.set_unavailable(true);
+    let lost = Instant::now();
+    wait_until("the step-down", Duration::from_secs(10), || {
+        leader_metric(&l, follower, second) == Some(0.0)
+    });
+    let stepped = lost.elapsed();
+    assert!(
+        stepped < Duration::from_millis(3000),
+        "stepped down after {stepped:?}: not before the Lease could expire"
+    );
+    assert!(df.log_text().contains("stepping down"));
+    l.api.set_unavailable(false);
+
+    // RBAC: the calls made are exactly the ones deploy/rbac.yaml grants.
+    let used: BTreeSet<(String, String, String)> = l
+        .api
+        .requests()
+        .iter()
+        .filter(|q| q.code != 503)
+        .map(|q| (q.group.clone(), q.resource.clone(), q.verb.clone()))
+        .collect();
+    let granted = granted_by(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml"));
+    assert_eq!(
+        used, granted,
+        "calls made (left) and deploy/rbac.yaml grants (right) differ"
+    );
+}
+
+/// (apiGroup, resource, verb) for every rule of the Roles and ClusterRoles
+/// in a manifest.
+fn granted_by(path: &Path) -> BTreeSet<(String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeSet::new();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("deploy/rbac.yaml parses");
+    for doc in docs {
+        if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            continue;
+        }
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            for g in rule["apiGroups"].as_array().into_iter().flatten() {
+                for r in rule["resources"].as_array().into_iter().flatten() {
+                    for v in rule["verbs"].as_array().into_iter().flatten() {
+                        out.insert((
+                            g.as_str().unwrap().to_owned(),
+                            r.as_str().unwrap().to_owned(),
+                            v.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
