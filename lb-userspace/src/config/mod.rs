@@ -36,8 +36,8 @@ mod tests;
 
 pub use error::{ConfigError, ErrorKind};
 pub use model::{
-    AddressPool, Announce, AnnounceMode, Backend, BackendTarget, Config, Dataplane,
-    DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
+    AddressPool, Announce, AnnounceMode, Backend, BackendTarget, Config, Dataplane, DataplaneMode,
+    Kubernetes, Metrics, Protocol, Vip, XdpMode,
 };
 pub use render::to_toml;
 
