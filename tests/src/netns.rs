@@ -76,6 +76,24 @@ impl NetNs {
         c
     }
 
+    /// Permanent neighbour entries on `dev`: backends that need not exist,
+    /// whose frames the tests count rather than deliver.
+    pub fn static_neighbours(&self, dev: &str, entries: &[(&str, &str)]) {
+        for (ip, mac) in entries {
+            self.ip(&[
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);
     }

@@ -60,22 +60,13 @@ fn topo(tag: &str) -> Topo {
     client.ip(&["addr", "add", "10.0.0.2/24", "dev", "c0"]);
     client.ip(&["link", "set", "c0", "up"]);
     client.ip(&["route", "add", "10.99.0.0/24", "via", "10.0.0.1"]);
-    for (ip, mac) in [
-        ("10.0.0.17", "02:00:00:00:00:11"),
-        ("10.0.0.18", "02:00:00:00:00:12"),
-    ] {
-        lb.ip(&[
-            "neigh",
-            "replace",
-            ip,
-            "lladdr",
-            mac,
-            "dev",
-            "lb0",
-            "nud",
-            "permanent",
-        ]);
-    }
+    lb.static_neighbours(
+        "lb0",
+        &[
+            ("10.0.0.17", "02:00:00:00:00:11"),
+            ("10.0.0.18", "02:00:00:00:00:12"),
+        ],
+    );
     lb.sysctl("net.ipv4.ip_forward", "1");
     Topo {
         lb,

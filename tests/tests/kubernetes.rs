@@ -68,22 +68,13 @@ fn lab(tag: &str, links: usize) -> Lab {
         client.ip(&["link", "set", &c, "up"]);
     }
     client.ip(&["route", "add", "10.99.0.0/24", "via", "10.0.0.1"]);
-    for (ip, mac) in [
-        ("10.0.0.17", "02:00:00:00:00:11"),
-        ("10.0.0.18", "02:00:00:00:00:12"),
-    ] {
-        lb.ip(&[
-            "neigh",
-            "replace",
-            ip,
-            "lladdr",
-            mac,
-            "dev",
-            "lb0",
-            "nud",
-            "permanent",
-        ]);
-    }
+    lb.static_neighbours(
+        "lb0",
+        &[
+            ("10.0.0.17", "02:00:00:00:00:11"),
+            ("10.0.0.18", "02:00:00:00:00:12"),
+        ],
+    );
     lb.sysctl("net.ipv4.ip_forward", "1");
     let api = lb.run(KubeApi::start);
     let dir = std::env::temp_dir().join(format!("xlbt-k8s-{tag}-{}", std::process::id()));
