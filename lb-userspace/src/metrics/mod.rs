@@ -442,7 +442,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 12);
+        assert_eq!(text.matches("# HELP ").count(), 13);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
