@@ -628,6 +628,15 @@ fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
     assert!(df.log_text().contains("stepping down"));
     l.api.set_unavailable(false);
 
+    // Back in touch, it leads again; on SIGTERM it hands the Lease back
+    // rather than leaving it to expire.
+    wait_until("leading again", Duration::from_secs(10), || {
+        leader_metric(&l, follower, second) == Some(1.0)
+    });
+    assert_eq!(df.terminate(), Some(0));
+    assert_eq!(lease_holder(&l), None, "the Lease was not released");
+    assert!(df.log_text().contains("released the VIP's Lease"));
+
     // RBAC: the calls made are exactly the ones deploy/rbac.yaml grants.
     let used: BTreeSet<(String, String, String)> = l
         .api
