@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: ns/packet of the balancer by BPF_PROG_TEST_RUN, beside
-//! two floors measured in the same run, and Maglev table build times.
+//! two floors measured in the same run, and Maglev table build times
+//! (`xdp`); then the Kubernetes source end to end (`k8s`,
+//! `xlb_tests::bench_k8s`). `cargo xtask bench k8s` runs only the latter.
 //!
 //! Each class is timed over many calls with repeat=1, each on a fresh copy
 //! of the frame (the kernel copies `data_in` per call): with repeat > 1 the
@@ -31,13 +33,20 @@ const XDP_TX: u32 = 3;
 
 struct Args {
     calls: usize,
+    /// The parts to run: the data plane (`xdp`), the Kubernetes source
+    /// (`k8s`); both when none is named.
+    xdp: bool,
+    k8s: bool,
 }
 
 fn args() -> Result<Args> {
     let mut calls = 100_000;
+    let (mut xdp, mut k8s) = (false, false);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
+            "xdp" => xdp = true,
+            "k8s" => k8s = true,
             "--calls" => {
                 calls = it
                     .next()
@@ -46,13 +55,18 @@ fn args() -> Result<Args> {
                     .context("--calls")?
             }
             "-h" | "--help" => {
-                println!("xlb-bench [--calls N]   (default 100000 calls per class; needs root)");
+                println!(
+                    "xlb-bench [xdp] [k8s] [--calls N]   (parts: the XDP program, the Kubernetes source; default both, 100000 calls per class; needs root)"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    Ok(Args { calls })
+    if !xdp && !k8s {
+        (xdp, k8s) = (true, true);
+    }
+    Ok(Args { calls, xdp, k8s })
 }
 
 /// Writes the frame for call `i` into the buffer.
@@ -166,6 +180,18 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = args()?;
+    if args.xdp {
+        xdp(&args)?;
+    } else {
+        println!("\n{}", machine());
+    }
+    if args.k8s {
+        xlb_tests::bench_k8s::run()?;
+    }
+    Ok(())
+}
+
+fn xdp(args: &Args) -> Result<()> {
     ensure!(
         unsafe { libc::geteuid() } == 0,
         "the benchmark needs root (network namespace, BPF)"

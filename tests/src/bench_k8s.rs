@@ -1,0 +1,1083 @@
+//! `cargo xtask bench k8s`: the Kubernetes source end to end. The real
+//! `xlb run` (release build, XDP on a veth in its own namespace) watches the
+//! test harness's API server (`kube_api`, real HTTP, started in the daemon's
+//! namespace); the bench writes objects into that server and reads the
+//! daemon's pinned maps.
+//!
+//! ```text
+//!  peer ns: c0 10.0.0.2 ──veth── lb0 10.0.0.1 (LB ns: xlb run, XDP; API server on 127.0.0.1)
+//!  backends 10.128.0.0/9 via 10.0.0.2 (a permanent neighbour: none of them exists)
+//! ```
+//!
+//! 1. EndpointSlice event -> data plane: N LoadBalancer Services (VIPs
+//!    from a pool, one slice of [`BASE_ENDPOINTS`] ready endpoints each) are
+//!    synced first (maps, statuses and Leases all in place); then
+//!    [`EVENTS`] slice writes, one at a time, each on another Service,
+//!    alternately adding a ready endpoint and turning one not-ready. Each is
+//!    timed from just before the `apply` that makes the API server emit the
+//!    watch event until the pinned maps show it: for an added endpoint, an
+//!    active backend entry of that VIP with its address named by the VIP's
+//!    Maglev row; for a not-ready one, no slot of the row naming it. Only that
+//!    VIP is read (VIP map -> vip_id -> its row -> the few backend entries
+//!    the row names), in a loop that yields the CPU between reads. N = 1
+//!    and 1,000, at a small M and at the default 65537.
+//! 2. Daemon memory: VmRSS/VmHWM of the daemon once the maps hold 10,000
+//!    VIPs of 10 endpoints each, against the same daemon with no Service;
+//!    then [`SCALE_EVENTS`] events as above at that scale.
+//!
+//! Beside each series: the daemon's own timing of its map writes (its
+//! "reconciled" log lines), its CPU time, and the translation of the whole
+//! state (`kubernetes::translate`, which the daemon reruns on every event)
+//! timed in this process once the daemon has stopped.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use lb_common::{BACKEND_ACTIVE, NO_BACKEND, PROTO_TCP, VipKey};
+use lb_userspace::{
+    desired::Service as Vip,
+    xdp::{
+        Maps,
+        reconcile::{backend_addr, vip_key},
+    },
+};
+use serde_json::{Value, json};
+
+use crate::{
+    daemon::{Daemon, free_port},
+    kube_api::KubeApi,
+    netns::{NetNs, PinDir},
+};
+
+/// Slice writes timed per case.
+const EVENTS: usize = 1_000;
+/// Ready endpoints each Service starts with (event bench).
+const BASE_ENDPOINTS: u32 = 3;
+/// Services and endpoints of the memory bench.
+const MEM_SERVICES: usize = 10_000;
+const MEM_ENDPOINTS: u32 = 10;
+/// Slice events timed at 10,000 Services (each costs more there).
+const SCALE_EVENTS: usize = 100;
+/// Maglev size of the memory bench: 10,000 rows of 65537 slots would be
+/// 5.2 GB of kernel memory; 251 > 20 x 10 backends still spreads them.
+const MEM_M: u32 = 251;
+/// Maglev size of the event bench's main cases: > 100 x the backends of a
+/// VIP (Maglev's 1% disruption bound), 8 MB of rows for 1,024 VIPs.
+const SMALL_M: u32 = 1_021;
+/// The default size, for the 1,000-Service case too: 1,024 rows of it are
+/// 537 MB of kernel memory, which these machines have.
+const DEFAULT_M: u32 = lb_common::DEFAULT_MAGLEV_SIZE;
+/// How long the memory bench waits for every status after the sync.
+const SETTLE: Duration = Duration::from_secs(120);
+const POOL: &str = "10.200.0.0/16";
+const PORT: u16 = 80;
+/// Pause between two events, so one event's tail (status sync, state
+/// save) is not the next one's queue.
+const GAP: Duration = Duration::from_millis(5);
+/// How long the daemon's idle CPU is sampled: two Lease rounds.
+const IDLE: Duration = Duration::from_secs(4);
+/// Longest wait for one event before the bench gives up.
+const EVENT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs both measurements and prints their tables; skips (Ok) without root.
+pub fn run() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        println!(
+            "\nSKIPPED the Kubernetes benchmark: it needs root (network namespaces, BPF, XDP)"
+        );
+        return Ok(());
+    }
+    // Built before any clock starts (cargo, release profile like this binary).
+    let bin = crate::daemon::xlb_bin();
+    println!(
+        "\n## Kubernetes source (xlb run {}, API server: tests/src/kube_api.rs in the bench process)",
+        bin.display()
+    );
+    let started = Instant::now();
+    let cases = [
+        (1, SMALL_M),
+        (1_000, SMALL_M),
+        (1, DEFAULT_M),
+        (1_000, DEFAULT_M),
+    ];
+    let mut events = Vec::new();
+    for (n, m) in cases {
+        let r = event_case(n, m).with_context(|| format!("event bench, {n} Services, M = {m}"))?;
+        eprintln!(
+            "k8s bench: {n} Services, M = {m}: median {:.2} ms ({:.0} s so far)",
+            r.r.lat.median,
+            started.elapsed().as_secs_f64()
+        );
+        events.push(r);
+    }
+    let mut mem = memory_case().context("memory bench")?;
+    events.extend(mem.events.take());
+    eprintln!(
+        "k8s bench: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    print_events(&events);
+    print_memory(&mem);
+    Ok(())
+}
+
+/// One namespace pair, the API server and a scratch directory; the daemon
+/// (when any) is stopped before the rest goes.
+struct Lab {
+    daemon: Option<Daemon>,
+    maps: Option<Maps>,
+    api: KubeApi,
+    pins: PinDir,
+    lb: NetNs,
+    _peer: NetNs,
+    dir: PathBuf,
+    /// Measured to the end: the scratch directory can go.
+    done: bool,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // SIGKILL: a SIGTERM would hand back every Lease one by one.
+        self.daemon.take();
+        self.maps.take();
+        if !self.done || std::thread::panicking() {
+            eprintln!("kept {} (config, daemon log)", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn lab(tag: &str) -> Lab {
+    let lb = NetNs::new();
+    let peer = NetNs::new();
+    lb.ip(&["link", "add", "lb0", "type", "veth", "peer", "name", "c0"]);
+    lb.ip(&["link", "set", "c0", "netns", &peer.name]);
+    lb.ip(&["addr", "add", "10.0.0.1/24", "dev", "lb0"]);
+    lb.ip(&["link", "set", "lb0", "up"]);
+    peer.ip(&["addr", "add", "10.0.0.2/24", "dev", "c0"]);
+    peer.ip(&["link", "set", "c0", "up"]);
+    lb.static_neighbours("lb0", &[("10.0.0.2", "02:00:00:00:00:02")]);
+    // The daemon probes every backend's neighbour (neigh.rs): one gateway
+    // keeps 100,000 backends from filling the neighbour table.
+    lb.ip(&[
+        "route",
+        "add",
+        "10.128.0.0/9",
+        "via",
+        "10.0.0.2",
+        "dev",
+        "lb0",
+    ]);
+    lb.sysctl("net.ipv4.ip_forward", "1");
+    let api = lb.run(KubeApi::start);
+    let dir = std::env::temp_dir().join(format!("xlb-bench-k8s-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench scratch directory");
+    api.write_kubeconfig(&dir.join("kubeconfig"));
+    Lab {
+        daemon: None,
+        maps: None,
+        api,
+        pins: PinDir::new(),
+        lb,
+        _peer: peer,
+        dir,
+        done: false,
+    }
+}
+
+/// Writes the daemon's config: XDP on lb0, the Kubernetes source with the
+/// default Lease timings, maps of the given sizes.
+fn config(l: &Lab, m: u32, max_vips: u32, max_backends: u32) -> PathBuf {
+    let text = format!(
+        r#"[dataplane]
+interfaces = ["lb0"]
+xdp_mode = "native"
+pin_path = "{pins}"
+state_dir = "{state}"
+maglev_table_size = {m}
+max_vips = {max_vips}
+max_backends = {max_backends}
+flow_table_size = 4096
+ipip_source_v4 = "10.0.0.1"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[kubernetes]
+enabled = true
+kubeconfig = "{kubeconfig}"
+pools = ["{POOL}"]
+node_name = "router-a"
+"#,
+        pins = l.pins.path.display(),
+        state = l.dir.join("state").display(),
+        metrics = free_port(),
+        kubeconfig = l.dir.join("kubeconfig").display(),
+    );
+    let path = l.dir.join("xlb.toml");
+    std::fs::write(&path, text).expect("write the bench config");
+    path
+}
+
+fn start(l: &mut Lab, config: &Path) {
+    let d = Daemon::spawn(
+        &l.lb,
+        &["--config", config.to_str().expect("UTF-8 path")],
+        &l.dir.join("xlb.log"),
+    );
+    l.daemon = Some(d);
+}
+
+fn name(i: usize) -> String {
+    format!("svc-{i:05}")
+}
+
+fn service(i: usize) -> Value {
+    let name = name(i);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": "default", "labels": { "app": name } },
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "xlb.io/xlb",
+            "selector": { "app": name },
+            "ports": [{ "name": "http", "port": PORT, "protocol": "TCP", "targetPort": 8080 }],
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "externalTrafficPolicy": "Cluster",
+            "sessionAffinity": "None"
+        }
+    })
+}
+
+/// A slice as the EndpointSlice controller writes it; not-ready endpoints
+/// are neither ready nor serving (a failing readiness probe).
+fn slice(i: usize, endpoints: &[(Ipv4Addr, bool)]) -> Value {
+    let service = name(i);
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(a, ready)| {
+            json!({
+                "addresses": [a.to_string()],
+                "conditions": { "ready": ready, "serving": ready, "terminating": false },
+                "nodeName": format!("worker-{}", u32::from(*a) % 50),
+                "targetRef": { "kind": "Pod", "namespace": "default", "name": format!("{service}-{a}") }
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"),
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+            }
+        },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+        "endpoints": endpoints
+    })
+}
+
+/// Endpoint `j` of Service `i` as first written: 10.128.0.0/9, 16 per Service.
+fn pod(i: usize, j: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a80_0000 + (i as u32) * 16 + j)
+}
+
+/// The `k`-th endpoint added by an event: 10.192.0.0/10, apart from `pod`.
+fn fresh_pod(k: usize) -> Ipv4Addr {
+    Ipv4Addr::from(0x0ac0_0000 + k as u32)
+}
+
+fn populate(api: &KubeApi, n: usize, endpoints: u32) -> Vec<Vec<(Ipv4Addr, bool)>> {
+    let mut all = Vec::with_capacity(n);
+    for i in 0..n {
+        let eps: Vec<(Ipv4Addr, bool)> = (0..endpoints).map(|j| (pod(i, j), true)).collect();
+        api.apply(service(i));
+        api.apply(slice(i, &eps));
+        all.push(eps);
+    }
+    // Nothing watches yet, so no watch will resume from before now: the
+    // history of these writes (a copy of every object) can go.
+    api.compact();
+    all
+}
+
+fn daemon_alive(l: &mut Lab) -> Result<()> {
+    let d = l.daemon.as_mut().context("no daemon")?;
+    if let Ok(Some(s)) = d.child.try_wait() {
+        bail!("xlb exited ({s}); log:\n{}", d.log_text());
+    }
+    Ok(())
+}
+
+/// Polls `f` every `every` until it returns `Some`, for at most `limit`.
+fn poll<T>(
+    l: &mut Lab,
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut(&Lab) -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f(l) {
+            return Ok(v);
+        }
+        daemon_alive(l)?;
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?} (see {})",
+            l.dir.join("xlb.log").display()
+        );
+        std::thread::sleep(every);
+    }
+}
+
+fn open_maps(l: &mut Lab, m: u32) -> Result<()> {
+    let maps = poll(
+        l,
+        "pinned maps",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        |l| Maps::open_pinned(&l.pins.path, m).ok(),
+    )?;
+    l.maps = Some(maps);
+    Ok(())
+}
+
+fn vip_count(l: &Lab) -> usize {
+    l.maps
+        .as_ref()
+        .map_or(0, |m| m.vips.keys().filter(Result::is_ok).count())
+}
+
+/// Every Service's VIP from its status, once all `n` have one.
+fn statuses(api: &KubeApi, n: usize) -> Option<BTreeMap<String, Ipv4Addr>> {
+    let vips: BTreeMap<String, Ipv4Addr> = api
+        .list("v1", "Service")
+        .iter()
+        .filter_map(|s| {
+            let ip = s.pointer("/status/loadBalancer/ingress/0/ip")?.as_str()?;
+            Some((s["metadata"]["name"].as_str()?.to_owned(), ip.parse().ok()?))
+        })
+        .collect();
+    (vips.len() == n).then_some(vips)
+}
+
+fn leases(api: &KubeApi) -> usize {
+    api.list("coordination.k8s.io/v1", "Lease").len()
+}
+
+/// Kernel memory of the pinned maps (`memlock` of each map's fdinfo).
+fn map_bytes(pins: &Path) -> u64 {
+    let Ok(dir) = std::fs::read_dir(pins) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| aya::maps::MapData::from_pin(e.path()).ok())
+        .filter_map(|m| {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let fd = m.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The daemon's CPU time so far (user + system), from /proc/PID/stat.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces: utime is 14th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The daemon's own timings of its map writes: `seconds=` of each
+/// "reconciled" log line after the first `skip` lines.
+fn reconcile_seconds(log: &str, skip: usize) -> Vec<f64> {
+    log.lines()
+        .skip(skip)
+        .filter(|l| l.contains(" reconciled "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("seconds="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+fn log_lines(l: &Lab) -> usize {
+    l.daemon
+        .as_ref()
+        .map_or(0, |d| d.log_text().lines().count())
+}
+
+/// One GET to the harness API server; the response body.
+fn get(addr: SocketAddr, token: &str, path: &str) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).context("connect to the API server")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut r = Vec::new();
+    s.read_to_end(&mut r)?;
+    let head = r
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the response head")?;
+    ensure!(r.starts_with(b"HTTP/1.1 200"), "GET {path}: not 200");
+    Ok(r.split_off(head + 4))
+}
+
+/// How long the harness API server takes to serve the lists the daemon's
+/// watchers make at start (500 objects a page, as kube's watcher asks):
+/// its share of the initial sync, which a real API server serves from its
+/// watch cache.
+fn list_time(l: &Lab) -> Result<Duration> {
+    let (addr, token) = (l.api.addr(), l.api.token().to_owned());
+    l.lb.run(move || {
+        let t = Instant::now();
+        for path in [
+            "/api/v1/services?limit=500",
+            "/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name&limit=500",
+        ] {
+            let mut next = String::new();
+            loop {
+                let body = get(addr, &token, &format!("{path}{next}"))?;
+                // The token only, not the whole page: the client's parsing
+                // is not the server's time.
+                let text = String::from_utf8_lossy(&body);
+                let token = text
+                    .split_once(r#""continue":""#)
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(t, _)| t.to_owned());
+                match token {
+                    Some(t) if !t.is_empty() => {
+                        let enc: String = t
+                            .bytes()
+                            .map(|b| {
+                                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                                    char::from(b).to_string()
+                                } else {
+                                    format!("%{b:02X}")
+                                }
+                            })
+                            .collect();
+                        next = format!("&continue={enc}");
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(t.elapsed())
+    })
+}
+
+/// The daemon's translation, timed in this process on the objects the API
+/// server holds (statuses included) with the daemon's settings: the part
+/// of each event that is O(all Services). Median of 21 calls, each
+/// followed by the comparison with the previous outcome that the daemon's
+/// loop makes.
+fn translate_time(api: &KubeApi, config: &Path) -> Result<f64> {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+    use lb_userspace::kubernetes::{pools::Pools, translate};
+
+    let cfg = lb_userspace::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = translate::Settings {
+        class: cfg.kubernetes.load_balancer_class.clone(),
+        include_unclassed: cfg.kubernetes.include_unclassed,
+        target: cfg.kubernetes.backend_target,
+        pools: Pools::new(cfg.kubernetes.pools.clone()),
+        encap: cfg.dataplane.encap,
+        scheduler: cfg.dataplane.scheduler.clone(),
+    };
+    let services: Vec<Arc<Service>> = api
+        .list("v1", "Service")
+        .into_iter()
+        .map(|o| serde_json::from_value(o).map(Arc::new))
+        .collect::<Result<_, _>>()
+        .context("a Service as kube reads it")?;
+    let slices: Vec<Arc<EndpointSlice>> = api
+        .list("discovery.k8s.io/v1", "EndpointSlice")
+        .into_iter()
+        .map(|o| serde_json::from_value(o).map(Arc::new))
+        .collect::<Result<_, _>>()
+        .context("an EndpointSlice as kube reads it")?;
+    let none = Default::default();
+    let mut last = translate::translate(&services, &slices, &[], &none, &settings);
+    ensure!(
+        last.services.len() == services.len(),
+        "the in-process translation serves {} of {} Services",
+        last.services.len(),
+        services.len()
+    );
+    let mut ms: Vec<f64> = (0..21)
+        .map(|_| {
+            let t = Instant::now();
+            let next = translate::translate(&services, &slices, &[], &none, &settings);
+            let same = std::hint::black_box(next == last);
+            last = next;
+            assert!(same, "one state translates alike");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
+}
+
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    rss: u64,
+    hwm: u64,
+    anon: u64,
+    file: u64,
+}
+
+/// VmRSS, VmHWM, RssAnon and RssFile of a process, in bytes.
+fn memory(pid: i32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Memory {
+        rss: kb("VmRSS:"),
+        hwm: kb("VmHWM:"),
+        anon: kb("RssAnon:"),
+        file: kb("RssFile:"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Added(Ipv4Addr),
+    Unready(Ipv4Addr),
+}
+
+/// Whether the maps show `change` for the VIP `key`, reading only that VIP.
+fn visible(maps: &Maps, key: &VipKey, change: Change) -> bool {
+    let Ok(info) = maps.vips.get(key, 0) else {
+        return false;
+    };
+    let Ok(row) = maps.read_maglev(info.vip_id) else {
+        return false;
+    };
+    let mut ids: Vec<u32> = Vec::new();
+    let mut last = NO_BACKEND;
+    for &id in &row {
+        if id != last && id != NO_BACKEND && !ids.contains(&id) {
+            ids.push(id);
+        }
+        last = id;
+    }
+    let (Change::Added(addr) | Change::Unready(addr)) = change;
+    let named = ids.iter().any(|&id| {
+        maps.backend(id).is_ok_and(|b| {
+            backend_addr(&b) == IpAddr::V4(addr)
+                && b.vip_id == info.vip_id
+                && (b.flags & BACKEND_ACTIVE != 0 || matches!(change, Change::Unready(_)))
+        })
+    });
+    match change {
+        Change::Added(_) => named,
+        Change::Unready(_) => !named,
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Latency {
+    median: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn latency(mut ms: Vec<f64>) -> Latency {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
+    Latency {
+        median: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: ms[ms.len() - 1],
+    }
+}
+
+struct EventCase {
+    services: usize,
+    /// Events timed.
+    count: usize,
+    m: u32,
+    max_vips: u32,
+    max_backends: u32,
+    map_bytes: u64,
+    /// Daemon start to every VIP in the maps, every status written and
+    /// every Lease held.
+    settle: Duration,
+    r: Measured,
+    elapsed: Duration,
+}
+
+fn event_case(n: usize, m: u32) -> Result<EventCase> {
+    let t = Instant::now();
+    let (max_vips, max_backends) = (1_024, 8_192);
+    let mut l = lab(&format!("ev{n}-{m}"));
+    let mut eps = populate(&l.api, n, BASE_ENDPOINTS);
+    let cfg = config(&l, m, max_vips, max_backends);
+    let spawned = Instant::now();
+    start(&mut l, &cfg);
+    open_maps(&mut l, m)?;
+    let limit = Duration::from_secs(60);
+    let every = Duration::from_millis(20);
+    poll(&mut l, "every VIP in the maps", limit, every, |l| {
+        (vip_count(l) == n).then_some(())
+    })?;
+    let vips = poll(&mut l, "every Service's status", limit, every, |l| {
+        statuses(&l.api, n)
+    })?;
+    poll(&mut l, "a Lease per VIP", limit, every, |l| {
+        (leases(&l.api) == n).then_some(())
+    })?;
+    let settle = spawned.elapsed();
+    let keys = vip_keys(&vips, n)?;
+    // 7 is prime to 1,000: each Service once, neighbours far apart.
+    let r = measure_events(&mut l, &cfg, &keys, &mut eps, EVENTS, 7)?;
+    l.done = true;
+    Ok(EventCase {
+        services: n,
+        count: EVENTS,
+        m,
+        max_vips,
+        max_backends,
+        map_bytes: map_bytes(&l.pins.path),
+        settle,
+        r,
+        elapsed: t.elapsed(),
+    })
+}
+
+/// What one series of events measured.
+struct Measured {
+    lat: Latency,
+    added: Latency,
+    unready: Latency,
+    /// The daemon's CPU while no event comes (Lease renewals every 2 s),
+    /// in % of one core.
+    idle_cpu: f64,
+    /// The daemon's API requests per second meanwhile (Lease get + update).
+    idle_requests: f64,
+    /// Daemon CPU time per event over the event phase, less the idle rate.
+    cpu_per_event_ms: f64,
+    /// The daemon's own "reconciled" timings of the events' map writes.
+    reconcile: Latency,
+    /// One translation of the whole state, in this process, once the
+    /// daemon has stopped.
+    translate_ms: f64,
+}
+
+/// `count` slice writes on Services `k * stride % n`, alternately adding a
+/// ready endpoint and turning the last ready one not-ready, each timed
+/// until the maps show it (see the module docs). Stops the daemon.
+fn measure_events(
+    l: &mut Lab,
+    cfg: &Path,
+    keys: &[VipKey],
+    eps: &mut [Vec<(Ipv4Addr, bool)>],
+    count: usize,
+    stride: usize,
+) -> Result<Measured> {
+    let n = keys.len();
+    let pid = l.daemon.as_ref().context("daemon")?.pid();
+    let idle0 = cpu_time(pid);
+    l.api.clear_requests();
+    std::thread::sleep(IDLE);
+    let idle_cpu = (cpu_time(pid) - idle0).as_secs_f64() / IDLE.as_secs_f64();
+    let idle_requests = l.api.requests().len() as f64 / IDLE.as_secs_f64();
+    let skip = log_lines(l);
+    let maps = l.maps.as_ref().context("maps")?;
+    let (mut all, mut added, mut unready) = (Vec::new(), Vec::new(), Vec::new());
+    let (cpu0, phase) = (cpu_time(pid), Instant::now());
+    for k in 0..count {
+        let i = (k * stride) % n;
+        let e = &mut eps[i];
+        let change = if k % 2 == 0 {
+            e.retain(|(_, ready)| *ready);
+            e.push((fresh_pod(k), true));
+            Change::Added(fresh_pod(k))
+        } else {
+            let last = e
+                .iter_mut()
+                .rev()
+                .find(|(_, ready)| *ready)
+                .context("no ready endpoint left")?;
+            last.1 = false;
+            Change::Unready(last.0)
+        };
+        let object = slice(i, e);
+        let t0 = Instant::now();
+        l.api.apply(object);
+        while !visible(maps, &keys[i], change) {
+            if t0.elapsed() > EVENT_LIMIT {
+                bail!("event {k} ({change:?} on {}) not in the maps", name(i));
+            }
+            std::thread::yield_now();
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        all.push(ms);
+        match change {
+            Change::Added(_) => added.push(ms),
+            Change::Unready(_) => unready.push(ms),
+        }
+        std::thread::sleep(GAP);
+    }
+    let cpu = (cpu_time(pid) - cpu0).as_secs_f64() - idle_cpu * phase.elapsed().as_secs_f64();
+    daemon_alive(l)?;
+    let log = l.daemon.as_ref().context("daemon")?.log_text();
+    let writes = reconcile_seconds(&log, skip);
+    ensure!(
+        writes.len() >= count,
+        "{} reconciles logged for {count} events",
+        writes.len()
+    );
+    Ok(Measured {
+        lat: latency(all),
+        added: latency(added),
+        unready: latency(unready),
+        idle_cpu: idle_cpu * 100.0,
+        idle_requests,
+        cpu_per_event_ms: cpu * 1e3 / count as f64,
+        reconcile: latency(writes.iter().map(|s| s * 1e3).collect()),
+        // On a machine the daemon no longer shares.
+        translate_ms: {
+            l.daemon.take();
+            translate_time(&l.api, cfg)?
+        },
+    })
+}
+
+/// VIP map keys of Services 0..n, from their statuses.
+fn vip_keys(vips: &BTreeMap<String, Ipv4Addr>, n: usize) -> Result<Vec<VipKey>> {
+    (0..n)
+        .map(|i| {
+            let address = vips.get(&name(i)).context("a Service without a VIP")?;
+            Ok(vip_key(&Vip {
+                address: IpAddr::V4(*address),
+                port: PORT,
+                protocol: PROTO_TCP,
+            }))
+        })
+        .collect()
+}
+
+struct MemoryCase {
+    max_vips: u32,
+    max_backends: u32,
+    empty: Memory,
+    /// Spawn to "Kubernetes watches synced" with no Service.
+    empty_start: Duration,
+    full: Memory,
+    /// Spawn to "Kubernetes watches synced" (both lists done).
+    listed: Duration,
+    /// Spawn to 10,000 VIPs in the maps.
+    synced: Duration,
+    /// The daemon's own timing of the map writes of the 10,000 VIPs.
+    reconcile_s: f64,
+    /// The harness API server's time to serve the initial lists.
+    list_serve: Duration,
+    /// After every status is written (`None`: not within [`SETTLE`]), when,
+    /// and how many Leases there were then.
+    settled: Option<(Memory, Duration, usize)>,
+    /// Events at this scale, once settled.
+    events: Option<EventCase>,
+    map_bytes: u64,
+    api_objects_bytes: usize,
+}
+
+fn wait_log(l: &mut Lab, needle: &str, limit: Duration) -> Result<()> {
+    poll(l, needle, limit, Duration::from_millis(5), |l| {
+        l.daemon
+            .as_ref()
+            .is_some_and(|d| d.log_text().contains(needle))
+            .then_some(())
+    })
+}
+
+fn memory_case() -> Result<MemoryCase> {
+    let (max_vips, max_backends) = (10_240, 131_072);
+    let synced_line = "Kubernetes watches synced";
+
+    let mut l = lab("mem0");
+    let cfg = config(&l, MEM_M, max_vips, max_backends);
+    let spawned = Instant::now();
+    start(&mut l, &cfg);
+    wait_log(&mut l, synced_line, Duration::from_secs(30))?;
+    let empty_start = spawned.elapsed();
+    // The first translation (empty) is applied right after; let it land.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = l.daemon.as_ref().context("daemon")?.pid();
+    let empty = memory(pid);
+    l.done = true;
+    drop(l);
+
+    let mut l = lab("mem");
+    let mut eps = populate(&l.api, MEM_SERVICES, MEM_ENDPOINTS);
+    let api_objects_bytes = ["Service", "EndpointSlice"]
+        .iter()
+        .map(|k| {
+            let v = if *k == "Service" {
+                "v1"
+            } else {
+                "discovery.k8s.io/v1"
+            };
+            l.api
+                .list(v, k)
+                .iter()
+                .map(|o| o.to_string().len())
+                .sum::<usize>()
+        })
+        .sum();
+    let list_serve = list_time(&l)?;
+    let cfg = config(&l, MEM_M, max_vips, max_backends);
+    let spawned = Instant::now();
+    start(&mut l, &cfg);
+    wait_log(&mut l, synced_line, Duration::from_secs(60))?;
+    let listed = spawned.elapsed();
+    open_maps(&mut l, MEM_M)?;
+    poll(
+        &mut l,
+        "10,000 VIPs in the maps",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        |l| (vip_count(l) == MEM_SERVICES).then_some(()),
+    )?;
+    let synced = spawned.elapsed();
+    let pid = l.daemon.as_ref().context("daemon")?.pid();
+    let full = memory(pid);
+    let reconcile_s = reconcile_seconds(&l.daemon.as_ref().context("daemon")?.log_text(), 0)
+        .into_iter()
+        .fold(0.0, f64::max);
+    let vips = poll(
+        &mut l,
+        "every status",
+        SETTLE,
+        Duration::from_millis(250),
+        |l| statuses(&l.api, MEM_SERVICES),
+    )
+    .ok();
+    let settled = vips
+        .as_ref()
+        .map(|_| (memory(pid), spawned.elapsed(), leases(&l.api)));
+    // The event bench at this scale: fewer events, one per Service, spread.
+    let events = match (&vips, &settled) {
+        (Some(vips), Some((_, settle, _))) => {
+            let t = Instant::now();
+            let keys = vip_keys(vips, MEM_SERVICES)?;
+            // 97 is prime to 10,000.
+            let r = measure_events(&mut l, &cfg, &keys, &mut eps, SCALE_EVENTS, 97)?;
+            Some(EventCase {
+                services: MEM_SERVICES,
+                count: SCALE_EVENTS,
+                m: MEM_M,
+                max_vips,
+                max_backends,
+                map_bytes: map_bytes(&l.pins.path),
+                settle: *settle,
+                r,
+                elapsed: t.elapsed(),
+            })
+        }
+        _ => None,
+    };
+    l.done = true;
+    Ok(MemoryCase {
+        max_vips,
+        max_backends,
+        empty,
+        empty_start,
+        full,
+        listed,
+        synced,
+        reconcile_s,
+        list_serve,
+        settled,
+        events,
+        map_bytes: map_bytes(&l.pins.path),
+        api_objects_bytes,
+    })
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+fn print_events(cases: &[EventCase]) {
+    println!(
+        "\nEndpointSlice event -> maps updated: events one at a time, each on another Service \
+         (alternately a new ready endpoint / one endpoint not-ready), timed from just before the \
+         API server's write until the VIP's Maglev row and backend entries show it; \
+         {BASE_ENDPOINTS} ready endpoints per Service ({MEM_ENDPOINTS} at 10,000); default Lease \
+         timings (every VIP's Lease renewed every 2 s meanwhile)"
+    );
+    println!(
+        "\n| Services | events | M | max_vips / max_backends | map memory | settled in | median | p90 | p99 | max | median vs 1 Service |"
+    );
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for c in cases {
+        let base = |m: u32| {
+            cases
+                .iter()
+                .find(|b| b.m == m && b.services == 1)
+                .map(|b| b.r.lat.median)
+        };
+        let ratio = match (base(c.m), base(SMALL_M)) {
+            (Some(b), _) => format!("{:.2}x", c.r.lat.median / b),
+            (None, Some(b)) => format!("{:.2}x (M = {SMALL_M})", c.r.lat.median / b),
+            (None, None) => "-".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {} / {} | {:.0} MB | {:.1} s | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {ratio} |",
+            c.services,
+            c.count,
+            c.m,
+            c.max_vips,
+            c.max_backends,
+            mb(c.map_bytes),
+            c.settle.as_secs_f64(),
+            c.r.lat.median,
+            c.r.lat.p90,
+            c.r.lat.p99,
+            c.r.lat.max,
+        );
+    }
+    println!(
+        "\n| Services | M | added: median / p99 | not-ready: median / p99 | daemon's map writes (its log): median / p99 | translate() of every Service (in-process, daemon stopped) | daemon idle: CPU, API requests/s | daemon CPU per event (idle rate subtracted) | events took |"
+    );
+    println!("|---:|---:|---|---|---|---:|---|---:|---:|");
+    for c in cases {
+        let r = &c.r;
+        println!(
+            "| {} | {} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.3} ms | {:.0}% of a core, {:.0}/s | {:.2} ms | {:.0} s |",
+            c.services,
+            c.m,
+            r.added.median,
+            r.added.p99,
+            r.unready.median,
+            r.unready.p99,
+            r.reconcile.median,
+            r.reconcile.p99,
+            r.translate_ms,
+            r.idle_cpu,
+            r.idle_requests,
+            r.cpu_per_event_ms,
+            c.elapsed.as_secs_f64(),
+        );
+    }
+    let worst = cases.iter().map(|c| c.r.lat.p99).fold(0.0, f64::max);
+    println!(
+        "\ntarget < 100 ms end to end: {} (worst p99 {worst:.1} ms)",
+        if worst < 100.0 { "met" } else { "MISSED" }
+    );
+}
+
+fn print_memory(c: &MemoryCase) {
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / MEM_SERVICES as f64;
+    println!(
+        "\nDaemon memory, {MEM_SERVICES} Services x {MEM_ENDPOINTS} ready endpoints (M = {MEM_M}, \
+         max_vips {}, max_backends {}; the objects are {:.1} MB of JSON in the API server)",
+        c.max_vips,
+        c.max_backends,
+        mb(c.api_objects_bytes as u64)
+    );
+    println!("\n| daemon | VmRSS | VmHWM | RssAnon | RssFile | when |");
+    println!("|---|---:|---:|---:|---:|---|");
+    let row = |what: &str, m: &Memory, when: String| {
+        println!(
+            "| {what} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {when} |",
+            mb(m.rss),
+            mb(m.hwm),
+            mb(m.anon),
+            mb(m.file)
+        );
+    };
+    row(
+        "0 Services",
+        &c.empty,
+        format!(
+            "watches synced, {:.2} s after start",
+            c.empty_start.as_secs_f64()
+        ),
+    );
+    row(
+        "10,000 Services",
+        &c.full,
+        format!(
+            "maps hold 10,000 VIPs, {:.2} s after start",
+            c.synced.as_secs_f64()
+        ),
+    );
+    match &c.settled {
+        Some((m, at, leases)) => row(
+            "10,000 Services, settled",
+            m,
+            format!(
+                "every status written, {:.2} s after start ({leases} Leases by then)",
+                at.as_secs_f64()
+            ),
+        ),
+        None => println!(
+            "| 10,000 Services, settled | - | - | - | - | not every status written within {:.0} s |",
+            SETTLE.as_secs_f64()
+        ),
+    }
+    println!(
+        "\ndelta at sync: VmRSS +{:.1} MB ({:.0} bytes per Service), VmHWM +{:.1} MB ({:.0} bytes \
+         per Service), RssAnon +{:.1} MB ({:.0} bytes per Service)",
+        mb(c.full.rss.saturating_sub(c.empty.rss)),
+        per(c.full.rss, c.empty.rss),
+        mb(c.full.hwm.saturating_sub(c.empty.hwm)),
+        per(c.full.hwm, c.empty.hwm),
+        mb(c.full.anon.saturating_sub(c.empty.anon)),
+        per(c.full.anon, c.empty.anon),
+    );
+    println!(
+        "initial sync of 10,000 Services: daemon start -> both lists done {:.2} s -> maps hold \
+         every VIP {:.2} s (the daemon's map writes: {:.2} s; the harness API server alone takes \
+         {:.2} s to serve those lists; no Service: watches synced {:.2} s after start)",
+        c.listed.as_secs_f64(),
+        c.synced.as_secs_f64(),
+        c.reconcile_s,
+        c.list_serve.as_secs_f64(),
+        c.empty_start.as_secs_f64()
+    );
+    println!(
+        "kernel memory of the pinned maps (memlock; not in the daemon's RSS): {:.1} MB",
+        mb(c.map_bytes)
+    );
+}
