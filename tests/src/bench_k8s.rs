@@ -51,6 +51,7 @@ use serde_json::{Value, json};
 
 use crate::{
     daemon::{Daemon, free_port},
+    k8s_objects,
     kube_api::KubeApi,
     netns::{NetNs, PinDir},
 };
@@ -259,36 +260,17 @@ fn service(i: usize) -> Value {
     })
 }
 
-/// A slice as the EndpointSlice controller writes it; not-ready endpoints
-/// are neither ready nor serving (a failing readiness probe).
+/// Service `i`'s slice; not-ready endpoints are neither ready nor serving
+/// (a failing readiness probe).
 fn slice(i: usize, endpoints: &[(Ipv4Addr, bool)]) -> Value {
-    let service = name(i);
     let endpoints: Vec<Value> = endpoints
         .iter()
         .map(|(a, ready)| {
-            json!({
-                "addresses": [a.to_string()],
-                "conditions": { "ready": ready, "serving": ready, "terminating": false },
-                "nodeName": format!("worker-{}", u32::from(*a) % 50),
-                "targetRef": { "kind": "Pod", "namespace": "default", "name": format!("{service}-{a}") }
-            })
+            let node = format!("worker-{}", u32::from(*a) % 50);
+            k8s_objects::endpoint(&a.to_string(), &node, *ready, *ready, false)
         })
         .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"),
-            "namespace": "default",
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
-            }
-        },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
-        "endpoints": endpoints
-    })
+    k8s_objects::slice(&name(i), ("http", 8080, "TCP"), endpoints)
 }
 
 /// Endpoint `j` of Service `i` as first written: 10.128.0.0/9, 16 per Service.

@@ -5,6 +5,7 @@
 pub mod bench_k8s;
 pub mod daemon;
 pub mod dump;
+pub mod k8s_objects;
 pub mod kube_api;
 pub mod lab;
 pub mod netns;

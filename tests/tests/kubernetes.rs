@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use xlb_tests::{
     daemon::{Daemon, free_port, http_get, metric},
     dump::{Dump, dump},
+    k8s_objects,
     kube_api::KubeApi,
     netns::{NetNs, PinDir, privileged},
     vm::patience,
@@ -162,32 +163,12 @@ fn service(name: &str, port: u16, protocol: &str, annotations: Value) -> Value {
     })
 }
 
-/// An endpoint as the EndpointSlice controller writes it.
 fn endpoint(addr: &str, ready: bool, serving: bool, terminating: bool) -> Value {
-    json!({
-        "addresses": [addr],
-        "conditions": { "ready": ready, "serving": serving, "terminating": terminating },
-        "nodeName": "worker-1",
-        "targetRef": { "kind": "Pod", "namespace": "default", "name": format!("pod-{addr}") }
-    })
+    k8s_objects::endpoint(addr, "worker-1", ready, serving, terminating)
 }
 
 fn slice(service: &str, endpoints: Vec<Value>) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"),
-            "namespace": "default",
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
-            }
-        },
-        "addressType": "IPv4",
-        "ports": [{ "name": "dns", "port": 53, "protocol": "UDP" }],
-        "endpoints": endpoints
-    })
+    k8s_objects::slice(service, ("dns", 53, "UDP"), endpoints)
 }
 
 type Served = BTreeMap<(IpAddr, u16, u8), BTreeMap<IpAddr, u32>>;
