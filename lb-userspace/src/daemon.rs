@@ -23,7 +23,7 @@ use crate::{
     dataplane::{self, Dataplane, Start},
     desired::{Desired, Service, ServiceSpec},
     ifaddr,
-    kubernetes::{self, Kubernetes, Leadership, Outcome},
+    kubernetes::{self, Kubernetes, Outcome},
     metrics,
     runstate::RunState,
     xdp::{self, attach::Mode},
@@ -45,7 +45,6 @@ struct Stats {
     reconciles: AtomicU64,
     reload_errors: AtomicU64,
     last: Mutex<(f64, f64)>,
-    leaders: Mutex<Leadership>,
 }
 
 type Shared = Arc<Mutex<Box<dyn Dataplane>>>;
@@ -130,18 +129,23 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let mut statics = desired(&cfg, &interfaces);
     // Until the watches have synced, the Kubernetes VIPs applied before a
     // restart stay as they were, flows and all.
-    let mut k8s_services = if cfg.kubernetes.enabled {
-        kubernetes::memory::load(&state_dir)
-    } else {
-        BTreeMap::new()
-    };
-    if !k8s_services.is_empty() {
+    // The Kubernetes part as last applied: shared with the source's
+    // outcome, not copied, since it is replaced on every event.
+    let mut k8s_services: Arc<Outcome> = Arc::new(Outcome {
+        services: if cfg.kubernetes.enabled {
+            kubernetes::memory::load(&state_dir)
+        } else {
+            BTreeMap::new()
+        },
+        ..Outcome::default()
+    });
+    if !k8s_services.services.is_empty() {
         tracing::info!(
-            vips = k8s_services.len(),
+            vips = k8s_services.services.len(),
             "serving the Kubernetes VIPs applied before the restart until the watches sync"
         );
     }
-    let want = merge(&statics, &k8s_services);
+    let want = merge(&statics, &k8s_services.services);
     // Before the first flows can arrive: XDP cannot resolve neighbours.
     report_unreachable(crate::neigh::resolve(&backend_addrs(&want)));
     apply(&dp, &stats, &want).context("applying the configuration")?;
@@ -154,9 +158,9 @@ pub async fn run(o: RunOptions) -> Result<()> {
     } else {
         None
     };
-    let leaders_task = k8s.as_ref().map(|k| {
-        let mut feed = k.leaders.clone();
-        let (stats, dir) = (stats.clone(), state_dir.clone());
+    let leaders = k8s.as_ref().map(|k| k.leaders.clone());
+    let leaders_task = leaders.clone().map(|mut feed| {
+        let dir = state_dir.clone();
         tokio::spawn(async move {
             while let Some(l) = feed.changed().await {
                 if let Err(e) = l.write(&dir) {
@@ -164,9 +168,6 @@ pub async fn run(o: RunOptions) -> Result<()> {
                         "writing {}: {e}",
                         dir.join(kubernetes::leadership::FILE).display()
                     );
-                }
-                if let Ok(mut cur) = stats.leaders.lock() {
-                    *cur = l;
                 }
             }
         })
@@ -191,8 +192,9 @@ pub async fn run(o: RunOptions) -> Result<()> {
         s.last_reconcile_duration_seconds = took;
         s.reconciles = sstats.reconciles.load(Ordering::Relaxed);
         s.config_reload_errors = sstats.reload_errors.load(Ordering::Relaxed);
-        if let Ok(l) = sstats.leaders.lock() {
-            s.leaders = l
+        if let Some(feed) = &leaders {
+            s.leaders = feed
+                .current()
                 .vips
                 .iter()
                 .map(|(vip, v)| metrics::LeaderSample {
@@ -233,27 +235,25 @@ pub async fn run(o: RunOptions) -> Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", o.config.display());
                 seen = fingerprint(&o.config);
-                reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services, &dp, &stats);
+                reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services.services, &dp, &stats);
             }
             _ = tick.tick() => {
                 let now = fingerprint(&o.config);
                 if now != seen {
                     seen = now;
                     tracing::info!("{} changed: reloading", o.config.display());
-                    reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services, &dp, &stats);
+                    reloaded = reload(&o.config, &mut current, &interfaces, &k8s_services.services, &dp, &stats);
                 }
                 if unsaved {
                     unsaved = false;
-                    if let Err(e) = kubernetes::memory::save(&state_dir, &k8s_services) {
-                        tracing::warn!("saving the Kubernetes VIPs in {}: {e}", state_dir.display());
-                    }
+                    remember(&state_dir, &k8s_services);
                 }
             }
             Some(outcome) = k8s_changed(&mut k8s) => {
                 let want = merge(&statics, &outcome.services);
                 match apply(&dp, &stats, &want) {
                     Ok(()) => {
-                        k8s_services = outcome.services.clone();
+                        k8s_services = outcome;
                         unsaved = true;
                         refresh(&backends, &want);
                         if let Some(k) = &k8s {
@@ -281,8 +281,8 @@ pub async fn run(o: RunOptions) -> Result<()> {
     server.abort();
     keeper.abort();
     if let Some(k) = k8s {
-        if unsaved && let Err(e) = kubernetes::memory::save(&state_dir, &k8s_services) {
-            tracing::warn!("saving the Kubernetes VIPs in {}: {e}", state_dir.display());
+        if unsaved {
+            remember(&state_dir, &k8s_services);
         }
         if let Some(t) = leaders_task {
             t.abort();
@@ -369,6 +369,13 @@ fn apply(dp: &Shared, stats: &Stats, desired: &Desired) -> Result<()> {
         "reconciled"
     );
     Ok(())
+}
+
+/// Saves the Kubernetes part for the next start (see kubernetes::memory).
+fn remember(state_dir: &Path, k8s: &Outcome) {
+    if let Err(e) = kubernetes::memory::save(state_dir, &k8s.services) {
+        tracing::warn!("saving the Kubernetes VIPs in {}: {e}", state_dir.display());
+    }
 }
 
 /// The config file's VIPs with the Kubernetes ones; the config file wins a
