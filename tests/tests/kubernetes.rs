@@ -173,9 +173,12 @@ fn slice(service: &str, endpoints: Vec<Value>) -> Value {
 
 type Served = BTreeMap<(IpAddr, u16, u8), BTreeMap<IpAddr, u32>>;
 
-/// What the maps serve: VIP -> active backend -> weight. Also checks that
-/// every Maglev row names exactly the VIP's backends of weight > 0.
-fn served(d: &Dump) -> Served {
+/// What the maps serve: VIP -> active backend -> weight; an error when a
+/// Maglev row does not name exactly its VIP's backends of weight > 0. A
+/// dump taken while the daemon is mid-reconcile can show that (new entries
+/// are written before the row, old ones retired after it), so callers
+/// poll until it settles and fail only if it never does.
+fn served(d: &Dump) -> Result<Served, String> {
     let mut out = Served::new();
     for (k, info) in &d.vips {
         let backends: BTreeMap<u32, (IpAddr, u32)> = d
@@ -194,14 +197,19 @@ fn served(d: &Dump) -> Served {
             .filter(|(_, (_, w))| *w > 0)
             .map(|(id, _)| *id)
             .collect();
-        assert_eq!(in_row, weighted, "Maglev row of VIP id {}", info.vip_id);
+        if in_row != weighted {
+            return Err(format!(
+                "Maglev row of VIP id {} names {in_row:?}, its weighted backends are {weighted:?}",
+                info.vip_id
+            ));
+        }
         let svc = lb_userspace::xdp::reconcile::service_of(k);
         out.insert(
             (svc.address, svc.port, svc.protocol),
             backends.into_values().collect(),
         );
     }
-    out
+    Ok(out)
 }
 
 fn maps(r: &Router) -> Maps {
@@ -222,13 +230,13 @@ fn await_served(r: &Router, want: Option<BTreeMap<IpAddr, u32>>, what: &str) {
     let deadline = Instant::now() + patience(Duration::from_secs(10));
     loop {
         let now = served(&dump(&maps(r)));
-        if now.get(&key) == want.as_ref() {
+        if now.as_ref().is_ok_and(|n| n.get(&key) == want.as_ref()) {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "{what}: the maps serve {:?} for {VIP}:53/udp, want {want:?}",
-            now.get(&key)
+            now.map(|n| n.get(&key).cloned())
         );
         std::thread::sleep(Duration::from_millis(20));
     }
