@@ -66,7 +66,7 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     if pkt.fragment == FRAG_LATER {
         // No ports in a later fragment: only a wildcard VIP can claim it.
         // Fragments of VIP traffic are dropped: without reassembly they
-        // cannot be tied to their flow's backend (see README).
+        // cannot be tied to their flow's backend (see docs/architecture.md).
         let vip = if wildcards() {
             find_vip(&pkt.dst, 0, pkt.proto, pkt.family)
         } else {

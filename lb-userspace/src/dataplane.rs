@@ -80,7 +80,7 @@ fn start_xdp(start: &Start<'_>) -> Result<XdpDataplane, DataplaneError> {
         .map_err(|e| DataplaneError::Setup(format!("reading this process's capabilities: {e}")))?;
     if !missing.is_empty() {
         return Err(DataplaneError::Setup(format!(
-            "missing capabilities {} (XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; see README)",
+            "missing capabilities {} (XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN; see docs/operations.md)",
             names(&missing)
         )));
     }
