@@ -8,7 +8,7 @@
 //! is accumulated between scrapes — the values are the kernel's absolute
 //! readings.
 //!
-//! [`server::serve`] answers `GET /metrics` and `GET /healthz` over HTTP/1.1
+//! [`server::serve`] answers `GET /metrics`, `/healthz` and `/livez` over HTTP/1.1
 //! (hyper), asking the daemon through [`server::Endpoints`].
 //!
 //! Exposed metrics:

@@ -91,7 +91,8 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// every connection at once.
 ///
 /// `/metrics` is 200 with the OpenMetrics text, or 503 with the error's text
-/// when the scrape fails; `/healthz` follows [`Health`]. Other paths get
+/// when the scrape fails; `/healthz` follows [`Health`]; `/livez` is always
+/// 200 `ok` and asks the daemon nothing. Other paths get
 /// 404, other methods 405, malformed requests 400 (hyper's own answer), a
 /// panic in an endpoint 500.
 ///
@@ -198,6 +199,9 @@ async fn respond(method: &Method, path: &str, endpoints: &Endpoints) -> Response
     match path {
         "/metrics" => scrape(endpoints).await,
         "/healthz" => health(endpoints).await,
+        // For a liveness probe: an answer means the runtime runs; asking
+        // the daemon would make a failed reconcile restart the process.
+        "/livez" => text(StatusCode::OK, "ok"),
         path if path.starts_with('/') => text(StatusCode::NOT_FOUND, "not found\n"),
         _ => text(StatusCode::BAD_REQUEST, "bad request\n"),
     }
@@ -459,6 +463,9 @@ mod tests {
         assert_eq!(r.status, 503, "{r:?}");
         assert_eq!(r.body_str(), "data plane not attached");
         assert_eq!(r.header("content-type"), Some(TEXT_PLAIN));
+        // Liveness does not depend on health.
+        let r = get(server.addr, "/livez").await;
+        assert_eq!((r.status, r.body_str()), (200, "ok"), "{r:?}");
         // Metrics do not depend on health.
         assert_scrapes(server.addr).await;
         server.stop().await;
