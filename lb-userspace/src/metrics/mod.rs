@@ -8,8 +8,8 @@
 //! is accumulated between scrapes — the values are the kernel's absolute
 //! readings.
 //!
-//! [`serve`] is a minimal HTTP/1.1 server for `GET /metrics` and
-//! `GET /healthz`.
+//! [`server::serve`] answers `GET /metrics`, `/healthz` and `/livez` over HTTP/1.1
+//! (hyper), asking the daemon through [`server::Endpoints`].
 //!
 //! Exposed metrics:
 //!
@@ -31,11 +31,13 @@
 //! Each label set must appear at most once in a snapshot (OpenMetrics
 //! forbids duplicate samples); the exporter does not merge duplicates.
 
-mod http;
-
-pub use http::serve;
+pub mod server;
 
 use std::fmt::{self, Write as _};
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -109,6 +111,26 @@ pub struct BackendSample {
     pub packets: u64,
     /// Bytes sent to the backend.
     pub bytes: u64,
+}
+
+/// The daemon's current call: metrics with no readiness signal (`/healthz`
+/// always 200), production limits, served until the task is aborted.
+/// Goes away once the daemon calls [`server::serve`].
+pub async fn serve(
+    listener: TcpListener,
+    snapshot: Arc<dyn Fn() -> Result<Snapshot, String> + Send + Sync>,
+) -> io::Result<()> {
+    let endpoints = server::Endpoints {
+        scrape: Arc::new(move || snapshot().map_err(server::ScrapeError::from)),
+        health: Arc::new(|| server::Health::Ready),
+    };
+    server::serve(
+        listener,
+        endpoints,
+        server::Limits::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
 /// Renders the OpenMetrics text exposition of a snapshot (ends with
