@@ -32,17 +32,14 @@ pub enum ErrorKind {
     #[error("unknown key `{key}` in {table} (valid keys: {})", valid.join(", "))]
     UnknownKey {
         key: String,
-        table: &'static str,
-        valid: &'static [&'static str],
+        table: String,
+        valid: Vec<String>,
     },
 
     #[error("{table} has no `{key}`, which is required")]
-    MissingKey {
-        key: &'static str,
-        table: &'static str,
-    },
+    MissingKey { key: String, table: String },
 
-    /// A value of the wrong TOML type, or a string outside a fixed set.
+    /// A value of the wrong TOML type, or one its key does not accept.
     #[error("`{field}` must be {expected}; found {found}")]
     InvalidValue {
         field: String,
@@ -50,39 +47,9 @@ pub enum ErrorKind {
         found: String,
     },
 
-    /// `expected` says which family, if only one is allowed.
-    #[error("`{field}` must be {expected}; found {found}")]
-    InvalidAddress {
-        field: String,
-        expected: &'static str,
-        found: String,
-    },
-
-    #[error(
-        "`{field}` must be an IP address and port such as \"127.0.0.1:9810\" or \"[::1]:9810\"; found {found}"
-    )]
-    InvalidSocketAddress { field: String, found: String },
-
-    #[error("`vip.port` must be an integer from 0 (every port) to 65535; found {found}")]
-    InvalidPort { found: String },
-
-    #[error(
-        "`vip.backends.weight` must be an integer from 0 (drain: no new flows) to 65535; found {found}"
-    )]
-    InvalidWeight { found: String },
-
-    #[error("`{field}` must be an integer from {min} to {max}; found {found}")]
-    OutOfRange {
-        field: String,
-        min: u64,
-        max: u64,
-        found: String,
-    },
-
-    #[error(
-        "`dataplane.maglev_table_size` must be a prime number such as 65537, 131071 or 262147; found {found}"
-    )]
-    MaglevNotPrime { found: String },
+    /// What serde said, for the rare error no other kind describes.
+    #[error("{message}")]
+    Other { message: String },
 
     #[error(
         "`dataplane.maglev_table_size` = {size} is too small for VIP {vip} (line {vip_line}) with {backends} backends: it needs at least {} slots, 2 per backend; use a larger prime such as 65537, 131071 or 262147",
@@ -226,9 +193,8 @@ impl Fault {
     }
 }
 
-/// Collects every error of a pass so that the one reported is the first in
-/// the document, whatever order the checks ran in (toml hands keys over
-/// sorted by name, not in the order they were written).
+/// Collects every conflict between values so that the one reported is the
+/// first in the document, whatever order the checks ran in.
 #[derive(Debug, Default)]
 pub(super) struct Faults(Vec<Fault>);
 

@@ -5,31 +5,30 @@
 //!
 //! 1. toml parses the text into a tree that keeps every key's and value's
 //!    byte span (a syntax error stops here);
-//! 2. `read` walks the tree into `raw` structs: unknown keys, missing
-//!    required keys, values of the wrong TOML type;
-//! 3. `validate` turns those into the [`Config`] the daemon uses: first each
-//!    value on its own (names, addresses, ranges), then, once every value is
-//!    valid, how they relate (duplicates, address families, capacities).
-//!
-//! One error is reported: the earliest in the file among those of steps 2
-//! and 3's per-value checks, else the earliest conflict between values.
+//! 2. serde reads the tree into the [`model`] types, in the order the file
+//!    is written: unknown and missing keys, values of the wrong type, and
+//!    each value's own checks (`deserialize_with`, see `check`); the first
+//!    error stops it, and `doc` turns it into a message about the key;
+//! 3. `relations` checks what holds between the values: duplicates,
+//!    address families, capacities. The earliest conflict in the file is
+//!    reported.
 //!
 //! Every section and key is optional except a VIP's and a backend's
 //! `address`; an empty file is a valid config with no VIPs.
 
 use std::path::Path;
 
-use toml::de::DeTable;
+use serde::Deserialize;
 
+mod check;
+mod doc;
 mod error;
+mod expected;
 mod model;
+mod pool;
 mod position;
 mod quote;
-mod raw;
-mod read;
-mod render;
-mod schema;
-mod validate;
+mod relations;
 
 #[cfg(test)]
 mod tests;
@@ -39,8 +38,8 @@ pub use model::{
     AddressPool, Announce, AnnounceMode, Backend, BackendTarget, Config, Dataplane, DataplaneMode,
     Kubernetes, Metrics, Protocol, Vip, XdpMode,
 };
-pub use render::to_toml;
 
+use doc::Doc;
 use error::{Fault, Faults};
 
 /// Reads and parses the config at `path`. Errors, including the file not
@@ -74,29 +73,28 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     check(text).map_err(|fault| fault.locate(text, origin))
 }
 
-fn check(text: &str) -> Result<Config, Fault> {
-    let doc = DeTable::parse(text).map_err(|e| syntax_error(text, &e))?;
-
-    let mut faults = Faults::default();
-    let raw = read::read(doc.get_ref(), text, &mut faults);
-    let checked = validate::values(&raw, text, &mut faults);
-    faults.finish()?;
-
-    let mut faults = Faults::default();
-    validate::relations(&checked, text, &mut faults);
-    faults.finish()?;
-
-    Ok(checked.config)
+/// The config as a config file that [`parse`] reads to the same `Config`:
+/// every key explicit, so the output also documents the defaults in effect.
+pub fn to_toml(config: &Config) -> String {
+    toml::to_string(config).expect("a Config is always representable in TOML")
 }
 
-fn syntax_error(text: &str, error: &toml::de::Error) -> Fault {
-    let span = error.span().unwrap_or(0..0);
-    let mut message = error.message().trim_end().to_owned();
-    // toml's message does not say which key; its span does.
-    if message == "duplicate key"
-        && let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty())
-    {
-        message = format!("duplicate key `{key}`");
-    }
-    Fault::new(span.start, ErrorKind::Syntax { message })
+fn check(text: &str) -> Result<Config, Fault> {
+    let doc = Doc::parse(text)?;
+    let file = model::File::deserialize(doc.deserializer()).map_err(|e| doc.fault(&e))?;
+    let config = Config {
+        vips: file
+            .vip
+            .into_iter()
+            .map(|v| v.resolve(&file.dataplane))
+            .collect(),
+        dataplane: file.dataplane,
+        metrics: file.metrics,
+        kubernetes: file.kubernetes,
+        announce: file.announce,
+    };
+    let mut faults = Faults::default();
+    relations::check(&config, &doc, text, &mut faults);
+    faults.finish()?;
+    Ok(config)
 }

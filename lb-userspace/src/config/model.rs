@@ -1,51 +1,85 @@
-//! The validated configuration: what the rest of the daemon codes against.
+//! The validated configuration: what the rest of the daemon codes against,
+//! and, through serde, the shape of the file itself.
 //!
-//! Every value here has passed its checks, so consumers never re-validate.
-//! `Serialize` exists for printing the effective config as JSON; reading
-//! goes through [`super::parse`], never through serde, because serde would
-//! lose the positions that error messages need.
+//! A key is declared once: its field here (with the check its value must
+//! pass, in `deserialize_with`) and its default in the `Default` impl. Its
+//! message comes from the check or from [`super::expected`]. `Serialize`
+//! writes the file's shape back, so the effective config reads as a config
+//! file (TOML) or as JSON with the same names.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use lb_common::Encap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::check;
+use super::pool;
 
 /// `Default` is the documented defaults with no VIPs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub dataplane: Dataplane,
     pub metrics: Metrics,
+    #[serde(rename = "vip")]
     pub vips: Vec<Vip>,
     pub kubernetes: Kubernetes,
     pub announce: Announce,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The file as written: [`Config`] but for VIPs, whose encap and scheduler
+/// default to the data plane's, so they are resolved after reading.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct File {
+    pub(super) dataplane: Dataplane,
+    pub(super) metrics: Metrics,
+    pub(super) vip: Vec<VipEntry>,
+    pub(super) kubernetes: Kubernetes,
+    pub(super) announce: Announce,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Dataplane {
     pub mode: DataplaneMode,
+    #[serde(deserialize_with = "check::names")]
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
+    /// Pins are looked up from other processes (xlb status, bpftool), so a
+    /// path relative to wherever the daemon started is a trap.
+    #[serde(deserialize_with = "check::absolute")]
     pub pin_path: PathBuf,
     /// Small state files: which data plane runs and why, the IPVS services
-    /// the daemon owns. Absolute.
+    /// the daemon owns. Absolute, like `pin_path`.
+    #[serde(deserialize_with = "check::absolute")]
     pub state_dir: PathBuf,
     /// Used by every VIP that does not set its own.
-    #[serde(serialize_with = "serialize_name")]
+    #[serde(with = "EncapName")]
     pub encap: Encap,
     /// The IPVS scheduler of every VIP that does not set its own. Only the
     /// IPVS data plane reads it; XDP always uses Maglev.
+    #[serde(deserialize_with = "check::scheduler")]
     pub scheduler: String,
+    #[serde(deserialize_with = "check::prime")]
     pub maglev_table_size: u32,
+    #[serde(deserialize_with = "check::range::<_, 1, { 1 << 28 }>")]
     pub flow_table_size: u32,
+    #[serde(deserialize_with = "check::range::<_, 1, 65_536>")]
     pub max_vips: u32,
+    /// Backend id 0 means "no backend", so one backend needs two entries.
+    #[serde(deserialize_with = "check::range::<_, 2, { 1 << 24 }>")]
     pub max_backends: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ipip_source_v4: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ipip_source_v6: Option<Ipv6Addr>,
+    #[serde(deserialize_with = "check::range::<_, 1, 60_000>")]
     pub nexthop_ttl_ms: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum DataplaneMode {
     /// XDP when the kernel and driver allow it, IPVS otherwise.
     Auto,
@@ -53,13 +87,15 @@ pub enum DataplaneMode {
     Ipvs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum XdpMode {
     Native,
     Generic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Metrics {
     pub listen: SocketAddr,
 }
@@ -71,7 +107,7 @@ pub struct Vip {
     pub port: u16,
     pub protocol: Protocol,
     /// Already resolved against `dataplane.encap`.
-    #[serde(serialize_with = "serialize_name")]
+    #[serde(with = "EncapName")]
     pub encap: Encap,
     /// The IPVS scheduler name, already resolved against
     /// `dataplane.scheduler`. Checked for syntax only: the kernel knows
@@ -80,8 +116,44 @@ pub struct Vip {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A `[[vip]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VipEntry {
+    address: IpAddr,
+    #[serde(default, deserialize_with = "check::port")]
+    port: u16,
+    #[serde(default)]
+    protocol: Protocol,
+    #[serde(default, deserialize_with = "encap_option")]
+    encap: Option<Encap>,
+    #[serde(default, deserialize_with = "check::scheduler_option")]
+    scheduler: Option<String>,
+    #[serde(default)]
+    backends: Vec<Backend>,
+}
+
+impl VipEntry {
+    pub(super) fn resolve(self, dataplane: &Dataplane) -> Vip {
+        Vip {
+            address: self.address,
+            port: self.port,
+            protocol: self.protocol,
+            encap: self.encap.unwrap_or(dataplane.encap),
+            scheduler: self
+                .scheduler
+                .unwrap_or_else(|| dataplane.scheduler.clone()),
+            backends: self.backends,
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Protocol {
+    #[default]
     Tcp,
     Udp,
 }
@@ -96,43 +168,66 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Backend {
     pub address: IpAddr,
     /// 0 drains the backend: it gets no new flows but keeps its established ones.
+    #[serde(default = "one", deserialize_with = "check::weight")]
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Kubernetes {
     pub enabled: bool,
     /// Services of type LoadBalancer with this `spec.loadBalancerClass` are ours.
+    #[serde(deserialize_with = "check::non_empty")]
     pub load_balancer_class: String,
     /// Also take LoadBalancer Services that set no class at all (only one
     /// controller in a cluster should).
     pub include_unclassed: bool,
     /// A kubeconfig file; `None` infers the config the usual way (in-cluster
-    /// service account, then `$KUBECONFIG`, then `~/.kube/config`).
+    /// service account, then `$KUBECONFIG`, then `~/.kube/config`). Kept as
+    /// written: a relative path is relative to where the daemon runs, as
+    /// with kubectl's --kubeconfig.
+    #[serde(
+        deserialize_with = "check::path_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kubeconfig: Option<PathBuf>,
     /// What a Service's backends are: its pods, or the nodes hosting them.
     pub backend_target: BackendTarget,
     /// Addresses VIPs are allocated from, in order, when a Service names none.
     pub pools: Vec<AddressPool>,
     /// Where the per-VIP Leases live (the DaemonSet's own namespace).
+    #[serde(deserialize_with = "check::dns_label")]
     pub lease_namespace: String,
     /// This node's identity in Leases; `None` takes `$NODE_NAME`, then the
     /// host name.
+    #[serde(
+        deserialize_with = "check::dns_subdomain",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_name: Option<String>,
     /// How long a Lease is valid without renewal.
+    #[serde(deserialize_with = "check::lease_timing")]
     pub lease_duration_ms: u32,
     /// A leader that has not renewed for this long steps down; shorter than
     /// the lease, so it is no longer leading before anyone can take over.
+    #[serde(deserialize_with = "check::lease_timing")]
     pub renew_deadline_ms: u32,
     /// How often Leases are renewed or tried.
+    #[serde(deserialize_with = "check::lease_timing")]
     pub retry_period_ms: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum BackendTarget {
     /// Pod IPs: each pod must accept the VIP's traffic itself.
     Pod,
@@ -142,23 +237,38 @@ pub enum BackendTarget {
 
 /// An inclusive range of one family, written as a CIDR (`10.0.0.0/24`) or
 /// `first-last`. A v4 CIDR of /30 or wider leaves out its network and
-/// broadcast addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// broadcast addresses. Serialized as `first-last`, which reads back to the
+/// same addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPool {
     pub first: IpAddr,
     pub last: IpAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Announce {
     pub mode: AnnounceMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum AnnounceMode {
     None,
     Arp,
     AwsEip,
+}
+
+/// lb-common stays free of serde; the config owns Encap's spelling.
+#[derive(Clone, Copy, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(remote = "Encap", rename_all = "kebab-case")]
+pub(super) enum EncapName {
+    Ipip,
+    L2,
+}
+
+fn encap_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Encap>, D::Error> {
+    EncapName::deserialize(d).map(Some)
 }
 
 impl Default for Dataplane {
@@ -217,95 +327,14 @@ impl Default for Announce {
     }
 }
 
-/// An enum spelled in the config as one of a fixed set of strings. One list
-/// per enum serves parsing, the "expected one of" messages, JSON and
-/// [`super::to_toml`], so they cannot drift apart.
-pub(crate) trait Named: Copy + PartialEq + 'static {
-    const ALL: &'static [(&'static str, Self)];
-
-    fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map(|(n, _)| *n)
-            .expect("every variant is listed in ALL")
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
-    }
-
-    /// `one of "a", "b", "c"`, for error messages.
-    fn one_of() -> String {
-        let names: Vec<String> = Self::ALL.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-        format!("one of {}", names.join(", "))
+impl Serialize for AddressPool {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}-{}", self.first, self.last))
     }
 }
 
-impl Named for DataplaneMode {
-    const ALL: &'static [(&'static str, Self)] = &[
-        ("auto", Self::Auto),
-        ("xdp", Self::Xdp),
-        ("ipvs", Self::Ipvs),
-    ];
-}
-
-impl Named for XdpMode {
-    const ALL: &'static [(&'static str, Self)] =
-        &[("native", Self::Native), ("generic", Self::Generic)];
-}
-
-impl Named for Protocol {
-    const ALL: &'static [(&'static str, Self)] = &[("tcp", Self::Tcp), ("udp", Self::Udp)];
-}
-
-impl Named for BackendTarget {
-    const ALL: &'static [(&'static str, Self)] = &[("pod", Self::Pod), ("node", Self::Node)];
-}
-
-impl Serialize for BackendTarget {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_name(self, serializer)
-    }
-}
-
-impl Named for AnnounceMode {
-    const ALL: &'static [(&'static str, Self)] = &[
-        ("none", Self::None),
-        ("arp", Self::Arp),
-        ("aws-eip", Self::AwsEip),
-    ];
-}
-
-// lb-common stays free of serde; the config owns Encap's spelling.
-impl Named for Encap {
-    const ALL: &'static [(&'static str, Self)] = &[("ipip", Self::Ipip), ("l2", Self::L2)];
-}
-
-fn serialize_name<T: Named, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(value.name())
-}
-
-impl Serialize for DataplaneMode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_name(self, serializer)
-    }
-}
-
-impl Serialize for XdpMode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_name(self, serializer)
-    }
-}
-
-impl Serialize for Protocol {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_name(self, serializer)
-    }
-}
-
-impl Serialize for AnnounceMode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_name(self, serializer)
+impl<'de> Deserialize<'de> for AddressPool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(pool::Visitor)
     }
 }

@@ -25,21 +25,3 @@ pub(super) fn source(text: &str, span: Range<usize>, kind: &str) -> String {
         _ => kind.to_owned(),
     }
 }
-
-/// A raw value, shown as the file has it.
-pub(super) trait Quote {
-    fn quote(&self, text: &str, span: Range<usize>) -> String;
-}
-
-impl Quote for String {
-    fn quote(&self, _text: &str, _span: Range<usize>) -> String {
-        string(self)
-    }
-}
-
-impl Quote for i64 {
-    // The source keeps how it was written (`65_536`, `0x10000`).
-    fn quote(&self, text: &str, span: Range<usize>) -> String {
-        source(text, span, &self.to_string())
-    }
-}

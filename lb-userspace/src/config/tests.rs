@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use lb_common::Encap;
 
 use super::quote;
-use super::schema::Table;
 use super::*;
 
 fn example_path() -> PathBuf {
@@ -317,6 +316,7 @@ fn unusual_values_round_trip() {
 
 #[test]
 fn serializes_to_json_with_names_as_written_in_the_config() {
+    // The same shape as the file: `vip`, not the model's `vips`.
     let config = load(&example_path()).unwrap();
     let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["dataplane"]["mode"], "auto");
@@ -324,13 +324,13 @@ fn serializes_to_json_with_names_as_written_in_the_config() {
     assert_eq!(json["dataplane"]["pin_path"], "/sys/fs/bpf/xlb");
     assert_eq!(json["dataplane"]["state_dir"], "/run/xlb");
     assert_eq!(json["dataplane"]["scheduler"], "mh");
-    assert_eq!(json["vips"][1]["scheduler"], "sh");
+    assert_eq!(json["vip"][1]["scheduler"], "sh");
     assert_eq!(json["dataplane"]["ipip_source_v6"], "fd00::1");
     assert_eq!(json["metrics"]["listen"], "127.0.0.1:9810");
-    assert_eq!(json["vips"][1]["encap"], "l2");
-    assert_eq!(json["vips"][1]["protocol"], "tcp");
-    assert_eq!(json["vips"][1]["backends"][1]["address"], "fd00:99::12");
-    assert_eq!(json["vips"][1]["backends"][1]["weight"], 0);
+    assert_eq!(json["vip"][1]["encap"], "l2");
+    assert_eq!(json["vip"][1]["protocol"], "tcp");
+    assert_eq!(json["vip"][1]["backends"][1]["address"], "fd00:99::12");
+    assert_eq!(json["vip"][1]["backends"][1]["weight"], 0);
     let aws = Announce {
         mode: AnnounceMode::AwsEip,
     };
@@ -498,37 +498,70 @@ fn unknown_keys_name_the_table_and_its_keys() {
     );
 }
 
+/// The keys serde reads for `T`, in declaration order: what the
+/// unknown-key message lists.
+fn keys<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    struct Keys(&'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for &mut Keys {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(de::Error::custom("only the field names were wanted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut keys = Keys(&[]);
+    let _ = T::deserialize(&mut keys);
+    keys.0
+}
+
 #[test]
-fn every_listed_key_is_read() {
+fn every_key_is_read_and_has_a_message() {
     // A date-time is valid nowhere, so each key must give a value error at
     // the value, never "unknown key", and never panic building the message.
+    let vip = "[[vip]]\n";
+    let backend = "[[vip]]\naddress = \"10.0.0.1\"\n[[vip.backends]]\n";
     let tables = [
-        Table::Dataplane,
-        Table::Metrics,
-        Table::Vip,
-        Table::Backend,
-        Table::Kubernetes,
-        Table::Announce,
+        ("[dataplane]\n", keys::<Dataplane>()),
+        ("[metrics]\n", keys::<Metrics>()),
+        (vip, keys::<model::VipEntry>()),
+        (backend, keys::<Backend>()),
+        ("[kubernetes]\n", keys::<Kubernetes>()),
+        ("[announce]\n", keys::<Announce>()),
     ];
-    for table in tables {
-        for key in table.keys() {
+    assert_eq!(keys::<Dataplane>().len(), 14, "the introspection works");
+    for (header, keys) in tables {
+        for key in keys {
             let line = format!("{key} = 1979-05-27\n");
             // Without an address, the error would be the missing address.
-            let address = if *key == "address" {
-                ""
-            } else {
+            let address = if (header == vip || header == backend) && *key != "address" {
                 "address = \"10.0.0.1\"\n"
+            } else {
+                ""
             };
-            let text = match table {
-                Table::Vip => format!("[[vip]]\n{address}{line}"),
-                Table::Backend => {
-                    format!("[[vip]]\naddress = \"10.0.0.1\"\n[[vip.backends]]\n{address}{line}")
-                }
-                _ => format!("{}\n{line}", table.label()),
-            };
+            let text = format!("{header}{address}{line}");
             let err = parse(&text, "t").expect_err(&text);
             assert!(
-                !matches!(err.kind, ErrorKind::UnknownKey { .. }),
+                matches!(err.kind, ErrorKind::InvalidValue { .. }),
                 "{text}: {err}"
             );
             assert!(
@@ -538,9 +571,36 @@ fn every_listed_key_is_read() {
             assert_eq!(err.column, key.len() + 4, "{text}: {err}");
         }
     }
-    for key in Table::Root.keys() {
+    for key in keys::<model::File>() {
         let err = parse(&format!("{key} = 1979-05-27\n"), "t").unwrap_err();
+        assert!(
+            matches!(err.kind, ErrorKind::InvalidValue { .. }),
+            "{key}: {err}"
+        );
         assert_eq!((err.line, err.column), (1, key.len() + 4), "{err}");
+    }
+}
+
+#[test]
+fn enums_are_spelled_alike_in_the_config_and_on_the_command_line() {
+    use clap::ValueEnum;
+
+    #[track_caller]
+    fn same<T: ValueEnum + serde::Serialize>() {
+        for v in T::value_variants() {
+            let clap = v.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(serde_json::to_value(v).unwrap(), clap);
+        }
+    }
+    same::<DataplaneMode>();
+    same::<XdpMode>();
+    same::<Protocol>();
+    same::<BackendTarget>();
+    same::<AnnounceMode>();
+    for (encap, name) in [(Encap::Ipip, "ipip"), (Encap::L2, "l2")] {
+        let config = accepts(&format!("[dataplane]\nencap = \"{name}\"\n"));
+        assert_eq!(config.dataplane.encap, encap);
+        assert!(to_toml(&config).contains(&format!("encap = \"{name}\"")));
     }
 }
 
@@ -804,7 +864,7 @@ fn bad_addresses_are_quoted() {
         11,
         "`vip.address` must be an IPv4 or IPv6 address; found \"10.0.0.300\"",
     );
-    assert!(matches!(kind, ErrorKind::InvalidAddress { .. }));
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"backend-1\" }]\n",
         3,
@@ -847,7 +907,7 @@ fn bad_metrics_listen_address() {
         10,
         &message("\"localhost:9810\""),
     );
-    assert!(matches!(kind, ErrorKind::InvalidSocketAddress { .. }));
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     rejects(
         "[metrics]\nlisten = \"127.0.0.1\"\n",
         2,
@@ -933,7 +993,7 @@ fn weight_out_of_range() {
         )
     };
     let kind = rejects(&vip("65536"), 3, 46, &message("65536"));
-    assert!(matches!(kind, ErrorKind::InvalidWeight { .. }));
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     rejects(&vip("-1"), 3, 46, &message("-1"));
     rejects(&vip("\"2\""), 3, 46, &message("\"2\""));
     let config = accepts(&vip("65535"));
@@ -978,7 +1038,7 @@ fn maglev_table_size_must_be_prime() {
         21,
         &message("65536"),
     );
-    assert!(matches!(kind, ErrorKind::MaglevNotPrime { .. }));
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     rejects("[dataplane]\nmaglev_table_size = 1\n", 2, 21, &message("1"));
     rejects(
         "[dataplane]\nmaglev_table_size = 4294967311\n",
@@ -1102,7 +1162,7 @@ fn numbers_out_of_range() {
             field.len() + 4,
             &format!("`dataplane.{field}` must be an integer from {min} to {max}; found {found}"),
         );
-        assert!(matches!(kind, ErrorKind::OutOfRange { .. }));
+        assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     }
     let config = accepts(
         "[dataplane]\nflow_table_size = 268435456\nmax_vips = 65536\nmaglev_table_size = 65521\n\
@@ -1199,7 +1259,7 @@ fn port_out_of_range_or_not_an_integer() {
         8,
         &message("65536"),
     );
-    assert!(matches!(kind, ErrorKind::InvalidPort { .. }));
+    assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nport = -80\n",
         3,
@@ -1497,7 +1557,7 @@ fn lease_timings_out_of_range() {
                     "`kubernetes.{key}` must be an integer from 100 to 3600000; found {found}"
                 ),
             );
-            assert!(matches!(kind, ErrorKind::OutOfRange { .. }));
+            assert!(matches!(kind, ErrorKind::InvalidValue { .. }));
         }
     }
     let k = accepts(&kubernetes(
@@ -1829,8 +1889,8 @@ fn kubernetes_serializes_to_json() {
     let json = serde_json::to_value(&config).unwrap();
     let k = &json["kubernetes"];
     assert_eq!(k["backend_target"], "node");
-    assert_eq!(k["pools"][0]["first"], "10.0.0.0");
-    assert_eq!(k["pools"][0]["last"], "10.0.0.1");
+    // As a config file writes a pool, first and last address.
+    assert_eq!(k["pools"][0], "10.0.0.0-10.0.0.1");
     assert!(k["kubeconfig"].is_null());
     assert_eq!(k["lease_duration_ms"], 15_000);
 }
