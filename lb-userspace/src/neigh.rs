@@ -11,17 +11,23 @@
 //!   is that gateway, or the backend itself when it is on a connected
 //!   network. No route, or an `unreachable`/`prohibit`/`blackhole` one,
 //!   makes the backend [`Unreachable`] (the data plane's `drop_no_route`).
-//! - `RTM_NEWNEIGH` with `NTF_USE` on each next hop asks the kernel to
-//!   resolve it (an absent or failed entry) or to confirm it (a stale one),
-//!   exactly as a packet sent to it through the stack would, without
-//!   sending backends anything. The entry is created as an ordinary one
-//!   (not permanent), so the kernel's garbage collector still owns it; the
-//!   periodic [`touch`] marks it used, which keeps it.
+//! - An empty datagram to the discard port (9) of one backend per next hop,
+//!   sent through the stack, makes the kernel resolve that next hop (an
+//!   absent or failed entry) or confirm it (a stale one) and mark it used,
+//!   which keeps it from garbage collection. xlb never writes the table:
+//!   `RTM_NEWNEIGH` with `NTF_USE` would do the same without a packet, but
+//!   it is an administrative update that turns a permanent entry into a
+//!   dynamic one and clears the flags of entries another control plane
+//!   learned (`NTF_EXT_LEARNED`, `NTF_MANAGED`).
 //! - [`resolve`] then waits for every next hop to be usable: it subscribes
 //!   to neighbour notifications (`RTNLGRP_NEIGH`) before asking, dumps the
 //!   table (`RTM_GETNEIGH`) after, and reads notifications until each next
 //!   hop is usable or the deadline passes. A next hop still unresolved then
 //!   is reported as not answering (the data plane's `drop_no_neigh`).
+//!
+//! [`touch`], every few seconds, reports a next hop whose entry the kernel
+//! gave up on (`FAILED`) since the previous call: it must be called less
+//! often than ARP/NDP takes to give up (3 probes 1 s apart by default).
 //!
 //! The requests are blocking netlink calls and run in `spawn_blocking`; the
 //! notifications are read from a non-blocking socket on the runtime. Every
@@ -31,16 +37,14 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use netlink_packet_core::{NLM_F_CREATE, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    neighbour::{
-        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-    },
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
 };
 use netlink_sys::{Socket, constants::NETLINK_ROUTE};
@@ -285,17 +289,40 @@ impl Plan {
     }
 }
 
-/// Asks the kernel to resolve (or confirm) each next hop, as a packet sent
-/// to it would. A refusal is left to show as an unresolved entry.
-fn kick(chan: &mut Channel, hops: &BTreeSet<NextHop>) {
-    for hop in hops {
-        let mut m = NeighbourMessage::default();
-        m.header.family = family(hop.addr);
-        m.header.ifindex = hop.ifindex;
-        m.header.flags = NeighbourFlags::Use;
-        m.attributes = vec![NeighbourAttribute::Destination(hop.addr.into())];
-        if let Err(e) = chan.request(RouteNetlinkMessage::NewNeighbour(m), NLM_F_CREATE, false) {
-            tracing::debug!(next_hop = %hop.addr, ifindex = hop.ifindex, "asking the kernel to resolve a next hop: {e}");
+/// UDP sockets to send the datagrams that make the kernel resolve next
+/// hops, opened on the caller's thread (its network namespace).
+struct Kick {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+impl Kick {
+    fn open() -> Self {
+        // Either family may be missing on a node (IPv6 disabled); the other
+        // family's backends are still served.
+        Self {
+            v4: UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok(),
+            v6: UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).ok(),
+        }
+    }
+
+    /// Sends one empty datagram to the discard port of one backend per
+    /// next hop: the kernel resolves the next hop to send it, or confirms
+    /// a stale entry, and marks the entry used. A send that fails leaves
+    /// the next hop unresolved, which is what gets reported.
+    fn send(&self, plan: &Plan) {
+        let mut done = BTreeSet::new();
+        for (addr, hop) in &plan.hops {
+            if !done.insert(*hop) {
+                continue;
+            }
+            let sock = if addr.is_ipv4() { &self.v4 } else { &self.v6 };
+            let sent = sock
+                .as_ref()
+                .map(|s| s.send_to(&[], SocketAddr::new(*addr, 9)));
+            if let Some(Err(e)) = sent {
+                tracing::debug!(backend = %addr, next_hop = %hop.addr, "sending the datagram that resolves a next hop: {e}");
+            }
         }
     }
 }
@@ -366,10 +393,11 @@ pub async fn resolve(
     // Subscribed before asking, so no change after the dump is missed.
     let watch = Watch::open()?;
     let mut chan = open()?;
+    let kick = Kick::open();
     let addrs = addrs.to_vec();
     let (mut chan, plan, mut known) = tokio::task::spawn_blocking(move || {
         let plan = Plan::make(&mut chan, &addrs);
-        kick(&mut chan, &plan.next_hops());
+        kick.send(&plan);
         let known = table(&mut chan)?;
         Ok::<_, Error>((chan, plan, known))
     })
@@ -420,12 +448,13 @@ pub async fn resolve(
 /// answers are for the next call). Does not wait for the network.
 pub async fn touch(addrs: &[IpAddr]) -> Result<Vec<(IpAddr, Unreachable)>, Error> {
     let mut chan = open()?;
+    let kick = Kick::open();
     let addrs = addrs.to_vec();
     tokio::task::spawn_blocking(move || {
         let plan = Plan::make(&mut chan, &addrs);
         // Read before asking again: a failed entry restarts on the kick.
         let known = table(&mut chan)?;
-        kick(&mut chan, &plan.next_hops());
+        kick.send(&plan);
         let mut unreachable = plan.unreachable;
         unreachable.extend(
             plan.hops

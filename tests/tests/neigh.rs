@@ -31,6 +31,10 @@ const BEHIND6: &str = "fd78::9";
 const SILENT4: &str = "10.77.0.99";
 const SILENT6: &str = "fd77::99";
 const NO_ROUTE: &str = "10.200.0.1";
+/// Permanent entries an operator made (no host behind them): xlb must
+/// leave them as they are.
+const STATIC4: &str = "10.77.0.50";
+const STATIC6: &str = "fd77::50";
 const BLACKHOLE: &str = "10.79.0.1";
 
 struct Lab {
@@ -62,6 +66,13 @@ fn lab() -> Lab {
     lb.ip(&["route", "add", "10.78.0.0/24", "via", GW4]);
     lb.ip(&["-6", "route", "add", "fd78::/64", "via", GW6]);
     lb.ip(&["route", "add", "blackhole", "10.79.0.0/24"]);
+    lb.static_neighbours(
+        DEV,
+        &[
+            (STATIC4, "02:00:00:00:00:50"),
+            (STATIC6, "02:00:00:00:00:56"),
+        ],
+    );
     Lab { lb, _peer: peer }
 }
 
@@ -119,22 +130,34 @@ fn usable(state: Option<&str>) -> bool {
 }
 
 #[test]
-fn direct_backends_of_both_families_resolve_before_the_deadline() {
-    if !privileged("direct_backends_of_both_families_resolve_before_the_deadline") {
+fn direct_backends_of_both_families_resolve_before_the_deadline_and_static_entries_stay() {
+    if !privileged(
+        "direct_backends_of_both_families_resolve_before_the_deadline_and_static_entries_stay",
+    ) {
         return;
     }
     let lab = lab();
     let deadline = Duration::from_secs(10);
     let (got, took) = in_ns(&lab.lb, || async move {
         let started = Instant::now();
-        let got = neigh::resolve(&[ip(V4), ip(V6)], deadline).await;
-        (got, started.elapsed())
+        let addrs = [V4, V6, STATIC4, STATIC6].map(ip);
+        let got = neigh::resolve(&addrs, deadline).await;
+        let took = started.elapsed();
+        let touched = neigh::touch(&addrs).await;
+        (got.and_then(|g| touched.map(|t| [g, t].concat())), took)
     });
-    let got = got.expect("resolve");
-    assert!(got.is_empty(), "both backends answer, yet: {got:?}");
+    let got = got.expect("resolve and touch");
+    assert!(got.is_empty(), "every next hop is usable, yet: {got:?}");
     for a in [V4, V6] {
         let s = neigh_state(&lab.lb, a);
         assert!(usable(s.as_deref()), "{a}'s neighbour entry is {s:?}");
+    }
+    for a in [STATIC4, STATIC6] {
+        assert_eq!(
+            neigh_state(&lab.lb, a).as_deref(),
+            Some("PERMANENT lladdr"),
+            "an operator's permanent entry for {a} stays permanent"
+        );
     }
     assert!(
         took < deadline / 2,
