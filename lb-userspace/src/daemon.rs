@@ -147,7 +147,12 @@ pub async fn run(o: RunOptions) -> Result<()> {
     }
     let want = merge(&statics, &k8s_services.services);
     // Before the first flows can arrive: XDP cannot resolve neighbours.
-    report_unreachable(crate::neigh::resolve(&backend_addrs(&want)));
+    let mut reach = crate::neigh::Reachability::default();
+    let first = backend_addrs(&want);
+    match crate::neigh::resolve(&first, Duration::from_secs(1)).await {
+        Ok(list) => reach.update(&first, list),
+        Err(e) => tracing::warn!("resolving backends' neighbours: {e}"),
+    }
     apply(&dp, &stats, &want).context("applying the configuration")?;
     let mut k8s = if cfg.kubernetes.enabled {
         let k = Kubernetes::start(&cfg.kubernetes, &cfg.dataplane, static_keys(&statics))
@@ -217,7 +222,11 @@ pub async fn run(o: RunOptions) -> Result<()> {
             loop {
                 every.tick().await;
                 let list = backends.lock().map(|b| b.clone()).unwrap_or_default();
-                report_unreachable(crate::neigh::touch(&list));
+                reach.retain(&list);
+                match crate::neigh::touch(&list).await {
+                    Ok(unreachable) => reach.update(&list, unreachable),
+                    Err(e) => tracing::warn!("refreshing backends' neighbours: {e}"),
+                }
             }
         })
     };
@@ -295,26 +304,6 @@ pub async fn run(o: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// Says when a backend becomes unreachable from this node, and when it is
-/// reachable again (not on every probe).
-fn report_unreachable(list: Vec<(IpAddr, std::io::Error)>) {
-    static KNOWN: Mutex<std::collections::BTreeSet<IpAddr>> =
-        Mutex::new(std::collections::BTreeSet::new());
-    let Ok(mut known) = KNOWN.lock() else {
-        return;
-    };
-    let now: std::collections::BTreeSet<IpAddr> = list.iter().map(|(a, _)| *a).collect();
-    for (addr, e) in &list {
-        if !known.contains(addr) {
-            tracing::warn!(backend = %addr, "backend unreachable from this node ({e}): its new flows are dropped (drop_no_route); other backends and VIPs keep serving");
-        }
-    }
-    for addr in known.difference(&now) {
-        tracing::info!(backend = %addr, "backend reachable again");
-    }
-    *known = now;
-}
-
 fn backend_addrs(d: &Desired) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = d
         .services
@@ -341,7 +330,7 @@ fn refresh(backends: &Mutex<Vec<IpAddr>>, applied: &Desired) {
     *known = list;
     drop(known);
     if !new.is_empty() {
-        let _ = crate::neigh::touch(&new);
+        tokio::spawn(async move { crate::neigh::touch(&new).await });
     }
 }
 
