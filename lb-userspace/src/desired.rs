@@ -4,35 +4,12 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use lb_common::Encap;
 
-use crate::config;
-
-/// A VIP: address, port (0 = every port) and protocol (6 or 17).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub struct Service {
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: u8,
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.protocol {
-            6 => "tcp",
-            17 => "udp",
-            _ => "?",
-        };
-        match self.address {
-            IpAddr::V4(a) => write!(f, "{a}:{}/{proto}", self.port),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}/{proto}", self.port),
-        }
-    }
-}
+use crate::{config, vip::Vip};
 
 /// How a VIP is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +23,7 @@ pub struct ServiceSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub services: BTreeMap<Service, ServiceSpec>,
+    pub services: BTreeMap<Vip, ServiceSpec>,
     pub ipip_source_v4: Option<Ipv4Addr>,
     pub ipip_source_v6: Option<Ipv6Addr>,
 }
@@ -58,7 +35,7 @@ impl Desired {
             .vips
             .iter()
             .map(|v| {
-                let svc = Service {
+                let svc = Vip {
                     address: v.address,
                     port: v.port,
                     protocol: v.protocol.number(),

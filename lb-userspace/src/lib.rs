@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod neigh;
 pub mod netlink;
 pub mod runstate;
+pub mod vip;
 pub mod xdp;

@@ -5,15 +5,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use aya::programs::XdpMode;
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
-    config::{self, DataplaneMode},
+    config::{self, DataplaneMode, XdpMode},
     daemon,
     ipvs::IpvsDataplane,
     kubernetes::Leadership,
     runstate::RunState,
-    xdp::{Balancer, Decapsulator, Maps, Settings, pins::PinDir, status as xdp_status},
+    xdp::{Balancer, Decapsulator, Maps, Settings, attach, pins::PinDir, status as xdp_status},
 };
 
 #[derive(Parser)]
@@ -32,13 +31,6 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DataplaneArg {
-    Auto,
-    Xdp,
-    Ipvs,
-}
-
 #[derive(clap::Subcommand)]
 enum Command {
     /// Run the daemon: load and attach the data plane, apply the config,
@@ -48,7 +40,7 @@ enum Command {
         config: PathBuf,
         /// Overrides dataplane.mode.
         #[arg(long, value_enum)]
-        dataplane: Option<DataplaneArg>,
+        dataplane: Option<DataplaneMode>,
         /// Overrides dataplane.interfaces (repeatable).
         #[arg(long = "iface")]
         ifaces: Vec<String>,
@@ -98,15 +90,9 @@ enum Command {
         #[arg(long = "vip", required = true)]
         vips: Vec<IpAddr>,
         /// XDP attach mode; native falls back to generic when the driver refuses.
-        #[arg(long, value_enum, default_value_t = Mode::Native)]
-        xdp_mode: Mode,
+        #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+        xdp_mode: XdpMode,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    Native,
-    Generic,
 }
 
 fn main() -> std::process::ExitCode {
@@ -143,11 +129,7 @@ fn run(cmd: Command) -> Result<()> {
         } => {
             let opts = daemon::RunOptions {
                 config,
-                dataplane: dataplane.map(|d| match d {
-                    DataplaneArg::Auto => DataplaneMode::Auto,
-                    DataplaneArg::Xdp => DataplaneMode::Xdp,
-                    DataplaneArg::Ipvs => DataplaneMode::Ipvs,
-                }),
+                dataplane,
                 interfaces: ifaces,
                 pin_path,
                 metrics,
@@ -223,7 +205,7 @@ fn run(cmd: Command) -> Result<()> {
     Ok(())
 }
 
-fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
+fn decap(ifaces: &[String], vips: &[IpAddr], mode: XdpMode) -> Result<()> {
     let mut d = Decapsulator::load().context("loading the decapsulator")?;
     for vip in vips {
         d.add_vip(*vip)
@@ -231,23 +213,11 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: Mode) -> Result<()> {
     }
     let prog = d.program_mut();
     for iface in ifaces {
-        if !lb_userspace::xdp::attach::interface_exists(iface) {
+        if !attach::interface_exists(iface) {
             bail!("interface {iface} does not exist (check --iface)");
         }
-        match mode {
-            Mode::Native => {
-                if let Err(e) = prog.attach(iface, XdpMode::Driver) {
-                    tracing::warn!(%iface, "native XDP refused ({e}); using generic mode");
-                    prog.attach(iface, XdpMode::Skb)
-                        .with_context(|| format!("attaching to {iface} in generic mode"))?;
-                }
-            }
-            Mode::Generic => {
-                prog.attach(iface, XdpMode::Skb)
-                    .with_context(|| format!("attaching to {iface} in generic mode"))?;
-            }
-        }
-        tracing::info!(%iface, ?vips, "decapsulating");
+        let (_, used) = attach::attach_with_fallback(prog, iface, mode)?;
+        tracing::info!(%iface, mode = attach::mode_name(used), ?vips, "decapsulating");
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -41,11 +41,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use lb_common::{BACKEND_ACTIVE, NO_BACKEND, PROTO_TCP, VipKey};
 use lb_userspace::{
-    desired::Service as Vip,
-    xdp::{
-        Maps,
-        reconcile::{backend_addr, vip_key},
-    },
+    vip::Vip,
+    xdp::{Maps, reconcile::backend_addr},
 };
 use serde_json::{Value, json};
 
@@ -769,7 +766,7 @@ fn vip_keys(vips: &BTreeMap<String, Ipv4Addr>, n: usize) -> Result<Vec<VipKey>> 
     (0..n)
         .map(|i| {
             let address = vips.get(&name(i)).context("a Service without a VIP")?;
-            Ok(vip_key(&Vip {
+            Ok(VipKey::from(Vip {
                 address: IpAddr::V4(*address),
                 port: PORT,
                 protocol: PROTO_TCP,

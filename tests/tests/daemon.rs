@@ -609,3 +609,73 @@ fn pins_from_an_incompatible_build_are_replaced_with_a_reason() {
         &["stop", "--pin-path", t.pins.path.to_str().unwrap()],
     );
 }
+
+/// Polls `/healthz` until it answers `code` with a body containing `want`.
+fn await_health(t: &Topo, d: &Daemon, code: u16, want: &str) {
+    let limit = xlb_tests::vm::patience(Duration::from_secs(15));
+    let deadline = Instant::now() + limit;
+    let mut last = (0, String::new());
+    while Instant::now() < deadline {
+        last = http_get(&t.lb, t.port, "/healthz");
+        if last.0 == code && last.1.contains(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "/healthz never answered {code} with {want:?} within {limit:?}; last {last:?}; log:\n{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn healthz_is_ready_only_while_attached_and_reconciled() {
+    if !privileged("healthz_is_ready_only_while_attached_and_reconciled") {
+        return;
+    }
+    let t = topo("health");
+    let good = config(&t, TWO);
+    let cfg = write_config(&t, &good);
+    let mut d = start(&t, &cfg, &["--watch-interval-ms", "3600000"], "health.log");
+    await_health(&t, &d, 200, "ok");
+
+    // A VIP the data plane cannot take (IPIP to an IPv6 backend, but lb0
+    // has no global IPv6 address to send from): the reconcile fails, the
+    // rest keeps serving, and the probe says why it is not ready.
+    let v6 = format!(
+        "{good}\n[[vip]]\naddress = \"2001:db8:99::1\"\nport = 53\nprotocol = \"udp\"\nbackends = [{{ address = \"2001:db8::17\" }}]\n"
+    );
+    write_config(&t, &v6);
+    d.signal(libc::SIGHUP);
+    await_health(&t, &d, 503, "the last reconcile failed");
+    await_health(&t, &d, 503, "no v6 source address for IPIP");
+    let (_, body) = http_get(&t.lb, t.port, "/metrics");
+    assert!(
+        metric(&body, "xlb_config_reload_errors_total").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+
+    // Back to a config it can apply: ready again.
+    write_config(&t, &good);
+    d.signal(libc::SIGHUP);
+    await_health(&t, &d, 200, "ok");
+
+    // The program detached behind the daemon's back. (`ip link set dev lb0
+    // xdp off` cannot do it: the kernel refuses to replace a bpf_link.)
+    let link = t.pins.path.join("links").join("lb0@native");
+    let out = std::process::Command::new("bpftool")
+        .args(["link", "detach", "pinned", link.to_str().unwrap()])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool link detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    await_health(&t, &d, 503, "XDP is no longer attached to lb0");
+    assert_eq!(d.terminate(), Some(0), "{}", d.log_text());
+    let _ = xlb(
+        &t.lb,
+        &["stop", "--pin-path", t.pins.path.to_str().unwrap()],
+    );
+}

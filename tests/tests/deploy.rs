@@ -470,15 +470,17 @@ fn router_daemonset_agrees_with_xlb_toml() {
     let c = container(&ds);
 
     let listen = cfg.metrics.listen.port();
-    for (which, probe) in [
-        ("startupProbe", c.startup_probe.as_ref()),
-        ("readinessProbe", c.readiness_probe.as_ref()),
-        ("livenessProbe", c.liveness_probe.as_ref()),
+    // Readiness asks whether it forwards; liveness only whether it answers
+    // (a refused reconcile must not restart the pod).
+    for (which, probe, path) in [
+        ("startupProbe", c.startup_probe.as_ref(), "/healthz"),
+        ("readinessProbe", c.readiness_probe.as_ref(), "/healthz"),
+        ("livenessProbe", c.liveness_probe.as_ref(), "/livez"),
     ] {
         assert_eq!(
             probe_port(c, probe, which),
-            ("/healthz".to_owned(), listen),
-            "{which} must ask /healthz on metrics.listen's port"
+            (path.to_owned(), listen),
+            "{which} must ask {path} on metrics.listen's port"
         );
     }
 

@@ -203,7 +203,7 @@ fn served(d: &Dump) -> Result<Served, String> {
                 info.vip_id
             ));
         }
-        let svc = lb_userspace::xdp::reconcile::service_of(k);
+        let svc = lb_userspace::vip::Vip::from(k);
         out.insert(
             (svc.address, svc.port, svc.protocol),
             backends.into_values().collect(),

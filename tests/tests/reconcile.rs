@@ -10,11 +10,12 @@ use std::{
 
 use lb_common::{BACKEND_ACTIVE, Encap, NO_BACKEND, VipKey};
 use lb_userspace::{
-    desired::{Desired, Service, ServiceSpec},
+    desired::{Desired, ServiceSpec},
     maglev::{self, Weighted},
+    vip::Vip,
     xdp::{
         Balancer, Maps, Settings,
-        reconcile::{Applied, Report, backend_addr, vip_key},
+        reconcile::{Applied, Report, backend_addr},
     },
 };
 use xlb_tests::{
@@ -35,8 +36,8 @@ fn settings(max_vips: u32, max_backends: u32) -> Settings {
     }
 }
 
-fn svc(i: u32, port: u16) -> Service {
-    Service {
+fn svc(i: u32, port: u16) -> Vip {
+    Vip {
         address: IpAddr::V4(Ipv4Addr::from(0x0a63_0000 + i)),
         port,
         protocol: 6,
@@ -55,7 +56,7 @@ fn spec(encap: Encap, backends: &[(u32, u32)]) -> ServiceSpec {
     }
 }
 
-fn desired(services: Vec<(Service, ServiceSpec)>) -> Desired {
+fn desired(services: Vec<(Vip, ServiceSpec)>) -> Desired {
     Desired {
         services: services.into_iter().collect(),
         ipip_source_v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
@@ -68,7 +69,7 @@ fn desired(services: Vec<(Service, ServiceSpec)>) -> Desired {
 /// builds them from the weighted backends, nothing else active.
 fn assert_holds(m: &Maps, d: &Desired) {
     let dm = dump(m);
-    let keys: BTreeSet<VipKey> = d.services.keys().map(vip_key).collect();
+    let keys: BTreeSet<VipKey> = d.services.keys().map(|&v| VipKey::from(v)).collect();
     assert_eq!(
         dm.vips.keys().copied().collect::<BTreeSet<_>>(),
         keys,
@@ -76,7 +77,7 @@ fn assert_holds(m: &Maps, d: &Desired) {
     );
     let mut active = 0;
     for (s, spec) in &d.services {
-        let info = dm.vips[&vip_key(s)];
+        let info = dm.vips[&VipKey::from(*s)];
         assert_eq!(Encap::from_u8(info.encap), Some(spec.encap), "{s}: encap");
         let mine: BTreeMap<IpAddr, (u32, u32)> = dm
             .backends
@@ -205,7 +206,7 @@ fn ten_thousand_vips() {
         let n = 10_000u32;
         let mut b = Balancer::load(&settings(n, 3 * n + 1)).expect("load");
         let mut a = Applied::empty(n, 3 * n + 1);
-        let all: Vec<(Service, ServiceSpec)> = (0..n)
+        let all: Vec<(Vip, ServiceSpec)> = (0..n)
             .map(|i| {
                 (
                     svc(i, 80),

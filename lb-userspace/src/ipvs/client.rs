@@ -1,6 +1,7 @@
 //! Talking to the kernel's IPVS over generic netlink: resolve the family,
 //! list services and destinations, change them one at a time.
 
+use crate::vip::Vip;
 use std::io;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -11,7 +12,7 @@ use netlink_packet_generic::{
 
 use super::{
     IpvsError,
-    message::{DestEntry, FAMILY, IpvsMessage, ServiceEntry, ServiceKey, cmd},
+    message::{DestEntry, FAMILY, IpvsMessage, ServiceEntry, cmd},
 };
 use crate::netlink::Channel;
 
@@ -84,7 +85,7 @@ impl Ipvs {
         Ok(out)
     }
 
-    pub fn dests(&mut self, key: &ServiceKey) -> Result<Vec<DestEntry>, IpvsError> {
+    pub fn dests(&mut self, key: &Vip) -> Result<Vec<DestEntry>, IpvsError> {
         self.call(IpvsMessage::service(cmd::GET_DEST, key, None), 0, true)
             .map_err(|e| IpvsError::kernel("listing destinations of", key, e))?
             .iter()
@@ -92,28 +93,18 @@ impl Ipvs {
             .collect()
     }
 
-    pub fn add_service(
-        &mut self,
-        key: &ServiceKey,
-        sched: &str,
-        flags: u32,
-    ) -> Result<(), IpvsError> {
+    pub fn add_service(&mut self, key: &Vip, sched: &str, flags: u32) -> Result<(), IpvsError> {
         self.put_service(cmd::NEW_SERVICE, key, sched, flags)
     }
 
-    pub fn set_service(
-        &mut self,
-        key: &ServiceKey,
-        sched: &str,
-        flags: u32,
-    ) -> Result<(), IpvsError> {
+    pub fn set_service(&mut self, key: &Vip, sched: &str, flags: u32) -> Result<(), IpvsError> {
         self.put_service(cmd::SET_SERVICE, key, sched, flags)
     }
 
     fn put_service(
         &mut self,
         command: u8,
-        key: &ServiceKey,
+        key: &Vip,
         sched: &str,
         flags: u32,
     ) -> Result<(), IpvsError> {
@@ -131,13 +122,13 @@ impl Ipvs {
         .map_err(|e| service_error(what, key, sched, e))
     }
 
-    pub fn del_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
+    pub fn del_service(&mut self, key: &Vip) -> Result<(), IpvsError> {
         self.call(IpvsMessage::service(cmd::DEL_SERVICE, key, None), 0, false)
             .map(drop)
             .map_err(|e| IpvsError::kernel("deleting service", key, e))
     }
 
-    pub fn add_dest(&mut self, key: &ServiceKey, d: &DestEntry) -> Result<(), IpvsError> {
+    pub fn add_dest(&mut self, key: &Vip, d: &DestEntry) -> Result<(), IpvsError> {
         self.call(
             IpvsMessage::dest(cmd::NEW_DEST, key, d),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -147,7 +138,7 @@ impl Ipvs {
         .map_err(|e| IpvsError::kernel("adding destination", format!("{} to {key}", d.address), e))
     }
 
-    pub fn set_dest(&mut self, key: &ServiceKey, d: &DestEntry) -> Result<(), IpvsError> {
+    pub fn set_dest(&mut self, key: &Vip, d: &DestEntry) -> Result<(), IpvsError> {
         self.call(IpvsMessage::dest(cmd::SET_DEST, key, d), 0, false)
             .map(drop)
             .map_err(|e| {
@@ -155,7 +146,7 @@ impl Ipvs {
             })
     }
 
-    pub fn del_dest(&mut self, key: &ServiceKey, d: &DestEntry) -> Result<(), IpvsError> {
+    pub fn del_dest(&mut self, key: &Vip, d: &DestEntry) -> Result<(), IpvsError> {
         self.call(IpvsMessage::dest(cmd::DEL_DEST, key, d), 0, false)
             .map(drop)
             .map_err(|e| {
@@ -176,7 +167,7 @@ impl Ipvs {
 }
 
 /// The scheduler is the usual reason a service is refused: say so.
-fn service_error(what: &str, key: &ServiceKey, sched: &str, e: io::Error) -> IpvsError {
+fn service_error(what: &str, key: &Vip, sched: &str, e: io::Error) -> IpvsError {
     if e.raw_os_error() == Some(libc::ENOENT) {
         IpvsError::Scheduler {
             service: key.to_string(),

@@ -2,6 +2,7 @@
 //! against what the kernel reports, apply only the difference, undo it all
 //! when the kernel refuses a step.
 
+use crate::vip::Vip;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -9,7 +10,7 @@ use std::{
 };
 
 use super::{
-    Ipvs, IpvsError, ServiceKey,
+    Ipvs, IpvsError,
     ownership::Ownership,
     plan::{self, Have, Op},
     sysctl,
@@ -65,7 +66,7 @@ impl IpvsDataplane {
 
     /// The kernel's services; destinations only for the ones xlb owns,
     /// the only ones it will diff.
-    fn have(&mut self) -> Result<BTreeMap<ServiceKey, Have>, IpvsError> {
+    fn have(&mut self) -> Result<BTreeMap<Vip, Have>, IpvsError> {
         let mut out = BTreeMap::new();
         for s in self.ipvs.services()? {
             let dests = if self.owned.owns(&s.key) {
@@ -89,7 +90,7 @@ impl IpvsDataplane {
     /// made are undone and the error says which step the kernel refused.
     pub fn reconcile(&mut self, desired: &Desired) -> Result<Report, IpvsError> {
         let want = plan::wanted(desired)?;
-        let wanted_keys: BTreeSet<ServiceKey> = want.keys().copied().collect();
+        let wanted_keys: BTreeSet<Vip> = want.keys().copied().collect();
         let have = self.have()?;
         let live = self.live(&have);
         let ops = plan::diff(&want, &have, &live)?;
@@ -119,7 +120,7 @@ impl IpvsDataplane {
         report.backend_writes = ops.len();
 
         // Record what we are about to create before creating it.
-        let before: BTreeSet<ServiceKey> = live.clone();
+        let before: BTreeSet<Vip> = live.clone();
         self.owned
             .set(before.union(&wanted_keys).copied().collect())?;
         let mut done: Vec<&Op> = Vec::new();
@@ -158,7 +159,7 @@ impl IpvsDataplane {
 
     /// The owned services the kernel still has: ownership of one someone
     /// deleted behind our back lapses.
-    fn live(&self, have: &BTreeMap<ServiceKey, Have>) -> BTreeSet<ServiceKey> {
+    fn live(&self, have: &BTreeMap<Vip, Have>) -> BTreeSet<Vip> {
         self.owned
             .keys()
             .iter()
@@ -189,7 +190,7 @@ impl IpvsDataplane {
 
     /// Removes every service and VIP route xlb owns, and its state file
     /// (`xlb stop`). Foreign services stay.
-    pub fn remove_all(mut self) -> Result<BTreeSet<ServiceKey>, IpvsError> {
+    pub fn remove_all(mut self) -> Result<BTreeSet<Vip>, IpvsError> {
         let have = self.have()?;
         let mine = self.live(&have);
         for key in &mine {
@@ -231,12 +232,17 @@ impl Dataplane for IpvsDataplane {
         Ok(self.reconcile(desired)?)
     }
 
-    fn snapshot(&mut self) -> Result<Snapshot, String> {
+    fn health(&mut self) -> Result<(), DataplaneError> {
+        // IPVS services live in the kernel until removed; nothing detaches them.
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot, DataplaneError> {
         let mut s = Snapshot {
             dataplane: "ipvs".into(),
             ..Snapshot::default()
         };
-        for (svc, dests) in self.owned_services().map_err(|e| e.to_string())? {
+        for (svc, dests) in self.owned_services()? {
             let vip = svc.key.to_string();
             s.vips.push(VipSample {
                 vip: vip.clone(),

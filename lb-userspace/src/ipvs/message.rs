@@ -3,6 +3,7 @@
 //! destinations. Nothing else of the family (sync daemons, timeouts) is
 //! modelled.
 
+use crate::vip::Vip;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{
@@ -102,21 +103,10 @@ impl Forward {
     }
 }
 
-/// What identifies an IPVS virtual service.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct ServiceKey {
-    pub address: IpAddr,
-    pub port: u16,
-    /// IP protocol number (6, 17).
-    pub protocol: u8,
-}
-
 /// A virtual service as created or as dumped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEntry {
-    pub key: ServiceKey,
+    pub key: Vip,
     pub scheduler: String,
     pub flags: u32,
     pub stats: Stats,
@@ -202,7 +192,7 @@ impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
 impl IpvsMessage {
     /// A request about a service: its key only (get, delete, list its
     /// destinations), or the whole entry (create, update).
-    pub fn service(cmd: u8, key: &ServiceKey, full: Option<(&str, u32)>) -> Self {
+    pub fn service(cmd: u8, key: &Vip, full: Option<(&str, u32)>) -> Self {
         Self {
             cmd,
             attrs: vec![service_attr(key, full)],
@@ -210,7 +200,7 @@ impl IpvsMessage {
     }
 
     /// A request about a destination of the service `key`.
-    pub fn dest(cmd: u8, key: &ServiceKey, dest: &DestEntry) -> Self {
+    pub fn dest(cmd: u8, key: &Vip, dest: &DestEntry) -> Self {
         let mut d = vec![
             nla(DEST_ADDR, addr_bytes(dest.address)),
             nla(DEST_PORT, dest.port.to_be_bytes().to_vec()),
@@ -262,7 +252,7 @@ impl IpvsMessage {
             return Ok(None);
         }
         Ok(Some(ServiceEntry {
-            key: ServiceKey {
+            key: Vip {
                 address: ip_of(af, &addr)?,
                 port,
                 protocol,
@@ -326,7 +316,7 @@ impl IpvsMessage {
     }
 }
 
-fn service_attr(key: &ServiceKey, full: Option<(&str, u32)>) -> Attr {
+fn service_attr(key: &Vip, full: Option<(&str, u32)>) -> Attr {
     let mut s = vec![
         nla(SVC_AF, family(key.address).to_ne_bytes().to_vec()),
         nla(SVC_PROTOCOL, u16::from(key.protocol).to_ne_bytes().to_vec()),
@@ -458,8 +448,8 @@ mod tests {
         b
     }
 
-    fn key() -> ServiceKey {
-        ServiceKey {
+    fn key() -> Vip {
+        Vip {
             address: "10.99.0.1".parse().unwrap(),
             port: 80,
             protocol: 6,

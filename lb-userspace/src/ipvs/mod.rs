@@ -17,11 +17,11 @@ pub mod status;
 pub mod sysctl;
 pub mod vip_routes;
 
+use crate::vip::Vip;
 use std::fmt;
 
 pub use client::Ipvs;
 pub use dataplane::IpvsDataplane;
-pub use message::ServiceKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsError {
@@ -43,7 +43,7 @@ pub enum IpvsError {
     #[error(
         "IPVS service {0} already exists and was not created by xlb; xlb never changes services it does not own (remove it, or remove the VIP from the config)"
     )]
-    Foreign(ServiceKey),
+    Foreign(Vip),
     #[error(
         "VIP {0}: IPVS cannot balance every port of an address (port 0) without persistence; use the XDP data plane or list the ports"
     )]
@@ -66,16 +66,5 @@ impl IpvsError {
 
     pub(crate) fn decode(e: netlink_packet_core::DecodeError) -> Self {
         Self::Decode(e.to_string())
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::desired::Service {
-            address: self.address,
-            port: self.port,
-            protocol: self.protocol,
-        }
-        .fmt(f)
     }
 }

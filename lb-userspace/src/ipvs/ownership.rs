@@ -8,18 +8,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{IpvsError, ServiceKey};
+use super::IpvsError;
+use crate::vip::Vip;
 
 pub const FILE: &str = "ipvs-services.json";
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct OnDisk {
-    services: BTreeSet<ServiceKey>,
+    services: BTreeSet<Vip>,
 }
 
 pub struct Ownership {
     path: PathBuf,
-    owned: BTreeSet<ServiceKey>,
+    owned: BTreeSet<Vip>,
 }
 
 impl Ownership {
@@ -46,11 +47,11 @@ impl Ownership {
         Ok(Self { path, owned })
     }
 
-    pub fn owns(&self, key: &ServiceKey) -> bool {
+    pub fn owns(&self, key: &Vip) -> bool {
         self.owned.contains(key)
     }
 
-    pub fn keys(&self) -> &BTreeSet<ServiceKey> {
+    pub fn keys(&self) -> &BTreeSet<Vip> {
         &self.owned
     }
 
@@ -59,7 +60,7 @@ impl Ownership {
     }
 
     /// Replaces the list and writes it out before returning.
-    pub fn set(&mut self, owned: BTreeSet<ServiceKey>) -> Result<(), IpvsError> {
+    pub fn set(&mut self, owned: BTreeSet<Vip>) -> Result<(), IpvsError> {
         if owned == self.owned && self.path.exists() {
             return Ok(());
         }

@@ -2,6 +2,7 @@
 //! each with its inverse, so a change the kernel refuses part-way can be
 //! undone and nothing is left half-applied. Pure: no kernel here.
 
+use crate::vip::Vip;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -11,7 +12,7 @@ use lb_common::Encap;
 
 use super::{
     IpvsError,
-    message::{DestEntry, Forward, SVC_F_SCHED_PORT, ServiceKey, Stats},
+    message::{DestEntry, Forward, SVC_F_SCHED_PORT, Stats},
 };
 use crate::desired::Desired;
 
@@ -34,12 +35,12 @@ pub struct Have {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     AddService {
-        key: ServiceKey,
+        key: Vip,
         scheduler: String,
         flags: u32,
     },
     SetService {
-        key: ServiceKey,
+        key: Vip,
         scheduler: String,
         flags: u32,
         old: (String, u32),
@@ -47,20 +48,20 @@ pub enum Op {
     /// Deleting a service deletes its destinations; the old ones are kept
     /// to recreate them on undo.
     DelService {
-        key: ServiceKey,
+        key: Vip,
         old: Have,
     },
     AddDest {
-        key: ServiceKey,
+        key: Vip,
         dest: DestEntry,
     },
     SetDest {
-        key: ServiceKey,
+        key: Vip,
         dest: DestEntry,
         old: DestEntry,
     },
     DelDest {
-        key: ServiceKey,
+        key: Vip,
         dest: DestEntry,
     },
 }
@@ -119,7 +120,7 @@ impl Op {
 
 /// The IPVS services a desired state asks for. Wildcard VIPs (port 0)
 /// cannot be expressed without persistence and are refused by name.
-pub fn wanted(desired: &Desired) -> Result<BTreeMap<ServiceKey, Want>, IpvsError> {
+pub fn wanted(desired: &Desired) -> Result<BTreeMap<Vip, Want>, IpvsError> {
     let mut out = BTreeMap::new();
     for (svc, spec) in &desired.services {
         if svc.port == 0 {
@@ -135,7 +136,7 @@ pub fn wanted(desired: &Desired) -> Result<BTreeMap<ServiceKey, Want>, IpvsError
             0
         };
         out.insert(
-            ServiceKey {
+            Vip {
                 address: svc.address,
                 port: svc.port,
                 protocol: svc.protocol,
@@ -161,9 +162,9 @@ pub fn wanted(desired: &Desired) -> Result<BTreeMap<ServiceKey, Want>, IpvsError
 /// destinations before removed ones, so a service never runs empty while
 /// it has a successor), then removals.
 pub fn diff(
-    want: &BTreeMap<ServiceKey, Want>,
-    have: &BTreeMap<ServiceKey, Have>,
-    owned: &BTreeSet<ServiceKey>,
+    want: &BTreeMap<Vip, Want>,
+    have: &BTreeMap<Vip, Have>,
+    owned: &BTreeSet<Vip>,
 ) -> Result<Vec<Op>, IpvsError> {
     if let Some(foreign) = want
         .keys()
@@ -171,7 +172,7 @@ pub fn diff(
     {
         return Err(IpvsError::Foreign(*foreign));
     }
-    let dest = |key: &ServiceKey, addr: IpAddr, (forward, weight): (Forward, u32)| DestEntry {
+    let dest = |key: &Vip, addr: IpAddr, (forward, weight): (Forward, u32)| DestEntry {
         address: addr,
         port: key.port,
         forward,
@@ -250,8 +251,8 @@ mod tests {
 
     use super::*;
 
-    fn key(last: u8) -> ServiceKey {
-        ServiceKey {
+    fn key(last: u8) -> Vip {
+        Vip {
             address: IpAddr::V4(Ipv4Addr::new(10, 99, 100, last)),
             port: 80,
             protocol: 6,

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path};
 use lb_common::Encap;
 use serde::{Deserialize, Serialize};
 
-use crate::desired::{Service, ServiceSpec};
+use crate::{desired::ServiceSpec, vip::Vip};
 
 pub const FILE: &str = "kubernetes.json";
 
@@ -22,7 +22,7 @@ struct Entry {
     backends: Vec<(IpAddr, u32)>,
 }
 
-pub fn save(state_dir: &Path, services: &BTreeMap<Service, ServiceSpec>) -> std::io::Result<()> {
+pub fn save(state_dir: &Path, services: &BTreeMap<Vip, ServiceSpec>) -> std::io::Result<()> {
     let entries: Vec<Entry> = services
         .iter()
         .map(|(k, s)| Entry {
@@ -46,7 +46,7 @@ pub fn save(state_dir: &Path, services: &BTreeMap<Service, ServiceSpec>) -> std:
 
 /// The saved services; empty when there is no file. A file that cannot be
 /// read is reported and ignored: the watches will bring the truth.
-pub fn load(state_dir: &Path) -> BTreeMap<Service, ServiceSpec> {
+pub fn load(state_dir: &Path) -> BTreeMap<Vip, ServiceSpec> {
     let path = state_dir.join(FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -66,7 +66,7 @@ pub fn load(state_dir: &Path) -> BTreeMap<Service, ServiceSpec> {
     entries
         .into_iter()
         .map(|e| {
-            let key = Service {
+            let key = Vip {
                 address: e.address,
                 port: e.port,
                 protocol: e.protocol,
@@ -94,7 +94,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xlb-k8s-memory-{}", std::process::id()));
         let mut m = BTreeMap::new();
         m.insert(
-            Service {
+            Vip {
                 address: "fd00::1".parse().unwrap(),
                 port: 443,
                 protocol: 6,

@@ -31,7 +31,7 @@ use tokio::{sync::watch, task::JoinHandle};
 pub use leadership::{LeaderFeed, Leadership};
 pub use translate::Outcome;
 
-use crate::{config, desired::Service as VipKey};
+use crate::{config, vip::Vip};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubernetesError {
@@ -51,11 +51,39 @@ pub struct Kubernetes {
     /// The latest translation; `None` until every watch has listed once.
     pub outcome: watch::Receiver<Option<Arc<Outcome>>>,
     pub leaders: LeaderFeed,
-    statics: watch::Sender<BTreeSet<VipKey>>,
+    statics: watch::Sender<BTreeSet<Vip>>,
     vips: watch::Sender<BTreeSet<IpAddr>>,
     stop: watch::Sender<bool>,
     elector: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the source and its elector are told by the rest of the daemon.
+#[derive(Clone)]
+pub struct ElectorInputs {
+    statics: watch::Sender<BTreeSet<Vip>>,
+    vips: watch::Sender<BTreeSet<IpAddr>>,
+}
+
+impl ElectorInputs {
+    /// The config file's VIPs changed: they win any conflict.
+    pub fn set_statics(&self, statics: BTreeSet<Vip>) {
+        self.statics.send_if_modified(|s| {
+            let changed = *s != statics;
+            *s = statics;
+            changed
+        });
+    }
+
+    /// The VIP addresses now in the data plane: the elector holds a Lease
+    /// for each.
+    pub fn set_vips(&self, vips: BTreeSet<IpAddr>) {
+        self.vips.send_if_modified(|v| {
+            let changed = *v != vips;
+            *v = vips;
+            changed
+        });
+    }
 }
 
 /// This node's name in Leases and Events: the config's, `$NODE_NAME` (the
@@ -98,7 +126,7 @@ impl Kubernetes {
     pub async fn start(
         cfg: &config::Kubernetes,
         dataplane: &config::Dataplane,
-        statics: BTreeSet<VipKey>,
+        statics: BTreeSet<Vip>,
     ) -> Result<Self, KubernetesError> {
         let client = client(cfg).await?;
         let node = identity(cfg);
@@ -146,23 +174,12 @@ impl Kubernetes {
         })
     }
 
-    /// The config file's VIPs changed: they win any conflict.
-    pub fn set_statics(&self, statics: BTreeSet<VipKey>) {
-        self.statics.send_if_modified(|s| {
-            let changed = *s != statics;
-            *s = statics;
-            changed
-        });
-    }
-
-    /// The VIP addresses now in the data plane: the elector holds a Lease
-    /// for each.
-    pub fn set_vips(&self, vips: BTreeSet<IpAddr>) {
-        self.vips.send_if_modified(|v| {
-            let changed = *v != vips;
-            *v = vips;
-            changed
-        });
+    /// The elector's inputs, for the task that keeps them current.
+    pub fn elector_inputs(&self) -> ElectorInputs {
+        ElectorInputs {
+            statics: self.statics.clone(),
+            vips: self.vips.clone(),
+        }
     }
 
     /// Stops the watches and releases every Lease this node holds (bounded

@@ -26,7 +26,7 @@ use super::{
     status::StatusWriter,
     translate::{self, Outcome, SERVICE_NAME_LABEL, Settings},
 };
-use crate::{config::BackendTarget, desired::Service as VipKey};
+use crate::{config::BackendTarget, vip::Vip};
 
 /// How often status and Events are checked even when nothing changed, so
 /// a status someone else overwrote is put back.
@@ -37,7 +37,7 @@ pub fn spawn(
     client: Client,
     node: String,
     settings: Settings,
-    statics: watch::Receiver<BTreeSet<VipKey>>,
+    statics: watch::Receiver<BTreeSet<Vip>>,
 ) -> (watch::Receiver<Option<Arc<Outcome>>>, Vec<JoinHandle<()>>) {
     let changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -117,7 +117,7 @@ async fn translate_loop(
     slices: Store<EndpointSlice>,
     nodes: Option<Store<Node>>,
     changed: Arc<Notify>,
-    mut statics: watch::Receiver<BTreeSet<VipKey>>,
+    mut statics: watch::Receiver<BTreeSet<Vip>>,
     settings: Settings,
     out: watch::Sender<Option<Arc<Outcome>>>,
 ) {

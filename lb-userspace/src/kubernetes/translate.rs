@@ -19,10 +19,7 @@ use super::{
     pools::{Allocator, Pools},
     status::ingress_ips,
 };
-use crate::{
-    config::BackendTarget,
-    desired::{Service as VipKey, ServiceSpec},
-};
+use crate::{config::BackendTarget, desired::ServiceSpec, vip::Vip};
 
 /// Annotation naming a Service's VIP(s), comma-separated (one per family).
 pub const VIP_ANNOTATION: &str = "xlb.io/vip";
@@ -67,7 +64,7 @@ pub struct Refusal {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub services: BTreeMap<VipKey, ServiceSpec>,
+    pub services: BTreeMap<Vip, ServiceSpec>,
     /// The VIPs of every Service that is served, for its status.
     pub addresses: BTreeMap<ObjKey, Vec<IpAddr>>,
     pub refusals: Vec<Refusal>,
@@ -100,7 +97,7 @@ pub fn translate(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     nodes: &[Arc<Node>],
-    statics: &BTreeSet<VipKey>,
+    statics: &BTreeSet<Vip>,
     s: &Settings,
 ) -> Outcome {
     let mut ours: Vec<&Service> = services
@@ -168,7 +165,7 @@ pub fn translate(
         }
     }
 
-    let mut owners: BTreeMap<VipKey, String> = statics
+    let mut owners: BTreeMap<Vip, String> = statics
         .iter()
         .map(|k| (*k, "the static config".to_owned()))
         .collect();
@@ -208,7 +205,7 @@ pub fn translate(
         let mut clash = None;
         for &addr in &addrs {
             for p in ports.iter().filter(|p| p.unsupported.is_none()) {
-                let vip = VipKey {
+                let vip = Vip {
                     address: addr,
                     port: p.port,
                     protocol: p.protocol,

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{AddressPool, BackendTarget},
-    desired::Service as VipKey,
+    vip::Vip,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -118,8 +118,8 @@ fn node(name: &str, addrs: &[&str]) -> Arc<Node> {
     )
 }
 
-fn vip(addr: &str, port: u16) -> VipKey {
-    VipKey {
+fn vip(addr: &str, port: u16) -> Vip {
+    Vip {
         address: ip(addr),
         port,
         protocol: 6,
@@ -130,7 +130,7 @@ fn run(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], s: &Settings) -
     translate(services, slices, &[], &BTreeSet::new(), s)
 }
 
-fn backends(o: &Outcome, v: VipKey) -> BTreeMap<IpAddr, u32> {
+fn backends(o: &Outcome, v: Vip) -> BTreeMap<IpAddr, u32> {
     o.services
         .get(&v)
         .unwrap_or_else(|| panic!("{v} not served: {o:#?}"))

@@ -33,11 +33,9 @@
 
 pub mod server;
 
-use std::fmt::{self, Write as _};
-use std::io;
-use std::sync::Arc;
+pub use server::{Endpoints, Health, Limits, ScrapeError, serve};
 
-use tokio::net::TcpListener;
+use std::fmt::{self, Write as _};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -111,26 +109,6 @@ pub struct BackendSample {
     pub packets: u64,
     /// Bytes sent to the backend.
     pub bytes: u64,
-}
-
-/// The daemon's current call: metrics with no readiness signal (`/healthz`
-/// always 200), production limits, served until the task is aborted.
-/// Goes away once the daemon calls [`server::serve`].
-pub async fn serve(
-    listener: TcpListener,
-    snapshot: Arc<dyn Fn() -> Result<Snapshot, String> + Send + Sync>,
-) -> io::Result<()> {
-    let endpoints = server::Endpoints {
-        scrape: Arc::new(move || snapshot().map_err(server::ScrapeError::from)),
-        health: Arc::new(|| server::Health::Ready),
-    };
-    server::serve(
-        listener,
-        endpoints,
-        server::Limits::default(),
-        std::future::pending(),
-    )
-    .await
 }
 
 /// Renders the OpenMetrics text exposition of a snapshot (ends with

@@ -3,12 +3,18 @@
 //! program in atomically (`bpf_link_update`: no packet sees no program).
 
 use aya::programs::{
-    Xdp, XdpMode,
+    Xdp, XdpMode as Flags,
     links::{FdLink, LinkError, PinnedLink},
-    xdp::XdpLink,
+    xdp::{XdpLink, XdpLinkId},
+};
+
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkMessage, LinkXdp},
 };
 
 use super::pins::PinDir;
+use crate::config::XdpMode as Mode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -36,19 +42,11 @@ pub enum AttachError {
     Io(#[from] std::io::Error),
 }
 
-/// XDP attach mode as configured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Native,
-    Generic,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
+/// The mode's name in logs and link pins.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Native => "native",
+        Mode::Generic => "generic",
     }
 }
 
@@ -97,29 +95,7 @@ pub fn attach(
         })?);
         return Ok(Attached::Adopted { mode: pin.mode });
     }
-    let native = match mode {
-        Mode::Native => match prog.attach(iface, XdpMode::Driver) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::warn!(%iface, "native XDP refused ({e}); falling back to generic mode");
-                None
-            }
-        },
-        Mode::Generic => None,
-    };
-    let (id, used) = match native {
-        Some(id) => (id, Mode::Native),
-        None => {
-            let id = prog
-                .attach(iface, XdpMode::Skb)
-                .map_err(|source| AttachError::Attach {
-                    iface: iface.into(),
-                    mode: "generic",
-                    source,
-                })?;
-            (id, Mode::Generic)
-        }
-    };
+    let (id, used) = attach_with_fallback(prog, iface, mode)?;
     let link = prog.take_link(id).map_err(|source| AttachError::Replace {
         iface: iface.into(),
         source,
@@ -129,7 +105,7 @@ pub fn attach(
         source,
     })?;
     std::fs::create_dir_all(pins.links_dir())?;
-    fd.pin(pins.link(iface, used.as_str()))
+    fd.pin(pins.link(iface, mode_name(used)))
         .map_err(|source| AttachError::Pin {
             iface: iface.into(),
             source,
@@ -137,8 +113,74 @@ pub fn attach(
     Ok(Attached::Fresh { mode: used })
 }
 
+/// Attaches `prog` to `iface` in `mode`; native falls back to generic when
+/// the driver refuses, with the reason logged. Returns the mode used.
+pub fn attach_with_fallback(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: Mode,
+) -> Result<(XdpLinkId, Mode), AttachError> {
+    if mode == Mode::Native {
+        match prog.attach(iface, Flags::Driver) {
+            Ok(id) => return Ok((id, Mode::Native)),
+            Err(e) => {
+                tracing::warn!(%iface, "native XDP refused ({e}); falling back to generic mode");
+            }
+        }
+    }
+    let id = prog
+        .attach(iface, Flags::Skb)
+        .map_err(|source| AttachError::Attach {
+            iface: iface.into(),
+            mode: "generic",
+            source,
+        })?;
+    Ok((id, Mode::Generic))
+}
+
+/// The id of the XDP program each interface runs (`None`: none, or the
+/// interface is gone), from the kernel's link table.
+pub fn running(ifaces: &[String]) -> std::io::Result<Vec<Option<u32>>> {
+    let mut chan = crate::netlink::Channel::open(netlink_sys::constants::NETLINK_ROUTE)?;
+    let mut ids = Vec::with_capacity(ifaces.len());
+    for iface in ifaces {
+        let index = index_of(iface);
+        if index == 0 {
+            ids.push(None);
+            continue;
+        }
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let links = match chan.request(RouteNetlinkMessage::GetLink(msg), 0, false) {
+            Ok(l) => l,
+            // Deleted between the two calls.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                ids.push(None);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let id = links.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Xdp(x) => x.iter().find_map(|x| match x {
+                    LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn index_of(iface: &str) -> u32 {
+    std::ffi::CString::new(iface).map_or(0, |c| unsafe { libc::if_nametoindex(c.as_ptr()) })
+}
+
 /// Whether `iface` exists in this process's network namespace. Not
 /// /sys/class/net: sysfs shows the namespace of whoever mounted it.
 pub fn interface_exists(iface: &str) -> bool {
-    std::ffi::CString::new(iface).is_ok_and(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
+    index_of(iface) != 0
 }

@@ -3,11 +3,14 @@
 
 use super::{
     Balancer, Settings,
-    attach::{self, Attached, Mode},
+    attach::{self, Attached},
     pins::PinDir,
     reconcile::{Applied, Report},
 };
+use std::path::PathBuf;
+
 use crate::{
+    config::XdpMode,
     dataplane::{Dataplane, DataplaneError},
     desired::Desired,
     metrics::{BackendSample, Snapshot, VipSample},
@@ -17,6 +20,8 @@ pub struct XdpDataplane {
     balancer: Balancer,
     applied: Applied,
     pins: PinDir,
+    /// The interfaces the program was attached to at start.
+    attached: Vec<String>,
 }
 
 impl XdpDataplane {
@@ -26,15 +31,22 @@ impl XdpDataplane {
     pub fn start(
         settings: &Settings,
         ifaces: &[String],
-        mode: Mode,
+        mode: XdpMode,
     ) -> Result<Self, DataplaneError> {
         let root = settings
             .pin_dir
             .clone()
-            .ok_or_else(|| DataplaneError::Setup("no pin directory".into()))?;
+            .ok_or_else(|| DataplaneError::Pins {
+                doing: "no pin directory set",
+                path: PathBuf::new(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
         ensure_bpffs()?;
-        std::fs::create_dir_all(&root)
-            .map_err(|e| DataplaneError::Setup(format!("creating {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(|source| DataplaneError::Pins {
+            doing: "creating",
+            path: root.clone(),
+            source,
+        })?;
         let pins = PinDir::new(root);
         let mut adopt = pins.has_maps();
         if adopt && let Some(why) = pins.incompatibility(settings) {
@@ -42,8 +54,11 @@ impl XdpDataplane {
                 pin_path = %pins.root.display(),
                 "replacing pinned maps from an incompatible xlb: {why}; flows tracked by the old program are lost"
             );
-            pins.remove(false)
-                .map_err(|e| DataplaneError::Setup(format!("removing stale pins: {e}")))?;
+            pins.remove(false).map_err(|source| DataplaneError::Pins {
+                doing: "removing stale pins under",
+                path: pins.root.clone(),
+                source,
+            })?;
             adopt = false;
         }
         let mut balancer = Balancer::load(settings)?;
@@ -60,29 +75,26 @@ impl XdpDataplane {
         let prog = balancer.program_mut();
         // One interface that cannot be used (missing, driver refuses) is
         // reported and skipped: the VIPs still reach the others.
-        let mut attached = 0;
+        let mut attached = Vec::new();
         let mut failures = Vec::new();
         for iface in ifaces {
             match attach::attach(prog, &pins, iface, mode) {
                 Ok(Attached::Adopted { mode }) => {
-                    attached += 1;
+                    attached.push(iface.clone());
                     tracing::info!(%iface, %mode, "swapped the new program into the pinned link");
                 }
                 Ok(Attached::Fresh { mode }) => {
-                    attached += 1;
-                    tracing::info!(%iface, mode = mode.as_str(), "attached");
+                    attached.push(iface.clone());
+                    tracing::info!(%iface, mode = attach::mode_name(mode), "attached");
                 }
                 Err(e) => {
                     tracing::error!(%iface, "not balancing on this interface: {e}");
-                    failures.push(e.to_string());
+                    failures.push(e);
                 }
             }
         }
-        if attached == 0 {
-            return Err(DataplaneError::Setup(format!(
-                "no interface could be used: {}",
-                failures.join("; ")
-            )));
+        if attached.is_empty() {
+            return Err(DataplaneError::NoInterface(failures));
         }
         // Interfaces dropped from the config: unpinning detaches.
         for l in pins.links() {
@@ -92,12 +104,12 @@ impl XdpDataplane {
             }
         }
         let _ = std::fs::remove_file(pins.prog());
-        prog.pin(pins.prog())
-            .map_err(|e| DataplaneError::Setup(format!("pinning the program: {e}")))?;
+        prog.pin(pins.prog()).map_err(DataplaneError::PinProgram)?;
         Ok(Self {
             balancer,
             applied,
             pins,
+            attached,
         })
     }
 
@@ -119,9 +131,31 @@ impl Dataplane for XdpDataplane {
         Ok(self.applied.reconcile(&mut self.balancer.maps, desired)?)
     }
 
-    fn snapshot(&mut self) -> Result<Snapshot, String> {
+    fn health(&mut self) -> Result<(), DataplaneError> {
+        let ours = self
+            .balancer
+            .program()
+            .info()
+            .map_err(|e| DataplaneError::Netlink(std::io::Error::other(e)))?
+            .id();
+        let running = attach::running(&self.attached).map_err(DataplaneError::Netlink)?;
+        let detached: Vec<String> = self
+            .attached
+            .iter()
+            .zip(running)
+            .filter(|(_, id)| *id != Some(ours))
+            .map(|(iface, _)| iface.clone())
+            .collect();
+        if detached.is_empty() {
+            Ok(())
+        } else {
+            Err(DataplaneError::Detached(detached))
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot, DataplaneError> {
         let maps = &self.balancer.maps;
-        let status = super::status::read(maps, &self.pins).map_err(|e| e.to_string())?;
+        let status = super::status::read(maps, &self.pins)?;
         let mut s = Snapshot {
             dataplane: "xdp".into(),
             outcomes: status.outcomes.iter().map(|(n, v)| (*n, *v)).collect(),
@@ -166,9 +200,6 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     if ok {
         Ok(())
     } else {
-        Err(DataplaneError::Setup(
-            "bpffs is not mounted at /sys/fs/bpf and mounting it failed (needs CAP_SYS_ADMIN once)"
-                .into(),
-        ))
+        Err(DataplaneError::NoBpffs)
     }
 }

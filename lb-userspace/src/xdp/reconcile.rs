@@ -12,8 +12,9 @@ use lb_common::{BACKEND_ACTIVE, Backend, Encap, LAYOUT_VERSION, VipInfo, VipKey}
 
 use super::{Maps, ids::IdPool, maps::MapsError};
 use crate::{
-    desired::{Desired, Service},
+    desired::Desired,
     maglev::{self, Weighted, addr_bytes},
+    vip::Vip,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -21,20 +22,17 @@ pub enum ReconcileError {
     #[error(transparent)]
     Maps(#[from] MapsError),
     #[error("VIP {0}: no free VIP slot (max_vips {1}); raise dataplane.max_vips")]
-    NoVipSlot(Service, usize),
+    NoVipSlot(Vip, usize),
     #[error(
         "VIP {0}: no free backend entry (max_backends {1}, one entry per VIP and backend); raise dataplane.max_backends"
     )]
-    NoBackendSlot(Service, usize),
+    NoBackendSlot(Vip, usize),
     #[error("VIP {0}: {1}")]
-    Maglev(Service, maglev::Error),
+    Maglev(Vip, maglev::Error),
     #[error(
         "VIP {service}: no {family} source address for IPIP (set dataplane.ipip_source_{family})"
     )]
-    NoIpipSource {
-        service: Service,
-        family: &'static str,
-    },
+    NoIpipSource { service: Vip, family: &'static str },
 }
 
 /// What one reconcile wrote.
@@ -68,43 +66,13 @@ struct AppliedVip {
 
 /// What the maps hold, mirrored in memory so a reconcile reads nothing.
 pub struct Applied {
-    vips: HashMap<Service, AppliedVip>,
+    vips: HashMap<Vip, AppliedVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
     config: lb_common::Config,
     /// Active backend entries whose VIP is gone (a crash mid-reconcile):
     /// retired by the next reconcile.
     orphans: Vec<u32>,
-}
-
-pub fn service_of(k: &VipKey) -> Service {
-    let address = if k.family == lb_common::FAMILY_V4 {
-        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
-    } else {
-        IpAddr::from(k.addr)
-    };
-    Service {
-        address,
-        port: k.port,
-        protocol: k.proto,
-    }
-}
-
-pub fn vip_key(s: &Service) -> VipKey {
-    VipKey {
-        addr: addr_bytes(s.address),
-        port: s.port,
-        proto: s.protocol,
-        family: family(s.address),
-    }
-}
-
-fn family(a: IpAddr) -> u8 {
-    if a.is_ipv4() {
-        lb_common::FAMILY_V4
-    } else {
-        lb_common::FAMILY_V6
-    }
 }
 
 pub fn backend_addr(b: &Backend) -> IpAddr {
@@ -126,7 +94,7 @@ impl Applied {
                 name: lb_common::names::VIPS,
                 source,
             })?;
-            let svc = service_of(&k);
+            let svc = Vip::from(&k);
             vip_ids.claim(v.vip_id);
             by_id.insert(v.vip_id, svc);
             let encap = Encap::from_u8(v.encap).unwrap_or(Encap::Ipip);
@@ -210,7 +178,7 @@ impl Applied {
             self.config = cfg;
             r.config_writes += 1;
         }
-        let gone: Vec<Service> = self
+        let gone: Vec<Vip> = self
             .vips
             .keys()
             .filter(|s| !desired.services.contains_key(s))
@@ -248,16 +216,11 @@ impl Applied {
         Ok(r)
     }
 
-    fn remove(
-        &mut self,
-        maps: &mut Maps,
-        svc: &Service,
-        r: &mut Report,
-    ) -> Result<(), ReconcileError> {
+    fn remove(&mut self, maps: &mut Maps, svc: &Vip, r: &mut Report) -> Result<(), ReconcileError> {
         let Some(v) = self.vips.get(svc).cloned() else {
             return Ok(());
         };
-        maps.remove_vip(&vip_key(svc))?;
+        maps.remove_vip(&VipKey::from(*svc))?;
         r.vip_writes += 1;
         r.vips_removed += 1;
         self.vip_ids.release(v.id);
@@ -273,7 +236,7 @@ impl Applied {
     fn upsert(
         &mut self,
         maps: &mut Maps,
-        svc: &Service,
+        svc: &Vip,
         spec: &crate::desired::ServiceSpec,
         r: &mut Report,
     ) -> Result<(), ReconcileError> {
@@ -332,7 +295,7 @@ impl Applied {
             if old != Some(weight) {
                 let entry = Backend {
                     addr: addr_bytes(addr),
-                    family: family(addr),
+                    family: crate::vip::family(addr),
                     flags: BACKEND_ACTIVE,
                     _pad: [0; 2],
                     vip_id: cur.id,
@@ -361,7 +324,7 @@ impl Applied {
         }
         if is_new || cur.encap != spec.encap {
             maps.set_vip(
-                &vip_key(svc),
+                &VipKey::from(*svc),
                 &VipInfo {
                     vip_id: cur.id,
                     encap: spec.encap as u8,

@@ -10,7 +10,7 @@ use super::{
     Maps,
     maps::MapsError,
     pins::{LinkPin, PinDir},
-    reconcile::{backend_addr, service_of},
+    reconcile::backend_addr,
 };
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -59,7 +59,7 @@ pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
             name: lb_common::names::VIPS,
             source,
         })?;
-        let svc = service_of(&k);
+        let svc = crate::vip::Vip::from(&k);
         let address = svc.address;
         let c = maps.vip_counters(v.vip_id)?;
         vips.insert(

@@ -1,0 +1,135 @@
+//! The config file as a source of desired state: read at start, re-read on
+//! SIGHUP or when its content changes. A file that does not validate is
+//! reported and ignored: the last good config keeps running.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::{signal::unix::Signal, sync::watch};
+use tokio_util::sync::CancellationToken;
+
+use super::desired_of;
+use crate::{
+    config::{self, Config},
+    desired::Desired,
+};
+
+/// One valid config and the desired state it describes.
+#[derive(Debug)]
+pub(super) struct FileState {
+    pub(super) config: Config,
+    pub(super) desired: Desired,
+}
+
+/// Modification time, size and content, so an edit that keeps the mtime
+/// (or an atomic rename) is still noticed.
+type Fingerprint = Option<(SystemTime, u64, Vec<u8>)>;
+
+/// The task that owns the config file's state.
+pub(super) struct FileSource {
+    path: PathBuf,
+    interfaces: Vec<String>,
+    every: Duration,
+    seen: Fingerprint,
+    current: watch::Sender<Arc<FileState>>,
+    rejected: Arc<AtomicU64>,
+}
+
+impl FileSource {
+    /// Starts from `config`, already loaded from `path` by the caller.
+    pub(super) fn new(
+        path: PathBuf,
+        config: Config,
+        interfaces: Vec<String>,
+        every: Duration,
+    ) -> Self {
+        let seen = fingerprint(&path);
+        let desired = desired_of(&config, &interfaces);
+        let (current, _) = watch::channel(Arc::new(FileState { config, desired }));
+        Self {
+            path,
+            interfaces,
+            every,
+            seen,
+            current,
+            rejected: Arc::default(),
+        }
+    }
+
+    /// The latest valid config; every reload that validates is published.
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<FileState>> {
+        self.current.subscribe()
+    }
+
+    /// How many reloads were rejected (only this task counts them).
+    pub(super) fn rejected(&self) -> Arc<AtomicU64> {
+        self.rejected.clone()
+    }
+
+    pub(super) async fn run(mut self, mut hangup: Signal, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading {}", self.path.display());
+                    self.seen = fingerprint(&self.path);
+                    self.reload().await;
+                }
+                _ = tick.tick() => {
+                    let now = fingerprint(&self.path);
+                    if now != self.seen {
+                        self.seen = now;
+                        tracing::info!("{} changed: reloading", self.path.display());
+                        self.reload().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        let path = self.path.clone();
+        // A large config takes a noticeable time to parse: off the workers.
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
+        let next = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("config rejected, still running the previous one: {e}");
+                return;
+            }
+            Err(e) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("config reload failed, still running the previous one: {e}");
+                return;
+            }
+        };
+        let previous = self.current.borrow().clone();
+        if next.dataplane != previous.config.dataplane {
+            tracing::warn!(
+                "[dataplane] settings changed: they take effect at the next start; VIPs are applied now"
+            );
+        }
+        if next.kubernetes != previous.config.kubernetes {
+            tracing::warn!("[kubernetes] settings changed: they take effect at the next start");
+        }
+        let desired = desired_of(&next, &self.interfaces);
+        self.current.send_replace(Arc::new(FileState {
+            config: next,
+            desired,
+        }));
+    }
+}
+
+fn fingerprint(path: &std::path::Path) -> Fingerprint {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), std::fs::read(path).ok()?))
+}

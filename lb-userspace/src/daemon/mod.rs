@@ -1,0 +1,367 @@
+//! `xlb run`: the daemon, as tasks around one desired state.
+//!
+//! ```text
+//!  sources (publish their part)     the one owner of the data plane     consumers (subscribe)
+//!
+//!  file_source ──watch<FileState>──┐                                ┌─> neighbours
+//!                                   ├─> reconciler ──watch<Applied>──┼─> kubernetes_link (elector VIPs, memory)
+//!  kubernetes ──watch<Outcome>─────┘   (own thread:  ──watch<Progress>┼─> metrics, /healthz
+//!   └─ elector ──LeaderFeed───────────  merge, apply)                 └─> (announcers: subscribe here)
+//! ```
+//!
+//! Every piece of state has one owner: the file source owns the config, the
+//! Kubernetes source its translation and the Leases, the reconciler the data
+//! plane. Others see them only through `watch` channels (the latest value,
+//! never a queue that can fall behind) or, for the data plane, by asking the
+//! reconciler ([`reconciler::DataplaneHandle`]).
+//!
+//! Signals are taken over before anything else ([`signals`]), so a SIGTERM
+//! or SIGINT at any moment, start-up included, ends in the same shutdown:
+//! every task sees the one [`CancellationToken`], the Leases are handed
+//! back, the state is saved, and the data plane is left forwarding. Each
+//! step of the shutdown is bounded in time.
+//!
+//! **Adding a task** (an announcer, a health checker): write its module with
+//! an `async fn run(..., stop: CancellationToken)` that subscribes to what it
+//! needs (`reconciler.applied`, `kubernetes.leaders`, ...) and returns when
+//! `stop` is cancelled; then add one `self.spawn("name", ...)` line to
+//! [`Daemon::start`]. Nothing else changes.
+
+mod file_source;
+mod kubernetes_link;
+mod neighbours;
+mod reconciler;
+mod signals;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{signal::unix::Signal, sync::oneshot, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{self, Config, DataplaneMode},
+    desired::Desired,
+    ifaddr,
+    kubernetes::{self, Kubernetes, Outcome},
+    metrics::{self, Health},
+    runstate::RunState,
+    xdp,
+};
+use file_source::FileSource;
+use reconciler::{Plan, Reconciler, Sources};
+use signals::Signals;
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub dataplane: Option<DataplaneMode>,
+    pub interfaces: Vec<String>,
+    pub pin_path: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    /// How often the config file is checked for changes.
+    pub watch_interval: Duration,
+}
+
+/// How long each task gets to stop once asked.
+const TASK_STOP: Duration = Duration::from_secs(5);
+/// How long handing the Leases back may take.
+const LEASES_STOP: Duration = Duration::from_secs(10);
+/// How long the reconciler may take to finish an apply in progress.
+const RECONCILER_STOP: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(o: RunOptions) -> Result<()> {
+    let signals = Signals::install().context("installing signal handlers")?;
+    tracing::info!(config = %o.config.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+    let stop = signals.shutdown.clone();
+    let mut daemon = Daemon::new(stop.clone());
+    let started = tokio::select! {
+        r = daemon.start(&o, signals.hangup) => Some(r),
+        () = stop.cancelled() => None,
+    };
+    if let Some(Ok(())) = started {
+        stop.cancelled().await;
+    }
+    daemon.shutdown().await;
+    match started {
+        Some(Err(e)) => Err(e),
+        _ => {
+            tracing::info!(
+                "stopping; the pinned data plane keeps forwarding (xlb stop removes it)"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The running parts, filled in as start-up proceeds, so a shutdown at any
+/// point stops exactly what exists.
+struct Daemon {
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    reconciler: Option<Reconciler>,
+    kubernetes: Option<Kubernetes>,
+}
+
+impl Daemon {
+    fn new(stop: CancellationToken) -> Self {
+        Self {
+            stop,
+            tasks: Vec::new(),
+            reconciler: None,
+            kubernetes: None,
+        }
+    }
+
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push((name, tokio::spawn(task)));
+    }
+
+    /// The table of contents: each step starts one owner.
+    async fn start(&mut self, o: &RunOptions, hangup: Signal) -> Result<()> {
+        let path = o.config.clone();
+        let cfg = tokio::task::spawn_blocking(move || config::load(&path))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mode = o.dataplane.unwrap_or(cfg.dataplane.mode);
+        let interfaces = interfaces(o, &cfg, mode)?;
+        let plan = Plan {
+            mode,
+            settings: settings(&cfg, o.pin_path.as_deref()),
+            interfaces: interfaces.clone(),
+            xdp_mode: cfg.dataplane.xdp_mode,
+            state_dir: cfg.dataplane.state_dir.clone(),
+        };
+        let state_dir = cfg.dataplane.state_dir.clone();
+        let listen = o.metrics.unwrap_or(cfg.metrics.listen);
+        let k8s_cfg = cfg.kubernetes.enabled.then(|| cfg.kubernetes.clone());
+        let dp_cfg = cfg.dataplane.clone();
+
+        // Sources.
+        let file = FileSource::new(o.config.clone(), cfg, interfaces, o.watch_interval);
+        let file_rx = file.subscribe();
+        let rejected = file.rejected();
+        self.spawn("config file", file.run(hangup, self.stop.clone()));
+        let remembered = Arc::new(Outcome {
+            services: if k8s_cfg.is_some() {
+                kubernetes::memory::load(&state_dir)
+            } else {
+                Default::default()
+            },
+            ..Outcome::default()
+        });
+        if !remembered.services.is_empty() {
+            tracing::info!(
+                vips = remembered.services.len(),
+                "serving the Kubernetes VIPs applied before the restart until the watches sync"
+            );
+        }
+        if let Some(k) = &k8s_cfg {
+            let statics = file_rx.borrow().desired.services.keys().copied().collect();
+            let source = Kubernetes::start(k, &dp_cfg, statics)
+                .await
+                .context("starting the Kubernetes source")?;
+            self.kubernetes = Some(source);
+        }
+
+        // The data plane's owner.
+        let first = reconciler::backends(&reconciler::merge(
+            &file_rx.borrow().desired,
+            &remembered.services,
+        ));
+        let (neighbours_tx, neighbours_ready) = oneshot::channel();
+        let sources = Sources {
+            file: file_rx.clone(),
+            kubernetes: self.kubernetes.as_ref().map(|k| k.outcome.clone()),
+            remembered,
+            neighbours_ready,
+        };
+        let (reconciler, ready) = Reconciler::spawn(plan, sources, self.stop.clone())
+            .context("starting the reconciler thread")?;
+        let applied = reconciler.applied.clone();
+        let progress = reconciler.progress.clone();
+        let handle = reconciler.handle.clone();
+        self.reconciler = Some(reconciler);
+        self.spawn(
+            "neighbours",
+            neighbours::run(first, neighbours_tx, applied.clone(), self.stop.clone()),
+        );
+        let started = ready
+            .await
+            .context("the reconciler stopped while starting the data plane")??;
+        tracing::info!(dataplane = started.name, reason = %started.reason, "data plane ready");
+        RunState {
+            dataplane: started.name.to_string(),
+            reason: started.reason,
+        }
+        .write(&state_dir)
+        .with_context(|| format!("writing {}", state_dir.display()))?;
+
+        // Consumers.
+        let leaders = self.kubernetes.as_ref().map(|k| k.leaders.clone());
+        if let Some(k) = &self.kubernetes {
+            let (stop, feed) = (self.stop.clone(), k.leaders.clone());
+            let inputs = k.elector_inputs();
+            self.spawn(
+                "elector feed",
+                kubernetes_link::feed_elector(inputs, applied.clone(), file_rx, stop.clone()),
+            );
+            self.spawn(
+                "Kubernetes memory",
+                kubernetes_link::remember(state_dir.clone(), applied.clone(), stop.clone()),
+            );
+            self.spawn(
+                "leadership file",
+                kubernetes_link::write_leaders(state_dir.clone(), feed, stop),
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("metrics: binding {listen}"))?;
+        tracing::info!(%listen, "serving metrics");
+        let endpoints = metrics::Endpoints {
+            scrape: Arc::new({
+                let (handle, progress) = (handle.clone(), progress.clone());
+                move || {
+                    let mut s = handle.snapshot()?;
+                    let p = progress.borrow().clone();
+                    s.last_reconcile_unix_seconds = p.last_unix_seconds;
+                    s.last_reconcile_duration_seconds = p.last_seconds;
+                    s.reconciles = p.reconciles;
+                    s.config_reload_errors = rejected.load(Ordering::Relaxed) + p.failures;
+                    if let Some(feed) = &leaders {
+                        s.leaders = leader_samples(&feed.current());
+                    }
+                    Ok(s)
+                }
+            }),
+            health: Arc::new(move || health(&handle, &progress.borrow())),
+        };
+        let stop = self.stop.clone();
+        self.spawn("metrics server", async move {
+            let served = metrics::serve(
+                listener,
+                endpoints,
+                metrics::Limits::default(),
+                stop.cancelled(),
+            );
+            if let Err(e) = served.await {
+                tracing::error!("metrics server stopped: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops every part that exists, each within its bound.
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(k) = self.kubernetes.take() {
+            // Hands the Leases over now rather than after they expire.
+            if tokio::time::timeout(LEASES_STOP, k.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "handing back the Leases took over {LEASES_STOP:?}; they expire on their own"
+                );
+            }
+        }
+        for (name, mut task) in self.tasks.drain(..) {
+            if tokio::time::timeout(TASK_STOP, &mut task).await.is_err() {
+                tracing::warn!("task {name} did not stop within {TASK_STOP:?}; aborted");
+                task.abort();
+            }
+        }
+        if let Some(r) = self.reconciler.take() {
+            r.join(RECONCILER_STOP).await;
+        }
+    }
+}
+
+fn leader_samples(l: &kubernetes::Leadership) -> Vec<metrics::LeaderSample> {
+    l.vips
+        .iter()
+        .map(|(vip, v)| metrics::LeaderSample {
+            vip: vip.to_string(),
+            holder: v.holder.clone().unwrap_or_default(),
+            leading: v.leading,
+        })
+        .collect()
+}
+
+/// Ready when the last apply succeeded and the data plane is in place.
+fn health(handle: &reconciler::DataplaneHandle, p: &reconciler::Progress) -> Health {
+    if let Some(why) = &p.failing {
+        return Health::Unready(format!("the last reconcile failed: {why}"));
+    }
+    if p.reconciles == 0 {
+        return Health::Unready("not reconciled yet".into());
+    }
+    match handle.health() {
+        Ok(()) => Health::Ready,
+        Err(e) => Health::Unready(e.to_string()),
+    }
+}
+
+/// The interfaces to attach to: `--iface` over the config; forwarding is
+/// turned on for each (`bpf_fib_lookup` needs it).
+fn interfaces(o: &RunOptions, cfg: &Config, mode: DataplaneMode) -> Result<Vec<String>> {
+    let interfaces = if o.interfaces.is_empty() {
+        cfg.dataplane.interfaces.clone()
+    } else {
+        o.interfaces.clone()
+    };
+    // IPVS works on whatever interface the VIP traffic arrives at.
+    if interfaces.is_empty() && mode != DataplaneMode::Ipvs {
+        bail!(
+            "no interface to attach to: set dataplane.interfaces in {} or pass --iface",
+            o.config.display()
+        );
+    }
+    for iface in &interfaces {
+        // A missing interface is reported when attaching; skip it here.
+        if let Err(e) = crate::neigh::enable_forwarding(iface) {
+            tracing::warn!(%iface, "cannot enable IP forwarding: {e}");
+        }
+    }
+    Ok(interfaces)
+}
+
+/// Data-plane settings from the config (what is fixed at load time).
+pub fn settings(cfg: &Config, pin_path: Option<&Path>) -> xdp::Settings {
+    let d = &cfg.dataplane;
+    xdp::Settings {
+        maglev_size: d.maglev_table_size,
+        max_vips: d.max_vips,
+        max_backends: d.max_backends,
+        flow_table_size: d.flow_table_size,
+        log: false,
+        nexthop_ttl: Duration::from_millis(u64::from(d.nexthop_ttl_ms)),
+        bench_stop: 0,
+        pin_dir: Some(pin_path.map_or_else(|| d.pin_path.clone(), Path::to_path_buf)),
+    }
+}
+
+/// The desired state of a config, with IPIP sources falling back to the
+/// first interface's address of each family.
+pub fn desired_of(cfg: &Config, interfaces: &[String]) -> Desired {
+    let mut d = Desired::from_config(cfg);
+    if let Some(iface) = interfaces.first() {
+        if d.ipip_source_v4.is_none()
+            && let Some(IpAddr::V4(a)) = ifaddr::first(iface, true)
+        {
+            d.ipip_source_v4 = Some(a);
+        }
+        if d.ipip_source_v6.is_none()
+            && let Some(IpAddr::V6(a)) = ifaddr::first(iface, false)
+        {
+            d.ipip_source_v6 = Some(a);
+        }
+    }
+    d
+}
