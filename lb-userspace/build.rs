@@ -4,14 +4,11 @@
 
 use std::{env, fs, path::PathBuf};
 
-/// The `[[bin]]` targets of lb-ebpf, each an ELF object embedded in `xlb`.
-const PROGRAMS: &[&str] = &[
-    "xlb-balancer",
-    "xlb-balancer-nolog",
-    "xlb-decap",
-    "xlb-floor-pass",
-    "xlb-floor-swap",
-];
+/// The `[[bin]]` targets of lb-ebpf built without its `bench` feature, each
+/// an ELF object embedded in `xlb`. The benchmark's programs need that
+/// feature and are built by xlb-tests' build script instead, so they never
+/// reach the daemon's binary.
+const PROGRAMS: &[&str] = &["xlb-balancer", "xlb-decap"];
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

@@ -1,5 +1,6 @@
 //! `cargo xtask build`: builds the workspace's default members. lb-ebpf is
-//! not among them; lb-userspace's build script builds it through aya-build.
+//! not among them; lb-userspace's build script builds the programs `xlb`
+//! embeds through aya-build, and xlb-tests' build script the benchmark's.
 
 use anyhow::Result;
 

@@ -34,6 +34,8 @@ pub(crate) fn run(test_args: &[String]) -> Result<()> {
                 "clippy",
                 "-p",
                 "lb-ebpf",
+                // The benchmark's programs too (lb-ebpf's `bench` feature).
+                "--all-features",
                 "--target",
                 "bpfel-unknown-none",
                 "-Z",

@@ -7,7 +7,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_ebpf::{balancer, ptr};
 
 #[xdp]
-pub fn xlb_balancer(ctx: XdpContext) -> u32 {
+fn xlb_balancer(ctx: XdpContext) -> u32 {
     let bytes = ptr::frame_len(&ctx) as u64;
     let v = balancer::balance(&ctx);
     balancer::account(&v, bytes);

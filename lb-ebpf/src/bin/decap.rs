@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext
 use lb_ebpf::decap;
 
 #[xdp]
-pub fn xlb_decap(ctx: XdpContext) -> u32 {
+fn xlb_decap(ctx: XdpContext) -> u32 {
     decap::count(decap::decap(&ctx));
     XDP_PASS
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
 
 #[xdp]
-pub fn xlb_floor_pass(_ctx: XdpContext) -> u32 {
+fn xlb_floor_pass(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use lb_ebpf::{parse, ptr};
 
 #[xdp]
-pub fn xlb_floor_swap(ctx: XdpContext) -> u32 {
+fn xlb_floor_swap(ctx: XdpContext) -> u32 {
     let mut pkt = parse::Packet::zeroed();
     if parse::packet(&ctx, &mut pkt).is_err() {
         return XDP_PASS;

@@ -342,7 +342,6 @@ pub fn settings(cfg: &Config, pin_path: Option<&Path>) -> xdp::Settings {
         flow_table_size: d.flow_table_size,
         log: false,
         nexthop_ttl: Duration::from_millis(u64::from(d.nexthop_ttl_ms)),
-        bench_stop: 0,
         pin_dir: Some(pin_path.map_or_else(|| d.pin_path.clone(), Path::to_path_buf)),
     }
 }

@@ -58,8 +58,6 @@ pub struct Settings {
     /// How long the program trusts a cached route to a backend before it
     /// asks the FIB again (a backend's new MAC is picked up within this).
     pub nexthop_ttl: std::time::Duration,
-    /// Benchmark only: stop at this stage of the program (0 = never).
-    pub bench_stop: u8,
     /// Pin every map under this directory (bpffs), reusing pins found there.
     pub pin_dir: Option<PathBuf>,
 }
@@ -73,7 +71,6 @@ impl Default for Settings {
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             log: false,
             nexthop_ttl: std::time::Duration::from_nanos(lb_common::DEFAULT_NEXTHOP_TTL_NS),
-            bench_stop: 0,
             pin_dir: None,
         }
     }
@@ -112,11 +109,17 @@ pub struct Balancer {
 impl Balancer {
     /// Loads the balancer program through the verifier.
     pub fn load(settings: &Settings) -> Result<Self, LoadError> {
-        Self::load_object(objects::BALANCER, settings)
+        Self::load_object(objects::BALANCER, settings, &[])
     }
 
-    /// Loads a balancer build (the benchmark also loads the no-log one).
-    pub fn load_object(object: &[u8], settings: &Settings) -> Result<Self, LoadError> {
+    /// Loads a balancer build (the benchmark brings its own, and sets its
+    /// stage stop) with further one-byte `.rodata` constants `consts` set
+    /// by name; each must exist in the object.
+    pub fn load_object(
+        object: &[u8],
+        settings: &Settings,
+        consts: &[(&str, u8)],
+    ) -> Result<Self, LoadError> {
         settings.validate()?;
         let maglev_slots = settings.max_vips * settings.maglev_size;
         let log = u8::from(settings.log);
@@ -127,7 +130,6 @@ impl Balancer {
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
             .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
-            .override_global(names::GLOBAL_BENCH_STOP, &settings.bench_stop, false)
             .override_global(names::GLOBAL_COARSE_CLOCK, &coarse_clock, true)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
@@ -136,6 +138,9 @@ impl Balancer {
             .map_max_entries(names::BACKEND_STATS, settings.max_backends)
             .map_max_entries(names::NEXTHOPS, settings.max_backends)
             .map_max_entries(names::FLOWS, settings.flow_table_size);
+        for (name, value) in consts {
+            loader.override_global(name, value, true);
+        }
         if let Some(dir) = &settings.pin_dir {
             for name in PINNED {
                 loader.map_pin_path(name, dir.join(name));
@@ -198,8 +203,8 @@ pub const PINNED: [&str; 9] = [
     names::BACKEND_STATS,
 ];
 
-/// Loads any single-program object (decapsulator, benchmark floors) and
-/// returns it with its program loaded.
+/// Loads any single-program object (the decapsulator; the benchmark's
+/// floors) and returns it with its program loaded.
 pub fn load_simple(object: &[u8], program: &'static str) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new().load(object)?;
     let prog: &mut Xdp = ebpf

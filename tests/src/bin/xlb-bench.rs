@@ -17,11 +17,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use lb_common::{Encap, FlowKey, FlowValue, Outcome, PROTO_TCP};
+use aya::{
+    include_bytes_aligned,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use lb_common::{Encap, FlowKey, FlowValue, Outcome, PROTO_TCP, names};
 use lb_userspace::{
     maglev::{self, Weighted},
-    xdp::{Balancer, Settings, loader::load_simple, objects},
+    xdp::{Balancer, LoadError, Settings, loader::load_simple, objects},
 };
 use xlb_tests::{
     lab::{self, Lab, v4, v6},
@@ -30,6 +33,26 @@ use xlb_tests::{
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
+
+// The benchmark's own programs, built by this package's build.rs (lb-ebpf's
+// `bench` feature) and kept out of the `xlb` binary.
+/// The balancer with logging compiled out.
+static BALANCER_NOLOG: &[u8] =
+    include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-balancer-nolog"));
+/// Floor: returns XDP_PASS.
+static FLOOR_PASS: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-floor-pass"));
+/// Floor: parses to L4, swaps MACs, returns XDP_TX.
+static FLOOR_SWAP: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-floor-swap"));
+
+/// The production balancer, stopped after `stage` (`XLB_BENCH_STOP`, a
+/// `.rodata` constant only the benchmark sets; 0 runs it whole).
+fn load_stopped(settings: &Settings, stage: u8) -> Result<Balancer, LoadError> {
+    Balancer::load_object(
+        objects::BALANCER,
+        settings,
+        &[(names::GLOBAL_BENCH_STOP, stage)],
+    )
+}
 
 struct Args {
     calls: usize,
@@ -205,7 +228,7 @@ fn xdp(args: &Args) -> Result<()> {
             ..lab::settings()
         };
         let mut b = Balancer::load(&settings)?;
-        let mut nolog = Balancer::load_object(objects::BALANCER_NOLOG, &settings)?;
+        let mut nolog = Balancer::load_object(BALANCER_NOLOG, &settings, &[])?;
         let set4 = [
             (1, v4(10, 0, 0, 0x11)),
             (2, v4(10, 0, 0, 0x12)),
@@ -241,8 +264,8 @@ fn xdp(args: &Args) -> Result<()> {
         ];
         lab::program(&mut b, &vips);
         lab::program(&mut nolog, &vips);
-        let pass = load_simple(objects::FLOOR_PASS, "xlb_floor_pass")?;
-        let swap = load_simple(objects::FLOOR_SWAP, "xlb_floor_swap")?;
+        let pass = load_simple(FLOOR_PASS, "xlb_floor_pass")?;
+        let swap = load_simple(FLOOR_SWAP, "xlb_floor_swap")?;
         let pass_prog: &Xdp = pass
             .program("xlb_floor_pass")
             .context("floor pass")?
@@ -360,10 +383,7 @@ fn xdp(args: &Args) -> Result<()> {
         ];
         let mut stopped = Vec::new();
         for (stage, _) in stages {
-            let mut p = Balancer::load(&Settings {
-                bench_stop: stage,
-                ..settings.clone()
-            })?;
+            let mut p = load_stopped(&settings, stage)?;
             lab::program(&mut p, &vips);
             stopped.push(p);
         }

@@ -20,8 +20,9 @@ use crate::{setup, workspace};
 const ALL: &[&str] = &["5.10", "6.1", "6.12"];
 
 /// What runs where: an integration-test target of xlb-tests
-/// (`tests/tests/<name>.rs`), one test of it by exact name or all of them
-/// (`None`), and the kernels (names from `KERNELS`) that run it.
+/// (`tests/tests/<name>.rs` or `tests/tests/<name>/main.rs`), one test of
+/// it by exact name or all of them (`None`), and the kernels (names from
+/// `KERNELS`) that run it.
 const TESTS: &[(&str, Option<&str>, &[&str])] = &[
     // The verifier and every packet path, frame by frame. Not on 5.10: an
     // XDP test run takes the receiving interface (xdp_md) only from 5.14
@@ -76,7 +77,10 @@ pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Re
         let mut body = String::from("failed=0\n");
         for &(target, exact, _) in &entries {
             let exe = built.tests.get(target).with_context(|| {
-                format!("xlb-tests has no test target {target:?} (tests/tests/{target}.rs)")
+                format!(
+                    "xlb-tests has no test target {target:?} \
+                     (tests/tests/{target}.rs or tests/tests/{target}/main.rs)"
+                )
             })?;
             body += &invocation(target, exact, exe);
         }

@@ -1,0 +1,196 @@
+//! The data plane, packet by packet: tables of frames run through the
+//! verifier-accepted balancer with BPF_PROG_TEST_RUN, each case with the
+//! XDP action, the exact output frame and the outcome counter it must bump.
+//!
+//! One module per area, each a table of named cases; this file holds the
+//! case type and the one runner every table goes through. All tables share
+//! one loaded balancer and the lab's VIPs (`lab::standard_vips`): every VIP
+//! there has a single backend, so a case's output does not depend on the
+//! flows earlier cases left in the flow table.
+
+mod drops;
+mod fragments;
+mod frames;
+mod icmp;
+mod malformed;
+mod mtu;
+mod non_vip;
+mod v4_ipip;
+mod v4_l2;
+mod v6;
+mod vlan;
+
+use lb_common::Outcome;
+use lb_userspace::xdp::Balancer;
+use xlb_tests::{
+    lab::{self, Lab},
+    netns::privileged,
+};
+
+/// One frame through the program and what must come of it.
+pub(crate) struct Case {
+    name: &'static str,
+    /// The frame as it arrives on lb0.
+    frame: Vec<u8>,
+    action: u32,
+    /// The one outcome counter that must move, by one (flow hit/miss and
+    /// ICMP steering are counted beside it and not checked here).
+    outcome: Outcome,
+    /// The frame as the program must leave it.
+    out: Vec<u8>,
+}
+
+/// A case whose frame must leave the program byte for byte as it came.
+pub(crate) fn unchanged(name: &'static str, frame: Vec<u8>, action: u32, outcome: Outcome) -> Case {
+    Case {
+        name,
+        out: frame.clone(),
+        frame,
+        action,
+        outcome,
+    }
+}
+
+/// A case whose output is `expect` of its input frame.
+pub(crate) fn rewritten(
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    outcome: Outcome,
+    expect: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Case {
+    Case {
+        name,
+        out: expect(&frame),
+        frame,
+        action,
+        outcome,
+    }
+}
+
+/// An area's name and its table.
+type Area = (&'static str, fn() -> Vec<Case>);
+
+/// Every table, in the order they run.
+const AREAS: &[Area] = &[
+    ("v4 ipip", v4_ipip::cases),
+    ("v4 l2", v4_l2::cases),
+    ("vlan", vlan::cases),
+    ("not a vip", non_vip::cases),
+    ("malformed", malformed::cases),
+    ("fragments", fragments::cases),
+    ("drops", drops::cases),
+    ("mtu", mtu::cases),
+    ("icmp", icmp::cases),
+    ("v6", v6::cases),
+];
+
+/// What went wrong with one case, if anything.
+fn check(b: &Balancer, lb0: u32, c: &Case) -> Vec<String> {
+    let before = lab::outcomes(b);
+    let (action, out) = lab::run(b.program(), lb0, &c.frame);
+    let counted = lab::delta(&before, &lab::outcomes(b));
+    let mut problems = Vec::new();
+    if action != c.action {
+        problems.push(format!("action {action}, want {}", c.action));
+    }
+    let final_outcomes: Vec<_> = counted
+        .iter()
+        .filter(|(o, _)| {
+            !matches!(
+                o,
+                Outcome::FlowHit | Outcome::FlowMiss | Outcome::IcmpErrorSteered
+            )
+        })
+        .collect();
+    if final_outcomes != [&(c.outcome, 1)] {
+        problems.push(format!(
+            "outcome counters moved {counted:?}, want {:?} +1",
+            c.outcome
+        ));
+    }
+    if out != c.out {
+        problems.push(diff(&out, &c.out));
+    }
+    problems
+}
+
+/// Where two frames part, with the bytes around it.
+fn diff(got: &[u8], want: &[u8]) -> String {
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let from = at.saturating_sub(8);
+    let show = |f: &[u8]| format!("{:02x?}", &f[from.min(f.len())..(at + 24).min(f.len())]);
+    format!(
+        "output differs at byte {at} (lengths {} / {}):\n    got  [{from}..] {}\n    want [{from}..] {}",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    )
+}
+
+#[test]
+fn packet_table() {
+    if !privileged("packet_table") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&lab::settings()).expect("balancer loads through the verifier");
+        lab::program(&mut b, &lab::standard_vips());
+        let lb0 = lab::ifindex("lb0");
+        let mut total = 0;
+        let mut failures = Vec::new();
+        for (area, cases) in AREAS {
+            let cases = cases();
+            assert!(!cases.is_empty(), "the {area} table is empty");
+            total += cases.len();
+            for c in &cases {
+                let problems = check(&b, lb0, c);
+                if !problems.is_empty() {
+                    failures.push(format!("[{area}: {}] {}", c.name, problems.join("; ")));
+                }
+            }
+        }
+        assert!(total >= 40, "only {total} cases");
+        assert!(
+            failures.is_empty(),
+            "{} of {total} cases failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        eprintln!("{total} packet cases passed in {} areas", AREAS.len());
+    });
+}
+
+/// Frames shorter than an Ethernet header never reach an XDP program: the
+/// kernel refuses them (BPF_PROG_TEST_RUN mirrors the driver's minimum).
+#[test]
+fn runt_frames_are_refused_before_the_program() {
+    if !privileged("runt_frames_are_refused_before_the_program") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let b = Balancer::load(&lab::settings()).expect("load");
+        for len in [0usize, 13] {
+            let frame = vec![0u8; len];
+            let mut out = vec![0u8; 64];
+            let ctx = lab::xdp_md(lab::ifindex("lb0"), len);
+            let r = aya::programs::TestRun::test_run(
+                b.program(),
+                aya::programs::TestRunOptions {
+                    data_in: Some(&frame),
+                    data_out: Some(&mut out),
+                    ctx_in: Some(&ctx),
+                    ..aya::programs::TestRunOptions::new()
+                },
+            );
+            assert!(r.is_err(), "{len}-byte frame was accepted: {r:?}");
+        }
+    });
+}
