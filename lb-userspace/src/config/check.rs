@@ -1,13 +1,12 @@
 //! Checks of one value, run by serde as the value is read (the fields'
 //! `deserialize_with`). Failing inside the value's own deserializer makes
-//! toml point at the value, and makes the first bad value in the file the
-//! one reported.
-//!
-//! A check that knows how to say what it wants (a range, a prime) says it
-//! as serde's "expected"; the others only reject, and the key's message
-//! comes from [`super::expected`].
+//! toml point at the value, even as an element of an array, and makes the
+//! first bad value in the file the one reported. Each check says what it
+//! wants as serde's "expected".
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
@@ -18,10 +17,8 @@ use crate::maglev::is_prime;
 pub(super) fn range<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
     d: D,
 ) -> Result<u32, D::Error> {
-    d.deserialize_any(Int {
-        accept: |n| (MIN..=MAX).contains(&n),
-        expected: format!("an integer from {MIN} to {MAX}"),
-    })
+    let expected = format!("an integer from {MIN} to {MAX}");
+    int(d, &expected, |n| (MIN..=MAX).contains(&n))
 }
 
 /// Each of the Lease timings. Below 100 ms a node would spend its time
@@ -32,58 +29,94 @@ pub(super) fn lease_timing<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Er
 }
 
 pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    let port = d.deserialize_any(Int {
-        accept: |n| n <= u32::from(u16::MAX),
-        expected: "an integer from 0 (every port) to 65535".to_owned(),
-    })?;
-    Ok(port as u16)
+    let expected = "an integer from 0 (every port) to 65535";
+    int(d, expected, |n| n <= 65_535).map(|n| n as u16)
 }
 
 pub(super) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    d.deserialize_any(Int {
-        accept: |n| n <= u32::from(u16::MAX),
-        expected: "an integer from 0 (drain: no new flows) to 65535".to_owned(),
+    int(d, "an integer from 0 (drain: no new flows) to 65535", |n| {
+        n <= 65_535
     })
 }
 
 pub(super) fn prime<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    d.deserialize_any(Int {
-        accept: is_prime,
-        expected: "a prime number such as 65537, 131071 or 262147".to_owned(),
-    })
+    int(
+        d,
+        "a prime number such as 65537, 131071 or 262147",
+        is_prime,
+    )
 }
 
-/// Interface names: an array of non-empty strings.
-pub(super) fn names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let names = Vec::<NonEmpty>::deserialize(d)?;
+/// A table. serde would also read a struct from an array of its fields in
+/// order, and say of `[[metrics]]` that it is not a socket address.
+pub(super) fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    struct Table<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Table<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    d.deserialize_map(Table(PhantomData))
+}
+
+pub(super) fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Name(String);
+
+    impl<'de> Deserialize<'de> for Name {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let expected = "an interface name such as \"eth0\"";
+            string(d, expected, |s| (!s.is_empty()).then(|| Self(s.to_owned())))
+        }
+    }
+
+    let names = Vec::<Name>::deserialize(d)?;
     Ok(names.into_iter().map(|n| n.0).collect())
 }
 
-pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    NonEmpty::deserialize(d).map(|n| n.0)
+/// std's parser would say only "invalid socket address syntax", which does
+/// not tell that a host name is not one.
+pub(super) fn socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let expected = "an IP address and port such as \"127.0.0.1:9810\" or \"[::1]:9810\"";
+    string(d, expected, |s| s.parse().ok())
+}
+
+pub(super) fn class<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let expected = "a non-empty string such as \"xlb.io/xlb\"";
+    string(d, expected, |s| (!s.is_empty()).then(|| s.to_owned()))
 }
 
 /// A path kept as written, relative or not.
-pub(super) fn path_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    non_empty(d).map(|s| Some(PathBuf::from(s)))
+pub(super) fn kubeconfig<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let expected = "the path of a kubeconfig file such as \"/etc/xlb/kubeconfig\"";
+    string(d, expected, |s| (!s.is_empty()).then(|| Some(s.into())))
 }
 
 /// Read by other processes and across restarts, so never relative to
 /// wherever the daemon happened to start.
 pub(super) fn absolute<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    string(d, |s| Some(PathBuf::from(s)).filter(|p| p.is_absolute()))
+    string(d, "an absolute path", |s| {
+        Some(s.into()).filter(|p: &PathBuf| p.is_absolute())
+    })
 }
 
 /// Syntax only: third-party scheduler modules exist, and only the kernel
 /// knows which are loaded. IP_VS_SCHEDNAME_MAXLEN is 16, counting the NUL.
 pub(super) fn scheduler<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    string(d, |s| {
-        let valid = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
-        ((1..=SCHEDULER_NAME_MAX).contains(&s.len()) && s.bytes().all(valid)).then(|| s.to_owned())
+    let expected = "an IPVS scheduler name: 1 to 15 characters of a-z, 0-9 and _ \
+                    (rr, wrr, lc, wlc, sh, dh, mh, ...)";
+    let valid = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    string(d, expected, |s| {
+        ((1..=15).contains(&s.len()) && s.bytes().all(valid)).then(|| s.to_owned())
     })
 }
-
-pub(super) const SCHEDULER_NAME_MAX: usize = 15;
 
 pub(super) fn scheduler_option<'de, D: Deserializer<'de>>(
     d: D,
@@ -93,8 +126,10 @@ pub(super) fn scheduler_option<'de, D: Deserializer<'de>>(
 
 /// A DNS-1123 label, as Kubernetes requires of a namespace.
 pub(super) fn dns_label<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    string(d, |s| {
-        (s.len() <= DNS_LABEL_MAX && is_label_of_any_length(s)).then(|| s.to_owned())
+    let expected = "a namespace name such as \"xlb-system\": 1 to 63 characters of a-z, 0-9 \
+                    and -, starting and ending with a letter or digit";
+    string(d, expected, |s| {
+        (s.len() <= 63 && is_label(s)).then(|| s.to_owned())
     })
 }
 
@@ -102,18 +137,17 @@ pub(super) fn dns_label<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
 /// does not hold the labels of a subdomain to 63 characters, so neither
 /// does this.
 pub(super) fn dns_subdomain<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    string(d, |s| {
-        (s.len() <= DNS_SUBDOMAIN_MAX && s.split('.').all(is_label_of_any_length))
-            .then(|| Some(s.to_owned()))
+    let expected = "a node name such as \"node-1.example.com\": 1 to 253 characters of a-z, \
+                    0-9, - and ., each part between dots starting and ending with a letter or \
+                    digit";
+    string(d, expected, |s| {
+        (s.len() <= 253 && s.split('.').all(is_label)).then(|| Some(s.to_owned()))
     })
 }
 
-pub(super) const DNS_LABEL_MAX: usize = 63;
-pub(super) const DNS_SUBDOMAIN_MAX: usize = 253;
-
 /// Lowercase letters, digits and `-`, starting and ending with a letter or
-/// digit.
-fn is_label_of_any_length(label: &str) -> bool {
+/// digit; of any length.
+fn is_label(label: &str) -> bool {
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let bytes = label.as_bytes();
     bytes.first().is_some_and(alnum)
@@ -121,64 +155,63 @@ fn is_label_of_any_length(label: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
 }
 
-struct NonEmpty(String);
-
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        string(d, |s| (!s.is_empty()).then(|| Self(s.to_owned())))
-    }
-}
-
+/// A string that `accept` takes, else an error saying what is `expected`.
 fn string<'de, D: Deserializer<'de>, T>(
     d: D,
+    expected: &str,
     accept: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T, D::Error> {
-    d.deserialize_str(Str(accept))
+    read(d, expected, |s| {
+        accept(s).ok_or_else(|| expected.to_owned())
+    })
 }
 
-struct Str<F>(F);
+/// A string that `read` takes, else an error with what `read` says it
+/// expected of this one.
+pub(super) fn read<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expected: &str,
+    read: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct Str<'a, F>(&'a str, F);
 
-impl<'de, T, F: FnOnce(&str) -> Option<T>> Visitor<'de> for Str<F> {
-    type Value = T;
+    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Str<'_, F> {
+        type Value = T;
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
-        (self.0)(s).ok_or_else(|| E::custom("rejected by the key's check"))
-    }
-}
-
-struct Int<F> {
-    accept: F,
-    expected: String,
-}
-
-impl<'de, F: Fn(u32) -> bool> Visitor<'de> for Int<F> {
-    type Value = u32;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.expected)
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
-        match u32::try_from(n) {
-            Ok(v) if (self.accept)(v) => Ok(v),
-            _ => Err(E::invalid_value(
-                Unexpected::Signed(n),
-                &self.expected.as_str(),
-            )),
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.1)(s).map_err(|expected| E::invalid_value(Unexpected::Str(s), &&*expected))
         }
     }
 
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
-        match u32::try_from(n) {
-            Ok(v) if (self.accept)(v) => Ok(v),
-            _ => Err(E::invalid_value(
-                Unexpected::Unsigned(n),
-                &self.expected.as_str(),
-            )),
+    d.deserialize_str(Str(expected, read))
+}
+
+/// TOML integers are i64; one too large for that is an error already.
+fn int<'de, D: Deserializer<'de>>(
+    d: D,
+    expected: &str,
+    accept: impl FnOnce(u32) -> bool,
+) -> Result<u32, D::Error> {
+    struct Int<'a, F>(&'a str, F);
+
+    impl<'de, F: FnOnce(u32) -> bool> Visitor<'de> for Int<'_, F> {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
+            match u32::try_from(n) {
+                Ok(v) if (self.1)(v) => Ok(v),
+                _ => Err(E::invalid_value(Unexpected::Signed(n), &self.0)),
+            }
         }
     }
+
+    d.deserialize_any(Int(expected, accept))
 }

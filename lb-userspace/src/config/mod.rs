@@ -8,7 +8,7 @@
 //! 2. serde reads the tree into the [`model`] types, in the order the file
 //!    is written: unknown and missing keys, values of the wrong type, and
 //!    each value's own checks (`deserialize_with`, see `check`); the first
-//!    error stops it, and `doc` turns it into a message about the key;
+//!    error stops it, and is reported in serde's words at toml's span;
 //! 3. `relations` checks what holds between the values: duplicates,
 //!    address families, capacities. The earliest conflict in the file is
 //!    reported.
@@ -23,11 +23,8 @@ use serde::Deserialize;
 mod check;
 mod doc;
 mod error;
-mod expected;
 mod model;
 mod pool;
-mod position;
-mod quote;
 mod relations;
 
 #[cfg(test)]
@@ -40,7 +37,7 @@ pub use model::{
 };
 
 use doc::Doc;
-use error::{Fault, Faults};
+use error::{Fault, locate};
 
 /// Reads and parses the config at `path`. Errors, including the file not
 /// being readable, name the file as `path` displays.
@@ -63,14 +60,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let kind = ErrorKind::Syntax {
             message: "the file is not valid UTF-8".to_owned(),
         };
-        Fault::new(valid, kind).locate(&prefix, &origin)
+        locate((valid, kind), &prefix, &origin)
     })?;
     parse(&text, &origin)
 }
 
 /// Parses config `text`; `origin` names it in errors (normally its path).
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    check(text).map_err(|fault| fault.locate(text, origin))
+    check(text).map_err(|fault| locate(fault, text, origin))
 }
 
 /// The config as a config file that [`parse`] reads to the same `Config`:
@@ -81,7 +78,7 @@ pub fn to_toml(config: &Config) -> String {
 
 fn check(text: &str) -> Result<Config, Fault> {
     let doc = Doc::parse(text)?;
-    let file = model::File::deserialize(doc.deserializer()).map_err(|e| doc.fault(&e))?;
+    let file = model::File::deserialize(doc.deserializer()).map_err(|e| doc::invalid(&e))?;
     let config = Config {
         vips: file
             .vip
@@ -93,8 +90,6 @@ fn check(text: &str) -> Result<Config, Fault> {
         kubernetes: file.kubernetes,
         announce: file.announce,
     };
-    let mut faults = Faults::default();
-    relations::check(&config, &doc, text, &mut faults);
-    faults.finish()?;
+    relations::check(&config, &doc, text)?;
     Ok(config)
 }

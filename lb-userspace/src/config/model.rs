@@ -2,8 +2,8 @@
 //! and, through serde, the shape of the file itself.
 //!
 //! A key is declared once: its field here (with the check its value must
-//! pass, in `deserialize_with`) and its default in the `Default` impl. Its
-//! message comes from the check or from [`super::expected`]. `Serialize`
+//! pass, in `deserialize_with`, which also says what the key takes when
+//! serde's type name would not) and its default in the `Default` impl. `Serialize`
 //! writes the file's shape back, so the effective config reads as a config
 //! file (TOML) or as JSON with the same names.
 
@@ -14,7 +14,6 @@ use lb_common::Encap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check;
-use super::pool;
 
 /// `Default` is the documented defaults with no VIPs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -32,10 +31,14 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct File {
+    #[serde(deserialize_with = "check::table")]
     pub(super) dataplane: Dataplane,
+    #[serde(deserialize_with = "check::table")]
     pub(super) metrics: Metrics,
     pub(super) vip: Vec<VipEntry>,
+    #[serde(deserialize_with = "check::table")]
     pub(super) kubernetes: Kubernetes,
+    #[serde(deserialize_with = "check::table")]
     pub(super) announce: Announce,
 }
 
@@ -43,7 +46,7 @@ pub(super) struct File {
 #[serde(default, deny_unknown_fields)]
 pub struct Dataplane {
     pub mode: DataplaneMode,
-    #[serde(deserialize_with = "check::names")]
+    #[serde(deserialize_with = "check::interfaces")]
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     /// Pins are looked up from other processes (xlb status, bpftool), so a
@@ -97,6 +100,7 @@ pub enum XdpMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
+    #[serde(deserialize_with = "check::socket_address")]
     pub listen: SocketAddr,
 }
 
@@ -118,7 +122,7 @@ pub struct Vip {
 
 /// A `[[vip]]` as written.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table, written [[vip]]")]
 pub(super) struct VipEntry {
     address: IpAddr,
     #[serde(default, deserialize_with = "check::port")]
@@ -169,7 +173,10 @@ impl Protocol {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a backend such as { address = \"10.0.0.1\", weight = 1 }"
+)]
 pub struct Backend {
     pub address: IpAddr,
     /// 0 drains the backend: it gets no new flows but keeps its established ones.
@@ -186,7 +193,7 @@ fn one() -> u32 {
 pub struct Kubernetes {
     pub enabled: bool,
     /// Services of type LoadBalancer with this `spec.loadBalancerClass` are ours.
-    #[serde(deserialize_with = "check::non_empty")]
+    #[serde(deserialize_with = "check::class")]
     pub load_balancer_class: String,
     /// Also take LoadBalancer Services that set no class at all (only one
     /// controller in a cluster should).
@@ -196,7 +203,7 @@ pub struct Kubernetes {
     /// written: a relative path is relative to where the daemon runs, as
     /// with kubectl's --kubeconfig.
     #[serde(
-        deserialize_with = "check::path_option",
+        deserialize_with = "check::kubeconfig",
         skip_serializing_if = "Option::is_none"
     )]
     pub kubeconfig: Option<PathBuf>,
@@ -330,11 +337,5 @@ impl Default for Announce {
 impl Serialize for AddressPool {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&format_args!("{}-{}", self.first, self.last))
-    }
-}
-
-impl<'de> Deserialize<'de> for AddressPool {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(pool::Visitor)
     }
 }

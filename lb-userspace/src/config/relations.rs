@@ -3,114 +3,117 @@
 //! at the value that breaks it, found in the parse tree.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use lb_common::Encap;
+
 use super::doc::Doc;
-use super::error::{ErrorKind, Faults};
-use super::expected::name;
+use super::error::{ErrorKind, Fault, line_column};
 use super::model::{Config, Protocol, Vip};
 use super::pool::overlap;
-use super::position::line_of;
 
-pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str, faults: &mut Faults) {
+/// Conflicts by where they are in the file.
+type Found = Vec<(usize, String)>;
+
+/// Every conflict is collected so that the one reported is the first in
+/// the document, whatever order the checks ran in; of two at the same
+/// place, the one found first.
+pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fault> {
+    let line = |at: usize| line_column(text, at).0;
+    let mut found = Found::new();
+    capacities(config, doc, &line, &mut found);
+    pools(config, doc, &line, &mut found);
+    lease_timings(config, doc, &mut found);
+    match found.into_iter().min_by_key(|(at, _)| *at) {
+        Some((at, message)) => Err((at, ErrorKind::Conflict { message })),
+        None => Ok(()),
+    }
+}
+
+/// VIPs and backends: duplicates, families, and whether the data plane's
+/// tables hold them.
+fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
     let dp = &config.dataplane;
-    let line = |at: usize| line_of(text, at);
-
-    if u64::from(dp.max_vips) * u64::from(dp.maglev_table_size) > u64::from(u32::MAX) {
+    let (max_vips, table_size, max_backends) = (dp.max_vips, dp.maglev_table_size, dp.max_backends);
+    let array = u64::from(max_vips) * u64::from(table_size);
+    if array > u64::from(u32::MAX) {
         // Whichever of the two comes later is the one that broke the limit;
         // at least one is set, since the defaults fit.
         let at = doc
             .start("dataplane.max_vips")
-            .max(doc.start("dataplane.maglev_table_size"))
-            .unwrap_or(0);
-        faults.push(
-            at,
-            ErrorKind::MaglevArrayTooLarge {
-                max_vips: dp.max_vips,
-                maglev_table_size: dp.maglev_table_size,
-            },
+            .max(doc.start("dataplane.maglev_table_size"));
+        let message = format!(
+            "`dataplane.max_vips` × `dataplane.maglev_table_size` = {max_vips} × {table_size} = \
+             {array} exceeds 4294967295, the largest Maglev array the data plane can index"
         );
+        found.push((at.unwrap_or(0), message));
     }
-
-    pools(config, doc, text, faults);
-    lease_timings(config, doc, faults);
 
     let mut first_vip: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
     // The data plane stores one backend entry per (VIP, backend), so the
     // same address under two VIPs takes two entries.
-    let mut entries = 0usize;
+    let mut entries = 0;
     let mut largest: Option<(usize, &Vip)> = None;
-
     for (index, vip) in config.vips.iter().enumerate() {
         let at = doc.start(&format!("vip.{index}.address")).unwrap_or(0);
-        let vip_name = vip_name(vip);
-        if index == dp.max_vips as usize {
-            faults.push(
-                at,
-                ErrorKind::TooManyVips {
-                    vip: vip_name.clone(),
-                    count: index + 1,
-                    max_vips: dp.max_vips,
-                },
+        let name = vip_name(vip);
+        if index == max_vips as usize {
+            let message = format!(
+                "too many VIPs: VIP {name} is number {} but `dataplane.max_vips` is {max_vips}",
+                index + 1
             );
+            found.push((at, message));
         }
-        match first_vip.entry((vip.address, vip.port, vip.protocol)) {
-            Entry::Occupied(first) => faults.push(
-                at,
-                ErrorKind::DuplicateVip {
-                    vip: vip_name.clone(),
-                    first_line: line(*first.get()),
-                },
-            ),
-            Entry::Vacant(slot) => {
-                slot.insert(at);
-            }
+        let first = *first_vip
+            .entry((vip.address, vip.port, vip.protocol))
+            .or_insert(at);
+        if first != at {
+            let message = format!(
+                "duplicate VIP {name}: already defined at line {}",
+                line(first)
+            );
+            found.push((at, message));
         }
 
         let mut first_backend: HashMap<IpAddr, usize> = HashMap::new();
         for (b, backend) in vip.backends.iter().enumerate() {
-            let b_at = doc
+            let address = backend.address;
+            let at = doc
                 .start(&format!("vip.{index}.backends.{b}.address"))
                 .unwrap_or(at);
-            if backend.address.is_ipv4() != vip.address.is_ipv4() {
-                faults.push(
-                    b_at,
-                    ErrorKind::FamilyMismatch {
-                        vip: vip_name.clone(),
-                        backend: backend.address.to_string(),
-                        vip_is_v4: vip.address.is_ipv4(),
-                        encap: vip.encap,
-                    },
-                );
+            if address.is_ipv4() != vip.address.is_ipv4() {
+                let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+                let why = match vip.encap {
+                    Encap::Ipip => "its encap \"ipip\" carries IPv4 in IPv4 and IPv6 in IPv6 only",
+                    Encap::L2 => {
+                        "its encap \"l2\" delivers packets still addressed to the VIP, so the \
+                         backend must be of the same family"
+                    }
+                };
+                let (theirs, ours) = (family(address), family(vip.address));
+                let message =
+                    format!("backend {address} is {theirs} but VIP {name} is {ours}: {why}");
+                found.push((at, message));
             }
-            match first_backend.entry(backend.address) {
-                Entry::Occupied(first) => faults.push(
-                    b_at,
-                    ErrorKind::DuplicateBackend {
-                        vip: vip_name.clone(),
-                        backend: backend.address.to_string(),
-                        first_line: line(*first.get()),
-                    },
-                ),
-                Entry::Vacant(slot) => {
-                    slot.insert(b_at);
-                }
+            let first = *first_backend.entry(address).or_insert(at);
+            if first != at {
+                let first = line(first);
+                let message = format!(
+                    "duplicate backend {address} in VIP {name}: already listed at line {first}"
+                );
+                found.push((at, message));
             }
             entries += 1;
-            if entries == dp.max_backends as usize {
-                faults.push(
-                    b_at,
-                    ErrorKind::TooManyBackends {
-                        vip: vip_name.clone(),
-                        backend: backend.address.to_string(),
-                        count: entries,
-                        max_backends: dp.max_backends,
-                    },
+            if entries == max_backends {
+                let message = format!(
+                    "too many backends: backend {address} of VIP {name} needs backend entry \
+                     {entries} (every VIP's backends count, one entry each) but \
+                     `dataplane.max_backends` = {max_backends} holds {} (id 0 is reserved)",
+                    max_backends - 1
                 );
+                found.push((at, message));
             }
         }
-
         if largest.is_none_or(|(_, l)| vip.backends.len() > l.backends.len()) {
             largest = Some((index, vip));
         }
@@ -119,28 +122,27 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str, faults: &mut Fau
     // Draining backends count too: they hold no slot now but get one back
     // when their weight returns, and the table size cannot change then.
     if let Some((index, vip)) = largest
-        && (dp.maglev_table_size as usize) < 2 * vip.backends.len()
+        && (table_size as usize) < 2 * vip.backends.len()
     {
         let address = doc.start(&format!("vip.{index}.address")).unwrap_or(0);
         let at = doc
             .start("dataplane.maglev_table_size")
             .or_else(|| doc.start(&format!("vip.{index}.backends")))
             .unwrap_or(address);
-        faults.push(
-            at,
-            ErrorKind::MaglevTooSmall {
-                size: dp.maglev_table_size,
-                vip: vip_name(vip),
-                vip_line: line(address),
-                backends: vip.backends.len(),
-            },
+        let (name, vip_line, backends) = (vip_name(vip), line(address), vip.backends.len());
+        let message = format!(
+            "`dataplane.maglev_table_size` = {table_size} is too small for VIP {name} (line \
+             {vip_line}) with {backends} backends: it needs at least {} slots, 2 per backend; use \
+             a larger prime such as 65537, 131071 or 262147",
+            2 * backends
         );
+        found.push((at, message));
     }
 }
 
 /// Each pool against every earlier one: a config has a handful of pools,
 /// and the earliest partner is the one the message should name.
-fn pools(config: &Config, doc: &Doc<'_>, text: &str, faults: &mut Faults) {
+fn pools(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
     let pools = &config.kubernetes.pools;
     let path = |i: usize| format!("kubernetes.pools.{i}");
     for (index, pool) in pools.iter().enumerate() {
@@ -153,44 +155,52 @@ fn pools(config: &Config, doc: &Doc<'_>, text: &str, faults: &mut Faults) {
             } else {
                 format!("{first}-{last}")
             };
-            faults.push(
-                doc.start(&path(index)).unwrap_or(0),
-                ErrorKind::PoolOverlap {
-                    // As written: overlaps are easier to find by the text
-                    // than by the addresses a CIDR stands for.
-                    pool: doc.written(&path(index)),
-                    other: doc.written(&path(other)),
-                    other_line: line_of(text, doc.start(&path(other)).unwrap_or(0)),
-                    shared,
-                },
+            // As written: overlaps are easier to find by the text than by
+            // the addresses a CIDR stands for.
+            let (at, other_at) = (doc.start(&path(index)), doc.start(&path(other)));
+            let message = format!(
+                "`kubernetes.pools` entry {} overlaps {} (line {}): both hold {shared}; an \
+                 address may be in one pool only",
+                doc.written(&path(index)),
+                doc.written(&path(other)),
+                line(other_at.unwrap_or(0)),
             );
+            found.push((at.unwrap_or(0), message));
         }
     }
 }
 
 /// The defaults are in order, so at least one of each pair is set when the
 /// pair is not; the later of the two in the file is what broke it.
-fn lease_timings(config: &Config, doc: &Doc<'_>, faults: &mut Faults) {
+fn lease_timings(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     let k = &config.kubernetes;
     let timing = |key: &'static str, ms: u32| (key, ms, doc.start(&format!("kubernetes.{key}")));
     let lease = timing("lease_duration_ms", k.lease_duration_ms);
     let renew = timing("renew_deadline_ms", k.renew_deadline_ms);
     let retry = timing("retry_period_ms", k.retry_period_ms);
-    for ((shorter, shorter_ms, shorter_at), (longer, longer_ms, longer_at)) in
-        [(renew, lease), (retry, renew)]
-    {
+    let default = |at: Option<usize>| if at.is_none() { " (the default)" } else { "" };
+    for ((shorter, shorter_ms, shorter_at), (longer, longer_ms, longer_at), why) in [
+        (
+            renew,
+            lease,
+            "a leader that cannot renew must step down before its Lease expires and another \
+             node takes over its VIPs",
+        ),
+        (
+            retry,
+            renew,
+            "a leader must get another try at renewing its Lease before the deadline makes it \
+             step down",
+        ),
+    ] {
         if shorter_ms >= longer_ms {
-            faults.push(
-                shorter_at.max(longer_at).unwrap_or(0),
-                ErrorKind::LeaseTimingOrder {
-                    shorter,
-                    shorter_ms,
-                    shorter_is_default: shorter_at.is_none(),
-                    longer,
-                    longer_ms,
-                    longer_is_default: longer_at.is_none(),
-                },
+            let message = format!(
+                "`kubernetes.{shorter}` = {shorter_ms}{} must be less than `kubernetes.{longer}` \
+                 = {longer_ms}{}: {why}",
+                default(shorter_at),
+                default(longer_at)
             );
+            found.push((shorter_at.max(longer_at).unwrap_or(0), message));
         }
     }
 }
@@ -202,7 +212,10 @@ fn vip_name(vip: &Vip) -> String {
         0 => "*".to_owned(),
         port => port.to_string(),
     };
-    let protocol = name(vip.protocol);
+    let protocol = match vip.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
     match vip.address {
         IpAddr::V4(a) => format!("{a}:{port}/{protocol}"),
         IpAddr::V6(a) => format!("[{a}]:{port}/{protocol}"),
