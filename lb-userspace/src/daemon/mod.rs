@@ -36,25 +36,32 @@ mod signals;
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
-use tokio::{signal::unix::Signal, sync::oneshot, task::JoinHandle};
+use tokio::{
+    signal::unix::Signal,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{self, Config, DataplaneMode},
     desired::Desired,
     ifaddr,
-    kubernetes::{self, Kubernetes, Outcome},
+    kubernetes::{self, Kubernetes, LeaderFeed, Outcome},
     metrics::{self, Health},
     runstate::RunState,
     xdp,
 };
-use file_source::FileSource;
-use reconciler::{Plan, Reconciler, Sources};
+use file_source::{FileSource, FileState};
+use reconciler::{Applied, Plan, Reconciler, Sources};
 use signals::Signals;
 
 pub struct RunOptions {
@@ -139,44 +146,59 @@ impl Daemon {
         };
         let state_dir = cfg.dataplane.state_dir.clone();
         let listen = o.metrics.unwrap_or(cfg.metrics.listen);
-        let k8s_cfg = cfg.kubernetes.enabled.then(|| cfg.kubernetes.clone());
-        let dp_cfg = cfg.dataplane.clone();
 
         // Sources.
+        let remembered = remembered(&cfg);
         let file = FileSource::new(o.config.clone(), cfg, interfaces, o.watch_interval);
-        let file_rx = file.subscribe();
-        let rejected = file.rejected();
+        let (file_rx, rejected) = (file.subscribe(), file.rejected());
         self.spawn("config file", file.run(hangup, self.stop.clone()));
-        let remembered = Arc::new(Outcome {
-            services: if k8s_cfg.is_some() {
-                kubernetes::memory::load(&state_dir)
-            } else {
-                Default::default()
-            },
-            ..Outcome::default()
-        });
-        if !remembered.services.is_empty() {
-            tracing::info!(
-                vips = remembered.services.len(),
-                "serving the Kubernetes VIPs applied before the restart until the watches sync"
-            );
-        }
-        if let Some(k) = &k8s_cfg {
-            let statics = file_rx.borrow().desired.services.keys().copied().collect();
-            let source = Kubernetes::start(k, &dp_cfg, statics)
+        self.start_kubernetes(&file_rx).await?;
+
+        // The data plane's owner.
+        let (applied, queries) = self.start_reconciler(plan, &file_rx, remembered).await?;
+
+        // Consumers.
+        self.link_kubernetes(&state_dir, &applied, file_rx);
+        let endpoints = endpoints(queries, rejected, self.leaders());
+        self.serve_metrics(listen, endpoints).await
+    }
+
+    /// The Kubernetes source, when the config enables it.
+    async fn start_kubernetes(&mut self, file: &watch::Receiver<Arc<FileState>>) -> Result<()> {
+        let (k8s, dp, statics) = {
+            let f = file.borrow();
+            let statics = f.desired.services.keys().copied().collect();
+            (
+                f.config.kubernetes.clone(),
+                f.config.dataplane.clone(),
+                statics,
+            )
+        };
+        if k8s.enabled {
+            let source = Kubernetes::start(&k8s, &dp, statics)
                 .await
                 .context("starting the Kubernetes source")?;
             self.kubernetes = Some(source);
         }
+        Ok(())
+    }
 
-        // The data plane's owner.
+    /// The reconciler and the neighbour keeper it waits for; returns once
+    /// the data plane has started (not yet applied).
+    async fn start_reconciler(
+        &mut self,
+        plan: Plan,
+        file: &watch::Receiver<Arc<FileState>>,
+        remembered: Arc<Outcome>,
+    ) -> Result<(watch::Receiver<Applied>, Queries)> {
+        let state_dir = plan.state_dir.clone();
         let first = reconciler::backends(&reconciler::merge(
-            &file_rx.borrow().desired,
+            &file.borrow().desired,
             &remembered.services,
         ));
         let (neighbours_tx, neighbours_ready) = oneshot::channel();
         let sources = Sources {
-            file: file_rx.clone(),
+            file: file.clone(),
             kubernetes: self.kubernetes.as_ref().map(|k| k.outcome.clone()),
             remembered,
             neighbours_ready,
@@ -184,8 +206,10 @@ impl Daemon {
         let (reconciler, ready) = Reconciler::spawn(plan, sources, self.stop.clone())
             .context("starting the reconciler thread")?;
         let applied = reconciler.applied.clone();
-        let progress = reconciler.progress.clone();
-        let handle = reconciler.handle.clone();
+        let queries = Queries {
+            dataplane: reconciler.handle.clone(),
+            progress: reconciler.progress.clone(),
+        };
         self.reconciler = Some(reconciler);
         self.spawn(
             "neighbours",
@@ -201,56 +225,51 @@ impl Daemon {
         }
         .write(&state_dir)
         .with_context(|| format!("writing {}", state_dir.display()))?;
+        Ok((applied, queries))
+    }
 
-        // Consumers.
-        let leaders = self.kubernetes.as_ref().map(|k| k.leaders.clone());
-        if let Some(k) = &self.kubernetes {
-            let (stop, feed) = (self.stop.clone(), k.leaders.clone());
-            let inputs = k.elector_inputs();
-            self.spawn(
-                "elector feed",
-                kubernetes_link::feed_elector(inputs, applied.clone(), file_rx, stop.clone()),
-            );
-            self.spawn(
-                "Kubernetes memory",
-                kubernetes_link::remember(state_dir.clone(), applied.clone(), stop.clone()),
-            );
-            self.spawn(
-                "leadership file",
-                kubernetes_link::write_leaders(state_dir.clone(), feed, stop),
-            );
-        }
+    /// What the Kubernetes source needs from the rest of the daemon.
+    fn link_kubernetes(
+        &mut self,
+        state_dir: &Path,
+        applied: &watch::Receiver<Applied>,
+        file: watch::Receiver<Arc<FileState>>,
+    ) {
+        let Some(k) = &self.kubernetes else {
+            return;
+        };
+        let (inputs, feed, stop) = (k.elector_inputs(), k.leaders.clone(), self.stop.clone());
+        self.spawn(
+            "elector feed",
+            kubernetes_link::feed_elector(inputs, applied.clone(), file, stop.clone()),
+        );
+        self.spawn(
+            "Kubernetes memory",
+            kubernetes_link::remember(state_dir.to_path_buf(), applied.clone(), stop.clone()),
+        );
+        self.spawn(
+            "leadership file",
+            kubernetes_link::write_leaders(state_dir.to_path_buf(), feed, stop),
+        );
+    }
+
+    fn leaders(&self) -> Option<LeaderFeed> {
+        self.kubernetes.as_ref().map(|k| k.leaders.clone())
+    }
+
+    async fn serve_metrics(
+        &mut self,
+        listen: SocketAddr,
+        endpoints: metrics::Endpoints,
+    ) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("metrics: binding {listen}"))?;
         tracing::info!(%listen, "serving metrics");
-        let endpoints = metrics::Endpoints {
-            scrape: Arc::new({
-                let (handle, progress) = (handle.clone(), progress.clone());
-                move || {
-                    let mut s = handle.snapshot()?;
-                    let p = progress.borrow().clone();
-                    s.last_reconcile_unix_seconds = p.last_unix_seconds;
-                    s.last_reconcile_duration_seconds = p.last_seconds;
-                    s.reconciles = p.reconciles;
-                    s.config_reload_errors = rejected.load(Ordering::Relaxed) + p.failures;
-                    if let Some(feed) = &leaders {
-                        s.leaders = leader_samples(&feed.current());
-                    }
-                    Ok(s)
-                }
-            }),
-            health: Arc::new(move || health(&handle, &progress.borrow())),
-        };
         let stop = self.stop.clone();
         self.spawn("metrics server", async move {
-            let served = metrics::serve(
-                listener,
-                endpoints,
-                metrics::Limits::default(),
-                stop.cancelled(),
-            );
-            if let Err(e) = served.await {
+            let limits = metrics::Limits::default();
+            if let Err(e) = metrics::serve(listener, endpoints, limits, stop.cancelled()).await {
                 tracing::error!("metrics server stopped: {e}");
             }
         });
@@ -281,6 +300,65 @@ impl Daemon {
             r.join(RECONCILER_STOP).await;
         }
     }
+}
+
+/// What the metrics server asks: the data plane (through its owner) and
+/// how reconciling goes.
+#[derive(Clone)]
+struct Queries {
+    dataplane: reconciler::DataplaneHandle,
+    progress: watch::Receiver<reconciler::Progress>,
+}
+
+/// `/metrics` and `/healthz`, answered from their owners' published state.
+fn endpoints(
+    q: Queries,
+    rejected: Arc<AtomicU64>,
+    leaders: Option<LeaderFeed>,
+) -> metrics::Endpoints {
+    let scrape = q.clone();
+    metrics::Endpoints {
+        scrape: Arc::new(move || {
+            let mut s = scrape.dataplane.snapshot()?;
+            let p = scrape.progress.borrow().clone();
+            s.last_reconcile_unix_seconds = p.last_unix_seconds;
+            s.last_reconcile_duration_seconds = p.last_seconds;
+            s.reconciles = p.reconciles;
+            // Rejected files and refused applies alike: a reload that did
+            // not take effect.
+            s.config_reload_errors = rejected.load(Ordering::Relaxed) + p.failures;
+            if let Some(feed) = &leaders {
+                s.leaders = leader_samples(&feed.current());
+            }
+            Ok(s)
+        }),
+        health: Arc::new(move || {
+            // A copy, not the borrow: holding the borrow while the
+            // reconciler answers would block its next publication.
+            let p = q.progress.borrow().clone();
+            health(&q.dataplane, &p)
+        }),
+    }
+}
+
+/// The Kubernetes part applied before a restart: served until the watches
+/// have synced, so a restart with the API server down keeps the VIPs.
+fn remembered(cfg: &Config) -> Arc<Outcome> {
+    let services = if cfg.kubernetes.enabled {
+        kubernetes::memory::load(&cfg.dataplane.state_dir)
+    } else {
+        Default::default()
+    };
+    if !services.is_empty() {
+        tracing::info!(
+            vips = services.len(),
+            "serving the Kubernetes VIPs applied before the restart until the watches sync"
+        );
+    }
+    Arc::new(Outcome {
+        services,
+        ..Outcome::default()
+    })
 }
 
 fn leader_samples(l: &kubernetes::Leadership) -> Vec<metrics::LeaderSample> {
