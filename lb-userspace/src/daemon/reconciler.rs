@@ -376,3 +376,42 @@ pub(super) fn backends(d: &Desired) -> Vec<IpAddr> {
     v.dedup();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(addr: &str) -> Vip {
+        Vip {
+            address: addr.parse().unwrap(),
+            port: 80,
+            protocol: lb_common::PROTO_TCP,
+        }
+    }
+
+    fn spec(backends: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            encap: lb_common::Encap::Ipip,
+            scheduler: "mh".into(),
+            backends: backends.iter().map(|b| (b.parse().unwrap(), 1)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_config_file_wins_a_vip_both_sources_name() {
+        let mut file = Desired::default();
+        file.services.insert(vip("10.0.0.1"), spec(&["10.1.0.1"]));
+        let k8s = BTreeMap::from([
+            (vip("10.0.0.1"), spec(&["10.2.0.1"])),
+            (vip("10.0.0.2"), spec(&["10.2.0.2", "10.1.0.1"])),
+        ]);
+        let d = merge(&file, &k8s);
+        assert_eq!(d.services[&vip("10.0.0.1")], spec(&["10.1.0.1"]));
+        assert_eq!(
+            d.services[&vip("10.0.0.2")],
+            spec(&["10.2.0.2", "10.1.0.1"])
+        );
+        let addrs: Vec<String> = backends(&d).iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["10.1.0.1", "10.2.0.2"], "sorted, each once");
+    }
+}
