@@ -203,7 +203,7 @@ impl Daemon {
             remembered,
             neighbours_ready,
         };
-        let (reconciler, ready) = Reconciler::spawn(plan, sources, self.stop.clone())
+        let (reconciler, starting) = Reconciler::spawn(plan, sources, self.stop.clone())
             .context("starting the reconciler thread")?;
         let applied = reconciler.applied.clone();
         let queries = Queries {
@@ -215,7 +215,8 @@ impl Daemon {
             "neighbours",
             neighbours::run(first, neighbours_tx, applied.clone(), self.stop.clone()),
         );
-        let started = ready
+        let started = starting
+            .dataplane
             .await
             .context("the reconciler stopped while starting the data plane")??;
         tracing::info!(dataplane = started.name, reason = %started.reason, "data plane ready");
@@ -225,6 +226,11 @@ impl Daemon {
         }
         .write(&state_dir)
         .with_context(|| format!("writing {}", state_dir.display()))?;
+        starting
+            .first_apply
+            .await
+            .context("the reconciler stopped before its first apply")?
+            .context("applying the configuration")?;
         Ok((applied, queries))
     }
 

@@ -124,6 +124,14 @@ pub(super) struct Sources {
     pub(super) neighbours_ready: oneshot::Receiver<()>,
 }
 
+/// How the reconciler's start went: the data plane, then the first apply.
+pub(super) struct Starting {
+    pub(super) dataplane: oneshot::Receiver<Result<Started, DataplaneError>>,
+    /// A state the data plane refuses at start ends the daemon (there is
+    /// no previous state to keep serving); later refusals are retried.
+    pub(super) first_apply: oneshot::Receiver<Result<(), DataplaneError>>,
+}
+
 /// The data plane chosen at start, and why.
 #[derive(Clone, Debug)]
 pub(super) struct Started {
@@ -155,8 +163,9 @@ impl Reconciler {
         plan: Plan,
         sources: Sources,
         stop: CancellationToken,
-    ) -> std::io::Result<(Self, oneshot::Receiver<Result<Started, DataplaneError>>)> {
+    ) -> std::io::Result<(Self, Starting)> {
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (first_tx, first_rx) = oneshot::channel();
         let (query_tx, query_rx) = mpsc::channel(16);
         let (applied_tx, applied) = watch::channel(Applied::default());
         let (progress_tx, progress) = watch::channel(Progress::default());
@@ -190,7 +199,7 @@ impl Reconciler {
                     progress: progress_tx,
                     retry: None,
                 };
-                worker.run(&rt, &stop);
+                worker.run(&rt, &stop, first_tx);
             })?;
         Ok((
             Self {
@@ -199,7 +208,10 @@ impl Reconciler {
                 applied,
                 progress,
             },
-            ready_rx,
+            Starting {
+                dataplane: ready_rx,
+                first_apply: first_rx,
+            },
         ))
     }
 
@@ -240,7 +252,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rt: &Handle, stop: &CancellationToken) {
+    fn run(
+        mut self,
+        rt: &Handle,
+        stop: &CancellationToken,
+        first: oneshot::Sender<Result<(), DataplaneError>>,
+    ) {
         let ready = rt.block_on(async {
             tokio::select! {
                 () = stop.cancelled() => false,
@@ -250,11 +267,23 @@ impl Worker {
         if !ready {
             return;
         }
-        self.apply();
+        let applied = self.apply();
+        let failed = applied.is_err();
+        let _ = first.send(applied);
+        if failed {
+            return;
+        }
         loop {
             match rt.block_on(self.next(stop)) {
                 Event::Stop => return,
-                Event::Changed | Event::Retry => self.apply(),
+                Event::Changed | Event::Retry => {
+                    if let Err(e) = self.apply() {
+                        let wait = self.retry.map_or(RETRY_FIRST, |(_, w)| w);
+                        tracing::error!(
+                            "applying the new config failed part-way (the previous state keeps serving; retrying in {wait:?}, or at the next change): {e}"
+                        );
+                    }
+                }
                 Event::Query(q) => self.answer(q),
             }
         }
@@ -285,7 +314,7 @@ impl Worker {
     }
 
     /// Merges the sources' latest and applies only what differs.
-    fn apply(&mut self) {
+    fn apply(&mut self) -> Result<(), DataplaneError> {
         let file = self.sources.file.borrow_and_update().clone();
         if let Some(k) = &mut self.sources.kubernetes
             && let Some(outcome) = k.borrow_and_update().clone()
@@ -317,19 +346,18 @@ impl Worker {
                     desired: Arc::new(desired),
                     kubernetes: self.k8s_part.clone(),
                 });
+                Ok(())
             }
             Err(e) => {
                 let wait = self
                     .retry
                     .map_or(RETRY_FIRST, |(_, w)| (w * 2).min(RETRY_MAX));
-                tracing::error!(
-                    "applying the desired state failed part-way (retrying in {wait:?}, or at the next change): {e}"
-                );
                 self.retry = Some((tokio::time::Instant::now() + wait, wait));
                 self.progress.send_modify(|p| {
                     p.failures += 1;
                     p.failing = Some(e.to_string());
                 });
+                Err(e)
             }
         }
     }
