@@ -16,6 +16,8 @@ pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 /// Default capacity of the backend array (id 0 is reserved for "none").
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+/// Capacity of the interface map (interfaces the program runs on).
+pub const DEFAULT_MAX_IFACES: u32 = 64;
 /// Default flow-table capacity.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 
@@ -39,6 +41,7 @@ pub mod names {
     pub const VIP_STATS: &str = "XLB_VIP_STATS";
     pub const BACKEND_STATS: &str = "XLB_BE_STATS";
     pub const NEXTHOPS: &str = "XLB_NEXTHOPS";
+    pub const IFACES: &str = "XLB_IFACES";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
@@ -188,6 +191,15 @@ pub const CONFIG_WILDCARDS: u32 = 1;
 /// under another version are replaced, never reinterpreted.
 pub const LAYOUT_VERSION: u32 = 3;
 
+/// Value of the interface map, keyed by ifindex (u32): what the program
+/// needs of an interface it runs on. Only frames to `mac` are balanced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Iface {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Per-CPU packet and byte counters (per VIP, per backend).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -217,6 +229,7 @@ const _: () = {
     assert!(size_of::<Counters>() == 16);
     assert!(size_of::<NextHop>() == 40);
     assert!(size_of::<DecapKey>() == 20);
+    assert!(size_of::<Iface>() == 8);
 };
 
 #[cfg(feature = "user")]
@@ -233,4 +246,5 @@ mod user {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for DecapKey {}
+    unsafe impl aya::Pod for Iface {}
 }

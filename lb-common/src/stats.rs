@@ -9,9 +9,11 @@ pub enum Outcome {
     PassNotIp = 0,
     /// IP traffic for an address/port/protocol that is no VIP.
     PassNotVip,
-    /// Truncated or inconsistent headers: left to the kernel, which drops them.
+    /// Truncated or inconsistent IP header (version, header or total length
+    /// against the frame): left to the kernel, which drops them.
     PassMalformed,
-    /// IPv6 extension headers or IPv6 fragments: not parsed, left to the kernel.
+    /// IPv6 whose next header is not TCP, UDP or ICMPv6 (extension headers,
+    /// IPv6 fragments, tunnels): not parsed, left to the kernel.
     PassUnsupported,
     /// The next hop's MAC is not known yet. Dropped, not passed: the
     /// kernel, which owns no route to the VIP, would answer the client with
@@ -24,7 +26,8 @@ pub enum Outcome {
     Redirect,
     /// An ICMP fragmentation-needed / packet-too-big was sent to the client.
     IcmpTooBigSent,
-    /// IPv4 fragment addressed to a VIP.
+    /// IPv4 fragment addressed to a VIP (first fragments by their ports,
+    /// later ones only through a port-0 wildcard VIP).
     DropFragment,
     /// The VIP has no backend for a new flow.
     DropNoBackend,
@@ -47,10 +50,31 @@ pub enum Outcome {
     FlowMiss,
     /// An ICMP error quoting a VIP flow, forwarded to the flow's backend.
     IcmpErrorSteered,
+    /// The destination MAC is not the receiving interface's own (another
+    /// host's unicast, broadcast, multicast), or the interface is unknown to
+    /// the program: not ours to route.
+    PassOtherHost,
+    /// 802.1Q / 802.1ad tagged: the kernel's VLAN device routes it.
+    PassVlan,
+    /// VIP traffic whose TCP, UDP or ICMP-error header is cut short by the
+    /// IP length or inconsistent (TCP data offset, UDP length, quoted header).
+    PassBadL4,
+    /// IPv4 with options (IHL > 5) to a VIP.
+    DropIpOptions,
+    /// IPv4 header checksum wrong, on VIP traffic.
+    DropBadChecksum,
+    /// TTL / hop limit 0 on VIP traffic.
+    DropTtlZero,
+    /// Martian source address on VIP traffic (unspecified, loopback,
+    /// multicast, reserved, v4-mapped, or the destination itself).
+    DropMartian,
+    /// IPv4 without DF too big for the egress MTU once encapsulated: XDP
+    /// cannot fragment, and RFC 1191 sends frag-needed only for DF packets.
+    DropTooBigNoDf,
 }
 
 impl Outcome {
-    pub const COUNT: u32 = Self::IcmpErrorSteered as u32 + 1;
+    pub const COUNT: u32 = Self::DropTooBigNoDf as u32 + 1;
 
     pub const ALL: [Outcome; Self::COUNT as usize] = [
         Self::PassNotIp,
@@ -72,6 +96,14 @@ impl Outcome {
         Self::FlowHit,
         Self::FlowMiss,
         Self::IcmpErrorSteered,
+        Self::PassOtherHost,
+        Self::PassVlan,
+        Self::PassBadL4,
+        Self::DropIpOptions,
+        Self::DropBadChecksum,
+        Self::DropTtlZero,
+        Self::DropMartian,
+        Self::DropTooBigNoDf,
     ];
 
     /// Stable snake_case name, used for metric labels and `xlb status`.
@@ -96,6 +128,14 @@ impl Outcome {
             Self::FlowHit => "flow_hit",
             Self::FlowMiss => "flow_miss",
             Self::IcmpErrorSteered => "icmp_error_steered",
+            Self::PassOtherHost => "pass_other_host",
+            Self::PassVlan => "pass_vlan",
+            Self::PassBadL4 => "pass_bad_l4",
+            Self::DropIpOptions => "drop_ip_options",
+            Self::DropBadChecksum => "drop_bad_checksum",
+            Self::DropTtlZero => "drop_ttl_zero",
+            Self::DropMartian => "drop_martian",
+            Self::DropTooBigNoDf => "drop_too_big_no_df",
         }
     }
 }

@@ -7,15 +7,16 @@ use lb_common::{
 };
 
 use crate::{
-    encap,
+    csum, encap,
     fib::{self, Hop},
     icmp,
     maps::{
         XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
         XLB_VIP_STATS, XLB_VIPS, add, bench_stop, count, stop,
     },
-    parse::{self, ETH_P_IP, ETH_P_IPV6, FRAG_FIRST, FRAG_LATER, PROTO_ICMP, PROTO_ICMPV6},
-    scratch::{Scratch, XLB_SCRATCH},
+    parse::{self, ETH_LEN, ETH_P_IP, ETH_P_IPV6, FRAG_LATER, FRAG_NONE, PROTO_ICMP, PROTO_ICMPV6},
+    ptr,
+    scratch::{Packet, Scratch, XLB_SCRATCH},
     verdict::{NONE, Step, Verdict},
 };
 
@@ -48,44 +49,108 @@ pub fn account(v: &Verdict, bytes: u64) {
 
 #[inline(always)]
 fn run(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
-    parse::packet(ctx, &mut s.pkt)?;
+    parse::frame(ctx, &mut s.pkt)?;
     if bench_stop(stop::PARSED) {
         return Ok(Verdict::tx(Outcome::Tx));
     }
-    match (s.pkt.proto, s.pkt.family == FAMILY_V4) {
-        (PROTO_TCP | PROTO_UDP, _) => flow(ctx, s),
-        (PROTO_ICMP, true) | (PROTO_ICMPV6, false) => icmp_error(ctx, s),
-        _ => Err(Verdict::pass(Outcome::PassNotVip)),
+    let pkt = &s.pkt;
+    if pkt.family == FAMILY_V4 {
+        if pkt.fragment == FRAG_LATER {
+            return Err(later_fragment(pkt));
+        }
+        match pkt.proto {
+            PROTO_TCP | PROTO_UDP => flow(ctx, s),
+            PROTO_ICMP => icmp_error(ctx, s),
+            // No VIP has another protocol.
+            _ => Err(Verdict::pass(Outcome::PassNotVip)),
+        }
+    } else {
+        match pkt.proto {
+            PROTO_TCP | PROTO_UDP => flow(ctx, s),
+            PROTO_ICMPV6 => icmp_error(ctx, s),
+            // Extension headers (hop-by-hop, routing, fragment, ...) are
+            // rare on VIP traffic; walking them costs verifier complexity
+            // on every packet. Left to the kernel, counted.
+            _ => Err(Verdict::pass(Outcome::PassUnsupported)),
+        }
     }
+}
+
+/// A later IPv4 fragment: no ports, so only a port-0 wildcard VIP of its
+/// protocol can claim it; then it is dropped, as every fragment of VIP
+/// traffic: without reassembly it cannot be tied to its flow's backend
+/// (see docs/architecture.md).
+#[inline(never)]
+fn later_fragment(pkt: &Packet) -> Verdict {
+    let vip = if (pkt.proto == PROTO_TCP || pkt.proto == PROTO_UDP) && wildcards() {
+        find_vip(&pkt.dst, 0, pkt.proto, pkt.family)
+    } else {
+        None
+    };
+    match vip {
+        Some(vip) => Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id),
+        None => Verdict::pass(Outcome::PassNotVip),
+    }
+}
+
+/// What VIP traffic must be before anything is looked up or remembered for
+/// it: not a fragment, no IPv4 options, a right IPv4 header checksum, a
+/// TTL / hop limit left, a source that can be a client. Each failure is a
+/// drop with its own counter (the kernel's forwarding path drops them too).
+#[inline(always)]
+fn vet(ctx: &XdpContext, pkt: &Packet) -> Step<()> {
+    if pkt.family == FAMILY_V4 {
+        if pkt.fragment != FRAG_NONE {
+            return Err(Verdict::drop(Outcome::DropFragment));
+        }
+        if pkt.ip_hdr_len != 20 {
+            return Err(Verdict::drop(Outcome::DropIpOptions));
+        }
+        let h = ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)?;
+        if !csum::ipv4_header_ok(h) {
+            return Err(Verdict::drop(Outcome::DropBadChecksum));
+        }
+    }
+    if pkt.ttl == 0 {
+        return Err(Verdict::drop(Outcome::DropTtlZero));
+    }
+    if martian(pkt) {
+        return Err(Verdict::drop(Outcome::DropMartian));
+    }
+    Ok(())
+}
+
+/// Sources no client can have: unspecified, loopback, multicast, the
+/// reserved IPv4 class E (broadcast included), IPv4-mapped IPv6, and the
+/// destination itself (a LAND-style loop).
+#[inline(always)]
+fn martian(pkt: &Packet) -> bool {
+    let s = &pkt.src;
+    if same_addr(s, &pkt.dst) {
+        return true;
+    }
+    if pkt.family == FAMILY_V4 {
+        return s[0] == 0 || s[0] == 127 || s[0] >= 224;
+    }
+    let hi = u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+    let lo = u64::from_be_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]);
+    s[0] == 0xff || (hi == 0 && (lo <= 1 || lo >> 32 == 0xffff))
 }
 
 /// A TCP or UDP packet: to a VIP's backend, or not ours.
 #[inline(always)]
 fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     let pkt = &s.pkt;
-    if pkt.fragment == FRAG_LATER {
-        // No ports in a later fragment: only a wildcard VIP can claim it.
-        // Fragments of VIP traffic are dropped: without reassembly they
-        // cannot be tied to their flow's backend (see docs/architecture.md).
-        let vip = if wildcards() {
-            find_vip(&pkt.dst, 0, pkt.proto, pkt.family)
-        } else {
-            None
-        };
-        return match vip {
-            Some(vip) => Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id)),
-            None => Err(Verdict::pass(Outcome::PassNotVip)),
-        };
-    }
-    let ports = parse::ports(ctx, pkt.l4_off as usize, pkt.proto)
-        .ok_or(Verdict::pass(Outcome::PassMalformed))?;
+    let ports = parse::ports(ctx, pkt.l4_off as usize, pkt.proto, parse::ip_end(pkt))
+        .ok_or(Verdict::pass(Outcome::PassBadL4))?;
     let vip = find_vip(&pkt.dst, ports.dst, pkt.proto, pkt.family)
         .ok_or(Verdict::pass(Outcome::PassNotVip))?;
     if bench_stop(stop::VIP_FOUND) {
         return Ok(Verdict::tx(Outcome::Tx));
     }
-    if pkt.fragment == FRAG_FIRST {
-        return Err(Verdict::drop(Outcome::DropFragment).for_vip(vip.vip_id));
+    vet(ctx, pkt).map_err(|v| v.for_vip(vip.vip_id))?;
+    if !ports.valid {
+        return Err(Verdict::pass(Outcome::PassBadL4).for_vip(vip.vip_id));
     }
     s.key = FlowKey {
         src: pkt.src,
@@ -111,6 +176,9 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     // never stack, which keeps the deepest call chain under 512 bytes.
     let v = match deliver(ctx, s, vip.encap, backend_id) {
         Ok(Sent::Out(v)) | Err(v) => v,
+        // RFC 1191: frag-needed is for packets that forbid fragmenting;
+        // XDP cannot fragment the others, and their senders do no PMTUD.
+        Ok(Sent::TooBig(_)) if s.pkt.df == 0 => Verdict::drop(Outcome::DropTooBigNoDf),
         Ok(Sent::TooBig(mtu)) => match icmp::too_big(ctx, &s.pkt, mtu) {
             Ok(v) | Err(v) => v,
         },
@@ -126,11 +194,13 @@ fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     let key = &s.key;
     let vip = find_vip(&key.dst, key.dport, key.proto, key.family)
         .ok_or(Verdict::pass(Outcome::PassNotVip))?;
+    vet(ctx, &s.pkt).map_err(|v| v.for_vip(vip.vip_id))?;
     let backend_id = pick_backend(key, &vip, Track::Quiet).map_err(|v| v.for_vip(vip.vip_id))?;
     count(Outcome::IcmpErrorSteered);
-    // No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
     let v = match deliver(ctx, s, vip.encap, backend_id) {
         Ok(Sent::Out(v)) | Err(v) => v,
+        Ok(Sent::TooBig(_)) if s.pkt.df == 0 => Verdict::drop(Outcome::DropTooBigNoDf),
+        // No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
         Ok(Sent::TooBig(_)) => Verdict::drop(Outcome::DropTooBig),
     };
     Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
@@ -270,7 +340,7 @@ fn ipip(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> 
     } else {
         encap::ipip6(ctx, pkt, hop, &cfg.ipip_src_v6, &be.addr, flow_hash(&s.key))?;
     }
-    Ok(Sent::Out(encap::send(ctx, pkt, hop)))
+    Ok(Sent::Out(encap::send(ctx, hop)))
 }
 
 #[inline(always)]
@@ -295,8 +365,8 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
     } else {
         ETH_P_IPV6
     };
-    encap::write_l2(ctx, pkt, &hop.dmac, &hop.smac, ether_type)?;
-    Ok(Sent::Out(encap::send(ctx, pkt, hop)))
+    encap::write_l2(ctx, &hop.dmac, &hop.smac, ether_type)?;
+    Ok(Sent::Out(encap::send(ctx, hop)))
 }
 
 /// The shared flow hash, out of line: its ten mixing rounds would otherwise

@@ -1,14 +1,14 @@
 //! Direct Server Return: IPIP encapsulation or a MAC rewrite, and the way out.
 
 use aya_ebpf::{
-    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_get_prandom_u32, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{IPIP4_OVERHEAD, IPIP6_OVERHEAD, NextHop, Outcome};
 
 use crate::{
     csum,
-    parse::{ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Packet},
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Packet},
     ptr,
     verdict::{Step, Verdict},
 };
@@ -18,46 +18,15 @@ pub const TTL: u8 = 64;
 
 const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
 
-/// Writes the Ethernet header at the start of the frame, keeping the input's
-/// 802.1Q tag when there was one.
+/// Writes the Ethernet header at the start of the frame.
 #[inline(always)]
-pub fn write_l2(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    dst: &[u8; 6],
-    src: &[u8; 6],
-    ether_type: u16,
-) -> Step<()> {
-    let eth = unsafe { &mut *ptr::at::<[u8; 18]>(ctx, 0).ok_or(INTERNAL)? };
-    eth[..6].copy_from_slice(dst);
-    eth[6..12].copy_from_slice(src);
+pub fn write_l2(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6], ether_type: u16) -> Step<()> {
+    let eth = unsafe { &mut *ptr::at::<[u8; ETH_LEN]>(ctx, 0).ok_or(INTERNAL)? };
     let t = ether_type.to_be_bytes();
-    if pkt.vlan != 0 {
-        let q = ETH_P_8021Q.to_be_bytes();
-        *eth = [
-            eth[0],
-            eth[1],
-            eth[2],
-            eth[3],
-            eth[4],
-            eth[5],
-            eth[6],
-            eth[7],
-            eth[8],
-            eth[9],
-            eth[10],
-            eth[11],
-            q[0],
-            q[1],
-            pkt.vlan_tci[0],
-            pkt.vlan_tci[1],
-            t[0],
-            t[1],
-        ];
-    } else {
-        eth[12] = t[0];
-        eth[13] = t[1];
-    }
+    *eth = [
+        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
+        src[5], t[0], t[1],
+    ];
     Ok(())
 }
 
@@ -73,6 +42,9 @@ pub fn grow_head(ctx: &XdpContext, len: i32) -> Step<()> {
 
 /// IPv4-in-IPv4: a new outer header from `src` to `dst` in front of the
 /// untouched inner packet. TOS and DF are copied from the inner header.
+/// Without DF the outer packet may be fragmented on the way, and then its
+/// ID must tell its fragments from others' (RFC 791): a random non-zero
+/// one per packet. With DF the ID is 0 (RFC 6864: atomic datagrams).
 #[inline(always)]
 pub fn ipip4(
     ctx: &XdpContext,
@@ -81,17 +53,23 @@ pub fn ipip4(
     src: &[u8; 4],
     dst: &[u8; 16],
 ) -> Step<()> {
+    let id = if pkt.df == 0 {
+        let r = unsafe { bpf_get_prandom_u32() } as u16;
+        (r | (r == 0) as u16).to_be_bytes()
+    } else {
+        [0, 0]
+    };
     grow_head(ctx, IPIP4_OVERHEAD as i32)?;
-    write_l2(ctx, pkt, &hop.dmac, &hop.smac, ETH_P_IP)?;
-    let h = unsafe { &mut *ptr::at::<[u8; 20]>(ctx, pkt.l2_len as usize).ok_or(INTERNAL)? };
+    write_l2(ctx, &hop.dmac, &hop.smac, ETH_P_IP)?;
+    let h = unsafe { &mut *ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)? };
     let len = (pkt.ip_len + IPIP4_OVERHEAD).to_be_bytes();
     *h = [
         0x45,
         pkt.tos,
         len[0],
         len[1],
-        0,
-        0,
+        id[0],
+        id[1],
         pkt.df << 6,
         0,
         TTL,
@@ -125,8 +103,8 @@ pub fn ipip6(
     flow_hash: u32,
 ) -> Step<()> {
     grow_head(ctx, IPIP6_OVERHEAD as i32)?;
-    write_l2(ctx, pkt, &hop.dmac, &hop.smac, ETH_P_IPV6)?;
-    let h = unsafe { &mut *ptr::at::<[u8; 40]>(ctx, pkt.l2_len as usize).ok_or(INTERNAL)? };
+    write_l2(ctx, &hop.dmac, &hop.smac, ETH_P_IPV6)?;
+    let h = unsafe { &mut *ptr::at::<[u8; 40]>(ctx, ETH_LEN).ok_or(INTERNAL)? };
     let label = flow_hash & 0x000f_ffff;
     let len = pkt.ip_len.to_be_bytes();
     h[0] = 0x60 | (pkt.tos >> 4);
@@ -143,12 +121,10 @@ pub fn ipip6(
 }
 
 /// Sends the frame out: back through the receiving interface (XDP_TX), or
-/// redirected when the route leaves through another one. Tagged frames
-/// always leave where they came in: the route points at the VLAN device,
-/// which cannot transmit XDP frames, while the tag is already right.
+/// redirected when the route leaves through another one.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, pkt: &Packet, hop: &NextHop) -> Verdict {
-    if pkt.vlan != 0 || hop.out_ifindex == ctx.ingress_ifindex() as u32 {
+pub fn send(ctx: &XdpContext, hop: &NextHop) -> Verdict {
+    if hop.out_ifindex == ctx.ingress_ifindex() as u32 {
         return Verdict::tx(Outcome::Tx);
     }
     unsafe { bpf_redirect(hop.out_ifindex, 0) };

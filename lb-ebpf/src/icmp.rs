@@ -8,7 +8,7 @@ use lb_common::{FAMILY_V4, FlowKey, Outcome, PROTO_TCP, PROTO_UDP};
 use crate::{
     csum,
     encap::{self, TTL},
-    parse::{ETH_P_IP, ETH_P_IPV6, PROTO_ICMP, PROTO_ICMPV6, Packet},
+    parse::{self, ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_ICMP, PROTO_ICMPV6, Packet},
     ptr,
     verdict::{Step, Verdict},
 };
@@ -34,7 +34,7 @@ const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
 pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Step<Verdict> {
     let v4 = pkt.family == FAMILY_V4;
     let (quote, ip_hdr) = if v4 { (QUOTE_V4, 20) } else { (QUOTE_V6, 40) };
-    let l2 = pkt.l2_len as usize;
+    let l2 = ETH_LEN;
     let frame = ptr::frame_len(ctx);
     if l2 + quote > frame {
         return Err(Verdict::drop(Outcome::DropTooBig));
@@ -47,10 +47,10 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Step<Verdict> {
         return Err(INTERNAL);
     }
     if v4 {
-        encap::write_l2(ctx, pkt, &client, &us, ETH_P_IP)?;
+        encap::write_l2(ctx, &client, &us, ETH_P_IP)?;
         v4_message(ctx, pkt, l2, mtu)?;
     } else {
-        encap::write_l2(ctx, pkt, &client, &us, ETH_P_IPV6)?;
+        encap::write_l2(ctx, &client, &us, ETH_P_IPV6)?;
         v6_message(ctx, pkt, l2, mtu)?;
     }
     Ok(Verdict::tx(Outcome::IcmpTooBigSent))
@@ -106,14 +106,23 @@ fn v6_message(ctx: &XdpContext, pkt: &Packet, l2: usize, mtu: u16) -> Step<()> {
 /// `key`. The quoted packet is one the backend sent as the VIP (a DSR
 /// reply): its source is the VIP, its destination the client; reversed it
 /// is the client's flow key, which leads to the flow's own backend.
+///
+/// The ICMP header, the quoted IP header and the quoted 8 bytes of ports
+/// must all lie within the outer packet by its IP length, and the quoted
+/// header must be consistent, else `pass_bad_l4`; other ICMP messages and
+/// errors about traffic that is not a VIP's are `pass_not_vip`.
 #[inline(always)]
 pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()> {
     let not_ours = Verdict::pass(Outcome::PassNotVip);
-    let malformed = Verdict::pass(Outcome::PassMalformed);
+    let bad = Verdict::pass(Outcome::PassBadL4);
+    let end = parse::ip_end(pkt);
     let l4 = pkt.l4_off as usize;
+    if l4 + ICMP_HDR > end {
+        return Err(bad);
+    }
     // The whole 8-byte header: a 1-byte check compiles to `>=`, from which
     // the verifier derives no readable range.
-    let icmp_type = unsafe { (*ptr::at::<[u8; ICMP_HDR]>(ctx, l4).ok_or(malformed)?)[0] };
+    let icmp_type = unsafe { (*ptr::at::<[u8; ICMP_HDR]>(ctx, l4).ok_or(bad)?)[0] };
     let inner = l4 + ICMP_HDR;
     let ports_off;
     key.family = pkt.family;
@@ -123,10 +132,13 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()
         if icmp_type != ICMP_DEST_UNREACH {
             return Err(not_ours);
         }
-        let ip = unsafe { &*ptr::at::<[u8; 20]>(ctx, inner).ok_or(malformed)? };
+        if inner + 20 > end {
+            return Err(bad);
+        }
+        let ip = unsafe { &*ptr::at::<[u8; 20]>(ctx, inner).ok_or(bad)? };
         let hdr_len = ((ip[0] & 0x0f) as usize) * 4;
         if ip[0] >> 4 != 4 || hdr_len < 20 {
-            return Err(malformed);
+            return Err(bad);
         }
         key.proto = ip[9];
         key.dst[..4].copy_from_slice(&ip[12..16]);
@@ -136,14 +148,22 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()
         if icmp_type != ICMPV6_DEST_UNREACH && icmp_type != ICMPV6_PKT_TOOBIG {
             return Err(not_ours);
         }
-        let ip = unsafe { &*ptr::at::<[u8; 40]>(ctx, inner).ok_or(malformed)? };
-        if ip[0] >> 4 != 6 {
-            return Err(malformed);
+        if inner + 40 > end {
+            return Err(bad);
+        }
+        let ip = unsafe { &*ptr::at::<[u8; 40]>(ctx, inner).ok_or(bad)? };
+        // Extension headers in the quote are not walked: only a TCP or UDP
+        // header straight after the IPv6 header is a flow we can name.
+        if ip[0] >> 4 != 6 || (ip[6] != PROTO_TCP && ip[6] != PROTO_UDP) {
+            return Err(bad);
         }
         key.proto = ip[6];
         key.dst.copy_from_slice(&ip[8..24]);
         key.src.copy_from_slice(&ip[24..40]);
         ports_off = inner + 40;
+    }
+    if ports_off + 8 > end {
+        return Err(bad);
     }
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
         return Err(not_ours);
@@ -152,7 +172,7 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()
     if !crate::balancer::same_addr(&key.dst, &pkt.dst) {
         return Err(not_ours);
     }
-    let ports = unsafe { &*ptr::at::<[u8; 4]>(ctx, ports_off).ok_or(malformed)? };
+    let ports = unsafe { &*ptr::at::<[u8; 8]>(ctx, ports_off).ok_or(bad)? };
     key.dport = u16::from_be_bytes([ports[0], ports[1]]);
     key.sport = u16::from_be_bytes([ports[2], ports[3]]);
     key._pad = [0; 2];

@@ -8,8 +8,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-    FlowKey, FlowValue, NextHop, Outcome, VipInfo, VipKey,
+    Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_IFACES,
+    DEFAULT_MAX_VIPS, FlowKey, FlowValue, Iface, NextHop, Outcome, VipInfo, VipKey,
 };
 
 /// Maglev table size M, fixed at load time. In `.rodata`, which the loader
@@ -86,6 +86,12 @@ pub static XLB_COARSE_CLOCK: Global<u8> = Global::new(1);
 #[btf_map]
 pub static XLB_NEXTHOPS: PerCpuArray<NextHop, { DEFAULT_MAX_BACKENDS as usize }> =
     PerCpuArray::new();
+
+/// The interfaces the program runs on, by ifindex, with their MACs: only
+/// frames addressed to the receiving interface's own MAC are balanced. The
+/// daemon fills it as it attaches.
+#[btf_map]
+pub static XLB_IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();

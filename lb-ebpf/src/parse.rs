@@ -1,13 +1,15 @@
-//! Ethernet (one 802.1Q tag), IPv4 (options included) and IPv6 headers, and
-//! the L4 ports. Anything the balancer does not handle ends here with a PASS
-//! verdict and the bytes untouched.
+//! Ethernet, IPv4 and IPv6 headers, and the L4 ports. The balancer takes
+//! only untagged frames addressed to the receiving interface (`frame`); the
+//! decapsulator also takes one 802.1Q tag (`packet`). Anything not handled
+//! ends here with a PASS verdict and the bytes untouched.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, Outcome, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, Outcome, PROTO_TCP};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
 pub use crate::scratch::{FRAG_FIRST, FRAG_LATER, FRAG_NONE, Packet};
 use crate::{
+    maps::XLB_IFACES,
     ptr,
     verdict::{Step, Verdict},
 };
@@ -15,18 +17,59 @@ use crate::{
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_IPV6: u8 = 41;
 pub const PROTO_ICMPV6: u8 = 58;
 
+/// Length of the Ethernet header of every frame the balancer handles.
+pub const ETH_LEN: usize = EthHdr::LEN;
+
 const IP_MF: u16 = 0x2000;
 const IP_DF: u16 = 0x4000;
 const IP_OFFSET: u16 = 0x1fff;
 
-/// Ethernet, optional 802.1Q, then IPv4 or IPv6, into `p`. Inline: out of
+/// The balancer's parse: a frame for this interface's own MAC, untagged,
+/// carrying a consistent IPv4 or IPv6 header, into `p`. Inline: out of
 /// line, LLVM would pass `data`/`data_end` as promoted 32-bit arguments and
 /// widen them with shifts, pointer arithmetic the verifier refuses.
+#[inline(always)]
+pub fn frame(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
+    let malformed = Verdict::pass(Outcome::PassMalformed);
+    let eth = unsafe { &*ptr::at::<[u8; EthHdr::LEN]>(ctx, 0).ok_or(malformed)? };
+    // Frames for another host (or broadcast, multicast) reach us through
+    // promiscuous mode, a bridge or a hub; the kernel would not route them.
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let ours = unsafe { XLB_IFACES.get(ifindex) }.is_some_and(|i| {
+        let m = &i.mac;
+        u32::from_ne_bytes([eth[0], eth[1], eth[2], eth[3]])
+            == u32::from_ne_bytes([m[0], m[1], m[2], m[3]])
+            && u16::from_ne_bytes([eth[4], eth[5]]) == u16::from_ne_bytes([m[4], m[5]])
+    });
+    if !ours {
+        return Err(Verdict::pass(Outcome::PassOtherHost));
+    }
+    p.l2_len = ETH_LEN as u32;
+    match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => ipv4(ctx, p, ETH_LEN),
+        ETH_P_IPV6 => {
+            ipv6(ctx, p, ETH_LEN)?;
+            // Payload length 0 announces a jumbogram (RFC 2675).
+            if p.ip_len as usize == Ipv6Hdr::LEN {
+                return Err(malformed);
+            }
+            Ok(())
+        }
+        // The program runs on the physical device: the route of a tagged
+        // frame is the VLAN device's, which the kernel knows and we do not.
+        ETH_P_8021Q | ETH_P_8021AD => Err(Verdict::pass(Outcome::PassVlan)),
+        _ => Err(Verdict::pass(Outcome::PassNotIp)),
+    }
+}
+
+/// The decapsulator's parse: Ethernet, optional 802.1Q, then IPv4 or IPv6,
+/// into `p`, whatever the destination MAC.
 #[inline(always)]
 pub fn packet(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
@@ -34,26 +77,24 @@ pub fn packet(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     let eth = unsafe { &*eth };
     let mut ether_type = u16::from_be_bytes([eth[12], eth[13]]);
     p.l2_len = EthHdr::LEN as u32;
-    p.vlan = 0;
     if ether_type == ETH_P_8021Q {
         let tag = ptr::at::<[u8; VlanHdr::LEN]>(ctx, EthHdr::LEN).ok_or(malformed)?;
         let tag = unsafe { &*tag };
         ether_type = u16::from_be_bytes([tag[2], tag[3]]);
-        p.vlan = 1;
-        p.vlan_tci = [tag[0], tag[1]];
         p.l2_len += VlanHdr::LEN as u32;
     }
     match ether_type {
-        ETH_P_IP => ipv4(ctx, p),
-        ETH_P_IPV6 => ipv6(ctx, p),
+        ETH_P_IP => ipv4(ctx, p, p.l2_len as usize),
+        ETH_P_IPV6 => ipv6(ctx, p, p.l2_len as usize),
         _ => Err(Verdict::pass(Outcome::PassNotIp)),
     }
 }
 
+/// An IPv4 header at `l3` whose lengths agree with each other and with the
+/// frame (Ethernet padding after the packet allowed, and not part of it).
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
+fn ipv4(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let l3 = p.l2_len as usize;
     let ip = ptr::at::<[u8; Ipv4Hdr::LEN]>(ctx, l3).ok_or(malformed)?;
     let ip = unsafe { &*ip };
     let hdr_len = ((ip[0] & 0x0f) as usize) * 4;
@@ -77,6 +118,8 @@ fn ipv4(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     p.family = FAMILY_V4;
     p.proto = ip[9];
     p.tos = ip[1];
+    p.ttl = ip[8];
+    p.ip_hdr_len = hdr_len as u8;
     p.ip_len = ip_len;
     p.l4_off = (l3 + hdr_len) as u32;
     p.src = [
@@ -88,33 +131,25 @@ fn ipv4(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     Ok(())
 }
 
+/// An IPv6 header at `l3` whose payload fits the frame. Any next header:
+/// callers pick the ones they handle.
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
+fn ipv6(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let l3 = p.l2_len as usize;
     let ip = ptr::at::<Ipv6Hdr>(ctx, l3).ok_or(malformed)?;
     let ip = unsafe { &*ip };
     let payload = u16::from_be_bytes(ip.payload_len) as usize;
     if ip.vcf[0] >> 4 != 6 || l3 + Ipv6Hdr::LEN + payload > ptr::frame_len(ctx) {
         return Err(malformed);
     }
-    // Read as a byte: network-types' IpProto enum cannot hold every value.
-    let proto = unsafe { *(&ip.next_hdr as *const _ as *const u8) };
-    match proto {
-        PROTO_TCP | PROTO_UDP | PROTO_ICMPV6 | PROTO_IPV6 => {}
-        // Extension headers (hop-by-hop, routing, fragment, ...) are rare on
-        // VIP traffic; walking them costs verifier complexity on every
-        // packet. Left to the kernel, counted.
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => {
-            return Err(Verdict::pass(Outcome::PassUnsupported));
-        }
-        _ => return Err(Verdict::pass(Outcome::PassNotVip)),
-    }
     p.fragment = FRAG_NONE;
     p.df = 1;
     p.family = FAMILY_V6;
-    p.proto = proto;
+    // Read as a byte: network-types' IpProto enum cannot hold every value.
+    p.proto = unsafe { *(&ip.next_hdr as *const _ as *const u8) };
     p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
+    p.ttl = ip.hop_limit;
+    p.ip_hdr_len = Ipv6Hdr::LEN as u8;
     p.ip_len = (Ipv6Hdr::LEN + payload) as u16;
     p.l4_off = (l3 + Ipv6Hdr::LEN) as u32;
     p.src = ip.src_addr;
@@ -122,34 +157,52 @@ fn ipv6(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     Ok(())
 }
 
-/// Source and destination ports and whether the TCP RST flag is set.
+/// Where the IP packet ends in the frame, by its own length field.
+#[inline(always)]
+pub fn ip_end(p: &Packet) -> usize {
+    p.l2_len as usize + p.ip_len as usize
+}
+
+/// Source and destination ports, whether the TCP RST flag is set, and
+/// whether the rest of the L4 header agrees with the IP length.
 #[derive(Clone, Copy)]
 pub struct Ports {
     pub src: u16,
     pub dst: u16,
     pub rst: bool,
+    /// TCP: data offset at least 5 and within the IP payload; UDP: length
+    /// at least 8 and within the IP payload (shorter is trimmed, as the
+    /// kernel does).
+    pub valid: bool,
 }
 
-/// Ports of a TCP or UDP header at `off`. TCP needs its whole fixed header
-/// (flags, data offset); UDP its 8 bytes.
+/// Ports of the TCP or UDP header at `off`, when its fixed part (20 or 8
+/// bytes) lies before `ip_end`: the IP length, never the frame, bounds it.
 #[inline(always)]
-pub fn ports(ctx: &XdpContext, off: usize, proto: u8) -> Option<Ports> {
+pub fn ports(ctx: &XdpContext, off: usize, proto: u8, ip_end: usize) -> Option<Ports> {
     if proto == PROTO_TCP {
-        let h = unsafe { &*ptr::at::<[u8; 20]>(ctx, off)? };
-        if h[12] >> 4 < 5 {
+        if off + 20 > ip_end {
             return None;
         }
+        let h = unsafe { &*ptr::at::<[u8; 20]>(ctx, off)? };
+        let doff = (h[12] >> 4) as usize;
         Some(Ports {
             src: u16::from_be_bytes([h[0], h[1]]),
             dst: u16::from_be_bytes([h[2], h[3]]),
             rst: h[13] & 0x04 != 0,
+            valid: doff >= 5 && off + doff * 4 <= ip_end,
         })
     } else {
+        if off + 8 > ip_end {
+            return None;
+        }
         let h = unsafe { &*ptr::at::<[u8; 8]>(ctx, off)? };
+        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
         Some(Ports {
             src: u16::from_be_bytes([h[0], h[1]]),
             dst: u16::from_be_bytes([h[2], h[3]]),
             rst: false,
+            valid: len >= 8 && off + len <= ip_end,
         })
     }
 }

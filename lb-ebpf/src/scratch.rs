@@ -19,7 +19,7 @@ pub const FRAG_LATER: u8 = 2;
 pub struct Packet {
     pub src: [u8; 16],
     pub dst: [u8; 16],
-    /// 14, or 18 with an 802.1Q tag.
+    /// 14, or 18 with an 802.1Q tag (decapsulator only).
     pub l2_len: u32,
     pub l4_off: u32,
     /// IP total length (header included), from the header, not the frame:
@@ -33,10 +33,11 @@ pub struct Packet {
     pub df: u8,
     /// `FRAG_*`.
     pub fragment: u8,
-    /// 1 when the frame carries an 802.1Q tag, kept in `vlan_tci`.
-    pub vlan: u8,
-    pub vlan_tci: [u8; 2],
-    pub _pad: [u8; 2],
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// IP header length in bytes (IPv4 options included; 40 for IPv6).
+    pub ip_hdr_len: u8,
+    pub _pad: [u8; 3],
 }
 
 #[repr(C)]
@@ -62,9 +63,9 @@ impl Packet {
             tos: 0,
             df: 0,
             fragment: 0,
-            vlan: 0,
-            vlan_tci: [0; 2],
-            _pad: [0; 2],
+            ttl: 0,
+            ip_hdr_len: 0,
+            _pad: [0; 3],
         }
     }
 }

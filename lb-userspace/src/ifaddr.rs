@@ -38,3 +38,44 @@ pub fn first(iface: &str, v4: bool) -> Option<IpAddr> {
     unsafe { libc::freeifaddrs(head) };
     found
 }
+
+/// The hardware (MAC) address of `iface`, from SIOCGIFHWADDR: the
+/// interface of this process's network namespace, whatever sysfs shows.
+pub fn mac(iface: &str) -> std::io::Result<[u8; 6]> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let name = iface.as_bytes();
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= req.ifr_name.len() || name.contains(&0) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{iface:?} is not an interface name"),
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain datagram socket, owned (and closed) by `sock`.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_has_the_zero_mac_and_a_missing_interface_is_an_error() {
+        assert_eq!(super::mac("lo").expect("lo exists"), [0; 6]);
+        assert!(super::mac("xlb-no-such-if").is_err());
+        assert!(super::mac("").is_err());
+    }
+}

@@ -185,8 +185,23 @@ pub fn family(a: IpAddr) -> u8 {
     if a.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
 }
 
-/// Writes VIPs (with their backends and Maglev rows) and the global config.
+/// Registers the lab's interfaces that exist in the current namespace
+/// (lb0, lb1) with their MACs, as the daemon does when it attaches: the
+/// program balances only frames addressed to the receiving interface.
+pub fn register_ifaces(b: &mut Balancer) {
+    for (name, mac) in [("lb0", LB0_MAC), ("lb1", LB1_MAC)] {
+        let c = std::ffi::CString::new(name).expect("interface name");
+        let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if index != 0 {
+            b.maps.set_iface(index, mac).expect("interface map");
+        }
+    }
+}
+
+/// Writes VIPs (with their backends and Maglev rows) and the global config,
+/// and registers the lab's interfaces.
 pub fn program(b: &mut Balancer, vips: &[Vip]) {
+    register_ifaces(b);
     b.maps
         .set_config(&Config {
             ipip_src_v4: LB0_V4.octets(),

@@ -17,7 +17,8 @@ fn xlb_floor_swap(ctx: XdpContext) -> u32 {
     if parse::packet(&ctx, &mut pkt).is_err() {
         return XDP_PASS;
     }
-    let Some(ports) = parse::ports(&ctx, pkt.l4_off as usize, pkt.proto) else {
+    let Some(ports) = parse::ports(&ctx, pkt.l4_off as usize, pkt.proto, parse::ip_end(&pkt))
+    else {
         return XDP_PASS;
     };
     let Some(macs) = ptr::read::<[u8; 12]>(&ctx, 0) else {

@@ -38,6 +38,13 @@ pub enum AttachError {
         iface: String,
         source: aya::pin::PinError,
     },
+    #[error("reading the MAC address of {iface}: {source}")]
+    Mac {
+        iface: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] super::maps::MapsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -175,7 +182,8 @@ pub fn running(ifaces: &[String]) -> std::io::Result<Vec<Option<u32>>> {
     Ok(ids)
 }
 
-fn index_of(iface: &str) -> u32 {
+/// The ifindex of `iface` in this network namespace, 0 when it has none.
+pub fn index_of(iface: &str) -> u32 {
     std::ffi::CString::new(iface).map_or(0, |c| unsafe { libc::if_nametoindex(c.as_ptr()) })
 }
 

@@ -3,7 +3,7 @@
 
 use super::{
     Balancer, Settings,
-    attach::{self, Attached},
+    attach::{self, AttachError, Attached},
     pins::PinDir,
     reconcile::{Applied, Report},
 };
@@ -72,19 +72,40 @@ impl XdpDataplane {
         } else {
             Applied::empty(settings.max_vips, settings.max_backends)
         };
-        let prog = balancer.program_mut();
         // One interface that cannot be used (missing, driver refuses) is
         // reported and skipped: the VIPs still reach the others.
         let mut attached = Vec::new();
+        let mut indexes = Vec::new();
         let mut failures = Vec::new();
         for iface in ifaces {
-            match attach::attach(prog, &pins, iface, mode) {
+            // The program balances only frames to the interface's own MAC:
+            // known before the program runs there, so no frame of ours is
+            // passed up as another host's meanwhile.
+            let index = attach::index_of(iface);
+            let known = if index == 0 {
+                Err(AttachError::NoInterface(iface.clone()))
+            } else {
+                crate::ifaddr::mac(iface)
+                    .map_err(|source| AttachError::Mac {
+                        iface: iface.clone(),
+                        source,
+                    })
+                    .and_then(|mac| Ok(balancer.maps.set_iface(index, mac)?))
+            };
+            if let Err(e) = known {
+                tracing::error!(%iface, "not balancing on this interface: {e}");
+                failures.push(e);
+                continue;
+            }
+            match attach::attach(balancer.program_mut(), &pins, iface, mode) {
                 Ok(Attached::Adopted { mode }) => {
                     attached.push(iface.clone());
+                    indexes.push(index);
                     tracing::info!(%iface, %mode, "swapped the new program into the pinned link");
                 }
                 Ok(Attached::Fresh { mode }) => {
                     attached.push(iface.clone());
+                    indexes.push(index);
                     tracing::info!(%iface, mode = attach::mode_name(mode), "attached");
                 }
                 Err(e) => {
@@ -96,6 +117,9 @@ impl XdpDataplane {
         if attached.is_empty() {
             return Err(DataplaneError::NoInterface(failures));
         }
+        // Interfaces a pinned map remembers from an earlier daemon, or that
+        // failed to attach just now.
+        balancer.maps.retain_ifaces(&indexes)?;
         // Interfaces dropped from the config: unpinning detaches.
         for l in pins.links() {
             if !ifaces.contains(&l.iface) {
@@ -104,7 +128,10 @@ impl XdpDataplane {
             }
         }
         let _ = std::fs::remove_file(pins.prog());
-        prog.pin(pins.prog()).map_err(DataplaneError::PinProgram)?;
+        balancer
+            .program_mut()
+            .pin(pins.prog())
+            .map_err(DataplaneError::PinProgram)?;
         Ok(Self {
             balancer,
             applied,

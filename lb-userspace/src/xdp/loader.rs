@@ -191,8 +191,9 @@ impl Balancer {
 /// Maps that carry state worth keeping across a restart (the route cache
 /// too: its entries expire on their own and are emptied on every backend
 /// rewrite, and `xlb status` opens every map `Maps` holds).
-pub const PINNED: [&str; 9] = [
+pub const PINNED: [&str; 10] = [
     names::NEXTHOPS,
+    names::IFACES,
     names::VIPS,
     names::BACKENDS,
     names::MAGLEV,

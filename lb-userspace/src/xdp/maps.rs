@@ -10,8 +10,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, FlowKey, FlowValue, NO_BACKEND, NextHop, Outcome, VipInfo, VipKey,
-    names,
+    Backend, Config, Counters, FlowKey, FlowValue, Iface, NO_BACKEND, NextHop, Outcome, VipInfo,
+    VipKey, names,
 };
 
 use super::LoadError;
@@ -29,6 +29,9 @@ pub struct Maps {
     /// The program's per-CPU route cache; emptied for a backend id whenever
     /// that id is (re)written, so a reused id never inherits a stale route.
     pub nexthops: PerCpuArray<MapData, NextHop>,
+    /// Interfaces the program runs on (ifindex -> MAC): frames to other
+    /// MACs, or arriving on interfaces absent here, are not balanced.
+    pub ifaces: HashMap<MapData, u32, Iface>,
     maglev: MaglevRows,
     flows_capacity: u32,
     /// Possible CPUs (the length of every per-CPU value), read once.
@@ -95,6 +98,7 @@ impl Maps {
             vip_stats: take(ebpf, names::VIP_STATS)?,
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             nexthops: take(ebpf, names::NEXTHOPS)?,
+            ifaces: take(ebpf, names::IFACES)?,
             maglev: MaglevRows::new(maglev_map, maglev_size)?,
         })
     }
@@ -130,6 +134,7 @@ impl Maps {
             vip_stats: typed(dir, names::VIP_STATS, M::PerCpuArray)?,
             backend_stats: typed(dir, names::BACKEND_STATS, M::PerCpuArray)?,
             nexthops: typed(dir, names::NEXTHOPS, M::PerCpuArray)?,
+            ifaces: typed(dir, names::IFACES, M::HashMap)?,
             maglev: MaglevRows::new(open(dir, names::MAGLEV)?, maglev_size)?,
         })
     }
@@ -224,6 +229,32 @@ impl Maps {
             .write(vip_id, &row)
             .expect("row built with the map's own size");
         Ok(row)
+    }
+
+    /// Lets the program balance frames for `mac` arriving on `ifindex`.
+    pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), MapsError> {
+        let v = Iface { mac, _pad: [0; 2] };
+        self.ifaces
+            .insert(ifindex, v, 0)
+            .map_err(map_err(names::IFACES))
+    }
+
+    /// Forgets every interface but `keep` (ifindexes), so an interface the
+    /// program left is not balanced on should it run there again unasked.
+    pub fn retain_ifaces(&mut self, keep: &[u32]) -> Result<(), MapsError> {
+        let stale: Vec<u32> = self
+            .ifaces
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|i| !keep.contains(i))
+            .collect();
+        for i in stale {
+            match self.ifaces.remove(&i) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::IFACES)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Global outcome counters, summed over CPUs, indexed by [`Outcome`].

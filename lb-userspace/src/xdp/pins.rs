@@ -15,7 +15,8 @@ use std::{
 
 use aya::maps::MapData;
 use lb_common::{
-    Backend, Config, Counters, FlowKey, FlowValue, LAYOUT_VERSION, NextHop, VipInfo, VipKey, names,
+    Backend, Config, Counters, FlowKey, FlowValue, Iface, LAYOUT_VERSION, NextHop, VipInfo, VipKey,
+    names,
 };
 
 use super::{Settings, loader::PINNED};
@@ -81,7 +82,7 @@ impl PinDir {
     /// config map must carry this build's layout version.
     pub fn incompatibility(&self, s: &Settings) -> Option<String> {
         use aya::maps::MapType as T;
-        let expect: [(&str, T, usize, usize, u32); 9] = [
+        let expect: [(&str, T, usize, usize, u32); 10] = [
             (
                 names::VIPS,
                 T::Hash,
@@ -132,6 +133,13 @@ impl PinDir {
                 4,
                 size_of::<NextHop>(),
                 s.max_backends,
+            ),
+            (
+                names::IFACES,
+                T::Hash,
+                4,
+                size_of::<Iface>(),
+                lb_common::DEFAULT_MAX_IFACES,
             ),
         ];
         debug_assert_eq!(expect.len(), PINNED.len());

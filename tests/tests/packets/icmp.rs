@@ -74,7 +74,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 f
             },
             XDP_PASS,
-            Outcome::PassMalformed,
+            Outcome::PassBadL4,
         ),
         unchanged(
             "v4 icmp error too big to tunnel: dropped, no icmp about icmp",

@@ -18,6 +18,7 @@ mod non_vip;
 mod v4_ipip;
 mod v4_l2;
 mod v6;
+mod validation;
 mod vlan;
 
 use lb_common::Outcome;
@@ -38,6 +39,23 @@ pub(crate) struct Case {
     outcome: Outcome,
     /// The frame as the program must leave it.
     out: Vec<u8>,
+    /// The output is IPv4-in-IPv4 whose outer ID must be non-zero (DF clear:
+    /// random), so `out` is compared with the ID (and checksum) it got.
+    random_outer_id: bool,
+    /// The flow table must not grow (the packet must not open a flow).
+    no_new_flow: bool,
+}
+
+impl Case {
+    pub(crate) fn random_outer_id(mut self) -> Self {
+        self.random_outer_id = true;
+        self
+    }
+
+    pub(crate) fn no_new_flow(mut self) -> Self {
+        self.no_new_flow = true;
+        self
+    }
 }
 
 /// A case whose frame must leave the program byte for byte as it came.
@@ -48,6 +66,8 @@ pub(crate) fn unchanged(name: &'static str, frame: Vec<u8>, action: u32, outcome
         frame,
         action,
         outcome,
+        random_outer_id: false,
+        no_new_flow: false,
     }
 }
 
@@ -65,6 +85,8 @@ pub(crate) fn rewritten(
         frame,
         action,
         outcome,
+        random_outer_id: false,
+        no_new_flow: false,
     }
 }
 
@@ -83,14 +105,35 @@ const AREAS: &[Area] = &[
     ("mtu", mtu::cases),
     ("icmp", icmp::cases),
     ("v6", v6::cases),
+    ("validation", validation::cases),
 ];
 
 /// What went wrong with one case, if anything.
 fn check(b: &Balancer, lb0: u32, c: &Case) -> Vec<String> {
     let before = lab::outcomes(b);
+    let flows_before = b.maps.flow_entries();
     let (action, out) = lab::run(b.program(), lb0, &c.frame);
     let counted = lab::delta(&before, &lab::outcomes(b));
     let mut problems = Vec::new();
+    if c.no_new_flow && b.maps.flow_entries() != flows_before {
+        problems.push(format!(
+            "the flow table went from {flows_before} to {} entries",
+            b.maps.flow_entries()
+        ));
+    }
+    let mut want = c.out.clone();
+    if c.random_outer_id {
+        match outer_id(&out) {
+            Some(0) => problems.push("outer IPv4 ID 0 with DF clear".into()),
+            Some(id) if want.len() >= 34 => {
+                want[18..20].copy_from_slice(&id.to_be_bytes());
+                want[24..26].fill(0);
+                let c = xlb_tests::packet::checksum(&[&want[14..34]]);
+                want[24..26].copy_from_slice(&c.to_be_bytes());
+            }
+            _ => problems.push("no outer IPv4 header to read an ID from".into()),
+        }
+    }
     if action != c.action {
         problems.push(format!("action {action}, want {}", c.action));
     }
@@ -109,10 +152,16 @@ fn check(b: &Balancer, lb0: u32, c: &Case) -> Vec<String> {
             c.outcome
         ));
     }
-    if out != c.out {
-        problems.push(diff(&out, &c.out));
+    if out != want {
+        problems.push(diff(&out, &want));
     }
     problems
+}
+
+/// The ID of the (outer) IPv4 header of an untagged frame.
+fn outer_id(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 34 && frame[12..14] == [0x08, 0x00])
+        .then(|| u16::from_be_bytes([frame[18], frame[19]]))
 }
 
 /// Where two frames part, with the bytes around it.
@@ -192,5 +241,70 @@ fn runt_frames_are_refused_before_the_program() {
             );
             assert!(r.is_err(), "{len}-byte frame was accepted: {r:?}");
         }
+    });
+}
+
+/// Without DF the outer IPv4 header of an IPIP packet gets a non-zero ID
+/// that changes from packet to packet (its fragments, if a router makes
+/// any, must not be mixed with another packet's).
+#[test]
+fn outer_ids_without_df_are_non_zero_and_vary() {
+    if !privileged("outer_ids_without_df_are_non_zero_and_vary") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&lab::settings()).expect("load");
+        lab::program(&mut b, &lab::standard_vips());
+        let lb0 = lab::ifindex("lb0");
+        let frame = frames::tcp4(frames::VIP1, 80, xlb_tests::packet::TCP_ACK, 10, |h| {
+            h.frag = 0;
+        });
+        let ids: Vec<u16> = (0..8)
+            .map(|_| {
+                let (action, out) = lab::run(b.program(), lb0, &frame);
+                assert_eq!(action, frames::XDP_TX, "DF-clear packet not sent");
+                outer_id(&out).expect("an IPIP frame")
+            })
+            .collect();
+        assert!(!ids.contains(&0), "outer ID 0 without DF: {ids:?}");
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert!(distinct.len() > 1, "the same outer ID every time: {ids:?}");
+        let with_df = frames::tcp4(frames::VIP1, 80, xlb_tests::packet::TCP_ACK, 10, |_| {});
+        let (_, out) = lab::run(b.program(), lb0, &with_df);
+        assert_eq!(outer_id(&out), Some(0), "outer ID with DF set");
+    });
+}
+
+/// Frames are balanced only on interfaces the interface map names: one it
+/// does not (never registered, or forgotten when the daemon left it) is
+/// another host's business, even for a VIP.
+#[test]
+fn interfaces_missing_from_the_map_balance_nothing() {
+    if !privileged("interfaces_missing_from_the_map_balance_nothing") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&lab::settings()).expect("load");
+        lab::program(&mut b, &lab::standard_vips());
+        let frame = frames::tcp4(frames::VIP1, 80, xlb_tests::packet::TCP_SYN, 0, |_| {});
+        let lb0 = lab::ifindex("lb0");
+        let peer0 = lab::ifindex("peer0");
+        let expect_other_host = |b: &Balancer, ifindex: u32, why: &str| {
+            let before = lab::outcomes(b);
+            let (action, out) = lab::run(b.program(), ifindex, &frame);
+            assert_eq!(action, frames::XDP_PASS, "{why}: not passed");
+            assert_eq!(out, frame, "{why}: frame changed");
+            assert_eq!(
+                lab::delta(&before, &lab::outcomes(b)),
+                [(Outcome::PassOtherHost, 1)],
+                "{why}: counters"
+            );
+        };
+        expect_other_host(&b, peer0, "unregistered interface");
+        assert_eq!(lab::run(b.program(), lb0, &frame).0, frames::XDP_TX);
+        b.maps.retain_ifaces(&[peer0]).expect("forget lb0");
+        expect_other_host(&b, lb0, "interface forgotten");
     });
 }

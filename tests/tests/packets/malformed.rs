@@ -1,5 +1,7 @@
 //! Frames cut short or inconsistent at every layer, IPv4 and IPv6: passed
-//! to the kernel untouched (which drops them) and counted as malformed.
+//! to the kernel untouched (which drops them), counted as malformed (IP
+//! layer) or bad L4 (TCP, UDP: the header cut short by the IP length, or
+//! inconsistent).
 
 use std::net::IpAddr;
 
@@ -23,6 +25,10 @@ fn edited(mut frame: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 
 fn malformed(name: &'static str, frame: Vec<u8>) -> Case {
     unchanged(name, frame, XDP_PASS, Outcome::PassMalformed)
+}
+
+fn bad_l4(name: &'static str, frame: Vec<u8>) -> Case {
+    unchanged(name, frame, XDP_PASS, Outcome::PassBadL4)
 }
 
 pub(crate) fn cases() -> Vec<Case> {
@@ -57,11 +63,11 @@ pub(crate) fn cases() -> Vec<Case> {
             "IPv4 total length below the header",
             edited(syn4, |f| f[16..18].copy_from_slice(&16u16.to_be_bytes())),
         ),
-        malformed(
+        bad_l4(
             "truncated TCP header to vip address",
             to_vip1(6, &[0, 1, 0, 80, 0, 0, 0, 0, 0, 0]),
         ),
-        malformed(
+        bad_l4(
             "TCP data offset 4",
             to_vip1(
                 6,
@@ -70,7 +76,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 }),
             ),
         ),
-        malformed("truncated UDP header", to_vip1(17, &[0x9c, 0x40, 0, 53])),
+        bad_l4("truncated UDP header", to_vip1(17, &[0x9c, 0x40, 0, 53])),
         malformed("truncated IPv6 header", syn6[..14 + 30].to_vec()),
         malformed(
             "IPv6 payload length beyond the frame",
@@ -78,7 +84,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 f[18..20].copy_from_slice(&400u16.to_be_bytes())
             }),
         ),
-        malformed(
+        bad_l4(
             "v6 truncated TCP header",
             eth(
                 LB0_MAC,

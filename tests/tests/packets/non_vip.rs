@@ -34,8 +34,8 @@ pub(crate) fn cases() -> Vec<Case> {
             Outcome::PassNotVip,
         ),
         unchanged(
-            "arp",
-            eth([0xff; 6], CLIENT_MAC, ETH_P_ARP, &[0u8; 28]),
+            "arp reply to us",
+            eth(LB0_MAC, CLIENT_MAC, ETH_P_ARP, &[0u8; 28]),
             XDP_PASS,
             Outcome::PassNotIp,
         ),

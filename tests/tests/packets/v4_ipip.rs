@@ -1,6 +1,6 @@
 //! IPv4 VIPs with `ipip` DSR: the packet leaves inside a fresh outer IPv4
-//! header (TOS and DF of the inner, TTL 64) towards its backend, whatever
-//! the inner header carries.
+//! header (TOS and DF of the inner, TTL 64; ID 0 with DF, random without)
+//! towards its backend; IP options are dropped.
 
 use std::net::Ipv4Addr;
 
@@ -12,8 +12,8 @@ use xlb_tests::{
 
 use crate::{
     Case,
-    frames::{B1, B3, M11, M13, VIP_WILD, VIP1, XDP_REDIRECT, XDP_TX, ipip4, tcp4, udp4},
-    rewritten,
+    frames::{B1, B3, M11, M13, VIP_WILD, VIP1, XDP_DROP, XDP_REDIRECT, XDP_TX, ipip4, tcp4, udp4},
+    rewritten, unchanged,
 };
 
 pub(crate) fn cases() -> Vec<Case> {
@@ -28,7 +28,7 @@ pub(crate) fn cases() -> Vec<Case> {
             to_b1,
         ),
         rewritten(
-            "v4 tcp data, tos copied, DF clear copied",
+            "v4 tcp data, tos copied, DF clear copied, outer id non-zero",
             tcp4(VIP1, 80, TCP_ACK | TCP_PSH, 100, |h| {
                 h.tos = 0x10;
                 h.frag = 0;
@@ -36,22 +36,21 @@ pub(crate) fn cases() -> Vec<Case> {
             XDP_TX,
             Outcome::Tx,
             to_b1,
-        ),
-        rewritten(
-            "v4 ip options (router alert, nops)",
+        )
+        .random_outer_id(),
+        unchanged(
+            "v4 ip options (router alert, nops): dropped",
             tcp4(VIP1, 80, TCP_ACK, 10, |h| {
                 h.options = vec![0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00]
             }),
-            XDP_TX,
-            Outcome::Tx,
-            to_b1,
+            XDP_DROP,
+            Outcome::DropIpOptions,
         ),
-        rewritten(
-            "v4 maximal ip header (ihl 15)",
+        unchanged(
+            "v4 maximal ip header (ihl 15): dropped",
             tcp4(VIP1, 80, TCP_ACK, 0, |h| h.options = vec![0x01; 40]),
-            XDP_TX,
-            Outcome::Tx,
-            to_b1,
+            XDP_DROP,
+            Outcome::DropIpOptions,
         ),
         rewritten(
             "v4 ttl 1 tunnelled untouched (outer ttl 64)",
