@@ -351,3 +351,31 @@ fn maglev(backends: &[(u32, IpAddr, u32)], m: u32) -> Vec<usize> {
         .map(|s| s.expect("every slot filled"))
         .collect()
 }
+
+/// The model's Maglev spreads slots as Maglev must: every backend holds
+/// some, equal weights within one slot of each other, weight 3 about three
+/// times weight 1.
+#[test]
+fn model_maglev_spreads_by_weight() {
+    let m = Model::new();
+    for (v, table) in m.vips.iter().zip(&m.tables) {
+        let mut counts = vec![0usize; v.backends.len()];
+        for &s in table {
+            counts[s] += 1;
+        }
+        let per_weight: Vec<f64> = counts
+            .iter()
+            .zip(&v.backends)
+            .map(|(&c, b)| c as f64 / f64::from(b.2))
+            .collect();
+        let (lo, hi) = per_weight
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+        assert!(
+            lo > 0.0 && hi - lo <= 0.02 * f64::from(MAGLEV_SIZE) + 1.0,
+            "VIP {} {}: slots per weight {per_weight:?}",
+            v.addr,
+            v.port
+        );
+    }
+}

@@ -460,3 +460,65 @@ fn forward_reason(icmp: bool, v4: bool, encap: Encap) -> &'static str {
         (true, false, Encap::L2) => "steer ICMP error v6 l2",
     }
 }
+
+/// The oracle on frames whose fate is known, so that a broken oracle
+/// cannot pass for a correct program (no root needed).
+#[test]
+fn oracle_on_hand_built_frames() {
+    use std::net::IpAddr;
+
+    use xlb_tests::{
+        lab::{CLIENT_MAC, CLIENT_V4, CLIENT_V6, tcp_frame},
+        packet::{ETH_P_IP, TCP_SYN, V4, eth, ipv4, udp},
+    };
+
+    use crate::model::{VIP4_A, VIP6_A};
+
+    let m = Model::new();
+    let c4 = IpAddr::V4(CLIENT_V4);
+    let syn = tcp_frame(c4, 40_000, IpAddr::V4(VIP4_A), 80, TCP_SYN, &[]);
+    let Expect::Forward(fw) = judge(&m, &syn) else {
+        panic!("a SYN to a VIP is forwarded: {:?}", judge(&m, &syn))
+    };
+    assert_eq!(
+        (fw.head.len(), fw.inner, fw.outer_v4_df),
+        (34, 14..54, Some(true))
+    );
+    let syn6 = tcp_frame(
+        IpAddr::V6(CLIENT_V6),
+        40_000,
+        IpAddr::V6(VIP6_A),
+        80,
+        TCP_SYN,
+        &[],
+    );
+    assert!(matches!(judge(&m, &syn6), Expect::Forward(f) if f.head.len() == 54));
+    let other_port = tcp_frame(c4, 40_000, IpAddr::V4(VIP4_A), 81, TCP_SYN, &[]);
+    assert!(matches!(judge(&m, &other_port), Expect::Pass(r) if r.starts_with("4b")));
+    let mut foreign = syn.clone();
+    foreign[..6].copy_from_slice(&[0xff; 6]);
+    assert!(matches!(judge(&m, &foreign), Expect::Pass(r) if r.starts_with("E1")));
+    let mut tagged = syn[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    tagged.extend_from_slice(&syn[12..]);
+    assert!(matches!(judge(&m, &tagged), Expect::Pass(r) if r.starts_with("E2")));
+    let mut ttl0 = V4::new(CLIENT_V4, VIP4_A, 6);
+    ttl0.ttl = 0;
+    let seg = &syn[34..];
+    let dead = eth(LB0_MAC, CLIENT_MAC, ETH_P_IP, &ipv4(&ttl0, seg));
+    assert!(matches!(judge(&m, &dead), Expect::Drop(r) if r.starts_with("4f")));
+    // A short UDP datagram padded to 60 bytes: forwarded, padding apart.
+    let dg = udp(c4, IpAddr::V4(VIP4_A), 40_000, 53, &[1, 2]);
+    let mut padded = eth(
+        LB0_MAC,
+        CLIENT_MAC,
+        ETH_P_IP,
+        &ipv4(&V4::new(CLIENT_V4, VIP4_A, 17), &dg),
+    );
+    padded.resize(60, 0);
+    assert!(matches!(judge(&m, &padded), Expect::Forward(f) if f.padding == (44..60)));
+    // The UDP length claims more than the IP packet holds.
+    let mut long = padded.clone();
+    long[38..40].copy_from_slice(&20u16.to_be_bytes());
+    assert!(matches!(judge(&m, &long), Expect::Pass(r) if r.starts_with("U ")));
+}
