@@ -172,14 +172,22 @@ fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr) -> Vec<u8> {
 }
 
 /// Rewrites the client address of a frame built by `tcp4_frame`/`tcp6_frame`
-/// so that call `i` is a flow never seen before (checksums do not matter to
-/// the program, which never verifies them).
+/// so that call `i` is a flow never seen before. The program verifies the
+/// IPv4 header checksum (not the TCP one), so that one is made right again.
 fn new_client(frame: &mut [u8], i: usize, class: u8) {
     let i = i as u32;
     match u16::from_be_bytes([frame[12], frame[13]]) {
         ETH_P_IP => {
             frame[26] = 100 + class;
             frame[27..30].copy_from_slice(&i.to_be_bytes()[1..]);
+            frame[24..26].fill(0);
+            let sum = frame[14..34]
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum::<u32>();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            let folded = (folded & 0xffff) + (folded >> 16);
+            frame[24..26].copy_from_slice(&(!(folded as u16)).to_be_bytes());
         }
         _ => {
             frame[22 + 12] = class;
