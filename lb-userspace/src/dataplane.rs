@@ -31,6 +31,8 @@ pub enum DataplaneError {
         "bpffs is not mounted at /sys/fs/bpf and mounting it failed (needs CAP_SYS_ADMIN once)"
     )]
     NoBpffs,
+    #[error("no pin directory set (dataplane.pin_path)")]
+    NoPinDir,
     #[error("{doing} {}: {source}", path.display())]
     Pins {
         doing: &'static str,
@@ -45,6 +47,8 @@ pub enum DataplaneError {
     Detached(Vec<String>),
     #[error("reading the attached XDP programs: {0}")]
     Netlink(std::io::Error),
+    #[error("reading the balancer program's id: {0}")]
+    ProgramInfo(aya::programs::ProgramError),
     #[error(transparent)]
     Load(#[from] xdp::LoadError),
     #[error(transparent)]

@@ -41,7 +41,7 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
@@ -200,16 +200,7 @@ fn usable(state: NeighbourState) -> bool {
 /// deleted entry counts as state `None`.
 fn changes(data: &[u8]) -> Vec<(NextHop, NeighbourState)> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..]) else {
-            break;
-        };
-        let len = msg.header.length as usize;
-        if len == 0 {
-            break;
-        }
-        at += len.next_multiple_of(4);
+    for msg in crate::netlink::messages::<RouteNetlinkMessage>(data).map_while(Result::ok) {
         let (m, deleted) = match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => (m, false),
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => (m, true),
@@ -525,7 +516,7 @@ pub fn enable_forwarding(iface: &str) -> std::io::Result<()> {
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    use netlink_packet_core::NetlinkHeader;
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage};
 
     use super::*;
 

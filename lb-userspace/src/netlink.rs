@@ -48,18 +48,8 @@ impl Channel {
         let mut out = Vec::new();
         loop {
             let (data, _) = self.socket.recv_from_full()?;
-            let mut at = 0;
-            while at < data.len() {
-                let msg = NetlinkMessage::<T>::deserialize(&data[at..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = msg.header.length as usize;
-                if len == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink message of length 0",
-                    ));
-                }
-                at += len.next_multiple_of(4);
+            for msg in messages::<T>(&data) {
+                let msg = msg?;
                 if msg.header.sequence_number != self.seq {
                     continue; // a late answer to an earlier request
                 }
@@ -74,4 +64,32 @@ impl Channel {
             }
         }
     }
+}
+
+/// The messages packed in one netlink datagram, in order. One that does not
+/// parse (or claims a length of 0) ends the walk with its error.
+pub fn messages<T: NetlinkDeserializable>(
+    data: &[u8],
+) -> impl Iterator<Item = io::Result<NetlinkMessage<T>>> + '_ {
+    let mut at = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= data.len() {
+            return None;
+        }
+        let parsed = NetlinkMessage::<T>::deserialize(&data[at..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            .and_then(|msg| match msg.header.length as usize {
+                0 => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink message of length 0",
+                )),
+                len => {
+                    at += len.next_multiple_of(4);
+                    Ok(msg)
+                }
+            });
+        failed = parsed.is_err();
+        Some(parsed)
+    })
 }

@@ -7,7 +7,6 @@ use super::{
     pins::PinDir,
     reconcile::{Applied, Report},
 };
-use std::path::PathBuf;
 
 use crate::{
     config::XdpMode,
@@ -33,14 +32,7 @@ impl XdpDataplane {
         ifaces: &[String],
         mode: XdpMode,
     ) -> Result<Self, DataplaneError> {
-        let root = settings
-            .pin_dir
-            .clone()
-            .ok_or_else(|| DataplaneError::Pins {
-                doing: "no pin directory set",
-                path: PathBuf::new(),
-                source: std::io::ErrorKind::NotFound.into(),
-            })?;
+        let root = settings.pin_dir.clone().ok_or(DataplaneError::NoPinDir)?;
         ensure_bpffs()?;
         std::fs::create_dir_all(&root).map_err(|source| DataplaneError::Pins {
             doing: "creating",
@@ -163,7 +155,7 @@ impl Dataplane for XdpDataplane {
             .balancer
             .program()
             .info()
-            .map_err(|e| DataplaneError::Netlink(std::io::Error::other(e)))?
+            .map_err(DataplaneError::ProgramInfo)?
             .id();
         let running = attach::running(&self.attached).map_err(DataplaneError::Netlink)?;
         let detached: Vec<String> = self
