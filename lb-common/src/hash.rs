@@ -62,3 +62,27 @@ pub const fn addr_hash(addr: &[u8; 16], seed: u32) -> u32 {
     h = mix(h, word(addr, 12));
     finish(h, 16)
 }
+
+/// Position of an address in the VIP filter, the bit array the program
+/// tests before anything else: a clear bit means no VIP has this address.
+/// Cheap on purpose (it runs on every packet, VIP or not): the four words
+/// folded, then a multiplicative hash whose top bits index the array.
+#[inline(always)]
+pub const fn vip_filter_hash(addr: &[u8; 16]) -> u32 {
+    let folded = word(addr, 0) ^ word(addr, 4) ^ word(addr, 8) ^ word(addr, 12);
+    folded.wrapping_mul(0x9e37_79b1)
+}
+
+/// The IPv6 flow label of an encapsulated packet (RFC 6438): stable per
+/// flow, spread over 20 bits. Not the Maglev hash, which a flow-table hit
+/// does not compute.
+#[inline(always)]
+pub const fn flow_label(k: &FlowKey) -> u32 {
+    let w = word(&k.src, 0)
+        ^ word(&k.src, 4)
+        ^ word(&k.src, 8)
+        ^ word(&k.src, 12)
+        ^ word(&k.dst, 12)
+        ^ (((k.sport as u32) << 16) | k.dport as u32);
+    w.wrapping_mul(0x9e37_79b1) >> 12
+}

@@ -42,6 +42,7 @@ pub mod names {
     pub const BACKEND_STATS: &str = "XLB_BE_STATS";
     pub const NEXTHOPS: &str = "XLB_NEXTHOPS";
     pub const IFACES: &str = "XLB_IFACES";
+    pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
@@ -50,6 +51,7 @@ pub mod names {
     pub const GLOBAL_NEXTHOP_TTL: &str = "XLB_NEXTHOP_TTL_NS";
     pub const GLOBAL_BENCH_STOP: &str = "XLB_BENCH_STOP";
     pub const GLOBAL_COARSE_CLOCK: &str = "XLB_COARSE_CLOCK";
+    pub const GLOBAL_FILTER_SHIFT: &str = "XLB_FILTER_SHIFT";
 }
 
 /// How a VIP's packets reach its backends.
@@ -93,6 +95,8 @@ pub struct VipInfo {
     /// An [`Encap`] value.
     pub encap: u8,
     pub _pad: [u8; 3],
+    /// This incarnation of the VIP, see [`Backend::tag`].
+    pub tag: u32,
 }
 
 /// Value of the backend array, indexed by backend id. One entry per (VIP,
@@ -106,12 +110,19 @@ pub struct Backend {
     /// [`BACKEND_ACTIVE`] when established flows may still use it. A draining
     /// backend stays active but is absent from every Maglev table.
     pub flags: u8,
-    pub _pad: [u8; 2],
-    /// The VIP this entry serves: a flow-table hit is honoured only when it
-    /// matches, so an id reused by another VIP never inherits old flows.
+    /// The VIP's [`Encap`]: an established flow is sent from its flow entry
+    /// and this one, without a VIP lookup.
+    pub encap: u8,
+    pub _pad: u8,
+    /// The VIP this entry serves (its counters, its Maglev row).
     pub vip_id: u32,
     /// Maglev weight (0: draining). Informational for the program.
     pub weight: u32,
+    /// The incarnation of the VIP this entry serves, never reused by another
+    /// (VIP ids and backend ids are): a flow-table hit is honoured only
+    /// when its `tag` is this one, so an entry reused by another VIP, or a
+    /// VIP removed and added again, never inherits old flows. Non-zero.
+    pub tag: u32,
 }
 
 pub const BACKEND_ACTIVE: u8 = 1;
@@ -139,6 +150,8 @@ pub struct FlowValue {
     pub backend_id: u32,
     /// The VIP the flow belongs to, so a daemon can count flows per VIP.
     pub vip_id: u32,
+    /// The VIP's [`Backend::tag`] when the flow was created.
+    pub tag: u32,
 }
 
 /// Per-CPU cache of the route to a backend, indexed by backend id: the
@@ -171,10 +184,12 @@ pub const DEFAULT_NEXTHOP_TTL_NS: u64 = 100_000_000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Config {
-    /// Outer source of IPv4-in-IPv4 packets.
-    pub ipip_src_v4: [u8; 4],
-    /// Outer source of IPv6-in-IPv6 packets.
+    /// Outer source of IPv6-in-IPv6 packets. First: 8-byte aligned, as the
+    /// program reads it in words.
     pub ipip_src_v6: [u8; 16],
+    /// Outer source of IPv4-in-IPv4 packets (first four bytes, the rest
+    /// zero, as every address field).
+    pub ipip_src_v4: [u8; 16],
     /// [`LAYOUT_VERSION`] of the daemon that wrote the maps: a daemon adopts
     /// pinned maps only when it is its own.
     pub layout: u32,
@@ -189,7 +204,7 @@ pub const CONFIG_WILDCARDS: u32 = 1;
 
 /// Bumped whenever a map's layout or meaning changes: pinned maps written
 /// under another version are replaced, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Value of the interface map, keyed by ifindex (u32): what the program
 /// needs of an interface it runs on. Only frames to `mac` are balanced.
@@ -219,13 +234,17 @@ pub struct DecapKey {
 
 const _: () = {
     assert!(size_of::<VipKey>() == 20);
-    assert!(size_of::<VipInfo>() == 8);
-    assert!(size_of::<Backend>() == 28);
+    assert!(size_of::<VipInfo>() == 12);
+    assert!(size_of::<Backend>() == 32);
     assert!(size_of::<FlowKey>() == 40);
-    assert!(size_of::<FlowValue>() == 8);
+    assert!(size_of::<FlowValue>() == 12);
+    // The program moves addresses as 64-bit words.
+    assert!(core::mem::offset_of!(FlowKey, dst) == 16);
+    assert!(core::mem::offset_of!(Backend, addr) == 0);
+    assert!(core::mem::offset_of!(Config, ipip_src_v6) == 0);
     // The data-plane contract: a flow-table entry fits in a cache line.
     assert!(size_of::<FlowKey>() + size_of::<FlowValue>() <= 64);
-    assert!(size_of::<Config>() == 28);
+    assert!(size_of::<Config>() == 40);
     assert!(size_of::<Counters>() == 16);
     assert!(size_of::<NextHop>() == 40);
     assert!(size_of::<DecapKey>() == 20);

@@ -7,9 +7,10 @@ use lb_common::{
 };
 
 use crate::{
-    csum, encap,
+    addr, csum,
+    encap::{self, Mac},
     fib::{self, Hop},
-    icmp,
+    filter, icmp,
     maps::{
         XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
         XLB_VIP_STATS, XLB_VIPS, add, bench_stop, count, stop,
@@ -54,6 +55,14 @@ fn run(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         return Ok(Verdict::tx(Outcome::Tx));
     }
     let pkt = &s.pkt;
+    // Most traffic through a router is not for a VIP: one array read sends
+    // it on its way before anything else is looked at.
+    if !filter::may_be_vip(&pkt.dst) {
+        return Err(Verdict::pass(Outcome::PassNotVip));
+    }
+    if !parse::for_us(ctx) {
+        return Err(Verdict::pass(Outcome::PassOtherHost));
+    }
     if pkt.family == FAMILY_V4 {
         if pkt.fragment == FRAG_LATER {
             return Err(later_fragment(pkt));
@@ -107,7 +116,7 @@ fn vet(ctx: &XdpContext, pkt: &Packet) -> Step<()> {
             return Err(Verdict::drop(Outcome::DropIpOptions));
         }
         let h = ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)?;
-        if !csum::ipv4_header_ok(h) {
+        if !csum::ipv4_header_ok(h as usize) {
             return Err(Verdict::drop(Outcome::DropBadChecksum));
         }
     }
@@ -126,14 +135,14 @@ fn vet(ctx: &XdpContext, pkt: &Packet) -> Step<()> {
 #[inline(always)]
 fn martian(pkt: &Packet) -> bool {
     let s = &pkt.src;
-    if same_addr(s, &pkt.dst) {
+    if addr::eq(s, &pkt.dst) {
         return true;
     }
     if pkt.family == FAMILY_V4 {
         return s[0] == 0 || s[0] == 127 || s[0] >= 224;
     }
-    let hi = u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
-    let lo = u64::from_be_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]);
+    let w = s.as_ptr().cast::<u64>();
+    let (hi, lo) = unsafe { (w.read(), u64::from_be(w.add(1).read())) };
     s[0] == 0xff || (hi == 0 && (lo <= 1 || lo >> 32 == 0xffff))
 }
 
@@ -143,24 +152,25 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     let pkt = &s.pkt;
     let ports = parse::ports(ctx, pkt.l4_off as usize, pkt.proto, parse::ip_end(pkt))
         .ok_or(Verdict::pass(Outcome::PassBadL4))?;
-    let vip = find_vip(&pkt.dst, ports.dst, pkt.proto, pkt.family)
-        .ok_or(Verdict::pass(Outcome::PassNotVip))?;
-    if bench_stop(stop::VIP_FOUND) {
+    let key = &mut s.key;
+    addr::copy(&mut key.src, &pkt.src);
+    addr::copy(&mut key.dst, &pkt.dst);
+    key.sport = ports.src;
+    key.dport = ports.dst;
+    key.proto = pkt.proto;
+    key.family = pkt.family;
+    key._pad = [0; 2];
+    let vetted = match vet(ctx, pkt) {
+        Ok(()) if ports.valid => Ok(()),
+        Ok(()) => Err(Verdict::pass(Outcome::PassBadL4)),
+        Err(v) => Err(v),
+    };
+    if let Err(v) = vetted {
+        return Err(refused(&s.key, v));
+    }
+    if bench_stop(stop::VETTED) {
         return Ok(Verdict::tx(Outcome::Tx));
     }
-    vet(ctx, pkt).map_err(|v| v.for_vip(vip.vip_id))?;
-    if !ports.valid {
-        return Err(Verdict::pass(Outcome::PassBadL4).for_vip(vip.vip_id));
-    }
-    s.key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: ports.src,
-        dport: ports.dst,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
     // A RST never opens a flow: it would pin a backend for a connection
     // that is already over.
     let track = if ports.rst {
@@ -168,13 +178,13 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     } else {
         Track::Insert
     };
-    let backend_id = pick_backend(&s.key, &vip, track).map_err(|v| v.for_vip(vip.vip_id))?;
+    let to = choose(&s.key, track)?;
     if bench_stop(stop::BACKEND_CHOSEN) {
         return Ok(Verdict::tx(Outcome::Tx));
     }
     // The ICMP answer is built here, not inside `deliver`: the two frames
     // never stack, which keeps the deepest call chain under 512 bytes.
-    let v = match deliver(ctx, s, vip.encap, backend_id) {
+    let v = match deliver(ctx, s, to.backend_id) {
         Ok(Sent::Out(v)) | Err(v) => v,
         // RFC 1191: frag-needed is for packets that forbid fragmenting;
         // XDP cannot fragment the others, and their senders do no PMTUD.
@@ -183,7 +193,18 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
             Ok(v) | Err(v) => v,
         },
     };
-    Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
+    Ok(v.for_vip(to.vip_id).to_backend(to.backend_id))
+}
+
+/// A packet that failed `vet` (or has a bad L4 header) ends with that
+/// verdict if it is VIP traffic, and is passed as not ours otherwise. Out
+/// of line: rare, and the VIP lookup it needs stays off the fast path.
+#[inline(never)]
+fn refused(key: &FlowKey, v: Verdict) -> Verdict {
+    match find_vip(&key.dst, key.dport, key.proto, key.family) {
+        Some(vip) => v.for_vip(vip.vip_id),
+        None => Verdict::pass(Outcome::PassNotVip),
+    }
 }
 
 /// An ICMP error to a VIP goes where the flow it quotes goes. Out of line:
@@ -191,19 +212,16 @@ fn flow(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
 #[inline(never)]
 fn icmp_error(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
     icmp::quoted_flow(ctx, &s.pkt, &mut s.key)?;
-    let key = &s.key;
-    let vip = find_vip(&key.dst, key.dport, key.proto, key.family)
-        .ok_or(Verdict::pass(Outcome::PassNotVip))?;
-    vet(ctx, &s.pkt).map_err(|v| v.for_vip(vip.vip_id))?;
-    let backend_id = pick_backend(key, &vip, Track::Quiet).map_err(|v| v.for_vip(vip.vip_id))?;
+    let to = choose(&s.key, Track::Quiet)?;
+    vet(ctx, &s.pkt).map_err(|v| v.for_vip(to.vip_id))?;
     count(Outcome::IcmpErrorSteered);
-    let v = match deliver(ctx, s, vip.encap, backend_id) {
+    let v = match deliver(ctx, s, to.backend_id) {
         Ok(Sent::Out(v)) | Err(v) => v,
         Ok(Sent::TooBig(_)) if s.pkt.df == 0 => Verdict::drop(Outcome::DropTooBigNoDf),
         // No ICMP is ever sent about an ICMP error (RFC 1122 3.2.2).
         Ok(Sent::TooBig(_)) => Verdict::drop(Outcome::DropTooBig),
     };
-    Ok(v.for_vip(vip.vip_id).to_backend(backend_id))
+    Ok(v.for_vip(to.vip_id).to_backend(to.backend_id))
 }
 
 /// Whether any wildcard VIP exists (an array read, far cheaper than the
@@ -244,26 +262,46 @@ enum Track {
     Quiet,
 }
 
-/// The flow's backend: from the flow table while that backend is active,
-/// else from the VIP's Maglev table.
+/// Where a flow goes.
+struct Chosen {
+    backend_id: u32,
+    vip_id: u32,
+}
+
+/// The flow's backend: from the flow table while that entry names an
+/// active backend of the same incarnation of the VIP (no VIP lookup: the
+/// established fast path); else, when the destination is a VIP, from its
+/// Maglev table.
 #[inline(always)]
-fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
+fn choose(key: &FlowKey, track: Track) -> Step<Chosen> {
     if let Some(flow) = unsafe { XLB_FLOWS.get(key) } {
-        let id = flow.backend_id;
+        let (id, tag) = (flow.backend_id, flow.tag);
         if XLB_BACKENDS
             .get(id)
-            .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0 && b.vip_id == vip.vip_id)
+            .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0 && b.tag == tag)
         {
             if track != Track::Quiet {
                 count(Outcome::FlowHit);
             }
-            return Ok(id);
+            return Ok(Chosen {
+                backend_id: id,
+                vip_id: flow.vip_id,
+            });
         }
     }
+    new_flow(key, track)
+}
+
+/// A flow the table does not hold (or whose backend is gone): to a VIP, a
+/// backend from its Maglev table, remembered unless `track` says not to.
+#[inline(always)]
+fn new_flow(key: &FlowKey, track: Track) -> Step<Chosen> {
+    let vip = find_vip(&key.dst, key.dport, key.proto, key.family)
+        .ok_or(Verdict::pass(Outcome::PassNotVip))?;
     if track != Track::Quiet {
         count(Outcome::FlowMiss);
     }
-    let id = maglev(vip, flow_hash(key))?;
+    let id = maglev(&vip, flow_hash(key)).map_err(|v| v.for_vip(vip.vip_id))?;
     if track == Track::Insert {
         // A failed insert only means the next packet is hashed again, to
         // the same backend while the table is unchanged.
@@ -272,11 +310,15 @@ fn pick_backend(key: &FlowKey, vip: &VipInfo, track: Track) -> Step<u32> {
             FlowValue {
                 backend_id: id,
                 vip_id: vip.vip_id,
+                tag: vip.tag,
             },
             0,
         );
     }
-    Ok(id)
+    Ok(Chosen {
+        backend_id: id,
+        vip_id: vip.vip_id,
+    })
 }
 
 #[inline(always)]
@@ -303,12 +345,12 @@ enum Sent {
 
 /// Encapsulates (or rewrites) and sends the packet to the backend.
 #[inline(never)]
-fn deliver(ctx: &XdpContext, s: &mut Scratch, encap: u8, backend_id: u32) -> Step<Sent> {
+fn deliver(ctx: &XdpContext, s: &mut Scratch, backend_id: u32) -> Step<Sent> {
     let be = XLB_BACKENDS.get(backend_id).ok_or(INTERNAL)?;
     if be.family != s.pkt.family {
         return Err(Verdict::drop(Outcome::DropFamilyMismatch));
     }
-    match Encap::from_u8(encap) {
+    match Encap::from_u8(be.encap) {
         Some(Encap::Ipip) => ipip(ctx, s, backend_id, be),
         Some(Encap::L2) => l2(ctx, s, backend_id, be),
         None => Err(INTERNAL),
@@ -321,14 +363,12 @@ fn ipip(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> 
     let pkt = &s.pkt;
     let v4 = pkt.family == FAMILY_V4;
     let (src, overhead) = if v4 {
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&cfg.ipip_src_v4);
-        (src, IPIP4_OVERHEAD)
+        (&cfg.ipip_src_v4, IPIP4_OVERHEAD)
     } else {
-        (cfg.ipip_src_v6, IPIP6_OVERHEAD)
+        (&cfg.ipip_src_v6, IPIP6_OVERHEAD)
     };
     let len = pkt.ip_len.saturating_add(overhead);
-    let hop = match fib::next_hop(ctx, &mut s.fib, id, len, &src, &be.addr, pkt.family)? {
+    let hop = match fib::next_hop(ctx, &mut s.fib, id, len, src, &be.addr, pkt.family)? {
         Hop::Via(hop) => hop,
         Hop::TooBig(mtu) => return Ok(Sent::TooBig(mtu.saturating_sub(overhead))),
     };
@@ -336,9 +376,16 @@ fn ipip(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> 
         return Ok(Sent::Out(Verdict::tx(Outcome::Tx)));
     }
     if v4 {
-        encap::ipip4(ctx, pkt, hop, &cfg.ipip_src_v4, &be.addr)?;
+        encap::ipip4(ctx, pkt, hop, src, &be.addr)?;
     } else {
-        encap::ipip6(ctx, pkt, hop, &cfg.ipip_src_v6, &be.addr, flow_hash(&s.key))?;
+        encap::ipip6(
+            ctx,
+            pkt,
+            hop,
+            src,
+            &be.addr,
+            lb_common::hash::flow_label(&s.key),
+        )?;
     }
     Ok(Sent::Out(encap::send(ctx, hop)))
 }
@@ -365,7 +412,7 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
     } else {
         ETH_P_IPV6
     };
-    encap::write_l2(ctx, &hop.dmac, &hop.smac, ether_type)?;
+    encap::write_l2(ctx, Mac::of(&hop.dmac), Mac::of(&hop.smac), ether_type)?;
     Ok(Sent::Out(encap::send(ctx, hop)))
 }
 
@@ -374,12 +421,4 @@ fn l2(ctx: &XdpContext, s: &mut Scratch, id: u32, be: &Backend) -> Step<Sent> {
 #[inline(never)]
 fn flow_hash(key: &FlowKey) -> u32 {
     lb_common::hash::flow_hash(key)
-}
-
-/// Address equality in two 64-bit compares (no `bcmp` in BPF).
-#[inline(always)]
-pub fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let a: [u64; 2] = unsafe { core::mem::transmute(*a) };
-    let b: [u64; 2] = unsafe { core::mem::transmute(*b) };
-    a[0] == b[0] && a[1] == b[1]
 }

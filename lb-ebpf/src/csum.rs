@@ -22,21 +22,26 @@ pub fn ipv4_header(h: &[u8; 20]) -> u16 {
     fold(sum)
 }
 
-/// Whether the 20-byte IPv4 header at `h` (packet memory) carries a right
-/// checksum: its whole one's-complement sum folds to 0xffff, the kernel's
-/// own test (`ip_fast_csum`). Five unaligned 32-bit loads, no helper call:
-/// this runs on every VIP packet. The sum is byte-order independent.
+/// Whether the 20-byte IPv4 header at packet address `h` (bounded by the
+/// caller) carries a right checksum: its whole one's-complement sum folds
+/// to 0xffff, the kernel's own test (`ip_fast_csum`). Five 32-bit loads, no
+/// helper call: this runs on every VIP packet. The sum is byte-order
+/// independent.
 #[inline(always)]
-pub fn ipv4_header_ok(h: *const [u8; 20]) -> bool {
-    let w = h as *const u32;
-    let sum = unsafe {
-        w.read_unaligned() as u64
-            + w.add(1).read_unaligned() as u64
-            + w.add(2).read_unaligned() as u64
-            + w.add(3).read_unaligned() as u64
-            + w.add(4).read_unaligned() as u64
-    };
-    fold(sum) == 0
+pub fn ipv4_header_ok(h: usize) -> bool {
+    fold(words_sum(h, 5)) == 0
+}
+
+/// Sum of `n` 32-bit words at `at` (packet memory, bounded by the caller).
+#[inline(always)]
+pub fn words_sum(at: usize, n: usize) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < n {
+        sum += unsafe { crate::ptr::load::<u32>(at + 4 * i) } as u64;
+        i += 1;
+    }
+    sum
 }
 
 /// One's-complement sum of `len` bytes at `p` (packet or stack memory; `len`

@@ -7,6 +7,7 @@ use aya_ebpf::{
 use lb_common::{IPIP4_OVERHEAD, IPIP6_OVERHEAD, NextHop, Outcome};
 
 use crate::{
+    addr::{self, Addr},
     csum,
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Packet},
     ptr,
@@ -18,15 +19,36 @@ pub const TTL: u8 = 64;
 
 const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
 
-/// Writes the Ethernet header at the start of the frame.
+/// A MAC address in two words (first four bytes, last two), as loaded from
+/// memory: moved in two loads and two stores.
+#[derive(Clone, Copy)]
+pub struct Mac(u32, u16);
+
+impl Mac {
+    /// The MAC at `at`: packet or map memory, never the stack (the
+    /// verifier refuses unaligned stack access).
+    #[inline(always)]
+    pub fn load(at: usize) -> Self {
+        unsafe { Self(ptr::load::<u32>(at), ptr::load::<u16>(at + 4)) }
+    }
+
+    #[inline(always)]
+    pub fn of(mac: &[u8; 6]) -> Self {
+        Self::load(mac.as_ptr() as usize)
+    }
+}
+
+/// Writes the Ethernet header at the start of the frame, in five stores.
 #[inline(always)]
-pub fn write_l2(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6], ether_type: u16) -> Step<()> {
-    let eth = unsafe { &mut *ptr::at::<[u8; ETH_LEN]>(ctx, 0).ok_or(INTERNAL)? };
-    let t = ether_type.to_be_bytes();
-    *eth = [
-        dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3], src[4],
-        src[5], t[0], t[1],
-    ];
+pub fn write_l2(ctx: &XdpContext, dst: Mac, src: Mac, ether_type: u16) -> Step<()> {
+    let eth = ptr::at::<[u8; ETH_LEN]>(ctx, 0).ok_or(INTERNAL)? as usize;
+    unsafe {
+        ptr::store::<u32>(eth, dst.0);
+        ptr::store::<u16>(eth + 4, dst.1);
+        ptr::store::<u32>(eth + 6, src.0);
+        ptr::store::<u16>(eth + 10, src.1);
+        ptr::store::<u16>(eth + 12, ether_type.to_be());
+    }
     Ok(())
 }
 
@@ -40,19 +62,19 @@ pub fn grow_head(ctx: &XdpContext, len: i32) -> Step<()> {
     Ok(())
 }
 
+/// A 32-bit word of header bytes `[a, b, c, d]` as stored in memory.
+#[inline(always)]
+const fn bytes4(a: u8, b: u8, c: u8, d: u8) -> u32 {
+    u32::from_ne_bytes([a, b, c, d])
+}
+
 /// IPv4-in-IPv4: a new outer header from `src` to `dst` in front of the
 /// untouched inner packet. TOS and DF are copied from the inner header.
 /// Without DF the outer packet may be fragmented on the way, and then its
 /// ID must tell its fragments from others' (RFC 791): a random non-zero
 /// one per packet. With DF the ID is 0 (RFC 6864: atomic datagrams).
 #[inline(always)]
-pub fn ipip4(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    hop: &NextHop,
-    src: &[u8; 4],
-    dst: &[u8; 16],
-) -> Step<()> {
+pub fn ipip4(ctx: &XdpContext, pkt: &Packet, hop: &NextHop, src: &Addr, dst: &Addr) -> Step<()> {
     let id = if pkt.df == 0 {
         let r = unsafe { bpf_get_prandom_u32() } as u16;
         (r | (r == 0) as u16).to_be_bytes()
@@ -60,63 +82,60 @@ pub fn ipip4(
         [0, 0]
     };
     grow_head(ctx, IPIP4_OVERHEAD as i32)?;
-    write_l2(ctx, &hop.dmac, &hop.smac, ETH_P_IP)?;
-    let h = unsafe { &mut *ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)? };
+    write_l2(ctx, Mac::of(&hop.dmac), Mac::of(&hop.smac), ETH_P_IP)?;
+    let h = ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)? as usize;
     let len = (pkt.ip_len + IPIP4_OVERHEAD).to_be_bytes();
-    *h = [
-        0x45,
-        pkt.tos,
-        len[0],
-        len[1],
-        id[0],
-        id[1],
-        pkt.df << 6,
-        0,
-        TTL,
-        PROTO_IPIP,
-        0,
-        0,
-        src[0],
-        src[1],
-        src[2],
-        src[3],
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
+    let w = [
+        bytes4(0x45, pkt.tos, len[0], len[1]),
+        bytes4(id[0], id[1], pkt.df << 6, 0),
+        bytes4(TTL, PROTO_IPIP, 0, 0),
+        addr::v4_word(src),
+        addr::v4_word(dst),
     ];
-    let c = csum::ipv4_header(h).to_be_bytes();
-    h[10] = c[0];
-    h[11] = c[1];
+    // The one's-complement sum is byte-order independent: summed as
+    // loaded, folded, it is the checksum as it lies in memory.
+    let sum = w[0] as u64 + w[1] as u64 + w[2] as u64 + w[3] as u64 + w[4] as u64;
+    let w2 = w[2] | ((csum::fold(sum) as u32) << 16);
+    unsafe {
+        ptr::store::<u32>(h, w[0]);
+        ptr::store::<u32>(h + 4, w[1]);
+        ptr::store::<u32>(h + 8, w2);
+        ptr::store::<u32>(h + 12, w[3]);
+        ptr::store::<u32>(h + 16, w[4]);
+    }
     Ok(())
 }
 
-/// IPv6-in-IPv6. The flow label carries the flow hash, so routers between
-/// the balancer and the backend spread tunnels by flow (RFC 6438).
+/// IPv6-in-IPv6. The flow label carries a hash of the flow, so routers
+/// between the balancer and the backend spread tunnels by flow (RFC 6438).
 #[inline(always)]
 pub fn ipip6(
     ctx: &XdpContext,
     pkt: &Packet,
     hop: &NextHop,
-    src: &[u8; 16],
-    dst: &[u8; 16],
-    flow_hash: u32,
+    src: &Addr,
+    dst: &Addr,
+    label: u32,
 ) -> Step<()> {
     grow_head(ctx, IPIP6_OVERHEAD as i32)?;
-    write_l2(ctx, &hop.dmac, &hop.smac, ETH_P_IPV6)?;
-    let h = unsafe { &mut *ptr::at::<[u8; 40]>(ctx, ETH_LEN).ok_or(INTERNAL)? };
-    let label = flow_hash & 0x000f_ffff;
+    write_l2(ctx, Mac::of(&hop.dmac), Mac::of(&hop.smac), ETH_P_IPV6)?;
+    let h = ptr::at::<[u8; 40]>(ctx, ETH_LEN).ok_or(INTERNAL)? as usize;
+    let label = label & 0x000f_ffff;
     let len = pkt.ip_len.to_be_bytes();
-    h[0] = 0x60 | (pkt.tos >> 4);
-    h[1] = (pkt.tos << 4) | (label >> 16) as u8;
-    h[2] = (label >> 8) as u8;
-    h[3] = label as u8;
-    h[4] = len[0];
-    h[5] = len[1];
-    h[6] = PROTO_IPV6;
-    h[7] = TTL;
-    h[8..24].copy_from_slice(src);
-    h[24..40].copy_from_slice(dst);
+    unsafe {
+        ptr::store::<u32>(
+            h,
+            bytes4(
+                0x60 | (pkt.tos >> 4),
+                (pkt.tos << 4) | (label >> 16) as u8,
+                (label >> 8) as u8,
+                label as u8,
+            ),
+        );
+        ptr::store::<u32>(h + 4, bytes4(len[0], len[1], PROTO_IPV6, TTL));
+    }
+    addr::store_v6(h + 8, src);
+    addr::store_v6(h + 24, dst);
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use lb_common::{FAMILY_V4, FlowKey, Outcome, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     csum,
-    encap::{self, TTL},
+    encap::{self, Mac, TTL},
     parse::{self, ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_ICMP, PROTO_ICMPV6, Packet},
     ptr,
     verdict::{Step, Verdict},
@@ -39,18 +39,17 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Step<Verdict> {
     if l2 + quote > frame {
         return Err(Verdict::drop(Outcome::DropTooBig));
     }
-    let macs = unsafe { *ptr::at::<[u8; 12]>(ctx, 0).ok_or(INTERNAL)? };
-    let client = [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]];
-    let us = [macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]];
+    let eth = ptr::at::<[u8; 12]>(ctx, 0).ok_or(INTERNAL)? as usize;
+    let (us, client) = (Mac::load(eth), Mac::load(eth + 6));
     encap::grow_head(ctx, (ip_hdr + ICMP_HDR) as i32)?;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame - l2 - quote) as i32)) } != 0 {
         return Err(INTERNAL);
     }
     if v4 {
-        encap::write_l2(ctx, &client, &us, ETH_P_IP)?;
+        encap::write_l2(ctx, client, us, ETH_P_IP)?;
         v4_message(ctx, pkt, l2, mtu)?;
     } else {
-        encap::write_l2(ctx, &client, &us, ETH_P_IPV6)?;
+        encap::write_l2(ctx, client, us, ETH_P_IPV6)?;
         v6_message(ctx, pkt, l2, mtu)?;
     }
     Ok(Verdict::tx(Outcome::IcmpTooBigSent))
@@ -169,7 +168,7 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Packet, key: &mut FlowKey) -> Step<()
         return Err(not_ours);
     }
     // Errors about traffic some other host sent are not the VIP's.
-    if !crate::balancer::same_addr(&key.dst, &pkt.dst) {
+    if !crate::addr::eq(&key.dst, &pkt.dst) {
         return Err(not_ours);
     }
     let ports = unsafe { &*ptr::at::<[u8; 8]>(ctx, ports_off).ok_or(bad)? };

@@ -4,11 +4,13 @@
 //! encapsulate (or answer with ICMP), count.
 #![no_std]
 
+pub mod addr;
 pub mod balancer;
 pub mod csum;
 pub mod decap;
 pub mod encap;
 pub mod fib;
+pub mod filter;
 pub mod icmp;
 pub mod maps;
 pub mod parse;

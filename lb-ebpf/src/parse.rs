@@ -1,6 +1,7 @@
 //! Ethernet, IPv4 and IPv6 headers, and the L4 ports. The balancer takes
-//! only untagged frames addressed to the receiving interface (`frame`); the
-//! decapsulator also takes one 802.1Q tag (`packet`). Anything not handled
+//! only untagged frames (`frame`), and balances only those addressed to the
+//! receiving interface (`for_us`); the decapsulator also takes one 802.1Q
+//! tag (`packet`). Header fields are loaded a word at a time (`ptr::load`). Anything not handled
 //! ends here with a PASS verdict and the bytes untouched.
 
 use aya_ebpf::programs::XdpContext;
@@ -9,6 +10,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
 pub use crate::scratch::{FRAG_FIRST, FRAG_LATER, FRAG_NONE, Packet};
 use crate::{
+    addr,
     maps::XLB_IFACES,
     ptr,
     verdict::{Step, Verdict},
@@ -30,28 +32,17 @@ const IP_MF: u16 = 0x2000;
 const IP_DF: u16 = 0x4000;
 const IP_OFFSET: u16 = 0x1fff;
 
-/// The balancer's parse: a frame for this interface's own MAC, untagged,
-/// carrying a consistent IPv4 or IPv6 header, into `p`. Inline: out of
+/// The balancer's parse: an untagged frame carrying a consistent IPv4 or
+/// IPv6 header, into `p`. Whose MAC the frame is for is checked later
+/// (`for_us`), only for frames that may be VIP traffic. Inline: out of
 /// line, LLVM would pass `data`/`data_end` as promoted 32-bit arguments and
 /// widen them with shifts, pointer arithmetic the verifier refuses.
 #[inline(always)]
 pub fn frame(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let eth = unsafe { &*ptr::at::<[u8; EthHdr::LEN]>(ctx, 0).ok_or(malformed)? };
-    // Frames for another host (or broadcast, multicast) reach us through
-    // promiscuous mode, a bridge or a hub; the kernel would not route them.
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let ours = unsafe { XLB_IFACES.get(ifindex) }.is_some_and(|i| {
-        let m = &i.mac;
-        u32::from_ne_bytes([eth[0], eth[1], eth[2], eth[3]])
-            == u32::from_ne_bytes([m[0], m[1], m[2], m[3]])
-            && u16::from_ne_bytes([eth[4], eth[5]]) == u16::from_ne_bytes([m[4], m[5]])
-    });
-    if !ours {
-        return Err(Verdict::pass(Outcome::PassOtherHost));
-    }
+    let eth = ptr::at::<[u8; EthHdr::LEN]>(ctx, 0).ok_or(malformed)? as usize;
     p.l2_len = ETH_LEN as u32;
-    match u16::from_be_bytes([eth[12], eth[13]]) {
+    match u16::from_be(unsafe { ptr::load::<u16>(eth + 12) }) {
         ETH_P_IP => ipv4(ctx, p, ETH_LEN),
         ETH_P_IPV6 => {
             ipv6(ctx, p, ETH_LEN)?;
@@ -68,19 +59,36 @@ pub fn frame(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     }
 }
 
+/// Whether the frame is addressed to the receiving interface's own MAC.
+/// Frames for another host (or broadcast, multicast) reach us through
+/// promiscuous mode, a bridge or a hub; the kernel would not route them.
+#[inline(always)]
+pub fn for_us(ctx: &XdpContext) -> bool {
+    let Some(eth) = ptr::at::<[u8; 6]>(ctx, 0) else {
+        return false;
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    unsafe { XLB_IFACES.get(ifindex) }.is_some_and(|i| {
+        let (eth, mac) = (eth as usize, i.mac.as_ptr() as usize);
+        // `Iface` is 8-byte aligned in its map, the MAC at its start.
+        unsafe {
+            ptr::load::<u32>(eth) == ptr::load::<u32>(mac)
+                && ptr::load::<u16>(eth + 4) == ptr::load::<u16>(mac + 4)
+        }
+    })
+}
+
 /// The decapsulator's parse: Ethernet, optional 802.1Q, then IPv4 or IPv6,
 /// into `p`, whatever the destination MAC.
 #[inline(always)]
 pub fn packet(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let eth = ptr::at::<[u8; EthHdr::LEN]>(ctx, 0).ok_or(malformed)?;
-    let eth = unsafe { &*eth };
-    let mut ether_type = u16::from_be_bytes([eth[12], eth[13]]);
+    let eth = ptr::at::<[u8; EthHdr::LEN]>(ctx, 0).ok_or(malformed)? as usize;
+    let mut ether_type = u16::from_be(unsafe { ptr::load::<u16>(eth + 12) });
     p.l2_len = EthHdr::LEN as u32;
     if ether_type == ETH_P_8021Q {
-        let tag = ptr::at::<[u8; VlanHdr::LEN]>(ctx, EthHdr::LEN).ok_or(malformed)?;
-        let tag = unsafe { &*tag };
-        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        let tag = ptr::at::<[u8; VlanHdr::LEN]>(ctx, EthHdr::LEN).ok_or(malformed)? as usize;
+        ether_type = u16::from_be(unsafe { ptr::load::<u16>(tag + 2) });
         p.l2_len += VlanHdr::LEN as u32;
     }
     match ether_type {
@@ -95,18 +103,27 @@ pub fn packet(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let ip = ptr::at::<[u8; Ipv4Hdr::LEN]>(ctx, l3).ok_or(malformed)?;
-    let ip = unsafe { &*ip };
-    let hdr_len = ((ip[0] & 0x0f) as usize) * 4;
-    let ip_len = u16::from_be_bytes([ip[2], ip[3]]);
-    if ip[0] >> 4 != 4
+    let ip = ptr::at::<[u8; Ipv4Hdr::LEN]>(ctx, l3).ok_or(malformed)? as usize;
+    // Three words hold every field but the addresses (loaded as they are
+    // in memory: byte 0 of the header is the low byte).
+    let (w0, w1, w2) = unsafe {
+        (
+            ptr::load::<u32>(ip),
+            ptr::load::<u32>(ip + 4),
+            ptr::load::<u32>(ip + 8),
+        )
+    };
+    let vihl = w0 as u8;
+    let hdr_len = ((vihl & 0x0f) as usize) * 4;
+    let ip_len = u16::from_be((w0 >> 16) as u16);
+    if vihl >> 4 != 4
         || hdr_len < Ipv4Hdr::LEN
         || (ip_len as usize) < hdr_len
         || l3 + ip_len as usize > ptr::frame_len(ctx)
     {
         return Err(malformed);
     }
-    let frags = u16::from_be_bytes([ip[6], ip[7]]);
+    let frags = u16::from_be((w1 >> 16) as u16);
     p.fragment = if frags & IP_OFFSET != 0 {
         FRAG_LATER
     } else if frags & IP_MF != 0 {
@@ -116,18 +133,16 @@ fn ipv4(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
     };
     p.df = (frags & IP_DF != 0) as u8;
     p.family = FAMILY_V4;
-    p.proto = ip[9];
-    p.tos = ip[1];
-    p.ttl = ip[8];
+    p.proto = (w2 >> 8) as u8;
+    p.tos = (w0 >> 8) as u8;
+    p.ttl = w2 as u8;
     p.ip_hdr_len = hdr_len as u8;
     p.ip_len = ip_len;
     p.l4_off = (l3 + hdr_len) as u32;
-    p.src = [
-        ip[12], ip[13], ip[14], ip[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    p.dst = [
-        ip[16], ip[17], ip[18], ip[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    unsafe {
+        addr::set_v4(&mut p.src, ptr::load::<u32>(ip + 12));
+        addr::set_v4(&mut p.dst, ptr::load::<u32>(ip + 16));
+    }
     Ok(())
 }
 
@@ -136,24 +151,23 @@ fn ipv4(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, p: &mut Packet, l3: usize) -> Step<()> {
     let malformed = Verdict::pass(Outcome::PassMalformed);
-    let ip = ptr::at::<Ipv6Hdr>(ctx, l3).ok_or(malformed)?;
-    let ip = unsafe { &*ip };
-    let payload = u16::from_be_bytes(ip.payload_len) as usize;
-    if ip.vcf[0] >> 4 != 6 || l3 + Ipv6Hdr::LEN + payload > ptr::frame_len(ctx) {
+    let ip = ptr::at::<Ipv6Hdr>(ctx, l3).ok_or(malformed)? as usize;
+    let (w0, w1) = unsafe { (ptr::load::<u32>(ip), ptr::load::<u32>(ip + 4)) };
+    let payload = u16::from_be(w1 as u16) as usize;
+    if (w0 as u8) >> 4 != 6 || l3 + Ipv6Hdr::LEN + payload > ptr::frame_len(ctx) {
         return Err(malformed);
     }
     p.fragment = FRAG_NONE;
     p.df = 1;
     p.family = FAMILY_V6;
-    // Read as a byte: network-types' IpProto enum cannot hold every value.
-    p.proto = unsafe { *(&ip.next_hdr as *const _ as *const u8) };
-    p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
-    p.ttl = ip.hop_limit;
+    p.proto = (w1 >> 16) as u8;
+    p.tos = ((w0 as u8) << 4) | ((w0 >> 8) as u8 >> 4);
+    p.ttl = (w1 >> 24) as u8;
     p.ip_hdr_len = Ipv6Hdr::LEN as u8;
     p.ip_len = (Ipv6Hdr::LEN + payload) as u16;
     p.l4_off = (l3 + Ipv6Hdr::LEN) as u32;
-    p.src = ip.src_addr;
-    p.dst = ip.dst_addr;
+    addr::set_v6_from(&mut p.src, ip + 8);
+    addr::set_v6_from(&mut p.dst, ip + 24);
     Ok(())
 }
 
@@ -184,23 +198,25 @@ pub fn ports(ctx: &XdpContext, off: usize, proto: u8, ip_end: usize) -> Option<P
         if off + 20 > ip_end {
             return None;
         }
-        let h = unsafe { &*ptr::at::<[u8; 20]>(ctx, off)? };
-        let doff = (h[12] >> 4) as usize;
+        let h = ptr::at::<[u8; 20]>(ctx, off)? as usize;
+        let (w0, w3) = unsafe { (ptr::load::<u32>(h), ptr::load::<u32>(h + 12)) };
+        let doff = ((w3 as u8) >> 4) as usize;
         Some(Ports {
-            src: u16::from_be_bytes([h[0], h[1]]),
-            dst: u16::from_be_bytes([h[2], h[3]]),
-            rst: h[13] & 0x04 != 0,
+            src: u16::from_be(w0 as u16),
+            dst: u16::from_be((w0 >> 16) as u16),
+            rst: (w3 >> 8) as u8 & 0x04 != 0,
             valid: doff >= 5 && off + doff * 4 <= ip_end,
         })
     } else {
         if off + 8 > ip_end {
             return None;
         }
-        let h = unsafe { &*ptr::at::<[u8; 8]>(ctx, off)? };
-        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+        let h = ptr::at::<[u8; 8]>(ctx, off)? as usize;
+        let (w0, w1) = unsafe { (ptr::load::<u32>(h), ptr::load::<u32>(h + 4)) };
+        let len = u16::from_be(w1 as u16) as usize;
         Some(Ports {
-            src: u16::from_be_bytes([h[0], h[1]]),
-            dst: u16::from_be_bytes([h[2], h[3]]),
+            src: u16::from_be(w0 as u16),
+            dst: u16::from_be((w0 >> 16) as u16),
             rst: false,
             valid: len >= 8 && off + len <= ip_end,
         })

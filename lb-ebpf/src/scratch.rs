@@ -14,8 +14,9 @@ pub const FRAG_FIRST: u8 = 1;
 pub const FRAG_LATER: u8 = 2;
 
 /// What the balancer needs of a parsed packet. Plain integers only: this
-/// lands in map BTF, which has no notion of Rust enums.
-#[repr(C)]
+/// lands in map BTF, which has no notion of Rust enums. Aligned to 8 so the
+/// addresses move as words (`addr`).
+#[repr(C, align(8))]
 pub struct Packet {
     pub src: [u8; 16],
     pub dst: [u8; 16],

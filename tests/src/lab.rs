@@ -204,7 +204,7 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
     register_ifaces(b);
     b.maps
         .set_config(&Config {
-            ipip_src_v4: LB0_V4.octets(),
+            ipip_src_v4: addr_bytes(IpAddr::V4(LB0_V4)),
             ipip_src_v6: LB0_V6.octets(),
             layout: lb_common::LAYOUT_VERSION,
             flags: if vips.iter().any(|v| v.port == 0) {
@@ -224,9 +224,11 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
                         addr: addr_bytes(addr),
                         family: family(addr),
                         flags: BACKEND_ACTIVE,
-                        _pad: [0; 2],
+                        encap: vip.encap as u8,
+                        _pad: 0,
                         vip_id: vip.id,
                         weight,
+                        tag: tag(vip.id),
                     },
                 )
                 .expect("backend");
@@ -242,10 +244,17 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
                     vip_id: vip.id,
                     encap: vip.encap as u8,
                     _pad: [0; 3],
+                    tag: tag(vip.id),
                 },
             )
             .expect("vip");
     }
+}
+
+/// The lab's tag for VIP `id` (`Backend::tag`): one incarnation per id, so
+/// programming a VIP again keeps its flows, as the daemon does.
+pub fn tag(vip_id: u32) -> u32 {
+    vip_id + 1
 }
 
 /// Settings used by the lab: the default table size, a small VIP array.

@@ -154,9 +154,11 @@ fn flows_keep_their_backend_when_the_set_changes() {
                     addr: addr_bytes(be(0x12)),
                     family: lb_common::FAMILY_V4,
                     flags: 0,
-                    _pad: [0; 2],
+                    encap: Encap::Ipip as u8,
+                    _pad: 0,
                     vip_id: 1,
                     weight: 0,
+                    tag: lab::tag(1),
                 },
             )
             .unwrap();
@@ -262,6 +264,7 @@ fn icmp_errors_follow_the_flow_table() {
                 FlowValue {
                     backend_id: owner_id,
                     vip_id: 1,
+                    tag: lab::tag(1),
                 },
                 0,
             )
@@ -329,7 +332,8 @@ fn rst_never_creates_a_flow() {
             v,
             FlowValue {
                 backend_id: set.iter().find(|(_, a)| *a == to).unwrap().0,
-                vip_id: 1
+                vip_id: 1,
+                tag: lab::tag(1),
             }
         );
         // An active backend id in the table keeps the entry through an RST.

@@ -51,7 +51,8 @@ fn pinned_maps_are_reused_and_bpftool_prints_field_names() {
         VipInfo {
             vip_id: 3,
             encap: Encap::L2 as u8,
-            _pad: [0; 3]
+            _pad: [0; 3],
+            tag: xlb_tests::lab::tag(3),
         }
     );
     assert_eq!(

@@ -86,6 +86,17 @@ fn assert_holds(m: &Maps, d: &Desired) {
             .map(|(id, b)| (backend_addr(b), (*id, b.weight)))
             .collect();
         active += mine.len();
+        for (id, b) in dm
+            .backends
+            .iter()
+            .filter(|(_, b)| b.flags & BACKEND_ACTIVE != 0 && b.vip_id == info.vip_id)
+        {
+            assert_eq!(b.encap, info.encap, "{s}: backend {id} encap");
+            assert_eq!(b.tag, info.tag, "{s}: backend {id} tag");
+        }
+        assert_ne!(info.tag, 0, "{s}: tag");
+        let bit = m.filter.bit(&VipKey::from(*s).addr);
+        assert!(m.filter.is_set(bit), "{s}: VIP filter bit {bit} clear");
         let want: BTreeMap<IpAddr, u32> = mine.iter().map(|(a, (_, w))| (*a, *w)).collect();
         assert_eq!(want, spec.backends, "{s}: backends and weights");
         let list: Vec<Weighted> = mine
@@ -166,9 +177,10 @@ fn diffs_touch_only_what_changed() {
         // Drain: weight 0 keeps the entry active, leaves the row.
         v[0].1 = spec(Encap::Ipip, &[(11, 3), (13, 0), (14, 1)]);
         step(&mut a, &mut b, &desired(v.clone()), (0, 1, 1, 0));
-        // Encap change: only the VIP entry.
+        // Encap change: the VIP entry and its two backend entries, which
+        // carry the encapsulation for established flows; no row.
         v[1].1.encap = Encap::Ipip;
-        step(&mut a, &mut b, &desired(v.clone()), (1, 0, 0, 0));
+        step(&mut a, &mut b, &desired(v.clone()), (1, 2, 0, 0));
         // Add a VIP, remove another.
         v.remove(2);
         v.push((svc(4, 443), spec(Encap::L2, &[(41, 1), (42, 1)])));
@@ -266,5 +278,97 @@ fn full_tables_are_refused_with_the_vip_named() {
             dump(&b.maps).vips.is_empty(),
             "a refused VIP must not become reachable"
         );
+    });
+}
+
+/// A VIP removed leaves nothing its old flows can follow: its filter bit is
+/// cleared once no VIP has its address, and when its VIP id and backend id
+/// are reused by another VIP on the same address, the old flow entry (still
+/// in the table, naming that reused backend) is not honoured: the tag of
+/// the VIP's incarnation differs.
+#[test]
+fn a_removed_vip_leaves_nothing_for_its_flows() {
+    use lb_common::{FlowKey, Outcome};
+    use xlb_tests::{lab, packet::TCP_SYN};
+    const XDP_PASS: u32 = 2;
+    if !privileged("a_removed_vip_leaves_nothing_for_its_flows") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        // One VIP id and one backend id (1): every VIP reuses them.
+        let mut b = Balancer::load(&settings(1, 2)).expect("load");
+        lab::register_ifaces(&mut b);
+        let ifx = lab::ifindex("lb0");
+        let mut a = Applied::empty(1, 2);
+        let (http, https) = (svc(1, 80), svc(1, 443));
+        let client = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let frame = |port| lab::tcp_frame(client, 40_000, http.address, port, TCP_SYN, &[]);
+        let send = |b: &Balancer, port| {
+            let before = lab::outcomes(b);
+            let (action, _) = lab::run(b.program(), ifx, &frame(port));
+            (action, lab::delta(&before, &lab::outcomes(b)))
+        };
+        let bit = b.maps.filter.bit(&VipKey::from(http).addr);
+
+        a.reconcile(
+            &mut b.maps,
+            &desired(vec![(http, spec(Encap::Ipip, &[(0x11, 1)]))]),
+        )
+        .expect("reconcile");
+        let (action, _) = send(&b, 80);
+        assert_ne!(action, XDP_PASS, "the VIP's first packet was not forwarded");
+        let key = FlowKey {
+            src: lb_userspace::maglev::addr_bytes(client),
+            dst: VipKey::from(http).addr,
+            sport: 40_000,
+            dport: 80,
+            proto: 6,
+            family: lb_common::FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let old = b.maps.flows.get(&key, 0).expect("flow entry");
+
+        a.reconcile(&mut b.maps, &desired(vec![]))
+            .expect("reconcile");
+        assert!(!b.maps.filter.is_set(bit), "filter bit left set");
+        assert_eq!(send(&b, 80), (XDP_PASS, vec![(Outcome::PassNotVip, 1)]));
+
+        // Same address, another port: the same VIP id and backend id again.
+        a.reconcile(
+            &mut b.maps,
+            &desired(vec![(https, spec(Encap::Ipip, &[(0x12, 1)]))]),
+        )
+        .expect("reconcile");
+        let reused = b.maps.backend(old.backend_id).expect("backend");
+        assert_eq!(
+            (reused.flags & BACKEND_ACTIVE, reused.vip_id),
+            (BACKEND_ACTIVE, old.vip_id),
+            "the test needs the old flow's backend id reused by the new VIP"
+        );
+        assert_ne!(reused.tag, old.tag);
+        assert_eq!(b.maps.flows.get(&key, 0).expect("old entry"), old);
+        assert_eq!(
+            send(&b, 80),
+            (XDP_PASS, vec![(Outcome::PassNotVip, 1)]),
+            "an old flow followed its entry to another VIP's backend"
+        );
+        assert_ne!(send(&b, 443).0, XDP_PASS, "the new VIP is not forwarded");
+
+        // Two VIPs share the address's bit: it goes with the last one.
+        let mut two = Applied::empty(2, 8);
+        let mut b = Balancer::load(&settings(2, 8)).expect("load");
+        let both = vec![
+            (http, spec(Encap::Ipip, &[(0x11, 1)])),
+            (https, spec(Encap::Ipip, &[(0x12, 1)])),
+        ];
+        two.reconcile(&mut b.maps, &desired(both.clone()))
+            .expect("reconcile");
+        two.reconcile(&mut b.maps, &desired(both[1..].to_vec()))
+            .expect("reconcile");
+        assert!(b.maps.filter.is_set(bit), "bit cleared while a VIP has it");
+        two.reconcile(&mut b.maps, &desired(vec![]))
+            .expect("reconcile");
+        assert!(!b.maps.filter.is_set(bit), "bit left after the last VIP");
     });
 }

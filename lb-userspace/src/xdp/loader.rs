@@ -77,6 +77,20 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Bits in the VIP filter: about 32 per VIP (a few percent of non-VIP
+    /// addresses then look further), a power of two between 2^16 (8 KB)
+    /// and 2^27 (16 MB).
+    pub fn filter_bits(&self) -> u32 {
+        (u64::from(self.max_vips) * 32)
+            .next_power_of_two()
+            .clamp(1 << 16, 1 << 27) as u32
+    }
+
+    /// The program's shift from a 32-bit filter hash to a bit index.
+    pub fn filter_shift(&self) -> u8 {
+        (32 - self.filter_bits().trailing_zeros()) as u8
+    }
+
     pub fn validate(&self) -> Result<(), LoadError> {
         if !maglev::is_prime(self.maglev_size) {
             return Err(maglev::Error::NotPrime(self.maglev_size).into());
@@ -125,12 +139,15 @@ impl Balancer {
         let log = u8::from(settings.log);
         let ttl_ns = u64::try_from(settings.nexthop_ttl.as_nanos()).unwrap_or(u64::MAX);
         let coarse_clock = u8::from(has_coarse_clock());
+        let filter_shift = settings.filter_shift();
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
             .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
             .override_global(names::GLOBAL_COARSE_CLOCK, &coarse_clock, true)
+            .override_global(names::GLOBAL_FILTER_SHIFT, &filter_shift, true)
+            .map_max_entries(names::VIP_FILTER, settings.filter_bits() / 64)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
             .map_max_entries(names::MAGLEV, maglev_slots)
@@ -191,7 +208,8 @@ impl Balancer {
 /// Maps that carry state worth keeping across a restart (the route cache
 /// too: its entries expire on their own and are emptied on every backend
 /// rewrite, and `xlb status` opens every map `Maps` holds).
-pub const PINNED: [&str; 10] = [
+pub const PINNED: [&str; 11] = [
+    names::VIP_FILTER,
     names::NEXTHOPS,
     names::IFACES,
     names::VIPS,

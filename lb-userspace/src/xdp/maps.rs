@@ -1,10 +1,5 @@
 //! Typed access to the balancer's maps.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-};
-
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -14,7 +9,7 @@ use lb_common::{
     VipKey, names,
 };
 
-use super::LoadError;
+use super::{LoadError, mapped::MappedArray};
 use crate::maglev;
 
 /// The balancer's maps, taken out of the loaded object.
@@ -33,6 +28,8 @@ pub struct Maps {
     /// MACs, or arriving on interfaces absent here, are not balanced.
     pub ifaces: HashMap<MapData, u32, Iface>,
     maglev: MaglevRows,
+    /// Set before a VIP is written, so the program never misses one.
+    pub filter: VipFilter,
     flows_capacity: u32,
     /// Possible CPUs (the length of every per-CPU value), read once.
     cpus: usize,
@@ -100,6 +97,10 @@ impl Maps {
             nexthops: take(ebpf, names::NEXTHOPS)?,
             ifaces: take(ebpf, names::IFACES)?,
             maglev: MaglevRows::new(maglev_map, maglev_size)?,
+            filter: VipFilter::new(match ebpf.take_map(names::VIP_FILTER) {
+                Some(aya::maps::Map::Array(data)) => data,
+                _ => return Err(LoadError::Missing(names::VIP_FILTER)),
+            })?,
         })
     }
 
@@ -136,6 +137,7 @@ impl Maps {
             nexthops: typed(dir, names::NEXTHOPS, M::PerCpuArray)?,
             ifaces: typed(dir, names::IFACES, M::HashMap)?,
             maglev: MaglevRows::new(open(dir, names::MAGLEV)?, maglev_size)?,
+            filter: VipFilter::new(open(dir, names::VIP_FILTER)?)?,
         })
     }
 
@@ -189,7 +191,10 @@ impl Maps {
             .map_err(map_err(names::NEXTHOPS))
     }
 
+    /// Writes a VIP, its filter bit first so no packet misses it.
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), MapsError> {
+        let bit = self.filter.bit(&key.addr);
+        self.filter.set(bit);
         self.vips.insert(key, info, 0).map_err(map_err(names::VIPS))
     }
 
@@ -297,56 +302,20 @@ fn sum(map: &PerCpuArray<MapData, Counters>, i: u32) -> Result<Counters, aya::ma
 }
 
 /// The Maglev array, mapped into our memory (BPF_F_MMAPABLE): a row is one
-/// pass of stores, not M update syscalls. Each slot is written with one
-/// aligned store, so the program sees it either old or new, never torn.
+/// pass of stores, not M update syscalls. A u32 slot occupies 8 bytes, its
+/// value in the low half (little-endian).
 struct MaglevRows {
-    _map: MapData,
-    /// Array elements are laid out `round_up(value_size, 8)` apart: a u32
-    /// slot occupies 8 bytes, its value in the low half (little-endian).
-    base: NonNull<u64>,
-    len_bytes: usize,
+    array: MappedArray,
     slots: usize,
     size: u32,
 }
 
-// SAFETY: the mapping is owned by this value and only touched through
-// `&self`/`&mut self`.
-unsafe impl Send for MaglevRows {}
-unsafe impl Sync for MaglevRows {}
-
 impl MaglevRows {
     fn new(map: MapData, size: u32) -> Result<Self, LoadError> {
-        let info = map.info().map_err(|source| LoadError::Map {
-            name: names::MAGLEV,
-            source,
-        })?;
-        let slots = info.max_entries() as usize;
-        let page = 4096usize;
-        let len_bytes = (slots * size_of::<u64>()).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array of `slots` u32.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(LoadError::Mmap {
-                name: names::MAGLEV,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let base = NonNull::new(p.cast::<u64>()).expect("mmap never returns null on success");
+        let array = MappedArray::new(map, names::MAGLEV)?;
         Ok(Self {
-            _map: map,
-            base,
-            len_bytes,
-            slots,
+            slots: array.len,
+            array,
             size,
         })
     }
@@ -370,29 +339,55 @@ impl MaglevRows {
             });
         }
         let start = self.row(vip_id)?;
-        // SAFETY: bounds checked by `row`; the program reads concurrently,
-        // which is why each slot is a single aligned 32-bit store.
-        unsafe {
-            let dst = self.base.as_ptr().add(start);
-            for (i, v) in row.iter().enumerate() {
-                std::ptr::write_volatile(dst.add(i), u64::from(*v));
-            }
+        for (i, v) in row.iter().enumerate() {
+            self.array.set(start + i, u64::from(*v));
         }
         Ok(())
     }
 
     fn read(&self, vip_id: u32) -> Result<Vec<u32>, MapsError> {
         let start = self.row(vip_id)?;
-        // SAFETY: bounds checked by `row`.
         Ok((0..self.size as usize)
-            .map(|i| unsafe { std::ptr::read_volatile(self.base.as_ptr().add(start + i)) as u32 })
+            .map(|i| self.array.get(start + i) as u32)
             .collect())
     }
 }
 
-impl Drop for MaglevRows {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len_bytes) };
+/// The VIP filter (`XLB_VIP_FILTER`), mapped into our memory: one bit per
+/// `vip_filter_hash(address) >> shift`, set while some VIP has an address
+/// with that bit.
+pub struct VipFilter {
+    array: MappedArray,
+    shift: u32,
+}
+
+impl VipFilter {
+    fn new(map: MapData) -> Result<Self, LoadError> {
+        let array = MappedArray::new(map, names::VIP_FILTER)?;
+        let bits = (array.len * 64) as u64;
+        // The loader makes it a power of two of 2^16 bits or more.
+        let shift = 32 - bits.trailing_zeros().min(32);
+        Ok(Self { array, shift })
+    }
+
+    /// The bit of `addr` (16-byte form).
+    pub fn bit(&self, addr: &[u8; 16]) -> u32 {
+        lb_common::hash::vip_filter_hash(addr) >> self.shift
+    }
+
+    pub fn set(&mut self, bit: u32) {
+        let (w, m) = (bit as usize / 64, 1u64 << (bit % 64));
+        let old = self.array.get(w);
+        self.array.set(w, old | m);
+    }
+
+    pub fn clear(&mut self, bit: u32) {
+        let (w, m) = (bit as usize / 64, 1u64 << (bit % 64));
+        let old = self.array.get(w);
+        self.array.set(w, old & !m);
+    }
+
+    pub fn is_set(&self, bit: u32) -> bool {
+        self.array.get(bit as usize / 64) & (1u64 << (bit % 64)) != 0
     }
 }

@@ -6,6 +6,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod ids;
 pub mod loader;
+mod mapped;
 pub mod maps;
 pub mod objects;
 pub mod pins;

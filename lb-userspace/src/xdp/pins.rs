@@ -82,7 +82,8 @@ impl PinDir {
     /// config map must carry this build's layout version.
     pub fn incompatibility(&self, s: &Settings) -> Option<String> {
         use aya::maps::MapType as T;
-        let expect: [(&str, T, usize, usize, u32); 10] = [
+        let expect: [(&str, T, usize, usize, u32); 11] = [
+            (names::VIP_FILTER, T::Array, 4, 8, s.filter_bits() / 64),
             (
                 names::VIPS,
                 T::Hash,

@@ -59,6 +59,8 @@ impl Report {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct AppliedVip {
     id: u32,
+    /// This incarnation's [`Backend::tag`].
+    tag: u32,
     encap: Encap,
     /// address -> (backend id, weight)
     backends: BTreeMap<IpAddr, (u32, u32)>,
@@ -73,6 +75,31 @@ pub struct Applied {
     /// Active backend entries whose VIP is gone (a crash mid-reconcile):
     /// retired by the next reconcile.
     orphans: Vec<u32>,
+    /// The next VIP incarnation's tag.
+    tags: Tags,
+    /// VIPs per VIP-filter bit: a bit is cleared when its last VIP is gone.
+    filter_users: HashMap<u32, u32>,
+}
+
+/// Tags of VIP incarnations ([`Backend::tag`]): consecutive from a random
+/// start, so no two in one daemon's life are equal and a tag left in the
+/// flow table by an earlier daemon is equal to a new one only by a
+/// 1-in-2^32 chance (and then only matters if a backend id is reused too).
+struct Tags(u32);
+
+impl Tags {
+    fn new() -> Self {
+        use std::hash::BuildHasher as _;
+        Self(std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32)
+    }
+
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(1);
+        if self.0 == 0 {
+            self.0 = 1;
+        }
+        self.0
+    }
 }
 
 pub fn backend_addr(b: &Backend) -> IpAddr {
@@ -88,6 +115,7 @@ impl Applied {
     pub fn read(maps: &Maps, max_vips: u32, max_backends: u32) -> Result<Self, MapsError> {
         let mut vips = HashMap::new();
         let mut vip_ids = IdPool::new(0, max_vips);
+        let mut filter_users = HashMap::new();
         let mut by_id = HashMap::new();
         for entry in maps.vips.iter() {
             let (k, v) = entry.map_err(|source| MapsError::Map {
@@ -96,12 +124,14 @@ impl Applied {
             })?;
             let svc = Vip::from(&k);
             vip_ids.claim(v.vip_id);
+            *filter_users.entry(maps.filter.bit(&k.addr)).or_insert(0) += 1;
             by_id.insert(v.vip_id, svc);
             let encap = Encap::from_u8(v.encap).unwrap_or(Encap::Ipip);
             vips.insert(
                 svc,
                 AppliedVip {
                     id: v.vip_id,
+                    tag: v.tag,
                     encap,
                     backends: BTreeMap::new(),
                 },
@@ -128,6 +158,8 @@ impl Applied {
             backend_ids,
             config: maps.config()?,
             orphans,
+            tags: Tags::new(),
+            filter_users,
         })
     }
 
@@ -138,6 +170,8 @@ impl Applied {
             backend_ids: IdPool::new(1, max_backends),
             config: lb_common::Config::default(),
             orphans: Vec::new(),
+            tags: Tags::new(),
+            filter_users: HashMap::new(),
         }
     }
 
@@ -156,7 +190,7 @@ impl Applied {
         let cfg = lb_common::Config {
             ipip_src_v4: desired
                 .ipip_source_v4
-                .map(|a| a.octets())
+                .map(|a| addr_bytes(a.into()))
                 .unwrap_or_default(),
             ipip_src_v6: desired
                 .ipip_source_v6
@@ -220,8 +254,19 @@ impl Applied {
         let Some(v) = self.vips.get(svc).cloned() else {
             return Ok(());
         };
-        maps.remove_vip(&VipKey::from(*svc))?;
+        let key = VipKey::from(*svc);
+        maps.remove_vip(&key)?;
         r.vip_writes += 1;
+        // The filter bit goes after the VIP, and only with the last VIP
+        // whose address has it.
+        let bit = maps.filter.bit(&key.addr);
+        if let Some(n) = self.filter_users.get_mut(&bit) {
+            *n -= 1;
+            if *n == 0 {
+                self.filter_users.remove(&bit);
+                maps.filter.clear(bit);
+            }
+        }
         r.vips_removed += 1;
         self.vip_ids.release(v.id);
         self.vips.remove(svc);
@@ -246,10 +291,12 @@ impl Applied {
                 .vip_ids
                 .alloc()
                 .ok_or(ReconcileError::NoVipSlot(*svc, self.vip_ids.capacity()))?;
+            let tag = self.tags.next();
             self.vips.insert(
                 *svc,
                 AppliedVip {
                     id,
+                    tag,
                     encap: spec.encap,
                     backends: BTreeMap::new(),
                 },
@@ -292,14 +339,18 @@ impl Applied {
                 Some(&(id, w)) => (id, Some(w)),
                 None => (fresh[&addr], None),
             };
-            if old != Some(weight) {
+            // Every entry carries the VIP's encapsulation: all are rewritten
+            // when it changes.
+            if old != Some(weight) || cur.encap != spec.encap {
                 let entry = Backend {
                     addr: addr_bytes(addr),
                     family: crate::vip::family(addr),
                     flags: BACKEND_ACTIVE,
-                    _pad: [0; 2],
+                    encap: spec.encap as u8,
+                    _pad: 0,
                     vip_id: cur.id,
                     weight,
+                    tag: cur.tag,
                 };
                 maps.set_backend(id, &entry)?;
                 r.backend_writes += 1;
@@ -323,12 +374,20 @@ impl Applied {
             r.maglev_rows += 1;
         }
         if is_new || cur.encap != spec.encap {
+            let key = VipKey::from(*svc);
+            if is_new {
+                *self
+                    .filter_users
+                    .entry(maps.filter.bit(&key.addr))
+                    .or_insert(0) += 1;
+            }
             maps.set_vip(
-                &VipKey::from(*svc),
+                &key,
                 &VipInfo {
                     vip_id: cur.id,
                     encap: spec.encap as u8,
                     _pad: [0; 3],
+                    tag: cur.tag,
                 },
             )?;
             r.vip_writes += 1;

@@ -383,9 +383,9 @@ fn xdp(args: &Args) -> Result<()> {
         // Where the nanoseconds go: the same program stopped after each
         // stage (XLB_BENCH_STOP), all stages and both floors interleaved.
         let stages = [
-            (1u8, "parse"),
-            (2, "+ VIP lookup"),
-            (3, "+ flow table / Maglev"),
+            (1u8, "parse (+ scratch map, counters)"),
+            (2, "+ VIP filter, MAC, checks, flow key"),
+            (3, "+ flow table (hit) / VIP + Maglev + insert (new)"),
             (4, "+ next hop"),
             (0, "+ encapsulate, send (full)"),
         ];

@@ -297,6 +297,16 @@ pub(crate) fn flow_hash(t: &Tuple) -> u32 {
     murmur3(SEED_FLOW, &w)
 }
 
+/// The outer IPv6 flow label (docs/architecture.md): the client address's
+/// four little-endian words, the VIP's last, and the ports word, XORed;
+/// times 0x9e3779b1; the top 20 bits.
+pub(crate) fn flow_label(t: &Tuple) -> u32 {
+    let s = le_words(&t.src);
+    let d = le_words(&t.dst);
+    let ports = (u32::from(t.sport) << 16) | u32::from(t.dport);
+    (s[0] ^ s[1] ^ s[2] ^ s[3] ^ d[3] ^ ports).wrapping_mul(0x9e37_79b1) >> 12
+}
+
 /// Weighted Maglev (the paper's population loop; a backend of weight w
 /// takes w turns per `max weight` of credit). Backends visit in address
 /// order, so the table does not depend on the config's order.

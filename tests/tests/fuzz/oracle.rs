@@ -16,7 +16,7 @@ use xlb_tests::{
     packet::verify,
 };
 
-use crate::model::{MTU, Model, Tuple, XDP_REDIRECT, XDP_TX, bytes, hop};
+use crate::model::{self, MTU, Model, Tuple, XDP_REDIRECT, XDP_TX, bytes, hop};
 
 #[derive(Debug)]
 pub(crate) enum Expect {
@@ -372,7 +372,7 @@ fn icmp_error(m: &Model, f: &[u8], ip: &Ip) -> Target {
 
 fn forward(m: &Model, f: &[u8], ip: &Ip, vip: usize, flow: Tuple, icmp: bool, df: bool) -> Expect {
     let encap = m.vips[vip].encap;
-    let (backend, hash) = m.backend(vip, &flow);
+    let (backend, _) = m.backend(vip, &flow);
     let hop = hop(backend);
     let ip_len = ip.end - 14;
     let overhead = match (encap, ip.v4) {
@@ -420,7 +420,7 @@ fn forward(m: &Model, f: &[u8], ip: &Ip, vip: usize, flow: Tuple, icmp: bool, df
         (Encap::Ipip, false) => {
             head.extend_from_slice(&[0x86, 0xdd]);
             let class = (f[14] << 4) | (f[15] >> 4);
-            let label = hash & 0xf_ffff;
+            let label = model::flow_label(&flow);
             let len = (ip_len as u16).to_be_bytes();
             head.extend_from_slice(&[
                 0x60 | (class >> 4),

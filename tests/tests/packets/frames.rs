@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::{FlowKey, hash::flow_hash};
+use lb_common::FlowKey;
 use lb_userspace::maglev::addr_bytes;
 use xlb_tests::{
     lab::{self, CLIENT_MAC, CLIENT_V4, CLIENT_V6, LB0_MAC, LB0_V4, LB0_V6, backend_mac},
@@ -119,7 +119,7 @@ pub(crate) fn ipip4(
     relink(input, l2, dmac, smac, ETH_P_IP, &outer)
 }
 
-/// The expected IPv6-in-IPv6 frame; the flow label is the flow hash.
+/// The expected IPv6-in-IPv6 frame; the flow label is the flow's.
 pub(crate) fn ipip6(
     input: &[u8],
     l2: usize,
@@ -131,7 +131,7 @@ pub(crate) fn ipip6(
     let inner = ip_packet(input, l2);
     let mut h = V6::new(LB0_V6, backend, 41);
     h.tclass = (inner[0] << 4) | (inner[1] >> 4);
-    h.flow = flow_hash(key) & 0xf_ffff;
+    h.flow = lb_common::hash::flow_label(key);
     let outer = ipv6(&h, inner);
     relink(input, l2, dmac, smac, ETH_P_IPV6, &outer)
 }

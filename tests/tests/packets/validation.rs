@@ -97,11 +97,27 @@ fn ethernet() -> Vec<Case> {
                 f[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
             }),
         ),
-        other_host(
+        // Whose MAC a frame is for is asked only of frames that may be VIP
+        // traffic; the others are passed either way, counted as what they
+        // are.
+        unchanged(
             "arp request (broadcast)",
             eth([0xff; 6], CLIENT_MAC, ETH_P_ARP, &[0u8; 28]),
+            XDP_PASS,
+            Outcome::PassNotIp,
         ),
-        other_host(
+        unchanged(
+            "non-VIP syn to another host's MAC",
+            edited(
+                tcp4(Ipv4Addr::new(192, 0, 2, 80), 80, TCP_SYN, 0, |_| {}),
+                |f| {
+                    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+                },
+            ),
+            XDP_PASS,
+            Outcome::PassNotVip,
+        ),
+        unchanged(
             "tagged frame to another host",
             eth_vlan(
                 [0x02, 0, 0, 0, 0, 0x99],
@@ -110,6 +126,8 @@ fn ethernet() -> Vec<Case> {
                 ETH_P_IP,
                 &syn[14..],
             ),
+            XDP_PASS,
+            Outcome::PassVlan,
         ),
         unchanged(
             "802.1ad (QinQ) tagged vip syn",
