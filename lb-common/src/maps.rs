@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_VIPS: u32 = 64;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
 /// Capacity of the interface map (interfaces the program runs on).
 pub const DEFAULT_MAX_IFACES: u32 = 64;
+/// Interfaces with an ifindex below this are found by index in an array
+/// (`XLB_IFACES_LOW`), a few nanoseconds; the others in the hash map.
+pub const IFACES_LOW: u32 = 1024;
 /// Default flow-table capacity.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 
@@ -42,15 +45,15 @@ pub mod names {
     pub const BACKEND_STATS: &str = "XLB_BE_STATS";
     pub const NEXTHOPS: &str = "XLB_NEXTHOPS";
     pub const IFACES: &str = "XLB_IFACES";
+    pub const IFACES_LOW: &str = "XLB_IFACES_LOW";
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
+    pub const ROUTE_EPOCH: &str = "XLB_ROUTE_EPOCH";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
     pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
     pub const GLOBAL_LOG: &str = "XLB_LOG";
-    pub const GLOBAL_NEXTHOP_TTL: &str = "XLB_NEXTHOP_TTL_NS";
     pub const GLOBAL_BENCH_STOP: &str = "XLB_BENCH_STOP";
-    pub const GLOBAL_COARSE_CLOCK: &str = "XLB_COARSE_CLOCK";
     pub const GLOBAL_FILTER_SHIFT: &str = "XLB_FILTER_SHIFT";
 }
 
@@ -155,13 +158,16 @@ pub struct FlowValue {
 }
 
 /// Per-CPU cache of the route to a backend, indexed by backend id: the
-/// result of `bpf_fib_lookup`, reused until `expires_ns` so the fast path
-/// does not pay for a FIB and neighbour lookup on every packet.
+/// result of `bpf_fib_lookup`, reused while the route epoch is the one it
+/// was looked up in, so the fast path pays for neither a FIB and neighbour
+/// lookup nor a clock read on every packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NextHop {
-    /// `bpf_ktime_get_ns()` after which the entry is looked up again; 0 = empty.
-    pub expires_ns: u64,
+    /// `XLB_ROUTE_EPOCH` when this was looked up: the daemon moves the
+    /// epoch on every route, neighbour and link change and every
+    /// `nexthop_ttl_ms`, and the entry is looked up again.
+    pub epoch: u64,
     /// Interface the packets arrived on when this was looked up.
     pub in_ifindex: u32,
     /// Egress interface.
@@ -176,8 +182,8 @@ pub struct NextHop {
     pub _pad2: [u8; 8],
 }
 
-/// Default lifetime of a cached route: a backend's new MAC (failover) or a
-/// route change is picked up within this time.
+/// Default period of the route epoch when nothing changes: the longest a
+/// cached route lives, should a change go unnoticed.
 pub const DEFAULT_NEXTHOP_TTL_NS: u64 = 100_000_000;
 
 /// Single-entry array: settings the daemon may change while traffic flows.
@@ -206,13 +212,16 @@ pub const CONFIG_WILDCARDS: u32 = 1;
 /// under another version are replaced, never reinterpreted.
 pub const LAYOUT_VERSION: u32 = 4;
 
-/// Value of the interface map, keyed by ifindex (u32): what the program
-/// needs of an interface it runs on. Only frames to `mac` are balanced.
+/// Value of the interface maps, by ifindex: what the program needs of an
+/// interface it runs on. Only frames to `mac` are balanced.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Iface {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1 for an interface the program runs on: the array's other entries
+    /// are zero, and a frame to MAC 00:00:00:00:00:00 is not for us.
+    pub present: u8,
+    pub _pad: u8,
 }
 
 /// Per-CPU packet and byte counters (per VIP, per backend).

@@ -6,13 +6,13 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
 use lb_common::{FAMILY_V4, NextHop, Outcome};
 
 use crate::{
-    maps::{XLB_COARSE_CLOCK, XLB_NEXTHOP_TTL_NS, XLB_NEXTHOPS},
+    maps::{XLB_NEXTHOPS, XLB_ROUTE_EPOCH},
     verdict::{Step, Verdict},
 };
 
@@ -81,10 +81,10 @@ pub enum Hop {
 }
 
 /// The route to backend `backend_id` (address `dst`) for an IP packet of
-/// `tot_len` bytes: from this CPU's cache while it is fresh, was looked up
-/// for the same receiving interface and a packet at least this long fitted;
-/// else from `bpf_fib_lookup`, which refreshes the cache. Failures (no
-/// route, no neighbour yet) are never cached.
+/// `tot_len` bytes: from this CPU's cache while it was looked up in the
+/// current route epoch, for the same receiving interface, and a packet at
+/// least this long fitted; else from `bpf_fib_lookup`, which refreshes the
+/// cache. Failures (no route, no neighbour yet) are never cached.
 #[inline(always)]
 pub fn next_hop(
     ctx: &XdpContext,
@@ -97,16 +97,11 @@ pub fn next_hop(
 ) -> Step<Hop> {
     let internal = Verdict::drop(Outcome::DropInternal);
     let c = unsafe { &mut *XLB_NEXTHOPS.get_ptr_mut(backend_id).ok_or(internal)? };
-    // The coarse clock (a jiffy of resolution) costs a memory read, not a
-    // clock-source read: ample for a TTL of tens of milliseconds. Kernels
-    // before 5.11 lack it and pay for the precise one.
-    let now = if XLB_COARSE_CLOCK.load() != 0 {
-        unsafe { bpf_ktime_get_coarse_ns() }
-    } else {
-        unsafe { bpf_ktime_get_ns() }
-    };
+    // Read before the lookup: a change the daemon reports meanwhile moves
+    // the epoch past the one stored, and the next packet looks again.
+    let epoch = XLB_ROUTE_EPOCH.get(0).map_or(0, |e| *e);
     let ingress = ctx.ingress_ifindex() as u32;
-    let fresh = c.expires_ns > now && c.in_ifindex == ingress;
+    let fresh = c.epoch == epoch && c.in_ifindex == ingress;
     if fresh && tot_len <= c.fits {
         return Ok(Hop::Via(c));
     }
@@ -114,7 +109,7 @@ pub fn next_hop(
         return Ok(Hop::TooBig(mtu));
     }
     if !fresh {
-        c.expires_ns = now + XLB_NEXTHOP_TTL_NS.load();
+        c.epoch = epoch;
         c.in_ifindex = ingress;
         c.fits = 0;
     }

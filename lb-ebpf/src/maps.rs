@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_IFACES,
-    DEFAULT_MAX_VIPS, FlowKey, FlowValue, Iface, NextHop, Outcome, VipInfo, VipKey,
+    DEFAULT_MAX_VIPS, FlowKey, FlowValue, IFACES_LOW, Iface, NextHop, Outcome, VipInfo, VipKey,
 };
 
 /// Maglev table size M, fixed at load time. In `.rodata`, which the loader
@@ -82,16 +82,12 @@ pub static XLB_VIP_FILTER: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array
 #[unsafe(no_mangle)]
 pub static XLB_FILTER_SHIFT: Global<u8> = Global::new(16);
 
-/// How long a cached route is trusted (ns), fixed at load time.
-#[unsafe(no_mangle)]
-pub static XLB_NEXTHOP_TTL_NS: Global<u64> = Global::new(lb_common::DEFAULT_NEXTHOP_TTL_NS);
-
-/// 1 when the kernel has `bpf_ktime_get_coarse_ns` (Linux 5.11 and
-/// later), else 0; set by the loader. Frozen `.rodata`: the verifier drops
-/// the branch not taken, so an older kernel never meets the call (5.10
-/// refuses the whole program over it: "invalid func unknown#160").
-#[unsafe(no_mangle)]
-pub static XLB_COARSE_CLOCK: Global<u8> = Global::new(1);
+/// The route epoch: cached routes (`XLB_NEXTHOPS`) looked up under another
+/// one are looked up again. The daemon moves it (one store through an
+/// mmap) on every route, neighbour or link change it is told of, and
+/// periodically; the program reads no clock.
+#[btf_map]
+pub static XLB_ROUTE_EPOCH: Array<u64, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Per CPU, so an entry is only ever written by the CPU that reads it:
 /// no torn MAC pairs, no cross-CPU cache-line traffic.
@@ -104,6 +100,11 @@ pub static XLB_NEXTHOPS: PerCpuArray<NextHop, { DEFAULT_MAX_BACKENDS as usize }>
 /// daemon fills it as it attaches.
 #[btf_map]
 pub static XLB_IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
+
+/// The same for ifindexes below `IFACES_LOW` (every interface but on hosts
+/// that have created a thousand): an array read instead of a hash lookup.
+#[btf_map]
+pub static XLB_IFACES_LOW: Array<Iface, { IFACES_LOW as usize }> = Array::new();
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();

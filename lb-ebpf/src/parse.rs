@@ -5,13 +5,13 @@
 //! ends here with a PASS verdict and the bytes untouched.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, Outcome, PROTO_TCP};
+use lb_common::{FAMILY_V4, FAMILY_V6, IFACES_LOW, Outcome, PROTO_TCP};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
 pub use crate::scratch::{FRAG_FIRST, FRAG_LATER, FRAG_NONE, Packet};
 use crate::{
     addr,
-    maps::XLB_IFACES,
+    maps::{XLB_IFACES, XLB_IFACES_LOW},
     ptr,
     verdict::{Step, Verdict},
 };
@@ -68,13 +68,19 @@ pub fn for_us(ctx: &XdpContext) -> bool {
         return false;
     };
     let ifindex = ctx.ingress_ifindex() as u32;
-    unsafe { XLB_IFACES.get(ifindex) }.is_some_and(|i| {
+    let iface = if ifindex < IFACES_LOW {
+        XLB_IFACES_LOW.get(ifindex)
+    } else {
+        unsafe { XLB_IFACES.get(ifindex) }
+    };
+    iface.is_some_and(|i| {
         let (eth, mac) = (eth as usize, i.mac.as_ptr() as usize);
         // `Iface` is 8-byte aligned in its map, the MAC at its start.
-        unsafe {
-            ptr::load::<u32>(eth) == ptr::load::<u32>(mac)
-                && ptr::load::<u16>(eth + 4) == ptr::load::<u16>(mac + 4)
-        }
+        i.present != 0
+            && unsafe {
+                ptr::load::<u32>(eth) == ptr::load::<u32>(mac)
+                    && ptr::load::<u16>(eth + 4) == ptr::load::<u16>(mac + 4)
+            }
     })
 }
 

@@ -47,13 +47,9 @@ use netlink_packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
 };
-use netlink_sys::{Socket, constants::NETLINK_ROUTE};
-use tokio::io::{Interest, unix::AsyncFd};
+use netlink_sys::constants::NETLINK_ROUTE;
 
-use crate::netlink::Channel;
-
-/// rtnetlink multicast group of neighbour changes (`RTNLGRP_NEIGH`).
-const RTNLGRP_NEIGH: u32 = 3;
+use crate::netlink::{Channel, Notifications, groups};
 
 /// Why the data plane cannot send a backend its flows from this node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,35 +338,6 @@ fn open() -> Result<Channel, Error> {
     Channel::open(NETLINK_ROUTE).map_err(Error::Open)
 }
 
-/// Neighbour change notifications, read without blocking the runtime.
-struct Watch(AsyncFd<Socket>);
-
-impl Watch {
-    fn open() -> Result<Self, Error> {
-        let mut s = Socket::new(NETLINK_ROUTE).map_err(Error::Open)?;
-        s.bind_auto().map_err(Error::Open)?;
-        s.add_membership(RTNLGRP_NEIGH)
-            .map_err(netlink("subscribing to neighbour changes"))?;
-        s.set_non_blocking(true).map_err(Error::Open)?;
-        // SAFETY: the AsyncFd owns the socket, which keeps its one fd open
-        // until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
-            .map_err(|e| Error::Open(e.into_parts().1))?;
-        Ok(Self(fd))
-    }
-
-    /// The next batch of changes. `ENOBUFS` means some were lost: the
-    /// caller reads the table again.
-    async fn next(&self) -> io::Result<Vec<(NextHop, NeighbourState)>> {
-        loop {
-            let mut ready = self.0.readable().await?;
-            if let Ok(got) = ready.try_io(|s| s.get_ref().recv_from_full()) {
-                return got.map(|(data, _)| changes(&data));
-            }
-        }
-    }
-}
-
 /// Asks for every backend's next hop and waits until each one's entry is
 /// usable by `bpf_fib_lookup`, or `deadline` has passed. Returns the
 /// backends the data plane cannot send to: no route, or a next hop that
@@ -382,7 +349,8 @@ pub async fn resolve(
 ) -> Result<Vec<(IpAddr, Unreachable)>, Error> {
     let end = tokio::time::Instant::now() + deadline;
     // Subscribed before asking, so no change after the dump is missed.
-    let watch = Watch::open()?;
+    let watch = Notifications::open(&[groups::NEIGH])
+        .map_err(netlink("subscribing to neighbour changes"))?;
     let mut chan = open()?;
     let kick = Kick::open();
     let addrs = addrs.to_vec();
@@ -403,8 +371,8 @@ pub async fn resolve(
             break;
         };
         match got {
-            Ok(changes) => {
-                for (hop, state) in changes {
+            Ok(data) => {
+                for (hop, state) in changes(&data) {
                     if usable(state) {
                         waiting.remove(&hop);
                     }

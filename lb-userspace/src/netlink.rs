@@ -1,7 +1,8 @@
 //! A blocking netlink request/response channel over netlink-sys, shared by
 //! the IPVS client (generic netlink) and the VIP-route keeper (rtnetlink).
 //! Requests are synchronous: one in flight, answered by an ACK, an error or
-//! a multipart dump ending in DONE.
+//! a multipart dump ending in DONE. And rtnetlink notifications, read
+//! without blocking the runtime (`Notifications`).
 
 use std::{fmt::Debug, io};
 
@@ -9,7 +10,8 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NetlinkSerializable,
 };
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::{Socket, SocketAddr, constants::NETLINK_ROUTE};
+use tokio::io::{Interest, unix::AsyncFd};
 
 pub struct Channel {
     socket: Socket,
@@ -92,4 +94,44 @@ pub fn messages<T: NetlinkDeserializable>(
         failed = parsed.is_err();
         Some(parsed)
     })
+}
+
+/// rtnetlink multicast groups (`RTNLGRP_*`, linux/rtnetlink.h).
+pub mod groups {
+    pub const LINK: u32 = 1;
+    pub const NEIGH: u32 = 3;
+    pub const IPV4_ROUTE: u32 = 7;
+    pub const IPV6_ROUTE: u32 = 11;
+}
+
+/// A socket subscribed to rtnetlink multicast groups: the kernel's change
+/// notifications, one datagram at a time.
+pub struct Notifications(AsyncFd<Socket>);
+
+impl Notifications {
+    /// Subscribes to `groups` (`groups::*`).
+    pub fn open(groups: &[u32]) -> io::Result<Self> {
+        let mut s = Socket::new(NETLINK_ROUTE)?;
+        s.bind_auto()?;
+        for &g in groups {
+            s.add_membership(g)?;
+        }
+        s.set_non_blocking(true)?;
+        // SAFETY: the AsyncFd owns the socket, which keeps its one fd open
+        // until the AsyncFd is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self(fd))
+    }
+
+    /// The next datagram of notifications. `ENOBUFS` means some were lost
+    /// (the socket's buffer overflowed): the caller reads the state again.
+    pub async fn next(&self) -> io::Result<Vec<u8>> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(got) = ready.try_io(|s| s.get_ref().recv_from_full()) {
+                return got.map(|(data, _)| data);
+            }
+        }
+    }
 }

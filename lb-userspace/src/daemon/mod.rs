@@ -58,7 +58,10 @@ use crate::{
     kubernetes::{self, Kubernetes, LeaderFeed, Outcome},
     metrics::{self, Health},
     runstate::RunState,
-    xdp,
+    xdp::{
+        self,
+        route_epoch::{self, RouteEpoch},
+    },
 };
 use file_source::{FileSource, FileState};
 use reconciler::{Applied, Plan, Reconciler, Sources};
@@ -192,6 +195,7 @@ impl Daemon {
         remembered: Arc<Outcome>,
     ) -> Result<(watch::Receiver<Applied>, Queries)> {
         let state_dir = plan.state_dir.clone();
+        let (pin_dir, route_period) = (plan.settings.pin_dir.clone(), plan.settings.nexthop_ttl);
         let first = reconciler::backends(&reconciler::merge(
             &file.borrow().desired,
             &remembered.services,
@@ -220,6 +224,16 @@ impl Daemon {
             .await
             .context("the reconciler stopped while starting the data plane")??;
         tracing::info!(dataplane = started.name, reason = %started.reason, "data plane ready");
+        if started.name == "xdp"
+            && let Some(dir) = pin_dir
+        {
+            // The program's route cache lives as long as the route epoch.
+            let epoch = RouteEpoch::open_pinned(&dir).context("opening the route epoch")?;
+            self.spawn(
+                "route epoch",
+                route_epoch::follow(epoch, route_period, self.stop.clone()),
+            );
+        }
         RunState {
             dataplane: started.name.to_string(),
             reason: started.reason,

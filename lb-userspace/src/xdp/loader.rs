@@ -55,8 +55,9 @@ pub struct Settings {
     pub flow_table_size: u32,
     /// Log every verdict through aya-log (debugging only).
     pub log: bool,
-    /// How long the program trusts a cached route to a backend before it
-    /// asks the FIB again (a backend's new MAC is picked up within this).
+    /// The longest the program keeps a cached route to a backend when no
+    /// route, neighbour or link change is reported: the period at which
+    /// the daemon moves the route epoch (`route_epoch`) regardless.
     pub nexthop_ttl: std::time::Duration,
     /// Pin every map under this directory (bpffs), reusing pins found there.
     pub pin_dir: Option<PathBuf>,
@@ -137,15 +138,11 @@ impl Balancer {
         settings.validate()?;
         let maglev_slots = settings.max_vips * settings.maglev_size;
         let log = u8::from(settings.log);
-        let ttl_ns = u64::try_from(settings.nexthop_ttl.as_nanos()).unwrap_or(u64::MAX);
-        let coarse_clock = u8::from(has_coarse_clock());
         let filter_shift = settings.filter_shift();
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
-            .override_global(names::GLOBAL_NEXTHOP_TTL, &ttl_ns, true)
-            .override_global(names::GLOBAL_COARSE_CLOCK, &coarse_clock, true)
             .override_global(names::GLOBAL_FILTER_SHIFT, &filter_shift, true)
             .map_max_entries(names::VIP_FILTER, settings.filter_bits() / 64)
             .map_max_entries(names::VIPS, settings.max_vips)
@@ -208,7 +205,9 @@ impl Balancer {
 /// Maps that carry state worth keeping across a restart (the route cache
 /// too: its entries expire on their own and are emptied on every backend
 /// rewrite, and `xlb status` opens every map `Maps` holds).
-pub const PINNED: [&str; 11] = [
+pub const PINNED: [&str; 13] = [
+    names::IFACES_LOW,
+    names::ROUTE_EPOCH,
     names::VIP_FILTER,
     names::NEXTHOPS,
     names::IFACES,
@@ -239,12 +238,4 @@ pub fn load_simple(object: &[u8], program: &'static str) -> Result<Ebpf, LoadErr
         source,
     })?;
     Ok(ebpf)
-}
-
-/// Whether the running kernel has `bpf_ktime_get_coarse_ns` (Linux 5.11).
-/// A kernel whose version cannot be read is taken to be recent: every
-/// kernel xlb is tested on reports its version.
-fn has_coarse_clock() -> bool {
-    use aya::util::KernelVersion;
-    KernelVersion::current().map_or(true, |v| v >= KernelVersion::new(5, 11, 0))
 }

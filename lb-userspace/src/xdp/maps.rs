@@ -5,8 +5,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, Config, Counters, FlowKey, FlowValue, Iface, NO_BACKEND, NextHop, Outcome, VipInfo,
-    VipKey, names,
+    Backend, Config, Counters, FlowKey, FlowValue, IFACES_LOW, Iface, NO_BACKEND, NextHop, Outcome,
+    VipInfo, VipKey, names,
 };
 
 use super::{LoadError, mapped::MappedArray};
@@ -27,6 +27,8 @@ pub struct Maps {
     /// Interfaces the program runs on (ifindex -> MAC): frames to other
     /// MACs, or arriving on interfaces absent here, are not balanced.
     pub ifaces: HashMap<MapData, u32, Iface>,
+    /// The same, by index, for ifindexes below [`IFACES_LOW`].
+    pub ifaces_low: Array<MapData, Iface>,
     maglev: MaglevRows,
     /// Set before a VIP is written, so the program never misses one.
     pub filter: VipFilter,
@@ -96,6 +98,7 @@ impl Maps {
             backend_stats: take(ebpf, names::BACKEND_STATS)?,
             nexthops: take(ebpf, names::NEXTHOPS)?,
             ifaces: take(ebpf, names::IFACES)?,
+            ifaces_low: take(ebpf, names::IFACES_LOW)?,
             maglev: MaglevRows::new(maglev_map, maglev_size)?,
             filter: VipFilter::new(match ebpf.take_map(names::VIP_FILTER) {
                 Some(aya::maps::Map::Array(data)) => data,
@@ -136,6 +139,7 @@ impl Maps {
             backend_stats: typed(dir, names::BACKEND_STATS, M::PerCpuArray)?,
             nexthops: typed(dir, names::NEXTHOPS, M::PerCpuArray)?,
             ifaces: typed(dir, names::IFACES, M::HashMap)?,
+            ifaces_low: typed(dir, names::IFACES_LOW, M::Array)?,
             maglev: MaglevRows::new(open(dir, names::MAGLEV)?, maglev_size)?,
             filter: VipFilter::new(open(dir, names::VIP_FILTER)?)?,
         })
@@ -238,7 +242,17 @@ impl Maps {
 
     /// Lets the program balance frames for `mac` arriving on `ifindex`.
     pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), MapsError> {
-        let v = Iface { mac, _pad: [0; 2] };
+        let v = Iface {
+            mac,
+            present: 1,
+            _pad: 0,
+        };
+        if ifindex < IFACES_LOW {
+            return self
+                .ifaces_low
+                .set(ifindex, v, 0)
+                .map_err(map_err(names::IFACES_LOW));
+        }
         self.ifaces
             .insert(ifindex, v, 0)
             .map_err(map_err(names::IFACES))
@@ -247,6 +261,20 @@ impl Maps {
     /// Forgets every interface but `keep` (ifindexes), so an interface the
     /// program left is not balanced on should it run there again unasked.
     pub fn retain_ifaces(&mut self, keep: &[u32]) -> Result<(), MapsError> {
+        for i in 0..IFACES_LOW {
+            if keep.contains(&i) {
+                continue;
+            }
+            let old = self
+                .ifaces_low
+                .get(&i, 0)
+                .map_err(map_err(names::IFACES_LOW))?;
+            if old.present != 0 {
+                self.ifaces_low
+                    .set(i, Iface::default(), 0)
+                    .map_err(map_err(names::IFACES_LOW))?;
+            }
+        }
         let stale: Vec<u32> = self
             .ifaces
             .keys()

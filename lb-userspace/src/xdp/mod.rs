@@ -11,6 +11,7 @@ pub mod maps;
 pub mod objects;
 pub mod pins;
 pub mod reconcile;
+pub mod route_epoch;
 pub mod status;
 
 pub use decap::Decapsulator;

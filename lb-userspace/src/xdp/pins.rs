@@ -82,7 +82,15 @@ impl PinDir {
     /// config map must carry this build's layout version.
     pub fn incompatibility(&self, s: &Settings) -> Option<String> {
         use aya::maps::MapType as T;
-        let expect: [(&str, T, usize, usize, u32); 11] = [
+        let expect: [(&str, T, usize, usize, u32); 13] = [
+            (
+                names::IFACES_LOW,
+                T::Array,
+                4,
+                size_of::<Iface>(),
+                lb_common::IFACES_LOW,
+            ),
+            (names::ROUTE_EPOCH, T::Array, 4, 8, 1),
             (names::VIP_FILTER, T::Array, 4, 8, s.filter_bits() / 64),
             (
                 names::VIPS,
