@@ -428,3 +428,24 @@ pub fn tcp_frame(
         _ => panic!("tcp_frame: {src} and {dst} are of different families"),
     }
 }
+
+/// A client's UDP datagram to `dst:dport` as it arrives on lb0.
+pub fn udp_frame(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    use crate::packet::{ETH_P_IP, ETH_P_IPV6, V4, V6, eth, ipv4, ipv6, udp};
+    let dgram = udp(src, dst, sport, dport, payload);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth(
+            LB0_MAC,
+            CLIENT_MAC,
+            ETH_P_IP,
+            &ipv4(&V4::new(s, d, PROTO_UDP), &dgram),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth(
+            LB0_MAC,
+            CLIENT_MAC,
+            ETH_P_IPV6,
+            &ipv6(&V6::new(s, d, PROTO_UDP), &dgram),
+        ),
+        _ => panic!("udp_frame: {src} and {dst} are of different families"),
+    }
+}
