@@ -211,7 +211,7 @@ pub struct Kubernetes {
     pub backend_target: BackendTarget,
     /// Addresses VIPs are allocated from, in order, when a Service names none.
     pub pools: Vec<AddressPool>,
-    /// Where the per-VIP Leases live (the DaemonSet's own namespace).
+    /// Where the Leases live (the DaemonSet's own namespace).
     #[serde(deserialize_with = "check::dns_label")]
     pub lease_namespace: String,
     /// This node's identity in Leases; `None` takes `$NODE_NAME`, then the
@@ -224,13 +224,17 @@ pub struct Kubernetes {
     /// How long a Lease is valid without renewal.
     #[serde(deserialize_with = "check::lease_timing")]
     pub lease_duration_ms: u32,
-    /// A leader that has not renewed for this long steps down; shorter than
-    /// the lease, so it is no longer leading before anyone can take over.
+    /// A leader that has not renewed for this long says (once) that it
+    /// leads fail-static, without the API server; shorter than the lease.
     #[serde(deserialize_with = "check::lease_timing")]
     pub renew_deadline_ms: u32,
     /// How often Leases are renewed or tried.
     #[serde(deserialize_with = "check::lease_timing")]
     pub retry_period_ms: u32,
+    /// VIPs are grouped into this many buckets, one Lease each: the API
+    /// load of the election does not grow with the number of VIPs.
+    #[serde(deserialize_with = "check::range::<_, 1, 1024>")]
+    pub lease_buckets: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -322,6 +326,7 @@ impl Default for Kubernetes {
             lease_duration_ms: 15_000,
             renew_deadline_ms: 10_000,
             retry_period_ms: 2_000,
+            lease_buckets: 32,
         }
     }
 }

@@ -304,6 +304,7 @@ fn unusual_values_round_trip() {
             lease_duration_ms: 3_600_000,
             renew_deadline_ms: 101,
             retry_period_ms: 100,
+            lease_buckets: 1024,
         },
         announce: Announce {
             mode: AnnounceMode::AwsEip,
@@ -487,7 +488,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         1,
         "kubernetes: unknown field `class`, expected one of `enabled`, `load_balancer_class`, \
          `include_unclassed`, `kubeconfig`, `backend_target`, `pools`, `lease_namespace`, \
-         `node_name`, `lease_duration_ms`, `renew_deadline_ms`, `retry_period_ms`",
+         `node_name`, `lease_duration_ms`, `renew_deadline_ms`, `retry_period_ms`, `lease_buckets`",
     );
     rejects(
         "[announce]\n\"mode \" = \"arp\"\n",
@@ -1404,6 +1405,7 @@ fn every_kubernetes_key_is_read() {
             lease_duration_ms: 30_000,
             renew_deadline_ms: 20_000,
             retry_period_ms: 5_000,
+            lease_buckets: 32,
         }
     );
     let pod = accepts(&kubernetes("backend_target = \"pod\"")).kubernetes;

@@ -1,10 +1,28 @@
-//! Leader election per VIP with `coordination.k8s.io/v1` Leases, the way
-//! client-go's leaderelection does it: a Lease is free when its holder has
-//! not changed it for a lease duration *as observed by this node's own
-//! clock* (so clock skew between nodes does not matter), writes are
-//! optimistic (the resourceVersion makes a lost race a 409), and a leader
-//! that cannot renew within the renew deadline stops leading on its own,
-//! before the lease can expire and another node take over.
+//! Who announces which VIP, decided with `coordination.k8s.io/v1` Leases
+//! whose number does not grow with the number of VIPs.
+//!
+//! - **Buckets.** A VIP belongs to bucket `hash(address) mod buckets` (a
+//!   fixed hash: the same on every node); one Lease per bucket,
+//!   `xlb-bucket-<n>`, and its holder announces every VIP of the bucket.
+//! - **Members.** Each router renews a Lease of its own, `xlb-router-<id>`,
+//!   so the others know how many routers share the buckets.
+//! - **One list per round.** Every retry period a router lists xlb's Leases
+//!   (one request), renews its member Lease and the buckets it holds, and
+//!   takes free ones: a few requests per round, whatever the number of VIPs.
+//! - **Liveness as client-go sees it**: a Lease is held while its holder
+//!   keeps changing it, judged by when *this* node saw its resourceVersion
+//!   change (clock skew between nodes does not matter); writes are
+//!   optimistic (a lost race is a 409, looked at again next round).
+//! - **Spreading.** A router takes any bucket nobody holds, and hands back
+//!   (releases) the buckets it holds beyond its share, `ceil(buckets in use
+//!   / live routers)`; it does not take a bucket back for a Lease duration
+//!   after handing it back, so another router does.
+//! - **Fail-static.** A leader that cannot reach the API server keeps
+//!   leading what it holds: every router forwards every VIP to the same
+//!   backends (Maglev with a node-independent hash), so two routers
+//!   announcing a VIP for a while is harmless, while none announcing it is
+//!   an outage of the Service. It stops leading a bucket as soon as a read
+//!   shows another holder.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,13 +30,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt as _;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use tokio::sync::watch;
 
 use super::leadership::{Leader, Leadership};
@@ -27,47 +44,102 @@ use super::leadership::{Leader, Leadership};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     pub lease_duration: Duration,
+    /// How long a leader goes without a successful renewal before it says
+    /// (once) that it is leading fail-static.
     pub renew_deadline: Duration,
     pub retry_period: Duration,
 }
 
-/// How many Lease calls are in flight at once.
-const CONCURRENCY: usize = 16;
+/// The label on every Lease xlb writes; the one list selects it.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "xlb");
+const BUCKET_PREFIX: &str = "xlb-bucket-";
+const MEMBER_PREFIX: &str = "xlb-router-";
+/// Seed of the bucket hash (any change moves every VIP to another bucket).
+const BUCKET_SEED: u32 = 0x786c_6262; // "xlbb"
 
-/// The Lease of one VIP: `xlb-vip-10.0.0.1`, or 32 hex digits for IPv6
-/// (colons are not allowed in names, and `::` could end a name with `-`).
-pub fn lease_name(vip: IpAddr) -> String {
-    match vip {
-        IpAddr::V4(a) => format!("xlb-vip-{a}"),
-        IpAddr::V6(a) => format!("xlb-vip-{:032x}", u128::from(a)),
-    }
+/// The bucket of a VIP: the same on every node.
+pub fn bucket_of(vip: IpAddr, buckets: u32) -> u32 {
+    let addr = match vip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    };
+    lb_common::hash::addr_hash(&addr, BUCKET_SEED) % buckets.max(1)
 }
 
-#[derive(Default)]
-struct Tracked {
-    leading: bool,
+pub fn bucket_lease(bucket: u32) -> String {
+    format!("{BUCKET_PREFIX}{bucket}")
+}
+
+/// The member Lease of a router. Node names are DNS subdomains of up to
+/// 253 characters; longer results keep a prefix and a hash of the rest.
+pub fn member_lease(identity: &str) -> String {
+    let name = format!("{MEMBER_PREFIX}{identity}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let mut h = [0u8; 16];
+    for (i, b) in identity.bytes().enumerate() {
+        h[i % 16] ^= b;
+    }
+    let tail = lb_common::hash::addr_hash(&h, BUCKET_SEED);
+    format!("{}-{tail:08x}", &name[..240])
+}
+
+/// What this node saw of one Lease.
+struct Seen {
     holder: Option<String>,
-    /// When this node last renewed (or took) the Lease.
-    renewed: Option<Instant>,
-    /// The Lease's resourceVersion and when this node first saw it: the
-    /// holder is alive while the version keeps changing.
-    observed: Option<(String, Instant)>,
+    /// The resourceVersion, and when this node first saw it.
+    version: String,
+    since: Instant,
+    /// The holder's lease duration.
+    duration: Duration,
+}
+
+impl Seen {
+    /// Held by a live holder: it changed the Lease within its duration.
+    fn live(&self, me: &str) -> bool {
+        match &self.holder {
+            None => false,
+            Some(h) if h == me => true,
+            Some(_) => self.since.elapsed() <= self.duration,
+        }
+    }
 }
 
 pub struct Elector {
     api: Api<Lease>,
     identity: String,
     timing: Timing,
-    vips: BTreeMap<IpAddr, Tracked>,
+    buckets: u32,
+    /// Every xlb Lease as last listed, by name.
+    seen: BTreeMap<String, Seen>,
+    /// Buckets this node leads.
+    leading: BTreeSet<u32>,
+    /// Buckets handed back, and when: not taken again for a Lease duration.
+    handed_back: BTreeMap<u32, Instant>,
+    vips: BTreeSet<IpAddr>,
+    /// The last successful list: how long the API server has been away.
+    last_list: Option<Instant>,
+    said_fail_static: bool,
 }
 
 impl Elector {
-    pub fn new(api: Api<Lease>, identity: String, timing: Timing) -> Self {
+    pub fn new(api: Api<Lease>, identity: String, timing: Timing, buckets: u32) -> Self {
         Self {
             api,
             identity,
             timing,
-            vips: BTreeMap::new(),
+            buckets: buckets.max(1),
+            seen: BTreeMap::new(),
+            leading: BTreeSet::new(),
+            handed_back: BTreeMap::new(),
+            vips: BTreeSet::new(),
+            last_list: None,
+            said_fail_static: false,
         }
     }
 
@@ -87,8 +159,8 @@ impl Elector {
                 r = wanted.changed() => if r.is_err() { break },
                 _ = stop.changed() => break,
             }
-            let want = wanted.borrow_and_update().clone();
-            self.round(&want).await;
+            self.vips = wanted.borrow_and_update().clone();
+            self.round().await;
             let now = self.leadership();
             publish.send_if_modified(|old| {
                 let changed = *old != now;
@@ -101,17 +173,28 @@ impl Elector {
     }
 
     fn leadership(&self) -> Leadership {
+        let holder = |b: u32| {
+            self.seen
+                .get(&bucket_lease(b))
+                .and_then(|s| s.holder.clone())
+        };
         Leadership {
             identity: self.identity.clone(),
             vips: self
                 .vips
                 .iter()
-                .map(|(vip, t)| {
+                .map(|vip| {
+                    let b = bucket_of(*vip, self.buckets);
+                    let leading = self.leading.contains(&b);
                     (
                         *vip,
                         Leader {
-                            holder: t.holder.clone(),
-                            leading: t.leading,
+                            holder: if leading {
+                                Some(self.identity.clone())
+                            } else {
+                                holder(b)
+                            },
+                            leading,
                         },
                     )
                 })
@@ -119,224 +202,305 @@ impl Elector {
         }
     }
 
-    /// One pass: let go of VIPs no longer wanted, try or renew the rest,
-    /// then step down wherever the renew deadline has passed.
-    async fn round(&mut self, want: &BTreeSet<IpAddr>) {
-        let gone: Vec<IpAddr> = self
+    /// One round: list, renew this node's member Lease, renew or take
+    /// buckets, hand back what is beyond the share.
+    async fn round(&mut self) {
+        let listed = tokio::time::timeout(
+            self.timing.retry_period,
+            self.api
+                .list(&ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))),
+        )
+        .await;
+        let leases = match listed {
+            Ok(Ok(l)) => l.items,
+            Ok(Err(e)) => return self.unreachable(&e.to_string()),
+            Err(_) => return self.unreachable("timed out"),
+        };
+        self.last_list = Some(Instant::now());
+        if self.said_fail_static {
+            tracing::info!("the API server answers again: Leases are renewed");
+            self.said_fail_static = false;
+        }
+        self.observe(&leases);
+        let by_name: BTreeMap<String, Lease> = leases
+            .into_iter()
+            .filter_map(|l| Some((l.metadata.name.clone()?, l)))
+            .collect();
+
+        let me = self.identity.clone();
+        let member = member_lease(&me);
+        if let Err(e) = self.write(&member, by_name.get(&member), None).await {
+            tracing::warn!(lease = %member, "renewing this router's member Lease: {e}");
+        }
+        let routers = self
+            .seen
+            .iter()
+            .filter(|(name, s)| name.starts_with(MEMBER_PREFIX) && s.live(&me))
+            .filter_map(|(_, s)| s.holder.clone())
+            .chain(std::iter::once(me.clone()))
+            .collect::<BTreeSet<_>>()
+            .len();
+        let active: BTreeSet<u32> = self
             .vips
-            .keys()
-            .filter(|v| !want.contains(v))
+            .iter()
+            .map(|v| bucket_of(*v, self.buckets))
+            .collect();
+        let share = active.len().div_ceil(routers);
+        self.handed_back
+            .retain(|_, at| at.elapsed() < self.timing.lease_duration);
+
+        // Buckets held that are no longer in use, or beyond the share (the
+        // highest numbers first).
+        let held: Vec<u32> = (0..self.buckets)
+            .filter(|b| {
+                self.seen
+                    .get(&bucket_lease(*b))
+                    .is_some_and(|s| s.holder.as_deref() == Some(me.as_str()))
+            })
+            .collect();
+        let in_use: Vec<u32> = held
+            .iter()
+            .copied()
+            .filter(|b| active.contains(b))
+            .collect();
+        let excess: BTreeSet<u32> = in_use
+            .iter()
+            .rev()
+            .take(in_use.len().saturating_sub(share))
             .copied()
             .collect();
-        for vip in gone {
-            if self.vips.remove(&vip).is_some_and(|t| t.leading) {
-                self.release(vip).await;
+        for b in held
+            .iter()
+            .filter(|b| !active.contains(b) || excess.contains(b))
+        {
+            let name = bucket_lease(*b);
+            self.leading.remove(b);
+            if let Err(e) = self.release(&name, by_name.get(&name)).await {
+                tracing::warn!(lease = %name, "handing the bucket back: {e}");
+            } else if active.contains(b) {
+                tracing::info!(
+                    bucket = b,
+                    share,
+                    routers,
+                    "handed a bucket back to spread the load"
+                );
+                self.handed_back.insert(*b, Instant::now());
             }
         }
-        for vip in want {
-            self.vips.entry(*vip).or_default();
-        }
-        let inputs: Vec<(IpAddr, Option<(String, Instant)>)> = self
-            .vips
-            .iter()
-            .map(|(vip, t)| (*vip, t.observed.clone()))
-            .collect();
-        let timing = self.timing;
-        // Owned per call: borrowed futures in a buffered stream do not make a
-        // `Send` task.
-        let results: Vec<_> = futures::stream::iter(inputs)
-            .map(|(vip, observed)| {
-                let api = self.api.clone();
-                let identity = self.identity.clone();
-                async move {
-                    let r = tokio::time::timeout(
-                        timing.retry_period,
-                        try_acquire_or_renew(&api, &identity, timing, vip, observed),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".to_owned()));
-                    (vip, r)
+
+        for b in active {
+            if excess.contains(&b) {
+                continue;
+            }
+            let name = bucket_lease(b);
+            let seen = self.seen.get(&name);
+            let mine = seen.is_some_and(|s| s.holder.as_deref() == Some(me.as_str()));
+            let free = seen.is_none_or(|s| !s.live(&me));
+            let takeable = free && !self.handed_back.contains_key(&b);
+            if !mine && !takeable {
+                // Another live holder (or one this node just handed it to).
+                if self.leading.remove(&b) {
+                    tracing::warn!(bucket = b, holder = ?seen.and_then(|s| s.holder.clone()), "another router holds the bucket: no longer leading it");
                 }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        let identity = self.identity.as_str();
-        for (vip, r) in results {
-            let Some(t) = self.vips.get_mut(&vip) else {
+                continue;
+            }
+            match self.write(&name, by_name.get(&name), Some(b)).await {
+                Ok(()) => {
+                    if self.leading.insert(b) {
+                        tracing::info!(bucket = b, "leading this bucket's VIPs");
+                    }
+                }
+                // Someone wrote it since the list: looked at next round.
+                Err(Write::Conflict) => {}
+                // Fail-static: a holder keeps leading through API errors.
+                Err(Write::Failed(e)) => tracing::warn!(lease = %name, "Lease: {e}"),
+            }
+        }
+    }
+
+    /// The list failed: nothing is known, nothing changes (fail-static).
+    fn unreachable(&mut self, why: &str) {
+        let away = self.last_list.map_or(Duration::MAX, |t| t.elapsed());
+        if !self.leading.is_empty() && away > self.timing.renew_deadline && !self.said_fail_static {
+            tracing::warn!(
+                buckets = self.leading.len(),
+                "the API server has not answered for {away:?} ({why}): still leading what this router holds (fail-static) until a read shows another holder"
+            );
+            self.said_fail_static = true;
+        } else {
+            tracing::debug!("listing Leases: {why}");
+        }
+    }
+
+    /// Records what the list showed: versions, holders, and when each
+    /// version was first seen.
+    fn observe(&mut self, leases: &[Lease]) {
+        let mut next = BTreeMap::new();
+        for l in leases {
+            let Some(name) = l.metadata.name.clone() else {
                 continue;
             };
-            match r {
-                Ok(seen) => {
-                    if seen.holder.as_deref() == Some(identity) {
-                        if !t.leading {
-                            tracing::info!(%vip, "leading this VIP");
-                        }
-                        t.leading = true;
-                        t.renewed = Some(Instant::now());
-                    } else if t.leading {
-                        tracing::warn!(%vip, holder = ?seen.holder, "lost the VIP's Lease");
-                        t.leading = false;
-                    }
-                    t.holder = seen.holder;
-                    t.observed = seen.observed;
-                }
-                Err(e) => tracing::warn!(%vip, lease = lease_name(vip), "Lease: {e}"),
-            }
-            if t.leading
-                && t.renewed
-                    .is_none_or(|r| r.elapsed() > self.timing.renew_deadline)
-            {
-                tracing::warn!(
-                    %vip,
-                    deadline_ms = self.timing.renew_deadline.as_millis() as u64,
-                    "could not renew the VIP's Lease within the renew deadline: stepping down"
-                );
-                t.leading = false;
-            }
-        }
-    }
-
-    async fn release_all(&mut self) {
-        let held: Vec<IpAddr> = self
-            .vips
-            .iter()
-            .filter(|(_, t)| t.leading)
-            .map(|(v, _)| *v)
-            .collect();
-        for vip in held {
-            self.release(vip).await;
-            if let Some(t) = self.vips.get_mut(&vip) {
-                t.leading = false;
-            }
-        }
-    }
-
-    /// Hands a held Lease back: no holder, so others may take it at once.
-    async fn release(&self, vip: IpAddr) {
-        let name = lease_name(vip);
-        let r = tokio::time::timeout(self.timing.retry_period, async {
-            let Some(mut lease) = self.api.get_opt(&name).await? else {
-                return Ok(());
+            let version = l.metadata.resource_version.clone().unwrap_or_default();
+            let spec = l.spec.as_ref();
+            let since = match self.seen.get(&name) {
+                Some(s) if s.version == version => s.since,
+                _ => Instant::now(),
             };
-            let spec = lease.spec.get_or_insert_with(Default::default);
-            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                return Ok(());
+            next.insert(
+                name,
+                Seen {
+                    holder: spec
+                        .and_then(|s| s.holder_identity.clone())
+                        .filter(|h| !h.is_empty()),
+                    version,
+                    since,
+                    duration: spec
+                        .and_then(|s| s.lease_duration_seconds)
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map_or(self.timing.lease_duration, Duration::from_secs),
+                },
+            );
+        }
+        self.seen = next;
+    }
+
+    /// Takes or renews Lease `name` (`old` as listed, `None` if absent) for
+    /// this node.
+    async fn write(
+        &self,
+        name: &str,
+        old: Option<&Lease>,
+        bucket: Option<u32>,
+    ) -> Result<(), Write> {
+        let now = MicroTime(Timestamp::now());
+        let seconds = i32::try_from(self.timing.lease_duration.as_millis().div_ceil(1000))
+            .unwrap_or(i32::MAX);
+        let me = self.identity.as_str();
+        let call = async {
+            match old {
+                None => {
+                    let mut annotations = BTreeMap::new();
+                    if let Some(b) = bucket {
+                        annotations.insert("xlb.io/bucket".to_owned(), b.to_string());
+                    }
+                    let fresh = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.to_owned()),
+                            annotations: Some(annotations),
+                            labels: Some(
+                                [(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into(),
+                            ),
+                            ..Default::default()
+                        },
+                        spec: Some(LeaseSpec {
+                            holder_identity: Some(me.to_owned()),
+                            lease_duration_seconds: Some(seconds),
+                            acquire_time: Some(now.clone()),
+                            renew_time: Some(now),
+                            lease_transitions: Some(0),
+                            ..Default::default()
+                        }),
+                    };
+                    self.api
+                        .create(&PostParams::default(), &fresh)
+                        .await
+                        .map(drop)
+                }
+                Some(old) => {
+                    let mut lease = old.clone();
+                    let spec = lease.spec.get_or_insert_with(Default::default);
+                    if spec.holder_identity.as_deref() != Some(me) {
+                        let previous = spec.holder_identity.clone();
+                        spec.holder_identity = Some(me.to_owned());
+                        spec.acquire_time = Some(now.clone());
+                        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                        if bucket.is_some() {
+                            tracing::info!(lease = name, ?previous, "taking over the Lease");
+                        }
+                    }
+                    spec.renew_time = Some(now);
+                    spec.lease_duration_seconds = Some(seconds);
+                    self.api
+                        .replace(name, &PostParams::default(), &lease)
+                        .await
+                        .map(drop)
+                }
             }
-            spec.holder_identity = None;
-            spec.lease_duration_seconds = Some(1);
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
-            self.api
-                .replace(&name, &PostParams::default(), &lease)
-                .await
-                .map(|_| ())
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => tracing::info!(%vip, "released the VIP's Lease"),
-            Ok(Err(e)) => tracing::warn!(%vip, "releasing the VIP's Lease: {e}"),
-            Err(_) => tracing::warn!(%vip, "releasing the VIP's Lease: timed out"),
+        };
+        match tokio::time::timeout(self.timing.retry_period, call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Write::Conflict),
+            Ok(Err(e)) => Err(Write::Failed(e.to_string())),
+            Err(_) => Err(Write::Failed("timed out".to_owned())),
+        }
+    }
+
+    /// Hands Lease `name` back: no holder, so others may take it at once.
+    async fn release(&self, name: &str, listed: Option<&Lease>) -> Result<(), Write> {
+        let Some(listed) = listed else {
+            return Ok(());
+        };
+        let mut lease = listed.clone();
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        let params = PostParams::default();
+        let call = self.api.replace(name, &params, &lease);
+        match tokio::time::timeout(self.timing.retry_period, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Write::Conflict),
+            Ok(Err(e)) => Err(Write::Failed(e.to_string())),
+            Err(_) => Err(Write::Failed("timed out".to_owned())),
+        }
+    }
+
+    /// On shutdown: every Lease this node holds, buckets and member, read
+    /// afresh and handed back.
+    async fn release_all(&mut self) {
+        let mut names: Vec<String> = self.leading.iter().map(|b| bucket_lease(*b)).collect();
+        names.push(member_lease(&self.identity));
+        self.leading.clear();
+        for name in names {
+            let r = tokio::time::timeout(self.timing.retry_period, self.api.get_opt(&name)).await;
+            let current = match r {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    tracing::warn!(lease = %name, "releasing the Lease: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %name, "releasing the Lease: timed out");
+                    continue;
+                }
+            };
+            match self.release(&name, current.as_ref()).await {
+                Ok(()) => tracing::info!(lease = %name, "released the Lease"),
+                Err(Write::Conflict) => {
+                    tracing::warn!(lease = %name, "releasing the Lease: changed meanwhile")
+                }
+                Err(Write::Failed(e)) => tracing::warn!(lease = %name, "releasing the Lease: {e}"),
+            }
         }
     }
 }
 
-/// What one attempt saw.
-struct Seen {
-    holder: Option<String>,
-    observed: Option<(String, Instant)>,
+/// Why a Lease write did not happen.
+enum Write {
+    /// Written by someone else since it was read (HTTP 409).
+    Conflict,
+    Failed(String),
 }
 
-async fn try_acquire_or_renew(
-    api: &Api<Lease>,
-    identity: &str,
-    timing: Timing,
-    vip: IpAddr,
-    observed: Option<(String, Instant)>,
-) -> Result<Seen, String> {
-    let name = lease_name(vip);
-    let now = MicroTime(Timestamp::now());
-    let seconds =
-        i32::try_from(timing.lease_duration.as_millis().div_ceil(1000)).unwrap_or(i32::MAX);
-    let lease = api.get_opt(&name).await.map_err(|e| e.to_string())?;
-    let Some(mut lease) = lease else {
-        let fresh = Lease {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                annotations: Some([("xlb.io/vip".to_owned(), vip.to_string())].into()),
-                labels: Some(
-                    [("app.kubernetes.io/managed-by".to_owned(), "xlb".to_owned())].into(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(identity.to_owned()),
-                lease_duration_seconds: Some(seconds),
-                acquire_time: Some(now.clone()),
-                renew_time: Some(now),
-                lease_transitions: Some(0),
-                ..Default::default()
-            }),
-        };
-        return match api.create(&PostParams::default(), &fresh).await {
-            Ok(l) => Ok(seen(&l)),
-            // Another node created it first: follow it.
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Seen {
-                holder: None,
-                observed: None,
-            }),
-            Err(e) => Err(e.to_string()),
-        };
-    };
-    let version = lease.metadata.resource_version.clone().unwrap_or_default();
-    let observed = match observed {
-        Some((v, at)) if v == version => (v, at),
-        _ => (version, Instant::now()),
-    };
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-    let their_duration = spec
-        .lease_duration_seconds
-        .and_then(|s| u64::try_from(s).ok())
-        .map_or(timing.lease_duration, Duration::from_secs);
-    let mine = holder.as_deref() == Some(identity);
-    let expired = holder.is_none() || observed.1.elapsed() > their_duration;
-    if !mine && !expired {
-        return Ok(Seen {
-            holder,
-            observed: Some(observed),
-        });
-    }
-    if !mine {
-        spec.holder_identity = Some(identity.to_owned());
-        spec.acquire_time = Some(now.clone());
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-        tracing::info!(%vip, previous = ?holder, "taking over the VIP's Lease");
-    }
-    spec.renew_time = Some(now);
-    spec.lease_duration_seconds = Some(seconds);
-    match api.replace(&name, &PostParams::default(), &lease).await {
-        Ok(l) => Ok(seen(&l)),
-        // Someone wrote it since we read it; look again next round.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Seen {
-            holder: if mine { None } else { holder },
-            observed: None,
-        }),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn seen(l: &Lease) -> Seen {
-    Seen {
-        holder: l
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty()),
-        observed: l
-            .metadata
-            .resource_version
-            .clone()
-            .map(|v| (v, Instant::now())),
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict => f.write_str("changed by another router meanwhile (409)"),
+            Self::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -345,14 +509,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buckets_are_stable_and_spread() {
+        let b = |s: &str| bucket_of(s.parse().unwrap(), 32);
+        // Fixed: every node, every version agrees (a change moves VIPs).
+        assert_eq!(b("10.99.200.1"), b("10.99.200.1"));
+        let mut per = [0u32; 32];
+        for i in 0..32_000u32 {
+            per[bucket_of(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 32) as usize] +=
+                1;
+        }
+        assert!(
+            per.iter().all(|&n| (800..=1200).contains(&n)),
+            "uneven buckets: {per:?}"
+        );
+        assert_eq!(bucket_of("fd00::1".parse().unwrap(), 1), 0);
+    }
+
+    #[test]
     fn lease_names_are_valid_object_names() {
-        assert_eq!(
-            lease_name("10.99.200.1".parse().unwrap()),
-            "xlb-vip-10.99.200.1"
-        );
-        assert_eq!(
-            lease_name("fd00::".parse().unwrap()),
-            "xlb-vip-fd000000000000000000000000000000"
-        );
+        assert_eq!(bucket_lease(7), "xlb-bucket-7");
+        assert_eq!(member_lease("node-a"), "xlb-router-node-a");
+        let long = "a".repeat(253);
+        let name = member_lease(&long);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_ne!(name, member_lease(&"b".repeat(253)));
     }
 }

@@ -154,7 +154,8 @@ impl Kubernetes {
         };
         let leases: Api<Lease> = Api::namespaced(client, &cfg.lease_namespace);
         let elector = tokio::spawn(
-            lease::Elector::new(leases, node.clone(), timing).run(vips_rx, lead_tx, stop_rx),
+            lease::Elector::new(leases, node.clone(), timing, cfg.lease_buckets)
+                .run(vips_rx, lead_tx, stop_rx),
         );
         tracing::info!(
             identity = %node,
