@@ -790,3 +790,63 @@ fn three_routers_share_the_buckets_with_a_flat_lease_load() {
         bucket_holders(&l)
     );
 }
+
+/// The pool address of a Service's status, if it has one.
+fn status_ip(l: &Lab, name: &str) -> Option<String> {
+    ingress(l, name)
+        .pointer("/0/ip")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Found against a real API server: a Service that was served and is then
+/// refused kept its VIP in its status, and since an address in a status is
+/// reserved, the pool leaked it. Now its status is emptied and the address
+/// goes to the next Service that needs one.
+#[test]
+fn a_refused_service_gives_its_pool_address_back() {
+    if !privileged("a_refused_service_gives_its_pool_address_back") {
+        return;
+    }
+    let l = lab("refused", 1);
+    let a = router(&l, "router-a", "lb0", "");
+    let _d = start(&l, &a, "a.log");
+    // The pool has four addresses: four Services take them all.
+    let names = ["s0", "s1", "s2", "s3"];
+    for n in names {
+        l.api.apply(service(n, 53, "UDP", json!({})));
+        l.api
+            .apply(slice(n, vec![endpoint("10.244.0.5", true, true, false)]));
+    }
+    wait_until("four statuses", Duration::from_secs(20), || {
+        names.iter().all(|n| status_ip(&l, n).is_some())
+    });
+    l.api.apply(service("s4", 53, "UDP", json!({})));
+    l.api
+        .apply(slice("s4", vec![endpoint("10.244.0.5", true, true, false)]));
+    wait_until(
+        "s4 refused for want of an address",
+        Duration::from_secs(20),
+        || {
+            l.api
+                .list("v1", "Event")
+                .iter()
+                .any(|e| e["involvedObject"]["name"] == "s4" && e["reason"] == "NoAddress")
+        },
+    );
+    assert_eq!(status_ip(&l, "s4"), None);
+
+    // s1 becomes refused (an annotation that is no address): its metadata
+    // changes, its status stays as it was, as with a real API server.
+    let freed = status_ip(&l, "s1").unwrap();
+    let mut s1 = l.api.get("v1", "Service", Some("default"), "s1").unwrap();
+    s1["metadata"]["annotations"] = json!({ "xlb.io/vip": "not-an-address" });
+    l.api.apply(s1);
+    assert_eq!(status_ip(&l, "s1").as_deref(), Some(freed.as_str()));
+    wait_until("s1's status emptied", Duration::from_secs(20), || {
+        status_ip(&l, "s1").is_none()
+    });
+    wait_until("s1's address given to s4", Duration::from_secs(20), || {
+        status_ip(&l, "s4").as_deref() == Some(freed.as_str())
+    });
+}

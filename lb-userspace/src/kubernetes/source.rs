@@ -177,7 +177,13 @@ async fn write_back(
         let Some(now) = outcome.borrow_and_update().clone() else {
             continue;
         };
-        status.sync(&now.addresses, &services).await;
+        let refused = now
+            .refusals
+            .iter()
+            .map(|r| r.service.clone())
+            .filter(|k| !now.addresses.contains_key(k))
+            .collect();
+        status.sync(&now.addresses, &refused, &services).await;
         events.report(&now.refusals).await;
     }
 }

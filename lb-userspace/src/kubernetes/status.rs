@@ -1,10 +1,12 @@
 //! Writes each served Service's VIPs to `status.loadBalancer.ingress`
 //! (`ipMode: VIP`: kube-proxy then delivers the VIP to local endpoints on a
-//! node, which `backend_target = "node"` relies on). Only differences are
-//! written, as a merge patch of the status subresource.
+//! node, which `backend_target = "node"` relies on), and empties it for a
+//! Service of ours that is refused: an address left in a status stays
+//! reserved, and the pool would leak it. Only differences are written, as
+//! a merge patch of the status subresource.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -48,12 +50,22 @@ impl StatusWriter {
         }
     }
 
-    pub async fn sync(&mut self, want: &BTreeMap<ObjKey, Vec<IpAddr>>, services: &Store<Service>) {
+    /// Writes `want` (served Services' VIPs) and empties the ingress of
+    /// `refused` Services (ours, none of their ports served).
+    pub async fn sync(
+        &mut self,
+        want: &BTreeMap<ObjKey, Vec<IpAddr>>,
+        refused: &BTreeSet<ObjKey>,
+        services: &Store<Service>,
+    ) {
         let mut todo = Vec::new();
+        let none = Vec::new();
         for svc in services.state() {
             let key = key_of(&svc.metadata);
-            let Some(addrs) = want.get(&key) else {
-                continue;
+            let addrs = match want.get(&key) {
+                Some(addrs) => addrs,
+                None if refused.contains(&key) => &none,
+                None => continue,
             };
             let have = ingress_ips(&svc);
             if have == *addrs {
@@ -78,6 +90,10 @@ impl StatusWriter {
             .await;
         for (key, addrs, r) in results {
             match r {
+                Ok(()) if addrs.is_empty() => {
+                    tracing::info!(service = %key, "status: load balancer ingress emptied (not served)");
+                    self.written.insert(key, addrs);
+                }
                 Ok(()) => {
                     tracing::info!(service = %key, vips = ?addrs, "status: load balancer ingress written");
                     self.written.insert(key, addrs);
@@ -85,7 +101,8 @@ impl StatusWriter {
                 Err(e) => tracing::warn!(service = %key, "writing the status: {e}"),
             }
         }
-        self.written.retain(|k, _| want.contains_key(k));
+        self.written
+            .retain(|k, _| want.contains_key(k) || refused.contains(k));
     }
 }
 
