@@ -125,6 +125,9 @@ pub struct Elector {
     /// The last successful list: how long the API server has been away.
     last_list: Option<Instant>,
     said_fail_static: bool,
+    /// Failures warned about in the previous round: a failure that repeats
+    /// every round (a missing namespace, a denied verb) is said once.
+    warned: BTreeSet<String>,
 }
 
 impl Elector {
@@ -140,6 +143,7 @@ impl Elector {
             vips: BTreeSet::new(),
             last_list: None,
             said_fail_static: false,
+            warned: BTreeSet::new(),
         }
     }
 
@@ -229,8 +233,9 @@ impl Elector {
 
         let me = self.identity.clone();
         let member = member_lease(&me);
+        let mut failed = BTreeSet::new();
         if let Err(e) = self.write(&member, by_name.get(&member), None).await {
-            tracing::warn!(lease = %member, "renewing this router's member Lease: {e}");
+            failed.insert(format!("writing the Lease {member}: {e}"));
         }
         let routers = self
             .seen
@@ -313,9 +318,22 @@ impl Elector {
                 // Someone wrote it since the list: looked at next round.
                 Err(Write::Conflict) => {}
                 // Fail-static: a holder keeps leading through API errors.
-                Err(Write::Failed(e)) => tracing::warn!(lease = %name, "Lease: {e}"),
+                Err(Write::Failed(e)) => {
+                    failed.insert(format!("writing the Lease {name}: {e}"));
+                }
+                Err(Write::NoNamespace) => {
+                    failed.insert(Write::NoNamespace.to_string());
+                }
             }
         }
+        // The Leases of one failure cause are one line: a namespace that does
+        // not exist fails every Lease the same way.
+        for line in &failed {
+            if !self.warned.contains(line) {
+                tracing::warn!("{line} (said once while it lasts)");
+            }
+        }
+        self.warned = failed;
     }
 
     /// The list failed: nothing is known, nothing changes (fail-static).
@@ -430,6 +448,10 @@ impl Elector {
         match tokio::time::timeout(self.timing.retry_period, call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Write::Conflict),
+            // Creating in a namespace that does not exist.
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 && old.is_none() => {
+                Err(Write::NoNamespace)
+            }
             Ok(Err(e)) => Err(Write::Failed(e.to_string())),
             Err(_) => Err(Write::Failed("timed out".to_owned())),
         }
@@ -482,7 +504,7 @@ impl Elector {
                 Err(Write::Conflict) => {
                     tracing::warn!(lease = %name, "releasing the Lease: changed meanwhile")
                 }
-                Err(Write::Failed(e)) => tracing::warn!(lease = %name, "releasing the Lease: {e}"),
+                Err(e) => tracing::warn!(lease = %name, "releasing the Lease: {e}"),
             }
         }
     }
@@ -492,6 +514,8 @@ impl Elector {
 enum Write {
     /// Written by someone else since it was read (HTTP 409).
     Conflict,
+    /// Created in a namespace that does not exist (HTTP 404).
+    NoNamespace,
     Failed(String),
 }
 
@@ -499,6 +523,10 @@ impl std::fmt::Display for Write {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Conflict => f.write_str("changed by another router meanwhile (409)"),
+            Self::NoNamespace => f.write_str(
+                "the Lease namespace does not exist: create it (deploy/namespace.yaml creates \
+                 xlb-system) or set kubernetes.lease_namespace to the DaemonSet's namespace",
+            ),
             Self::Failed(e) => f.write_str(e),
         }
     }
