@@ -549,9 +549,21 @@ fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
     // A conflicting Service, so the Event call is made too.
     l.api
         .apply(service("intruder", 53, "UDP", json!({ "xlb.io/vip": VIP })));
-    wait_until("the conflict Event", Duration::from_secs(10), || {
-        !l.api.list("v1", "Event").is_empty()
-    });
+    // Both routers report the refusal, into one Event object (found
+    // against a real API server: one object per router and restart).
+    let intruder_events = || {
+        l.api
+            .list("v1", "Event")
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == "intruder")
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "the conflict Event from both routers",
+        Duration::from_secs(10),
+        || intruder_events().iter().any(|e| e["count"] == 2),
+    );
+    assert_eq!(intruder_events().len(), 1, "{:#?}", intruder_events());
 
     // Exactly one leader, and both routers agree who it is.
     wait_until("a leader", Duration::from_secs(10), || {

@@ -1,6 +1,9 @@
 //! Warning Events on Services xlb refuses, posted once per distinct refusal
 //! (a refusal that clears and comes back is posted again), with the same
-//! line in the log.
+//! line in the log. Aggregated as client-go's recorder does: one Event
+//! object per refusal, named after it, whatever the router and however
+//! often it restarts; a router that finds it already there adds one to its
+//! `count` and moves `lastTimestamp`.
 
 use std::collections::BTreeSet;
 
@@ -43,7 +46,7 @@ impl Events {
                 continue;
             }
             tracing::warn!(service = %r.service, reason = r.reason, "{}", r.message);
-            match self.post(&r).await {
+            match self.report_one(&r).await {
                 Ok(()) => {
                     self.posted.insert(r);
                 }
@@ -53,13 +56,33 @@ impl Events {
         }
     }
 
-    async fn post(&self, r: &Refusal) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
+    /// Creates the refusal's Event, or counts one more report on it.
+    async fn report_one(&self, r: &Refusal) -> Result<(), kube::Error> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &r.service.namespace);
-        let event = Event {
+        let name = event_name(r);
+        match api
+            .create(&PostParams::default(), &self.event(r, &name))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            other => return other.map(drop),
+        }
+        // Already reported (by another router, or before a restart): one
+        // more, optimistic like every write (a 409 is tried at the next
+        // change).
+        let mut e = api.get(&name).await?;
+        e.count = Some(e.count.unwrap_or(1) + 1);
+        e.last_timestamp = Some(Time(Timestamp::now()));
+        api.replace(&name, &PostParams::default(), &e)
+            .await
+            .map(drop)
+    }
+
+    fn event(&self, r: &Refusal, name: &str) -> Event {
+        let now = Timestamp::now();
+        Event {
             metadata: ObjectMeta {
-                // As client-go names them: object name, then a unique suffix.
-                name: Some(format!("{}.{:x}", r.service.name, now.as_nanosecond())),
+                name: Some(name.to_owned()),
                 namespace: Some(r.service.namespace.clone()),
                 ..Default::default()
             },
@@ -86,7 +109,26 @@ impl Events {
                 host: Some(self.node.clone()),
             }),
             ..Default::default()
-        };
-        api.create(&PostParams::default(), &event).await.map(|_| ())
+        }
     }
+}
+
+/// The refusal's Event name: the Service's name and a fixed hash (FNV-1a)
+/// of what the refusal is, so every router and every restart names it the
+/// same.
+fn event_name(r: &Refusal) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [
+        r.service.namespace.as_str(),
+        r.service.name.as_str(),
+        r.uid.as_str(),
+        r.reason,
+        r.message.as_str(),
+    ] {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{}.xlb-{h:016x}", r.service.name)
 }
