@@ -13,10 +13,10 @@
 //!   keeps changing it, judged by when *this* node saw its resourceVersion
 //!   change (clock skew between nodes does not matter); writes are
 //!   optimistic (a lost race is a 409, looked at again next round).
-//! - **Spreading.** A router takes any bucket nobody holds, and hands back
-//!   (releases) the buckets it holds beyond its share, `ceil(buckets in use
-//!   / live routers)`; it does not take a bucket back for a Lease duration
-//!   after handing it back, so another router does.
+//! - **Spreading.** A router takes buckets nobody holds up to its share,
+//!   `ceil(buckets in use / live routers)`, and hands back (releases) the
+//!   buckets it holds beyond it; it does not take a bucket back for a Lease
+//!   duration after handing it back, so another router does.
 //! - **Fail-static.** A leader that cannot reach the API server keeps
 //!   leading what it holds: every router forwards every VIP to the same
 //!   backends (Maglev with a node-independent hash), so two routers
@@ -293,6 +293,11 @@ impl Elector {
             }
         }
 
+        // Free buckets are taken up to the share: routers at their share
+        // leave the rest to the others, so the spread settles in a few
+        // rounds instead of buckets going back and forth. (With N live
+        // routers, N shares cover every bucket in use.)
+        let mut holding = in_use.len() - excess.len();
         for b in active {
             if excess.contains(&b) {
                 continue;
@@ -301,7 +306,10 @@ impl Elector {
             let seen = self.seen.get(&name);
             let mine = seen.is_some_and(|s| s.holder.as_deref() == Some(me.as_str()));
             let free = seen.is_none_or(|s| !s.live(&me));
-            let takeable = free && !self.handed_back.contains_key(&b);
+            let takeable = free && !self.handed_back.contains_key(&b) && holding < share;
+            if !mine && takeable {
+                holding += 1;
+            }
             if !mine && !takeable {
                 // Another live holder (or one this node just handed it to).
                 if self.leading.remove(&b) {
