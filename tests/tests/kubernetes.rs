@@ -862,3 +862,46 @@ fn a_refused_service_gives_its_pool_address_back() {
         status_ip(&l, "s4").as_deref() == Some(freed.as_str())
     });
 }
+
+/// Found against a real API server: after a 40 s outage the watches took
+/// about 30 s to come back (kube's default backoff, and its client's own
+/// retries). A change made once the API server is back reaches the maps
+/// within 5 s.
+#[test]
+fn the_cluster_is_followed_again_within_seconds_of_a_40_s_outage() {
+    if !privileged("the_cluster_is_followed_again_within_seconds_of_a_40_s_outage") {
+        return;
+    }
+    let l = lab("outage", 1);
+    l.api.apply(service("dns", 53, "UDP", json!({})));
+    l.api
+        .apply(slice("dns", vec![endpoint("10.0.0.17", true, true, false)]));
+    let r = router(&l, "router-a", "lb0", "");
+    let _d = start(&l, &r, "a.log");
+    await_served(&r, Some(backends(&[("10.0.0.17", 1)])), "before the outage");
+    l.api.set_unavailable(true);
+    std::thread::sleep(Duration::from_secs(40));
+    l.api.set_unavailable(false);
+    let back = Instant::now();
+    l.api.apply(slice(
+        "dns",
+        vec![
+            endpoint("10.0.0.17", true, true, false),
+            endpoint("10.0.0.18", true, true, false),
+        ],
+    ));
+    let want = Some(backends(&[("10.0.0.17", 1), ("10.0.0.18", 1)]));
+    let key = (ip(VIP), 53, 17);
+    while served(&dump(&maps(&r)))
+        .ok()
+        .and_then(|s| s.get(&key).cloned())
+        != want
+    {
+        assert!(
+            back.elapsed() < patience(Duration::from_secs(5)),
+            "the change had not reached the maps {:?} after the API server came back",
+            back.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

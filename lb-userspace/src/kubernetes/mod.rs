@@ -118,6 +118,14 @@ pub async fn client(cfg: &config::Kubernetes) -> Result<Client, KubernetesError>
         }
         None => kube::Config::infer().await?,
     };
+    // No retry layer in the client: kube's retries 429/503/504 itself with
+    // delays that grow to minutes, so a call made during an outage could
+    // sleep long after the API server is back. Every caller here retries on
+    // its own, bounded: the watches (`source::watch_backoff`), the Lease
+    // rounds (every retry period), the status and Event writes (at the
+    // next change or resync).
+    let mut config = config;
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }
 

@@ -12,6 +12,7 @@ use kube::{
     runtime::{
         WatchStreamExt as _,
         reflector::{self, Store},
+        utils::ResetTimerBackoff,
         watcher,
     },
 };
@@ -98,7 +99,7 @@ where
         // Nothing reads managedFields; dropping them roughly halves the
         // memory of large stores.
         .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .default_backoff();
+        .backoff(watch_backoff());
     let task = tokio::spawn(reflector::reflector(writer, stream).for_each(move |ev| {
         match ev {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
@@ -110,6 +111,25 @@ where
         ready(())
     }));
     (store, task)
+}
+
+/// How a broken watch is retried: from 200 ms, doubling, at most 1 s plus
+/// a jitter of up to as much again, reset after 30 s of health. kube's default grows to 30 s,
+/// and after a 40 s API outage the watches took about that long to come
+/// back (found against a real API server); a router must follow the
+/// cluster again within seconds. Three watches retried about once a second
+/// each are still a light load on a struggling API server.
+fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let b = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(b),
+        Duration::from_secs(30),
+    )
 }
 
 async fn translate_loop(
