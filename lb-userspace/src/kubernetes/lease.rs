@@ -59,15 +59,7 @@ const BUCKET_SEED: u32 = 0x786c_6262; // "xlbb"
 
 /// The bucket of a VIP: the same on every node.
 pub fn bucket_of(vip: IpAddr, buckets: u32) -> u32 {
-    let addr = match vip {
-        IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            b
-        }
-        IpAddr::V6(a) => a.octets(),
-    };
-    lb_common::hash::addr_hash(&addr, BUCKET_SEED) % buckets.max(1)
+    lb_common::hash::addr_hash(&crate::maglev::addr_bytes(vip), BUCKET_SEED) % buckets.max(1)
 }
 
 pub fn bucket_lease(bucket: u32) -> String {
@@ -453,13 +445,21 @@ impl Elector {
                 }
             }
         };
+        self.timed(call, old.is_none()).await
+    }
+
+    /// A Lease write (a create when `creating`), bounded by the retry
+    /// period, its failure classified.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+        creating: bool,
+    ) -> Result<(), Write> {
         match tokio::time::timeout(self.timing.retry_period, call).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Write::Conflict),
             // Creating in a namespace that does not exist.
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 && old.is_none() => {
-                Err(Write::NoNamespace)
-            }
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 && creating => Err(Write::NoNamespace),
             Ok(Err(e)) => Err(Write::Failed(e.to_string())),
             Err(_) => Err(Write::Failed("timed out".to_owned())),
         }
@@ -479,13 +479,8 @@ impl Elector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         let params = PostParams::default();
-        let call = self.api.replace(name, &params, &lease);
-        match tokio::time::timeout(self.timing.retry_period, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Write::Conflict),
-            Ok(Err(e)) => Err(Write::Failed(e.to_string())),
-            Err(_) => Err(Write::Failed("timed out".to_owned())),
-        }
+        self.timed(self.api.replace(name, &params, &lease), false)
+            .await
     }
 
     /// On shutdown: every Lease this node holds, buckets and member, read
