@@ -112,11 +112,13 @@ impl XdpDataplane {
         // Interfaces a pinned map remembers from an earlier daemon, or that
         // failed to attach just now.
         balancer.maps.retain_ifaces(&indexes)?;
-        // Interfaces dropped from the config: unpinning detaches.
+        // Interfaces dropped from the config.
         for l in pins.links() {
             if !ifaces.contains(&l.iface) {
                 tracing::info!(iface = %l.iface, "detaching from an interface no longer configured");
-                let _ = std::fs::remove_file(&l.path);
+                if let Err(e) = l.detach() {
+                    tracing::warn!(iface = %l.iface, "detaching failed: {e}");
+                }
             }
         }
         let _ = std::fs::remove_file(pins.prog());

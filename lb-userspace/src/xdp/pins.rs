@@ -198,13 +198,92 @@ impl PinDir {
         remove_if_exists(&self.prog())?;
         if links {
             for l in self.links() {
-                remove_if_exists(&l.path)?;
+                l.detach()?;
             }
             let _ = fs::remove_dir(self.links_dir());
             let _ = fs::remove_dir(&self.root);
         }
         Ok(())
     }
+}
+
+impl LinkPin {
+    /// Detaches the link from its interface, then removes the pin.
+    ///
+    /// Removing the pin alone detaches too, but later: bpffs drops its
+    /// reference after an RCU grace period and the link is released from a
+    /// work queue, so the interface can still run the program when the
+    /// caller reports it detached. `BPF_LINK_DETACH` (Linux 5.9) takes the
+    /// program off the interface before it returns.
+    pub fn detach(&self) -> std::io::Result<()> {
+        match link_detach(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // A kernel without BPF_LINK_DETACH: unpinning still detaches, later.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+        remove_if_exists(&self.path)
+    }
+}
+
+/// `BPF_OBJ_GET` on the pin, then `BPF_LINK_DETACH` on the descriptor.
+fn link_detach(pin: &Path) -> std::io::Result<()> {
+    use std::os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkDetach {
+        link_fd: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let get = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: bpf(2) reads `size_of::<ObjGet>()` bytes of `get`, a repr(C)
+    // prefix of `union bpf_attr` whose pathname points at a NUL-terminated
+    // string that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGet,
+            size_of::<ObjGet>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a successful BPF_OBJ_GET returns a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let detach = LinkDetach {
+        link_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+    };
+    // SAFETY: as above, with the link_detach member of `union bpf_attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &detach as *const LinkDetach,
+            size_of::<LinkDetach>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
