@@ -12,12 +12,15 @@ pub mod events;
 pub mod leadership;
 pub mod lease;
 pub mod memory;
+pub mod objects;
 pub mod pools;
 pub mod source;
 pub mod status;
 pub mod translate;
 #[cfg(test)]
 mod translate_tests;
+#[cfg(test)]
+mod translate_props;
 
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 

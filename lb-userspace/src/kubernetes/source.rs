@@ -1,6 +1,21 @@
-//! The watches and the loop that turns their stores into an [`Outcome`].
+//! The watches and the task that owns the [`Translator`].
+//!
+//! Each watch turns its objects into what the translation keeps of them
+//! ([`objects`](super::objects)) as they arrive and sends the change to the
+//! translator's task, which applies every change queued, settles, and
+//! publishes the outcome. A re-list (start, a disconnect the watch cannot
+//! resume, a `410 Gone`) is gathered apart and swapped in only once
+//! complete, as a diff against what the translator holds, and nothing is
+//! published before every watch has listed once: a resync never shows the
+//! data plane a partial or empty view.
 
-use std::{collections::BTreeSet, fmt::Debug, future::ready, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Debug,
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::{
@@ -9,108 +24,161 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
-    runtime::{
-        WatchStreamExt as _,
-        reflector::{self, Store},
-        utils::ResetTimerBackoff,
-        watcher,
-    },
+    runtime::{WatchStreamExt as _, utils::ResetTimerBackoff, watcher},
 };
 use serde::de::DeserializeOwned;
 use tokio::{
-    sync::{Notify, watch},
+    sync::{mpsc, watch},
     task::JoinHandle,
 };
 
 use super::{
     events::Events,
+    objects::{self, ObjKey, SERVICE_NAME_LABEL, ServiceInfo, SliceInfo, key_of},
     status::StatusWriter,
-    translate::{self, Outcome, SERVICE_NAME_LABEL, Settings},
+    translate::{Outcome, Settings, Translator},
 };
 use crate::{config::BackendTarget, vip::Vip};
 
 /// How often status and Events are checked even when nothing changed, so
-/// a status someone else overwrote is put back.
+/// a failed write is tried again.
 const RESYNC: Duration = Duration::from_secs(30);
 
-/// Starts one watch per kind, the translation loop and the status writer.
+/// Changes queued between the watches and the translator.
+const QUEUE: usize = 4096;
+
+/// One watch's change, in the translator's terms.
+enum Change<T> {
+    /// A re-list begins: what follows until `Listed` replaces everything.
+    Relist,
+    /// An object as the translation keeps it (`None`: there is none to
+    /// keep: not ours, or gone).
+    Object(ObjKey, Option<T>),
+    /// The re-list is complete.
+    Listed,
+}
+
+enum Update {
+    Service(Change<ServiceInfo>),
+    Slice(Change<SliceInfo>),
+    Node(Change<Vec<IpAddr>>),
+}
+
+/// Starts one watch per kind, the translator and the status writer.
 pub fn spawn(
     client: Client,
     node: String,
     settings: Settings,
     statics: watch::Receiver<BTreeSet<Vip>>,
 ) -> (watch::Receiver<Option<Arc<Outcome>>>, Vec<JoinHandle<()>>) {
-    let changed = Arc::new(Notify::new());
-    let mut tasks = Vec::new();
-    let (services, t) = watch_kind::<Service>(
-        Api::all(client.clone()),
-        watcher::Config::default(),
-        changed.clone(),
-    );
-    tasks.push(t);
-    let (slices, t) = watch_kind::<EndpointSlice>(
-        Api::all(client.clone()),
-        watcher::Config::default().labels(SERVICE_NAME_LABEL),
-        changed.clone(),
-    );
-    tasks.push(t);
-    let nodes = (settings.target == BackendTarget::Node).then(|| {
-        let (nodes, t) = watch_kind::<Node>(
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let class = settings.class();
+    let mut tasks = vec![
+        watch_kind::<Service>(
             Api::all(client.clone()),
             watcher::Config::default(),
-            changed.clone(),
-        );
-        tasks.push(t);
-        nodes
-    });
-
+            tx.clone(),
+            move |s| ServiceInfo::of(s, &class),
+            Update::Service,
+        ),
+        watch_kind::<EndpointSlice>(
+            Api::all(client.clone()),
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            tx.clone(),
+            SliceInfo::of,
+            Update::Slice,
+        ),
+    ];
+    let kinds = if settings.target == BackendTarget::Node {
+        tasks.push(watch_kind::<Node>(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            tx,
+            |n| Some(objects::node_addresses(n)),
+            Update::Node,
+        ));
+        3
+    } else {
+        2
+    };
     let (out_tx, out_rx) = watch::channel(None);
-    tasks.push(tokio::spawn(translate_loop(
-        services.clone(),
-        slices,
-        nodes,
-        changed,
-        statics,
-        settings,
-        out_tx,
-    )));
-    tasks.push(tokio::spawn(write_back(
-        client,
-        node,
-        services,
-        out_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(
+        TranslatorTask {
+            translator: Translator::new(settings),
+            kinds,
+            listed: [false; 3],
+            relists: Relists::default(),
+        }
+        .run(rx, statics, out_tx),
+    ));
+    tasks.push(tokio::spawn(write_back(client, node, out_rx.clone())));
     (out_rx, tasks)
 }
 
-/// A reflector for one kind. Every change that leaves the store complete
-/// (an applied or deleted object, the end of a re-list) wakes the loop.
+/// A watch for one kind, each object turned into what is kept of it
+/// before it is queued (the full object is dropped right there).
 fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
-    changed: Arc<Notify>,
-) -> (Store<K>, JoinHandle<()>)
+    tx: mpsc::Sender<Update>,
+    keep: impl Fn(&K) -> Option<<K as Kept>::Info> + Send + 'static,
+    wrap: fn(Change<<K as Kept>::Info>) -> Update,
+) -> JoinHandle<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Kept + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let (store, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
-    let stream = watcher(api, config)
-        // Nothing reads managedFields; dropping them roughly halves the
-        // memory of large stores.
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .backoff(watch_backoff());
-    let task = tokio::spawn(reflector::reflector(writer, stream).for_each(move |ev| {
-        match ev {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                changed.notify_one();
+    let mut stream = watcher(api, config).backoff(watch_backoff()).boxed();
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            let change = match ev {
+                Ok(watcher::Event::Init) => Change::Relist,
+                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                    Change::Object(K::key(&o), keep(&o))
+                }
+                Ok(watcher::Event::Delete(o)) => Change::Object(K::key(&o), None),
+                Ok(watcher::Event::InitDone) => Change::Listed,
+                Err(e) => {
+                    tracing::warn!(%kind, "watch: {e} (retrying with backoff; the data plane keeps its state)");
+                    continue;
+                }
+            };
+            if tx.send(wrap(change)).await.is_err() {
+                return;
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Err(e) => tracing::warn!(%kind, "watch: {e} (retrying with backoff; the data plane keeps its state)"),
         }
-        ready(())
-    }));
-    (store, task)
+    })
+}
+
+/// How a watched kind is keyed.
+trait Kept {
+    type Info;
+    fn key(o: &Self) -> ObjKey;
+}
+
+impl Kept for Service {
+    type Info = ServiceInfo;
+    fn key(o: &Self) -> ObjKey {
+        key_of(&o.metadata)
+    }
+}
+
+impl Kept for EndpointSlice {
+    type Info = SliceInfo;
+    fn key(o: &Self) -> ObjKey {
+        key_of(&o.metadata)
+    }
+}
+
+impl Kept for Node {
+    type Info = Vec<IpAddr>;
+    /// Nodes are cluster-scoped: the name alone.
+    fn key(o: &Self) -> ObjKey {
+        ObjKey {
+            namespace: String::new(),
+            name: o.name_any(),
+        }
+    }
 }
 
 /// How a broken watch is retried: from 200 ms, doubling, at most 1 s plus
@@ -132,49 +200,130 @@ fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     )
 }
 
-async fn translate_loop(
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Option<Store<Node>>,
-    changed: Arc<Notify>,
-    mut statics: watch::Receiver<BTreeSet<Vip>>,
-    settings: Settings,
-    out: watch::Sender<Option<Arc<Outcome>>>,
-) {
-    if services.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
-        return;
-    }
-    if let Some(n) = &nodes
-        && n.wait_until_ready().await.is_err()
-    {
-        return;
-    }
-    tracing::info!(
-        services = services.len(),
-        endpointslices = slices.len(),
-        "Kubernetes watches synced"
-    );
-    loop {
-        let statics_now = statics.borrow_and_update().clone();
-        let node_state = nodes.as_ref().map(Store::state).unwrap_or_default();
-        let next = translate::translate(
-            &services.state(),
-            &slices.state(),
-            &node_state,
-            &statics_now,
-            &settings,
-        );
-        out.send_if_modified(|cur| {
-            if cur.as_deref() == Some(&next) {
-                return false;
+/// Re-lists in progress, per kind.
+#[derive(Default)]
+struct Relists {
+    services: Option<HashMap<ObjKey, Option<ServiceInfo>>>,
+    slices: Option<HashMap<ObjKey, Option<SliceInfo>>>,
+    nodes: Option<HashMap<ObjKey, Option<Vec<IpAddr>>>>,
+}
+
+struct TranslatorTask {
+    translator: Translator,
+    /// How many kinds are watched, and which have listed once.
+    kinds: usize,
+    listed: [bool; 3],
+    relists: Relists,
+}
+
+impl TranslatorTask {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Update>,
+        mut statics: watch::Receiver<BTreeSet<Vip>>,
+        out: watch::Sender<Option<Arc<Outcome>>>,
+    ) {
+        let mut announced = false;
+        loop {
+            self.translator
+                .set_statics(statics.borrow_and_update().clone());
+            let synced = self.listed[..self.kinds].iter().all(|l| *l);
+            if synced {
+                if !announced {
+                    announced = true;
+                    tracing::info!(
+                        services = self.translator.service_keys().len(),
+                        endpointslices = self.translator.slice_keys().len(),
+                        "Kubernetes watches synced"
+                    );
+                }
+                let changed = self.translator.settle();
+                if changed || out.borrow().is_none() {
+                    out.send_replace(Some(Arc::new(self.translator.outcome().clone())));
+                }
             }
-            *cur = Some(Arc::new(next));
-            true
-        });
-        tokio::select! {
-            () = changed.notified() => {}
-            r = statics.changed() => if r.is_err() { return },
+            tokio::select! {
+                u = rx.recv() => match u {
+                    Some(u) => self.apply(u),
+                    None => return,
+                },
+                r = statics.changed() => if r.is_err() { return },
+            }
+            // Everything already queued, before the next settle.
+            while let Ok(u) = rx.try_recv() {
+                self.apply(u);
+            }
         }
+    }
+
+    fn apply(&mut self, u: Update) {
+        let t = &mut self.translator;
+        match u {
+            Update::Service(c) => {
+                if let Some(all) = step(c, &mut self.relists.services, |k, v| t.service(k, v)) {
+                    for k in t.service_keys() {
+                        if !all.contains_key(&k) {
+                            t.service(k, None);
+                        }
+                    }
+                    for (k, v) in all {
+                        t.service(k, v);
+                    }
+                    self.listed[0] = true;
+                }
+            }
+            Update::Slice(c) => {
+                if let Some(all) = step(c, &mut self.relists.slices, |k, v| t.slice(k, v)) {
+                    for k in t.slice_keys() {
+                        if !all.contains_key(&k) {
+                            t.slice(k, None);
+                        }
+                    }
+                    for (k, v) in all {
+                        t.slice(k, v);
+                    }
+                    self.listed[1] = true;
+                }
+            }
+            Update::Node(c) => {
+                if let Some(all) = step(c, &mut self.relists.nodes, |k, v| t.node(k.name, v)) {
+                    for n in t.node_names() {
+                        if !all.keys().any(|k| k.name == n) {
+                            t.node(n, None);
+                        }
+                    }
+                    for (k, v) in all {
+                        t.node(k.name, v);
+                    }
+                    self.listed[2] = true;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one change, or gathers it into the re-list in progress; the
+/// complete re-list once it ends.
+fn step<T>(
+    c: Change<T>,
+    relist: &mut Option<HashMap<ObjKey, Option<T>>>,
+    mut apply: impl FnMut(ObjKey, Option<T>),
+) -> Option<HashMap<ObjKey, Option<T>>> {
+    match c {
+        Change::Relist => {
+            *relist = Some(HashMap::new());
+            None
+        }
+        Change::Object(k, v) => {
+            match relist {
+                Some(all) => {
+                    all.insert(k, v);
+                }
+                None => apply(k, v),
+            }
+            None
+        }
+        Change::Listed => Some(relist.take().unwrap_or_default()),
     }
 }
 
@@ -183,27 +332,27 @@ async fn translate_loop(
 async fn write_back(
     client: Client,
     node: String,
-    services: Store<Service>,
     mut outcome: watch::Receiver<Option<Arc<Outcome>>>,
 ) {
     let mut status = StatusWriter::new(client.clone());
     let mut events = Events::new(client, node);
     let mut resync = tokio::time::interval(RESYNC);
+    let mut reported = None;
     loop {
         tokio::select! {
             r = outcome.changed() => if r.is_err() { return },
-            _ = resync.tick() => {}
+            _ = resync.tick() => reported = None,
         }
         let Some(now) = outcome.borrow_and_update().clone() else {
             continue;
         };
-        let refused = now
-            .refusals
-            .iter()
-            .map(|r| r.service.clone())
-            .filter(|k| !now.addresses.contains_key(k))
-            .collect();
-        status.sync(&now.addresses, &refused, &services).await;
-        events.report(&now.refusals).await;
+        status.sync(&now.statuses).await;
+        if reported
+            .as_ref()
+            .is_none_or(|r| !Arc::ptr_eq(r, &now.refusals))
+        {
+            events.report(&now.refusals).await;
+            reported = Some(now.refusals.clone());
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! (`ipMode: VIP`: kube-proxy then delivers the VIP to local endpoints on a
 //! node, which `backend_target = "node"` relies on), and empties it for a
 //! Service of ours that is refused: an address left in a status stays
-//! reserved, and the pool would leak it. Only differences are written, as
-//! a merge patch of the status subresource.
+//! reserved, and the pool would leak it. The translation says which
+//! statuses differ ([`Outcome::statuses`](super::Outcome)); only those are
+//! written, as a merge patch of the status subresource.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
 };
 
@@ -15,25 +16,11 @@ use k8s_openapi::api::core::v1::Service;
 use kube::{
     Client,
     api::{Api, Patch, PatchParams},
-    runtime::reflector::Store,
 };
 
-use super::translate::{ObjKey, key_of};
+use super::objects::ObjKey;
 
 const CONCURRENCY: usize = 16;
-
-/// The VIPs a Service's status lists, in order.
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|i| i.ip_mode.as_deref().is_none_or(|m| m == "VIP"))
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
 
 pub struct StatusWriter {
     client: Client,
@@ -50,34 +37,18 @@ impl StatusWriter {
         }
     }
 
-    /// Writes `want` (served Services' VIPs) and empties the ingress of
-    /// `refused` Services (ours, none of their ports served).
-    pub async fn sync(
-        &mut self,
-        want: &BTreeMap<ObjKey, Vec<IpAddr>>,
-        refused: &BTreeSet<ObjKey>,
-        services: &Store<Service>,
-    ) {
-        let mut todo = Vec::new();
-        let none = Vec::new();
-        for svc in services.state() {
-            let key = key_of(&svc.metadata);
-            let addrs = match want.get(&key) {
-                Some(addrs) => addrs,
-                None if refused.contains(&key) => &none,
-                None => continue,
-            };
-            let have = ingress_ips(&svc);
-            if have == *addrs {
-                self.written.remove(&key);
-                continue;
-            }
-            if self.written.get(&key) == Some(addrs) {
-                continue;
-            }
-            todo.push((key, addrs.clone()));
-        }
-        let results: Vec<_> = futures::stream::iter(todo)
+    /// Writes each of `todo`: a Service and the VIPs its status should
+    /// list (none: emptied).
+    pub async fn sync(&mut self, todo: &BTreeMap<ObjKey, Vec<IpAddr>>) {
+        // Written and brought back by the watch: no longer to do.
+        self.written
+            .retain(|k, v| todo.get(k).is_some_and(|w| w == v));
+        let writes: Vec<(ObjKey, Vec<IpAddr>)> = todo
+            .iter()
+            .filter(|(k, v)| self.written.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let results: Vec<_> = futures::stream::iter(writes)
             .map(|(key, addrs)| {
                 let client = self.client.clone();
                 async move {
@@ -101,8 +72,6 @@ impl StatusWriter {
                 Err(e) => tracing::warn!(service = %key, "writing the status: {e}"),
             }
         }
-        self.written
-            .retain(|k, _| want.contains_key(k) || refused.contains(k));
     }
 }
 

@@ -1,32 +1,48 @@
 //! From Kubernetes objects to xlb's desired services: which Services are
 //! ours, which VIP each gets, which backends serve each port, and which
-//! Services are refused (and why). Pure: the watchers feed it snapshots, the
-//! unit tests feed it objects written as the API reference defines them.
+//! Services are refused (and why).
+//!
+//! Incremental: a [`Translator`] holds the objects (as [`objects`] keeps
+//! them) and the last result, and is told each change. The result has two
+//! layers, recomputed separately:
+//!
+//! - the **plan**: which Service gets which addresses and ports, and which
+//!   are refused. It depends on every Service (earlier Services win
+//!   conflicts; pools hand out the lowest free address in creation order),
+//!   so it is one pass over all Services, run only when a Service changes
+//!   (in anything the plan reads: spec, annotations, status), when the
+//!   config file's VIPs change, or on a re-list. That pass reads no
+//!   EndpointSlice and no Node.
+//! - each Service's **backends**, recomputed for that Service alone when
+//!   one of its slices changes or its plan entry does (every Service when a
+//!   Node's addresses change, with `backend_target = "node"`).
+//!
+//! An EndpointSlice event therefore costs one Service's worth of work; a
+//! status write that confirms an allocation costs nothing but the status
+//! bookkeeping. [`translate`] is the same translation from scratch; the
+//! property tests hold the two equal for random event sequences.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::{Endpoint, EndpointSlice},
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, Service},
+        discovery::v1::EndpointSlice,
+    },
+    jiff::Timestamp,
 };
 use lb_common::Encap;
 
+pub use super::objects::{ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL, VIP_ANNOTATION};
 use super::{
+    objects::{self, Class, EndpointInfo, NodeAddresses, Port, ServiceInfo, SliceInfo, key_of},
     pools::{Allocator, Pools},
-    status::ingress_ips,
 };
 use crate::{config::BackendTarget, desired::ServiceSpec, vip::Vip};
-
-/// Annotation naming a Service's VIP(s), comma-separated (one per family).
-pub const VIP_ANNOTATION: &str = "xlb.io/vip";
-/// Annotation choosing a Service's DSR encapsulation: `ipip` or `l2`.
-pub const ENCAP_ANNOTATION: &str = "xlb.io/encap";
-/// The label EndpointSlices carry naming their Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the translation needs besides the objects.
 #[derive(Clone, Debug)]
@@ -39,16 +55,12 @@ pub struct Settings {
     pub scheduler: String,
 }
 
-/// A Service by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for ObjKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+impl Settings {
+    pub fn class(&self) -> Class {
+        Class {
+            name: self.class.clone(),
+            include_unclassed: self.include_unclassed,
+        }
     }
 }
 
@@ -66,33 +78,16 @@ pub struct Refusal {
 pub struct Outcome {
     pub services: BTreeMap<Vip, ServiceSpec>,
     /// The VIPs of every Service that is served, for its status.
-    pub addresses: BTreeMap<ObjKey, Vec<IpAddr>>,
-    pub refusals: Vec<Refusal>,
+    pub addresses: Arc<BTreeMap<ObjKey, Vec<IpAddr>>>,
+    pub refusals: Arc<Vec<Refusal>>,
+    /// Services of ours whose status does not list what it should: the
+    /// VIPs to write (empty for a refused Service, so that an address it
+    /// holds goes back to the pool).
+    pub statuses: Arc<BTreeMap<ObjKey, Vec<IpAddr>>>,
 }
 
-/// Whether `svc` is a LoadBalancer Service this xlb serves.
-pub fn is_ours(svc: &Service, s: &Settings) -> bool {
-    let Some(spec) = &svc.spec else {
-        return false;
-    };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
-        return false;
-    }
-    match spec.load_balancer_class.as_deref() {
-        Some(class) => class == s.class,
-        None => s.include_unclassed,
-    }
-}
-
-pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
-    ObjKey {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-    }
-}
-
-/// Translates one consistent view of the cluster. `statics` are the config
-/// file's VIPs, which win over any Service.
+/// Translates one consistent view of the cluster from scratch. `statics`
+/// are the config file's VIPs, which win over any Service.
 pub fn translate(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
@@ -100,218 +95,452 @@ pub fn translate(
     statics: &BTreeSet<Vip>,
     s: &Settings,
 ) -> Outcome {
-    let mut ours: Vec<&Service> = services
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|svc| is_ours(svc, s))
-        .collect();
-    // Earlier Services win conflicts, so every node decides the same way and
-    // an older Service is never displaced by a newer one.
-    ours.sort_by(|a, b| {
-        let t = |x: &Service| x.metadata.creation_timestamp.clone().map(|t| t.0);
-        t(a).cmp(&t(b))
-            .then_with(|| key_of(&a.metadata).cmp(&key_of(&b.metadata)))
-    });
-
-    let mut by_service: HashMap<ObjKey, Vec<&EndpointSlice>> = HashMap::new();
+    let mut t = Translator::new(s.clone());
+    t.set_statics(statics.clone());
+    let class = s.class();
+    for svc in services {
+        t.service(key_of(&svc.metadata), ServiceInfo::of(svc, &class));
+    }
     for slice in slices {
-        if let Some(name) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        t.slice(key_of(&slice.metadata), SliceInfo::of(slice));
+    }
+    for node in nodes {
+        if let Some(name) = &node.metadata.name {
+            t.node(name.clone(), Some(objects::node_addresses(node)));
+        }
+    }
+    t.settle();
+    t.outcome().clone()
+}
+
+/// One Service's place in the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Assigned {
+    encap: Encap,
+    /// Its VIPs, each with the index of its port in `ServiceInfo::ports`.
+    vips: Vec<(Vip, usize)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Plan {
+    assigned: HashMap<ObjKey, Assigned>,
+    addresses: BTreeMap<ObjKey, Vec<IpAddr>>,
+    refusals: Vec<Refusal>,
+}
+
+/// The incremental translation; see the module docs.
+pub struct Translator {
+    settings: Settings,
+    statics: BTreeSet<Vip>,
+    /// Services of ours, and the order conflicts and pools follow: creation
+    /// time, then namespace/name, so every router decides the same way and
+    /// an older Service is never displaced by a newer one.
+    services: HashMap<ObjKey, ServiceInfo>,
+    order: BTreeSet<(Option<Timestamp>, ObjKey)>,
+    slices: HashMap<ObjKey, SliceInfo>,
+    /// Service -> the keys of its slices.
+    slices_of: HashMap<ObjKey, BTreeSet<ObjKey>>,
+    nodes: NodeAddresses,
+    plan: Plan,
+    /// The VIPs each Service has in `out.services`.
+    served: HashMap<ObjKey, Vec<Vip>>,
+    /// The plan must be made again.
+    replan: bool,
+    /// Services whose backends must be computed again.
+    stale: HashSet<ObjKey>,
+    /// Services whose status entry must be checked again.
+    status_stale: HashSet<ObjKey>,
+    out: Outcome,
+}
+
+impl Translator {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            statics: BTreeSet::new(),
+            services: HashMap::new(),
+            order: BTreeSet::new(),
+            slices: HashMap::new(),
+            slices_of: HashMap::new(),
+            nodes: NodeAddresses::new(),
+            plan: Plan::default(),
+            served: HashMap::new(),
+            replan: true,
+            stale: HashSet::new(),
+            status_stale: HashSet::new(),
+            out: Outcome::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The result as of the last [`Self::settle`].
+    pub fn outcome(&self) -> &Outcome {
+        &self.out
+    }
+
+    /// The config file's VIPs (they win any conflict).
+    pub fn set_statics(&mut self, statics: BTreeSet<Vip>) {
+        if statics != self.statics {
+            self.statics = statics;
+            self.replan = true;
+        }
+    }
+
+    /// A Service was added or changed (`Some`: it is ours), or deleted or
+    /// is no longer ours (`None`).
+    pub fn service(&mut self, key: ObjKey, info: Option<ServiceInfo>) {
+        let old = match info {
+            Some(new) => {
+                let old = self.services.insert(key.clone(), new);
+                let new = &self.services[&key];
+                if let Some(o) = &old
+                    && o.same_but_status(new)
+                {
+                    // A status moves no port, but it reserves addresses
+                    // and keeps them: the plan is made again.
+                    if o.ingress != new.ingress {
+                        self.status_stale.insert(key.clone());
+                        self.replan = true;
+                    }
+                    return;
+                }
+                if let Some(o) = &old {
+                    self.order.remove(&(o.created, key.clone()));
+                }
+                self.order.insert((new.created, key.clone()));
+                old
+            }
+            None => {
+                let old = self.services.remove(&key);
+                if let Some(o) = &old {
+                    self.order.remove(&(o.created, key.clone()));
+                }
+                old
+            }
+        };
+        if old.is_some() || self.services.contains_key(&key) {
+            self.replan = true;
+            // Its ports may match other slice ports under new names.
+            self.stale.insert(key);
+        }
+    }
+
+    /// An EndpointSlice was added or changed (`Some`), or deleted (`None`).
+    pub fn slice(&mut self, key: ObjKey, info: Option<SliceInfo>) {
+        let old = match info {
+            Some(new) => {
+                if self.slices.get(&key) == Some(&new) {
+                    return;
+                }
+                self.slices_of
+                    .entry(new.service.clone())
+                    .or_default()
+                    .insert(key.clone());
+                self.stale.insert(new.service.clone());
+                self.slices.insert(key.clone(), new)
+            }
+            None => self.slices.remove(&key),
+        };
+        if let Some(o) = old
+            && self.slices.get(&key).is_none_or(|n| n.service != o.service)
         {
-            let key = ObjKey {
-                namespace: slice.metadata.namespace.clone().unwrap_or_default(),
-                name: name.clone(),
-            };
-            by_service.entry(key).or_default().push(slice);
+            if let Some(set) = self.slices_of.get_mut(&o.service) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.slices_of.remove(&o.service);
+                }
+            }
+            self.stale.insert(o.service);
         }
     }
-    let node_ips = node_addresses(nodes);
 
-    let mut out = Outcome::default();
-    let mut refuse = |svc: &Service, reason: &'static str, message: String| {
-        out.refusals.push(Refusal {
-            service: key_of(&svc.metadata),
-            uid: svc.metadata.uid.clone().unwrap_or_default(),
-            reason,
-            message,
-        });
-    };
+    /// A Node was added or changed (`Some`: its InternalIPs), or deleted.
+    pub fn node(&mut self, name: String, addresses: Option<Vec<IpAddr>>) {
+        let changed = match addresses {
+            Some(a) => self.nodes.insert(name, a.clone()).is_none_or(|o| o != a),
+            None => self.nodes.remove(&name).is_some(),
+        };
+        // Only node targets read Node addresses; then any Service may.
+        if changed && self.settings.target == BackendTarget::Node {
+            self.stale.extend(self.plan.assigned.keys().cloned());
+        }
+    }
 
-    // Addresses named explicitly or already held in a status are reserved
-    // before any allocation: the pools never hand out an address a Service
-    // asked for by name, nor move one Service's VIP to another.
-    let mut explicit: BTreeMap<ObjKey, Vec<IpAddr>> = BTreeMap::new();
-    let mut reserved: BTreeSet<IpAddr> = statics.iter().map(|k| k.address).collect();
-    let mut invalid = BTreeSet::new();
-    for svc in &ours {
-        reserved.extend(
-            ingress_ips(svc)
-                .into_iter()
-                .filter(|a| s.pools.contains(*a)),
+    /// Keys of the Services, slices and Nodes held, for a re-list to tell
+    /// which are gone.
+    pub fn service_keys(&self) -> Vec<ObjKey> {
+        self.services.keys().cloned().collect()
+    }
+
+    pub fn slice_keys(&self) -> Vec<ObjKey> {
+        self.slices.keys().cloned().collect()
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Brings the outcome up to date with every change told; whether it
+    /// changed.
+    pub fn settle(&mut self) -> bool {
+        let before = (
+            Arc::clone(&self.out.addresses),
+            Arc::clone(&self.out.refusals),
+            Arc::clone(&self.out.statuses),
         );
-        match requested(svc) {
-            Ok(Some(addrs)) => {
-                reserved.extend(addrs.iter().copied());
-                explicit.insert(key_of(&svc.metadata), addrs);
+        let mut changed = false;
+        if self.replan {
+            self.replan = false;
+            let plan = self.make_plan();
+            for (k, a) in &plan.assigned {
+                if self.plan.assigned.get(k) != Some(a) {
+                    self.stale.insert(k.clone());
+                }
             }
-            Ok(None) => {}
-            Err(msg) => {
-                invalid.insert(key_of(&svc.metadata));
-                refuse(svc, "InvalidVIP", msg);
+            for k in self.plan.assigned.keys() {
+                if !plan.assigned.contains_key(k) {
+                    self.stale.insert(k.clone());
+                }
+            }
+            if plan.addresses != *self.out.addresses {
+                self.out.addresses = Arc::new(plan.addresses.clone());
+            }
+            if plan.refusals != *self.out.refusals {
+                self.out.refusals = Arc::new(plan.refusals.clone());
+            }
+            self.plan = plan;
+            self.out.statuses = Arc::new(self.statuses());
+            self.status_stale.clear();
+        }
+        for key in std::mem::take(&mut self.status_stale) {
+            let want = self.status_want(&key);
+            let cur = self.out.statuses.get(&key);
+            if cur != want.as_ref() {
+                let m = Arc::make_mut(&mut self.out.statuses);
+                match want {
+                    Some(w) => m.insert(key, w),
+                    None => m.remove(&key),
+                };
             }
         }
+        if !self.stale.is_empty() {
+            changed |= self.refresh_backends();
+        }
+        changed
+            || !Arc::ptr_eq(&before.0, &self.out.addresses)
+            || !Arc::ptr_eq(&before.1, &self.out.refusals)
+            || !Arc::ptr_eq(&before.2, &self.out.statuses)
     }
 
-    let mut owners: BTreeMap<Vip, String> = statics
-        .iter()
-        .map(|k| (*k, "the static config".to_owned()))
-        .collect();
-    let mut alloc = s.pools.allocator(&reserved);
-    for svc in ours {
-        let key = key_of(&svc.metadata);
-        if invalid.contains(&key) {
-            continue;
+    /// Every stale Service's VIPs out of the outcome, then the planned ones
+    /// back in (removals first: a VIP may pass from one Service to another).
+    fn refresh_backends(&mut self) -> bool {
+        let stale: Vec<ObjKey> = std::mem::take(&mut self.stale).into_iter().collect();
+        let mut next: BTreeMap<Vip, ServiceSpec> = BTreeMap::new();
+        let mut served = Vec::with_capacity(stale.len());
+        for key in &stale {
+            let Some(a) = self.plan.assigned.get(key) else {
+                continue;
+            };
+            let info = &self.services[key];
+            let slices: Vec<&SliceInfo> = self
+                .slices_of
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.slices.get(k))
+                .collect();
+            for (vip, port) in &a.vips {
+                let backends = backends(
+                    &slices,
+                    &info.ports[*port],
+                    vip.address.is_ipv4(),
+                    self.settings.target,
+                    &self.nodes,
+                );
+                next.insert(
+                    *vip,
+                    ServiceSpec {
+                        encap: a.encap,
+                        scheduler: self.settings.scheduler.clone(),
+                        backends,
+                    },
+                );
+            }
+            served.push((key.clone(), a.vips.iter().map(|(v, _)| *v).collect()));
         }
-        let encap = match annotation(svc, ENCAP_ANNOTATION) {
-            None => s.encap,
-            Some("ipip") => Encap::Ipip,
-            Some("l2") => Encap::L2,
-            Some(other) => {
+        let mut changed = false;
+        for key in &stale {
+            for vip in self.served.remove(key).into_iter().flatten() {
+                if !next.contains_key(&vip) {
+                    changed |= self.out.services.remove(&vip).is_some();
+                }
+            }
+        }
+        for (vip, spec) in next {
+            if self.out.services.get(&vip) != Some(&spec) {
+                self.out.services.insert(vip, spec);
+                changed = true;
+            }
+        }
+        self.served.extend(served);
+        changed
+    }
+
+    /// What the status of Service `key` should list, when it does not.
+    fn status_want(&self, key: &ObjKey) -> Option<Vec<IpAddr>> {
+        let info = self.services.get(key)?;
+        let want = match self.plan.addresses.get(key) {
+            Some(a) => a.clone(),
+            None if self.plan.refusals.iter().any(|r| &r.service == key) => Vec::new(),
+            None => return None,
+        };
+        (info.ingress != want).then_some(want)
+    }
+
+    fn statuses(&self) -> BTreeMap<ObjKey, Vec<IpAddr>> {
+        let refused: BTreeSet<&ObjKey> = self.plan.refusals.iter().map(|r| &r.service).collect();
+        self.services
+            .iter()
+            .filter_map(|(key, info)| {
+                let want = match self.plan.addresses.get(key) {
+                    Some(a) => a.clone(),
+                    None if refused.contains(key) => Vec::new(),
+                    None => return None,
+                };
+                (info.ingress != want).then(|| (key.clone(), want))
+            })
+            .collect()
+    }
+
+    /// The plan: addresses, ports and refusals of every Service, in order.
+    fn make_plan(&self) -> Plan {
+        let s = &self.settings;
+        let ours: Vec<&ServiceInfo> = self.order.iter().map(|(_, k)| &self.services[k]).collect();
+        let mut plan = Plan::default();
+        let refuse = |plan: &mut Plan, svc: &ServiceInfo, reason: &'static str, message: String| {
+            plan.refusals.push(Refusal {
+                service: svc.key.clone(),
+                uid: svc.uid.clone(),
+                reason,
+                message,
+            });
+        };
+
+        // Addresses named explicitly or already held in a status are reserved
+        // before any allocation: the pools never hand out an address a Service
+        // asked for by name, nor move one Service's VIP to another.
+        let mut reserved: BTreeSet<IpAddr> = self.statics.iter().map(|k| k.address).collect();
+        for svc in &ours {
+            reserved.extend(svc.ingress.iter().copied().filter(|a| s.pools.contains(*a)));
+            match &svc.requested {
+                Ok(Some(addrs)) => reserved.extend(addrs.iter().copied()),
+                Ok(None) => {}
+                Err(msg) => refuse(&mut plan, svc, "InvalidVIP", msg.clone()),
+            }
+        }
+
+        let mut owners: BTreeMap<Vip, String> = self
+            .statics
+            .iter()
+            .map(|k| (*k, "the static config".to_owned()))
+            .collect();
+        let mut alloc = s.pools.allocator(&reserved);
+        for svc in ours {
+            let explicit = match &svc.requested {
+                Err(_) => continue,
+                Ok(e) => e,
+            };
+            let encap = match svc.encap.as_deref() {
+                None => s.encap,
+                Some("ipip") => Encap::Ipip,
+                Some("l2") => Encap::L2,
+                Some(other) => {
+                    refuse(
+                        &mut plan,
+                        svc,
+                        "InvalidAnnotation",
+                        format!(
+                            "annotation {ENCAP_ANNOTATION}: \"{other}\" is not one of \"ipip\", \"l2\""
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let addrs = match explicit {
+                Some(a) => a.clone(),
+                None => match allocate(svc, &mut alloc) {
+                    Ok(a) => a,
+                    Err(msg) => {
+                        refuse(&mut plan, svc, "NoAddress", msg);
+                        continue;
+                    }
+                },
+            };
+            let mut vips = Vec::new();
+            let mut clash = None;
+            'addrs: for &addr in &addrs {
+                for (i, p) in svc.ports.iter().enumerate() {
+                    if p.unsupported.is_some() {
+                        continue;
+                    }
+                    let vip = Vip {
+                        address: addr,
+                        port: p.port,
+                        protocol: p.protocol,
+                    };
+                    if let Some(owner) = owners.get(&vip) {
+                        clash = Some((vip, owner.clone()));
+                        break 'addrs;
+                    }
+                    vips.push((vip, i));
+                }
+            }
+            if let Some((vip, owner)) = clash {
                 refuse(
+                    &mut plan,
                     svc,
-                    "InvalidAnnotation",
-                    format!(
-                        "annotation {ENCAP_ANNOTATION}: \"{other}\" is not one of \"ipip\", \"l2\""
-                    ),
+                    "VIPConflict",
+                    format!("VIP {vip} is already used by {owner}; this Service is not served"),
                 );
                 continue;
             }
-        };
-        let addrs = match explicit.get(&key) {
-            Some(a) => a.clone(),
-            None => match allocate(svc, &mut alloc) {
-                Ok(a) => a,
-                Err(msg) => {
-                    refuse(svc, "NoAddress", msg);
-                    continue;
+            for p in &svc.ports {
+                if let Some(unsupported) = &p.unsupported {
+                    refuse(
+                        &mut plan,
+                        svc,
+                        "UnsupportedProtocol",
+                        format!(
+                            "port {}: protocol {unsupported} is not balanced (TCP and UDP are)",
+                            p.port
+                        ),
+                    );
                 }
-            },
-        };
-        let ports = ports(svc);
-        let mut keys = Vec::new();
-        let mut clash = None;
-        for &addr in &addrs {
-            for p in ports.iter().filter(|p| p.unsupported.is_none()) {
-                let vip = Vip {
-                    address: addr,
-                    port: p.port,
-                    protocol: p.protocol,
-                };
-                if let Some(owner) = owners.get(&vip) {
-                    clash = Some((vip, owner.clone()));
-                    break;
-                }
-                keys.push((vip, p));
             }
-        }
-        if let Some((vip, owner)) = clash {
-            refuse(
-                svc,
-                "VIPConflict",
-                format!("VIP {vip} is already used by {owner}; this Service is not served"),
-            );
-            continue;
-        }
-        for p in &ports {
-            if let Some(unsupported) = &p.unsupported {
-                refuse(
-                    svc,
-                    "UnsupportedProtocol",
-                    format!(
-                        "port {}: protocol {unsupported} is not balanced (TCP and UDP are)",
-                        p.port
-                    ),
-                );
+            for (vip, _) in &vips {
+                owners.insert(*vip, format!("Service {}", svc.key));
             }
+            plan.assigned
+                .insert(svc.key.clone(), Assigned { encap, vips });
+            plan.addresses.insert(svc.key.clone(), addrs);
         }
-        let slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
-        for (vip, p) in keys {
-            owners.insert(vip, format!("Service {key}"));
-            let backends = backends(slices, p, vip.address.is_ipv4(), s.target, &node_ips);
-            out.services.insert(
-                vip,
-                ServiceSpec {
-                    encap,
-                    scheduler: s.scheduler.clone(),
-                    backends,
-                },
-            );
-        }
-        out.addresses.insert(key, addrs);
-    }
-    out
-}
-
-fn annotation<'a>(svc: &'a Service, name: &str) -> Option<&'a str> {
-    svc.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(name))
-        .map(String::as_str)
-}
-
-/// The VIPs a Service names: the annotation, else `spec.loadBalancerIP`.
-fn requested(svc: &Service) -> Result<Option<Vec<IpAddr>>, String> {
-    if let Some(list) = annotation(svc, VIP_ANNOTATION) {
-        let mut out: Vec<IpAddr> = Vec::new();
-        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let a: IpAddr = part.parse().map_err(|_| {
-                format!("annotation {VIP_ANNOTATION}: \"{part}\" is not an IP address")
-            })?;
-            if out.iter().any(|b| b.is_ipv4() == a.is_ipv4()) {
-                return Err(format!(
-                    "annotation {VIP_ANNOTATION}: \"{list}\" names two addresses of one family (one IPv4 and one IPv6 at most)"
-                ));
-            }
-            out.push(a);
-        }
-        if out.is_empty() {
-            return Err(format!("annotation {VIP_ANNOTATION} is empty"));
-        }
-        return Ok(Some(out));
-    }
-    match svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_ip.as_deref())
-        .filter(|s| !s.is_empty())
-    {
-        Some(ip) => ip
-            .parse()
-            .map(|a| Some(vec![a]))
-            .map_err(|_| format!("spec.loadBalancerIP: \"{ip}\" is not an IP address")),
-        None => Ok(None),
+        plan
     }
 }
 
 /// One address per family the Service asks for, from the pools. A family's
 /// address in the Service's status is kept when it is still free, so VIPs
 /// survive restarts and every router node picks the same one.
-fn allocate(svc: &Service, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, String> {
-    let spec = svc.spec.as_ref();
-    let families: Vec<bool> = match spec.and_then(|s| s.ip_families.as_ref()) {
-        Some(f) if !f.is_empty() => f.iter().map(|f| f == "IPv4").collect(),
-        _ => vec![true],
-    };
-    let require_all = spec.and_then(|s| s.ip_family_policy.as_deref()) == Some("RequireDualStack");
-    let current = ingress_ips(svc);
+fn allocate(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
-    for v4 in families {
-        let kept = current
+    for &v4 in &svc.families {
+        let kept = svc
+            .ingress
             .iter()
             .copied()
             .find(|a| a.is_ipv4() == v4 && alloc.keep(*a));
@@ -320,7 +549,7 @@ fn allocate(svc: &Service, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, Str
             None => missing.push(if v4 { "IPv4" } else { "IPv6" }),
         }
     }
-    if out.is_empty() || (require_all && !missing.is_empty()) {
+    if out.is_empty() || (svc.require_dual_stack && !missing.is_empty()) {
         for a in &out {
             alloc.release(*a);
         }
@@ -332,108 +561,32 @@ fn allocate(svc: &Service, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, Str
     Ok(out)
 }
 
-struct Port {
-    port: u16,
-    protocol: u8,
-    name: String,
-    unsupported: Option<String>,
-}
-
-fn ports(svc: &Service) -> Vec<Port> {
-    let Some(list) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in list {
-        let proto = p.protocol.as_deref().unwrap_or("TCP");
-        let (protocol, unsupported) = match proto {
-            "TCP" => (lb_common::PROTO_TCP, None),
-            "UDP" => (lb_common::PROTO_UDP, None),
-            other => (0, Some(other.to_owned())),
-        };
-        let Ok(port) = u16::try_from(p.port) else {
-            continue;
-        };
-        out.push(Port {
-            port,
-            protocol,
-            name: p.name.clone().unwrap_or_default(),
-            unsupported,
-        });
-    }
-    out
-}
-
-/// Node name -> its InternalIP addresses (v4 and v6).
-fn node_addresses(nodes: &[Arc<Node>]) -> HashMap<String, Vec<IpAddr>> {
-    nodes
-        .iter()
-        .filter_map(|n| {
-            let name = n.metadata.name.clone()?;
-            let addrs = n
-                .status
-                .as_ref()?
-                .addresses
-                .as_ref()?
-                .iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse().ok())
-                .collect();
-            Some((name, addrs))
-        })
-        .collect()
-}
-
-/// What an endpoint contributes: 1 for ready, 0 (drain: established flows
-/// only) for serving-but-terminating, nothing otherwise. A nil condition
-/// means ready / serving as the API reference says; terminating defaults
-/// to false.
-fn endpoint_weight(e: &Endpoint) -> Option<u32> {
-    let c = e.conditions.as_ref();
-    let ready = c.and_then(|c| c.ready).unwrap_or(true);
-    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-    if ready && !terminating {
-        Some(1)
-    } else if serving && terminating {
-        Some(0)
-    } else {
-        None
-    }
-}
-
 fn backends(
-    slices: &[&EndpointSlice],
+    slices: &[&SliceInfo],
     port: &Port,
     v4: bool,
     target: BackendTarget,
-    nodes: &HashMap<String, Vec<IpAddr>>,
+    nodes: &NodeAddresses,
 ) -> BTreeMap<IpAddr, u32> {
-    let family = if v4 { "IPv4" } else { "IPv6" };
-    let proto = if port.protocol == lb_common::PROTO_UDP {
-        "UDP"
-    } else {
-        "TCP"
-    };
     let mut out: BTreeMap<IpAddr, u32> = BTreeMap::new();
-    for slice in slices.iter().filter(|s| s.address_type == family) {
+    for slice in slices.iter().filter(|s| s.v4 == v4) {
         // A slice serves the Service ports it lists, matched by name.
-        let serves = slice.ports.iter().flatten().any(|p| {
-            p.name.as_deref().unwrap_or_default() == port.name
-                && p.protocol.as_deref().unwrap_or("TCP") == proto
-        });
+        let serves = slice
+            .ports
+            .iter()
+            .any(|(name, proto)| *name == port.name && *proto == port.protocol);
         if !serves {
             continue;
         }
-        for e in &slice.endpoints {
-            let Some(w) = endpoint_weight(e) else {
-                continue;
-            };
+        for EndpointInfo {
+            address,
+            node,
+            weight,
+        } in &slice.endpoints
+        {
             let addr = match target {
-                // Only the first address is used, as the API reference says.
-                BackendTarget::Pod => e.addresses.first().and_then(|a| a.parse().ok()),
-                BackendTarget::Node => e
-                    .node_name
+                BackendTarget::Pod => *address,
+                BackendTarget::Node => node
                     .as_ref()
                     .and_then(|n| nodes.get(n))
                     .and_then(|a| a.iter().copied().find(|a: &IpAddr| a.is_ipv4() == v4)),
@@ -444,9 +597,9 @@ fn backends(
             let entry = out.entry(addr).or_insert(0);
             match target {
                 // A node is weighted by how many ready endpoints it hosts.
-                BackendTarget::Node => *entry += w,
+                BackendTarget::Node => *entry += weight,
                 // The same pod in two slices (during a slice split) counts once.
-                BackendTarget::Pod => *entry = (*entry).max(w),
+                BackendTarget::Pod => *entry = (*entry).max(*weight),
             }
         }
     }
