@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use lb_common::Encap;
@@ -12,13 +13,18 @@ use lb_common::Encap;
 use crate::{config, vip::Vip};
 
 /// How a VIP is served.
+///
+/// Cloned and compared whole on every change of the desired state (the
+/// sources publish states, the reconciler merges them and diffs against
+/// what it applied), so its parts are shared: a clone is two reference
+/// counts, and comparing two clones is two pointer comparisons.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub encap: Encap,
     /// IPVS scheduler; the XDP data plane always uses its own Maglev.
-    pub scheduler: String,
+    pub scheduler: Arc<str>,
     /// Backend address -> weight (0: draining, established flows only).
-    pub backends: BTreeMap<IpAddr, u32>,
+    pub backends: Arc<BTreeMap<IpAddr, u32>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,12 +46,12 @@ impl Desired {
                     port: v.port,
                     protocol: v.protocol.number(),
                 };
-                let backends = v.backends.iter().map(|b| (b.address, b.weight)).collect();
+                let backends = Arc::new(v.backends.iter().map(|b| (b.address, b.weight)).collect());
                 (
                     svc,
                     ServiceSpec {
                         encap: v.encap,
-                        scheduler: v.scheduler.clone(),
+                        scheduler: v.scheduler.as_str().into(),
                         backends,
                     },
                 )

@@ -52,7 +52,7 @@ fn spec(encap: Encap, backends: &[(u32, u32)]) -> ServiceSpec {
     ServiceSpec {
         scheduler: "mh".into(),
         encap,
-        backends: backends.iter().map(|&(b, w)| (be(b), w)).collect(),
+        backends: std::sync::Arc::new(backends.iter().map(|&(b, w)| (be(b), w)).collect()),
     }
 }
 
@@ -98,7 +98,7 @@ fn assert_holds(m: &Maps, d: &Desired) {
         let bit = m.filter.bit(&VipKey::from(*s).addr);
         assert!(m.filter.is_set(bit), "{s}: VIP filter bit {bit} clear");
         let want: BTreeMap<IpAddr, u32> = mine.iter().map(|(a, (_, w))| (*a, *w)).collect();
-        assert_eq!(want, spec.backends, "{s}: backends and weights");
+        assert_eq!(want, *spec.backends, "{s}: backends and weights");
         let list: Vec<Weighted> = mine
             .iter()
             .map(|(a, (_, w))| Weighted {

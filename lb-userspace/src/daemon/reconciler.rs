@@ -386,11 +386,16 @@ fn unix_now() -> f64 {
 /// The config file's VIPs with the Kubernetes ones; the config file wins a
 /// VIP both name (the source has already refused such Services).
 pub(super) fn merge(statics: &Desired, k8s: &BTreeMap<Vip, ServiceSpec>) -> Desired {
-    let mut d = statics.clone();
-    for (k, v) in k8s {
-        d.services.entry(*k).or_insert_with(|| v.clone());
+    // A clone of the larger map, node by node, then the few file VIPs on top.
+    let mut services = k8s.clone();
+    for (k, v) in &statics.services {
+        services.insert(*k, v.clone());
     }
-    d
+    Desired {
+        services,
+        ipip_source_v4: statics.ipip_source_v4,
+        ipip_source_v6: statics.ipip_source_v6,
+    }
 }
 
 /// Every backend address of a desired state, sorted, once.
@@ -421,7 +426,7 @@ mod tests {
         ServiceSpec {
             encap: lb_common::Encap::Ipip,
             scheduler: "mh".into(),
-            backends: backends.iter().map(|b| (b.parse().unwrap(), 1)).collect(),
+            backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
         }
     }
 

@@ -130,7 +130,7 @@ pub fn wanted(desired: &Desired) -> Result<BTreeMap<Vip, Want>, IpvsError> {
             Encap::L2 => Forward::Dr,
             Encap::Ipip => Forward::Tun,
         };
-        let flags = if matches!(spec.scheduler.as_str(), "mh" | "sh") {
+        let flags = if matches!(&*spec.scheduler, "mh" | "sh") {
             SVC_F_SCHED_PORT
         } else {
             0
@@ -142,7 +142,7 @@ pub fn wanted(desired: &Desired) -> Result<BTreeMap<Vip, Want>, IpvsError> {
                 protocol: svc.protocol,
             },
             Want {
-                scheduler: spec.scheduler.clone(),
+                scheduler: spec.scheduler.to_string(),
                 flags,
                 dests: spec
                     .backends

@@ -34,7 +34,7 @@ pub fn save(state_dir: &Path, services: &BTreeMap<Vip, ServiceSpec>) -> std::io:
                 Encap::L2 => "l2",
             }
             .to_owned(),
-            scheduler: s.scheduler.clone(),
+            scheduler: s.scheduler.to_string(),
             backends: s.backends.iter().map(|(a, w)| (*a, *w)).collect(),
         })
         .collect();
@@ -77,8 +77,8 @@ pub fn load(state_dir: &Path) -> BTreeMap<Vip, ServiceSpec> {
                 } else {
                     Encap::Ipip
                 },
-                scheduler: e.scheduler,
-                backends: e.backends.into_iter().collect(),
+                scheduler: e.scheduler.into(),
+                backends: std::sync::Arc::new(e.backends.into_iter().collect()),
             };
             (key, spec)
         })
@@ -102,11 +102,13 @@ mod tests {
             ServiceSpec {
                 encap: Encap::L2,
                 scheduler: "mh".into(),
-                backends: [
-                    ("fd00::10".parse().unwrap(), 0),
-                    ("fd00::11".parse().unwrap(), 1),
-                ]
-                .into(),
+                backends: std::sync::Arc::new(
+                    [
+                        ("fd00::10".parse().unwrap(), 0),
+                        ("fd00::11".parse().unwrap(), 1),
+                    ]
+                    .into(),
+                ),
             },
         );
         save(&dir, &m).unwrap();

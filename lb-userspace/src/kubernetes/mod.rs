@@ -18,9 +18,9 @@ pub mod source;
 pub mod status;
 pub mod translate;
 #[cfg(test)]
-mod translate_tests;
-#[cfg(test)]
 mod translate_props;
+#[cfg(test)]
+mod translate_tests;
 
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 

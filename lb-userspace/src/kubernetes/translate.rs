@@ -150,12 +150,15 @@ pub struct Translator {
     stale: HashSet<ObjKey>,
     /// Services whose status entry must be checked again.
     status_stale: HashSet<ObjKey>,
+    /// `settings.scheduler`, shared by every VIP.
+    scheduler: Arc<str>,
     out: Outcome,
 }
 
 impl Translator {
     pub fn new(settings: Settings) -> Self {
         Self {
+            scheduler: settings.scheduler.as_str().into(),
             settings,
             statics: BTreeSet::new(),
             services: HashMap::new(),
@@ -365,8 +368,8 @@ impl Translator {
                     *vip,
                     ServiceSpec {
                         encap: a.encap,
-                        scheduler: self.settings.scheduler.clone(),
-                        backends,
+                        scheduler: self.scheduler.clone(),
+                        backends: Arc::new(backends),
                     },
                 );
             }

@@ -169,8 +169,11 @@ fn random_slice(r: &mut Rng, ns: &str, name: &str) -> EndpointSlice {
             } else {
                 format!("fd01::{host}")
             };
-            let (ready, serving, terminating) =
-                *r.pick(&[(true, true, false), (false, true, true), (false, false, false)]);
+            let (ready, serving, terminating) = *r.pick(&[
+                (true, true, false),
+                (false, true, true),
+                (false, false, false),
+            ]);
             let mut e = json!({
                 "addresses": [address],
                 "nodeName": *r.pick(&NODES),
@@ -211,10 +214,12 @@ fn random_slice(r: &mut Rng, ns: &str, name: &str) -> EndpointSlice {
 fn random_node(r: &mut Rng, name: &str) -> Node {
     let mut addresses = vec![json!({ "type": "Hostname", "address": name })];
     if r.chance(80) {
-        addresses.push(json!({ "type": "InternalIP", "address": format!("10.2.0.{}", 1 + r.below(4)) }));
+        addresses
+            .push(json!({ "type": "InternalIP", "address": format!("10.2.0.{}", 1 + r.below(4)) }));
     }
     if r.chance(50) {
-        addresses.push(json!({ "type": "InternalIP", "address": format!("fd02::{}", 1 + r.below(4)) }));
+        addresses
+            .push(json!({ "type": "InternalIP", "address": format!("fd02::{}", 1 + r.below(4)) }));
     }
     serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -235,7 +240,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn from_scratch(&self, s: &Settings) -> Outcome {
+    fn translated(&self, s: &Settings) -> Outcome {
         let arcs = |v: Vec<Service>| v.into_iter().map(Arc::new).collect::<Vec<_>>();
         translate(
             &arcs(self.services.values().cloned().collect()),
@@ -260,9 +265,9 @@ impl Cluster {
 /// One change, as the watches would report it.
 #[derive(Clone)]
 enum Step {
-    Service(ObjKey, Option<Service>),
-    Slice(ObjKey, Option<EndpointSlice>),
-    Node(String, Option<Node>),
+    Service(ObjKey, Option<Box<Service>>),
+    Slice(ObjKey, Option<Box<EndpointSlice>>),
+    Node(String, Option<Box<Node>>),
     Statics(BTreeSet<Vip>),
 }
 
@@ -270,23 +275,26 @@ fn tell(t: &mut Translator, c: &mut Cluster, step: Step) {
     let class = t.settings().class();
     match step {
         Step::Service(k, svc) => {
-            t.service(k.clone(), svc.as_ref().and_then(|s| ServiceInfo::of(s, &class)));
+            t.service(
+                k.clone(),
+                svc.as_ref().and_then(|s| ServiceInfo::of(s, &class)),
+            );
             match svc {
-                Some(s) => c.services.insert(k, s),
+                Some(s) => c.services.insert(k, *s),
                 None => c.services.remove(&k),
             };
         }
         Step::Slice(k, sl) => {
-            t.slice(k.clone(), sl.as_ref().and_then(SliceInfo::of));
+            t.slice(k.clone(), sl.as_deref().and_then(SliceInfo::of));
             match sl {
-                Some(s) => c.slices.insert(k, s),
+                Some(s) => c.slices.insert(k, *s),
                 None => c.slices.remove(&k),
             };
         }
         Step::Node(n, node) => {
-            t.node(n.clone(), node.as_ref().map(objects::node_addresses));
+            t.node(n.clone(), node.as_deref().map(objects::node_addresses));
             match node {
-                Some(x) => c.nodes.insert(n, x),
+                Some(x) => c.nodes.insert(n, *x),
                 None => c.nodes.remove(&n),
             };
         }
@@ -305,7 +313,10 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
     match r.below(100) {
         0..25 => {
             let k = key(r);
-            Step::Service(k.clone(), Some(random_service(r, &k.namespace, &k.name)))
+            Step::Service(
+                k.clone(),
+                Some(Box::new(random_service(r, &k.namespace, &k.name))),
+            )
         }
         25..32 => Step::Service(key(r), None),
         32..60 => {
@@ -313,7 +324,10 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
                 name: format!("{}-{}", r.pick(&NAMES), r.below(2)),
                 ..key(r)
             };
-            Step::Slice(k.clone(), Some(random_slice(r, &k.namespace, &k.name)))
+            Step::Slice(
+                k.clone(),
+                Some(Box::new(random_slice(r, &k.namespace, &k.name))),
+            )
         }
         60..66 => match c.slices.keys().nth(r.below(c.slices.len().max(1))) {
             Some(k) => Step::Slice(k.clone(), None),
@@ -321,13 +335,15 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
         },
         66..72 => {
             let n = (*r.pick(&NODES)).to_owned();
-            let node = (!r.chance(20)).then(|| random_node(r, &n));
+            let node = (!r.chance(20)).then(|| Box::new(random_node(r, &n)));
             Step::Node(n, node)
         }
         72..76 => {
             let statics = (0..r.below(3))
                 .map(|_| Vip {
-                    address: some_address(r).parse().unwrap_or(IpAddr::from([10, 9, 0, 2])),
+                    address: some_address(r)
+                        .parse()
+                        .unwrap_or(IpAddr::from([10, 9, 0, 2])),
                     port: *r.pick(&[80, 443]),
                     protocol: lb_common::PROTO_TCP,
                 })
@@ -345,7 +361,10 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
                 .collect();
             if pending.is_empty() {
                 let k = key(r);
-                return Step::Service(k.clone(), Some(random_service(r, &k.namespace, &k.name)));
+                return Step::Service(
+                    k.clone(),
+                    Some(Box::new(random_service(r, &k.namespace, &k.name))),
+                );
             }
             let (k, want) = pending[r.below(pending.len())];
             let mut svc = c.services[k].clone();
@@ -355,7 +374,7 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
                 .collect();
             let status = json!({ "loadBalancer": { "ingress": ingress } });
             svc.status = Some(serde_json::from_value(status).unwrap());
-            Step::Service(k.clone(), Some(svc))
+            Step::Service(k.clone(), Some(Box::new(svc)))
         }
     }
 }
@@ -399,7 +418,11 @@ fn invariants(o: &Outcome, c: &Cluster, s: &Settings, ctx: &str) {
                 }
             }
         }
-        let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
         for a in addrs {
             for p in &ports {
                 let proto = match p.protocol.as_deref().unwrap_or("TCP") {
@@ -416,7 +439,10 @@ fn invariants(o: &Outcome, c: &Cluster, s: &Settings, ctx: &str) {
                     !c.statics.contains(&vip),
                     "{ctx}: {vip} of the config file served for {k}"
                 );
-                assert!(o.services.contains_key(&vip), "{ctx}: {vip} of {k} not served");
+                assert!(
+                    o.services.contains_key(&vip),
+                    "{ctx}: {vip} of {k} not served"
+                );
                 if let Some(other) = vip_owner.insert(vip, k) {
                     assert_eq!(other, k, "{ctx}: {vip} served for {other} and {k}");
                 }
@@ -449,8 +475,15 @@ fn invariants(o: &Outcome, c: &Cluster, s: &Settings, ctx: &str) {
                 .filter_map(|e| e.addresses.first()?.parse().ok())
                 .collect();
             for b in spec.backends.keys() {
-                assert!(possible.contains(b), "{ctx}: {b} of {vip} is not an endpoint of {owner}");
-                assert_eq!(b.is_ipv4(), vip.address.is_ipv4(), "{ctx}: {b} serves {vip}");
+                assert!(
+                    possible.contains(b),
+                    "{ctx}: {b} of {vip} is not an endpoint of {owner}"
+                );
+                assert_eq!(
+                    b.is_ipv4(),
+                    vip.address.is_ipv4(),
+                    "{ctx}: {b} serves {vip}"
+                );
             }
         }
     }
@@ -474,7 +507,7 @@ fn run(seed: u64, steps: usize, target: BackendTarget) {
         if r.chance(70) {
             t.settle();
             let ctx = format!("seed {seed} step {i}");
-            let full = c.from_scratch(&s);
+            let full = c.translated(&s);
             assert_eq!(
                 t.outcome(),
                 &full,
@@ -515,11 +548,11 @@ fn the_same_objects_in_any_order_give_the_same_vips() {
         let mut steps: Vec<Step> = c
             .services
             .iter()
-            .map(|(k, v)| Step::Service(k.clone(), Some(v.clone())))
+            .map(|(k, v)| Step::Service(k.clone(), Some(Box::new(v.clone()))))
             .chain(
                 c.slices
                     .iter()
-                    .map(|(k, v)| Step::Slice(k.clone(), Some(v.clone()))),
+                    .map(|(k, v)| Step::Slice(k.clone(), Some(Box::new(v.clone())))),
             )
             .chain([Step::Statics(c.statics.clone())])
             .collect();
@@ -540,7 +573,8 @@ fn the_same_objects_in_any_order_give_the_same_vips() {
             u.settle();
             let o = u.outcome().clone();
             assert_eq!(
-                o.addresses, t.outcome().addresses,
+                o.addresses,
+                t.outcome().addresses,
                 "seed {seed} order {order}: other VIPs"
             );
             outcomes.push(o);

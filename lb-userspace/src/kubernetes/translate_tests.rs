@@ -135,6 +135,7 @@ fn backends(o: &Outcome, v: Vip) -> BTreeMap<IpAddr, u32> {
         .get(&v)
         .unwrap_or_else(|| panic!("{v} not served: {o:#?}"))
         .backends
+        .as_ref()
         .clone()
 }
 
@@ -372,7 +373,7 @@ fn ready_serve_terminating_drains_the_rest_are_left_out() {
     let spec = &o.services[&vip("10.99.200.1", 80)];
     assert_eq!(spec.encap, Encap::L2);
     assert_eq!(
-        spec.backends,
+        *spec.backends,
         BTreeMap::from([
             (ip("10.244.0.1"), 1),
             (ip("10.244.0.2"), 1),

@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use lb_common::{BACKEND_ACTIVE, Backend, Encap, LAYOUT_VERSION, VipInfo, VipKey};
@@ -64,6 +65,9 @@ struct AppliedVip {
     encap: Encap,
     /// address -> (backend id, weight)
     backends: BTreeMap<IpAddr, (u32, u32)>,
+    /// The desired backends last written, shared with the desired state:
+    /// while a VIP's spec is the same allocation, nothing needs comparing.
+    written: Option<Arc<BTreeMap<IpAddr, u32>>>,
 }
 
 /// What the maps hold, mirrored in memory so a reconcile reads nothing.
@@ -134,6 +138,7 @@ impl Applied {
                     tag: v.tag,
                     encap,
                     backends: BTreeMap::new(),
+                    written: None,
                 },
             );
         }
@@ -299,13 +304,22 @@ impl Applied {
                     tag,
                     encap: spec.encap,
                     backends: BTreeMap::new(),
+                    written: None,
                 },
             );
+        } else {
+            let cur = self.vips.get_mut(svc).expect("present");
+            let same = cur
+                .written
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(w, &spec.backends))
+                || same_backends(cur, spec);
+            if cur.encap == spec.encap && same {
+                cur.written = Some(spec.backends.clone());
+                return Ok(());
+            }
         }
         let cur = self.vips.get(svc).cloned().expect("inserted above");
-        if !is_new && cur.encap == spec.encap && same_backends(&cur, spec) {
-            return Ok(());
-        }
         // Ids for new backends first, all or none: a VIP that does not fit
         // must leave no trace in the maps.
         let mut fresh = Vec::new();
@@ -334,7 +348,7 @@ impl Applied {
         let fresh: BTreeMap<IpAddr, u32> = fresh.into_iter().collect();
         // New and reweighted backend entries before the row that names them.
         let mut next = BTreeMap::new();
-        for (&addr, &weight) in &spec.backends {
+        for (&addr, &weight) in spec.backends.iter() {
             let (id, old) = match cur.backends.get(&addr) {
                 Some(&(id, w)) => (id, Some(w)),
                 None => (fresh[&addr], None),
@@ -408,6 +422,7 @@ impl Applied {
         let v = self.vips.get_mut(svc).expect("present");
         v.encap = spec.encap;
         v.backends = next;
+        v.written = Some(spec.backends.clone());
         Ok(())
     }
 }
