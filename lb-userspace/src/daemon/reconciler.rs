@@ -46,10 +46,6 @@ pub(super) struct Applied {
 }
 
 impl Applied {
-    pub(super) fn backends(&self) -> Vec<IpAddr> {
-        backends(&self.desired)
-    }
-
     pub(super) fn vip_addresses(&self) -> BTreeSet<IpAddr> {
         self.desired.services.keys().map(|s| s.address).collect()
     }
