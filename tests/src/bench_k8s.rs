@@ -547,9 +547,11 @@ fn translate_cost(api: &KubeApi, config: &Path, stride: usize) -> Result<Transla
     let mut slice_us: Vec<f64> = (0..200)
         .map(|k| {
             let mut s = (*slices[(k * stride) % n]).clone();
-            let extra = s.endpoints[0].clone();
+            // Apart from every address the events used; no conditions: ready.
+            let mut extra = s.endpoints[0].clone();
+            extra.addresses = vec![Ipv4Addr::from(0x0a60_0000 + k as u32).to_string()];
+            extra.conditions = None;
             s.endpoints.push(extra);
-            s.endpoints.last_mut().expect("pushed").addresses = vec![fresh_pod(k).to_string()];
             let t0 = Instant::now();
             t.slice(key_of(&s.metadata), SliceInfo::of(&s));
             assert!(t.settle(), "a new endpoint changes the outcome");

@@ -71,7 +71,8 @@
 //!   [`KubeApi::disconnect_watches`] (connections closed mid-stream, no final
 //!   chunk), [`KubeApi::compact`] (old watch versions and continue tokens
 //!   expire), [`KubeApi::set_unavailable`] (503 for everything, watches
-//!   cut), [`KubeApi::requests`] (every request with its RBAC verb, group,
+//!   cut), [`KubeApi::set_namespace_missing`] (creates there are a 404, as
+//!   for a namespace that does not exist), [`KubeApi::requests`] (every request with its RBAC verb, group,
 //!   resource and namespace) and [`KubeApi::wait_watches`].
 //!
 //! # What it leaves out
@@ -95,10 +96,11 @@
 //! false` (see [`KubeApi::config`]) to see the 503 at once.
 
 use std::{
-    collections::{BTreeMap, hash_map::RandomState},
+    collections::{BTreeMap, BTreeSet, hash_map::RandomState},
     hash::{BuildHasher as _, Hasher as _},
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    ops::Bound,
     path::Path,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
@@ -342,6 +344,8 @@ struct State {
     next_id: u64,
     requests: Vec<Request>,
     unavailable: bool,
+    /// Namespaces that do not exist: creating in one is a 404.
+    missing_namespaces: BTreeSet<String>,
     bookmark_every: Option<Duration>,
     stopping: bool,
 }
@@ -413,6 +417,7 @@ impl KubeApi {
                 next_id: 1,
                 requests: Vec::new(),
                 unavailable: false,
+                missing_namespaces: BTreeSet::new(),
                 bookmark_every: None,
                 stopping: false,
             }),
@@ -616,6 +621,19 @@ impl KubeApi {
         self.shared.watches_changed.notify_all();
     }
 
+    /// Makes `namespace` missing (or present again): creating an object in
+    /// it is answered as a real API server does, 404 `namespaces "<ns>" not
+    /// found` (lists in it are empty, as they are there). Every namespace
+    /// exists unless made missing.
+    pub fn set_namespace_missing(&self, namespace: &str, missing: bool) {
+        let mut st = self.shared.lock();
+        if missing {
+            st.missing_namespaces.insert(namespace.to_owned());
+        } else {
+            st.missing_namespaces.remove(namespace);
+        }
+    }
+
     /// Every request served so far, in order of arrival.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().requests.clone()
@@ -755,24 +773,44 @@ impl State {
 
     /// The objects of a resource as they were at `rv` (which must not be
     /// below the floor), keyed by (namespace, name).
-    fn snapshot(&self, res: usize, rv: u64) -> BTreeMap<(String, String), Value> {
-        let mut objects: BTreeMap<_, _> = self
-            .objects
-            .iter()
-            .filter(|(k, _)| k.0 == res)
-            .map(|(k, v)| ((k.1.clone(), k.2.clone()), v.clone()))
-            .collect();
+    /// The objects of `res` as they were at `rv`, in key order, after the
+    /// key `after`: the live objects, with what the history after `rv`
+    /// changed put back. Borrowed, not copied, so a page of a large list
+    /// costs its own items, not a copy of every object.
+    fn snapshot<'a>(
+        &'a self,
+        res: usize,
+        rv: u64,
+        after: Option<&(String, String)>,
+    ) -> impl Iterator<Item = ((&'a str, &'a str), &'a Value)> + 'a {
+        // Oldest change last: its `prev` is the object as it was at `rv`.
+        let mut then: BTreeMap<(&str, &str), Option<&Value>> = BTreeMap::new();
         for change in self.history.iter().rev().take_while(|c| c.rv > rv) {
-            if change.key.0 != res {
-                continue;
+            if change.key.0 == res {
+                then.insert(
+                    (change.key.1.as_str(), change.key.2.as_str()),
+                    change.prev.as_ref(),
+                );
             }
-            let k = (change.key.1.clone(), change.key.2.clone());
-            match &change.prev {
-                Some(prev) => objects.insert(k, prev.clone()),
-                None => objects.remove(&k),
-            };
         }
-        objects
+        let after_key =
+            |k: &(&str, &str)| after.is_none_or(|(n, m)| (k.0, k.1) > (n.as_str(), m.as_str()));
+        let start = match after {
+            Some((n, m)) => Bound::Excluded((res, n.clone(), m.clone())),
+            None => Bound::Included((res, String::new(), String::new())),
+        };
+        let end = Bound::Excluded((res + 1, String::new(), String::new()));
+        let changed: Vec<((&str, &str), Option<&Value>)> = then
+            .iter()
+            .filter(|(k, _)| after_key(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let live = self
+            .objects
+            .range((start, end))
+            .map(|(k, v)| ((k.1.as_str(), k.2.as_str()), Some(v)))
+            .filter(move |(k, _)| !then.contains_key(k));
+        merge_sorted(live, changed.into_iter()).filter_map(|(k, v)| Some((k, v?)))
     }
 
     fn get(&self, res: usize, ns: &str, name: &str) -> Answer {
@@ -819,25 +857,31 @@ impl State {
                 _ => (self.rv, None),
             },
         };
-        let matching: Vec<((String, String), Value)> = self
-            .snapshot(res, snap_rv)
-            .into_iter()
+        let mut matching = self
+            .snapshot(res, snap_rv, after.as_ref())
             .filter(|(k, _)| ns.is_none_or(|ns| k.0 == ns))
-            .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
-            .filter(|(_, v)| filter.matches(v))
+            .filter(|(_, v)| filter.matches(v));
+        let page: Vec<((&str, &str), &Value)> = matching
+            .by_ref()
+            .take(limit.unwrap_or(usize::MAX))
             .collect();
-        let take = limit.unwrap_or(matching.len()).min(matching.len());
+        let remaining = matching.count();
         let mut metadata = json!({"resourceVersion": snap_rv.to_string()});
-        if take < matching.len() {
-            metadata["continue"] = json!(encode_continue(snap_rv, &matching[take - 1].0));
+        if remaining > 0
+            && let Some(((n, m), _)) = page.last()
+        {
+            metadata["continue"] = json!(encode_continue(
+                snap_rv,
+                &((*n).to_owned(), (*m).to_owned())
+            ));
             if filter.labels.is_empty() && filter.fields.is_empty() {
-                metadata["remainingItemCount"] = json!(matching.len() - take);
+                metadata["remainingItemCount"] = json!(remaining);
             }
         }
-        let items: Vec<Value> = matching
+        let items: Vec<Value> = page
             .into_iter()
-            .take(take)
-            .map(|(_, mut v)| {
+            .map(|(_, v)| {
+                let mut v = v.clone();
                 // The real server leaves kind and apiVersion out of list items.
                 if let Some(o) = v.as_object_mut() {
                     o.remove("kind");
@@ -860,6 +904,14 @@ impl State {
     fn create(&mut self, res: usize, ns: &str, mut body: Value) -> Answer {
         let r = &RESOURCES[res];
         check_body(r, &body, ns)?;
+        if r.namespaced && self.missing_namespaces.contains(ns) {
+            return Err(failure(
+                404,
+                "NotFound",
+                format!("namespaces \"{ns}\" not found"),
+                Some(json!({"name": ns, "kind": "namespaces"})),
+            ));
+        }
         let meta = &body["metadata"];
         let name = match meta["name"].as_str().filter(|n| !n.is_empty()) {
             Some(name) => name.to_string(),
@@ -1537,6 +1589,19 @@ fn failure(code: u16, reason: &str, message: impl Into<String>, details: Option<
         status["details"] = details;
     }
     status
+}
+
+/// Two iterators sorted by key, merged; keys are never in both.
+fn merge_sorted<K: Ord, V>(
+    a: impl Iterator<Item = (K, V)>,
+    b: impl Iterator<Item = (K, V)>,
+) -> impl Iterator<Item = (K, V)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((x, _)), Some((y, _))) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 fn bad_request(message: String) -> Value {

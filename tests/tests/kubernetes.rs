@@ -508,7 +508,8 @@ fn leader_metric(l: &Lab, r: &Router, holder: &str) -> Option<f64> {
     )
 }
 
-/// The holder of the Lease of VIP's bucket (32 buckets, the default).
+/// The holder of the one bucket Lease of the two-router test
+/// (`lease_buckets = 1`: every VIP and every Service in it).
 fn lease_holder(l: &Lab) -> Option<String> {
     use lb_userspace::kubernetes::lease::{bucket_lease, bucket_of};
     l.api
@@ -516,7 +517,7 @@ fn lease_holder(l: &Lab) -> Option<String> {
             "coordination.k8s.io/v1",
             "Lease",
             Some("xlb-system"),
-            &bucket_lease(bucket_of(VIP.parse().unwrap(), 32)),
+            &bucket_lease(bucket_of(VIP.parse().unwrap(), 1)),
         )
         .and_then(|v| v["spec"]["holderIdentity"].as_str().map(str::to_owned))
 }
@@ -538,32 +539,15 @@ fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
         "dns",
         vec![endpoint("10.244.0.5", true, true, false)],
     ));
-    let target = "backend_target = \"node\"";
-    let a = router(&l, "router-a", "lb0", target);
-    let b = router(&l, "router-b", "lb1", target);
+    // One bucket: one Lease, one leader of every VIP.
+    let extra = "backend_target = \"node\"\nlease_buckets = 1";
+    let a = router(&l, "router-a", "lb0", extra);
+    let b = router(&l, "router-b", "lb1", extra);
     let mut da = start(&l, &a, "a.log");
     let mut db = start(&l, &b, "b.log");
     // The node target: the node hosting the ready pod is the backend.
     await_served(&a, Some(backends(&[("10.0.0.17", 1)])), "router a");
     await_served(&b, Some(backends(&[("10.0.0.17", 1)])), "router b");
-    // A conflicting Service, so the Event call is made too.
-    l.api
-        .apply(service("intruder", 53, "UDP", json!({ "xlb.io/vip": VIP })));
-    // Both routers report the refusal, into one Event object (found
-    // against a real API server: one object per router and restart).
-    let intruder_events = || {
-        l.api
-            .list("v1", "Event")
-            .into_iter()
-            .filter(|e| e["involvedObject"]["name"] == "intruder")
-            .collect::<Vec<_>>()
-    };
-    wait_until(
-        "the conflict Event from both routers",
-        Duration::from_secs(10),
-        || intruder_events().iter().any(|e| e["count"] == 2),
-    );
-    assert_eq!(intruder_events().len(), 1, "{:#?}", intruder_events());
 
     // Exactly one leader, and both routers agree who it is.
     wait_until("a leader", Duration::from_secs(10), || {
@@ -573,6 +557,51 @@ fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
     wait_until("both routers agreeing", Duration::from_secs(10), || {
         leader_metric(&l, &a, &first).is_some() && leader_metric(&l, &b, &first).is_some()
     });
+
+    // A conflicting Service, so the Event call is made too. Both routers
+    // log the refusal; one posts it, once, into one Event object (found
+    // against a real API server: one object per router and restart). Which
+    // router reports on a Service is a hash of its name and the routers';
+    // the name is picked so that it is the Lease holder, killed below.
+    let reporter = |name: &str| {
+        let both = ["router-a", "router-b"].map(str::to_owned);
+        lb_userspace::kubernetes::Leadership {
+            identity: first.clone(),
+            routers: both.into(),
+            ..Default::default()
+        }
+        .reports(&format!("default/{name}"))
+    };
+    let intruder = (0..)
+        .map(|i| format!("intruder-{i}"))
+        .find(|n| reporter(n))
+        .unwrap();
+    l.api
+        .apply(service(&intruder, 53, "UDP", json!({ "xlb.io/vip": VIP })));
+    let intruder_events = || {
+        l.api
+            .list("v1", "Event")
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == intruder.as_str())
+            .collect::<Vec<_>>()
+    };
+    let conflict = "is already used by Service default/dns";
+    wait_until(
+        "both routers logging the refusal",
+        Duration::from_secs(10),
+        || da.log_text().contains(conflict) && db.log_text().contains(conflict),
+    );
+    wait_until("the conflict Event", Duration::from_secs(10), || {
+        !intruder_events().is_empty()
+    });
+    let events = intruder_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["count"], 1, "{events:#?}");
+    assert_eq!(
+        events[0]["reportingInstance"],
+        first.as_str(),
+        "{events:#?}"
+    );
     let leads = |r: &Router| leader_metric(&l, r, &first) == Some(1.0);
     assert!(
         leads(&a) ^ leads(&b),
@@ -615,6 +644,12 @@ fn two_routers_one_leader_per_vip_and_rbac_covers_exactly_the_calls() {
     wait_until("the follower leading", Duration::from_secs(5), || {
         leader_metric(&l, follower, second) == Some(1.0)
     });
+    // The survivor reports the refusal it inherits once the killed
+    // router's member Lease has expired: one more on the same object.
+    wait_until("the Event counted again", Duration::from_secs(10), || {
+        intruder_events().iter().any(|e| e["count"] == 2)
+    });
+    assert_eq!(intruder_events().len(), 1, "{:#?}", intruder_events());
 
     // The new leader loses the API server for three Lease durations: it
     // keeps leading throughout (fail-static: no router announcing the VIP
@@ -904,4 +939,58 @@ fn the_cluster_is_followed_again_within_seconds_of_a_40_s_outage() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Found against a real API server: a Lease namespace that does not exist
+/// gave a 404 warning per VIP every round. It is said once, with the fix,
+/// while the data plane serves on; once the namespace exists the Leases
+/// are taken.
+#[test]
+fn a_missing_lease_namespace_is_said_once_and_serving_goes_on() {
+    if !privileged("a_missing_lease_namespace_is_said_once_and_serving_goes_on") {
+        return;
+    }
+    let l = lab("nons", 1);
+    l.api.set_namespace_missing("xlb-system", true);
+    l.api.apply(service("dns", 53, "UDP", json!({})));
+    l.api
+        .apply(slice("dns", vec![endpoint("10.0.0.17", true, true, false)]));
+    let r = router(&l, "router-a", "lb0", "");
+    let d = start(&l, &r, "xlb.log");
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.17", 1)])),
+        "served without Leases",
+    );
+    let refused_creates = || {
+        l.api
+            .requests()
+            .iter()
+            .filter(|q| q.verb == "create" && q.resource == "leases" && q.code == 404)
+            .count()
+    };
+    // Five rounds of refused creates (one every 300 ms), counted at the
+    // server rather than timed.
+    wait_until("five refused rounds", Duration::from_secs(30), || {
+        refused_creates() >= 5
+    });
+    let said = |d: &Daemon| {
+        d.log_text()
+            .matches("the Lease namespace does not exist")
+            .count()
+    };
+    assert_eq!(said(&d), 1, "log:\n{}", d.log_text());
+    assert!(
+        d.log_text().contains("kubernetes.lease_namespace"),
+        "the line names the fix"
+    );
+
+    l.api.set_namespace_missing("xlb-system", false);
+    wait_until("the member Lease held", Duration::from_secs(20), || {
+        l.api
+            .list("coordination.k8s.io/v1", "Lease")
+            .iter()
+            .any(|x| x["spec"]["holderIdentity"] == "router-a")
+    });
+    assert_eq!(said(&d), 1, "log:\n{}", d.log_text());
 }

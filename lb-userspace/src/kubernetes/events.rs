@@ -1,6 +1,7 @@
 //! Warning Events on Services xlb refuses, posted once per distinct refusal
-//! (a refusal that clears and comes back is posted again), with the same
-//! line in the log. Aggregated as client-go's recorder does: one Event
+//! (a refusal that clears and comes back is posted again) by one router of
+//! the live ones, chosen per Service, with the same line in every router's
+//! log. Aggregated as client-go's recorder does: one Event
 //! object per refusal, named after it, whatever the router and however
 //! often it restarts; a router that finds it already there adds one to its
 //! `count` and moves `lastTimestamp`.
@@ -17,7 +18,7 @@ use kube::{
     api::{Api, PostParams},
 };
 
-use super::translate::Refusal;
+use super::{leadership::Leadership, translate::Refusal};
 
 /// `reportingComponent` of every Event xlb writes.
 pub const COMPONENT: &str = "xlb.io/xlb";
@@ -25,6 +26,8 @@ pub const COMPONENT: &str = "xlb.io/xlb";
 pub struct Events {
     client: Client,
     node: String,
+    /// Refusals in this router's log, and the ones it posted.
+    logged: BTreeSet<Refusal>,
     posted: BTreeSet<Refusal>,
 }
 
@@ -33,19 +36,26 @@ impl Events {
         Self {
             client,
             node,
+            logged: BTreeSet::new(),
             posted: BTreeSet::new(),
         }
     }
 
-    /// Posts what is new in `now`; forgets refusals that have cleared.
-    pub async fn report(&mut self, now: &[Refusal]) {
+    /// Logs what is new in `now`, and posts it when this router is the one
+    /// that reports about the Service ([`Leadership::reports`]): every
+    /// router sees every refusal, one posts it. Forgets refusals that have cleared.
+    pub async fn report(&mut self, now: &[Refusal], lead: &Leadership) {
         let current: BTreeSet<Refusal> = now.iter().cloned().collect();
+        self.logged.retain(|r| current.contains(r));
         self.posted.retain(|r| current.contains(r));
         for r in current {
-            if self.posted.contains(&r) {
+            if !self.logged.contains(&r) {
+                tracing::warn!(service = %r.service, reason = r.reason, "{}", r.message);
+                self.logged.insert(r.clone());
+            }
+            if self.posted.contains(&r) || !lead.reports(&r.service.to_string()) {
                 continue;
             }
-            tracing::warn!(service = %r.service, reason = r.reason, "{}", r.message);
             match self.report_one(&r).await {
                 Ok(()) => {
                     self.posted.insert(r);
@@ -117,18 +127,25 @@ impl Events {
 /// of what the refusal is, so every router and every restart names it the
 /// same.
 fn event_name(r: &Refusal) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [
+    let h = fnv1a(&[
         r.service.namespace.as_str(),
         r.service.name.as_str(),
         r.uid.as_str(),
         r.reason,
         r.message.as_str(),
-    ] {
+    ]);
+    format!("{}.xlb-{h:016x}", r.service.name)
+}
+
+/// FNV-1a (64 bits) of the parts, each ended by a 0 byte: a hash every
+/// router and every version computes alike.
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
         for b in part.bytes().chain(std::iter::once(0)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    format!("{}.xlb-{h:016x}", r.service.name)
+    h
 }

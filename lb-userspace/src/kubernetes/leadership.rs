@@ -2,7 +2,11 @@
 //! announcer (ARP, an Elastic IP) subscribes to. Every router node forwards
 //! every VIP; only the leader may announce one.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -15,6 +19,10 @@ pub struct Leadership {
     /// This node's identity in the Leases.
     pub identity: String,
     pub vips: BTreeMap<IpAddr, Leader>,
+    /// The live routers, this one included, as of the elector's last list
+    /// of the Leases; empty before the first.
+    #[serde(default)]
+    pub routers: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +37,20 @@ pub struct Leader {
 impl Leadership {
     pub fn leads(&self, vip: IpAddr) -> bool {
         self.vips.get(&vip).is_some_and(|l| l.leading)
+    }
+
+    /// Whether this node is the one of the live routers that reports
+    /// about `name` (a Service's `namespace/name`, which may have no VIP and
+    /// so no bucket): the router with the highest hash of the name and its
+    /// identity (rendezvous hashing), so every router picks the same one,
+    /// and a router that joins or leaves moves only the names it wins or
+    /// held.
+    pub fn reports(&self, name: &str) -> bool {
+        let score = |r: &str| super::events::fnv1a(&[name, r]);
+        self.routers
+            .iter()
+            .max_by_key(|r| (score(r), r.as_str()))
+            .is_some_and(|r| *r == self.identity)
     }
 
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {

@@ -111,6 +111,9 @@ pub struct Elector {
     seen: BTreeMap<String, Seen>,
     /// Buckets this node leads.
     leading: BTreeSet<u32>,
+    /// The live routers (member Leases) as of the last list, this one
+    /// included.
+    routers: BTreeSet<String>,
     /// Buckets handed back, and when: not taken again for a Lease duration.
     handed_back: BTreeMap<u32, Instant>,
     vips: BTreeSet<IpAddr>,
@@ -131,6 +134,7 @@ impl Elector {
             buckets: buckets.max(1),
             seen: BTreeMap::new(),
             leading: BTreeSet::new(),
+            routers: BTreeSet::new(),
             handed_back: BTreeMap::new(),
             vips: BTreeSet::new(),
             last_list: None,
@@ -165,7 +169,10 @@ impl Elector {
             });
         }
         self.release_all().await;
-        publish.send_modify(|l| l.vips.values_mut().for_each(|v| v.leading = false));
+        publish.send_modify(|l| {
+            l.vips.values_mut().for_each(|v| v.leading = false);
+            l.routers.clear();
+        });
     }
 
     fn leadership(&self) -> Leadership {
@@ -176,6 +183,7 @@ impl Elector {
         };
         Leadership {
             identity: self.identity.clone(),
+            routers: self.routers.clone(),
             vips: self
                 .vips
                 .iter()
@@ -226,17 +234,23 @@ impl Elector {
         let me = self.identity.clone();
         let member = member_lease(&me);
         let mut failed = BTreeSet::new();
-        if let Err(e) = self.write(&member, by_name.get(&member), None).await {
-            failed.insert(format!("writing the Lease {member}: {e}"));
+        match self.write(&member, by_name.get(&member), None).await {
+            Ok(()) => {}
+            Err(Write::NoNamespace) => {
+                failed.insert(Write::NoNamespace.to_string());
+            }
+            Err(e) => {
+                failed.insert(format!("writing the Lease {member}: {e}"));
+            }
         }
-        let routers = self
+        self.routers = self
             .seen
             .iter()
             .filter(|(name, s)| name.starts_with(MEMBER_PREFIX) && s.live(&me))
             .filter_map(|(_, s)| s.holder.clone())
             .chain(std::iter::once(me.clone()))
-            .collect::<BTreeSet<_>>()
-            .len();
+            .collect();
+        let routers = self.routers.len();
         let active: BTreeSet<u32> = self
             .vips
             .iter()

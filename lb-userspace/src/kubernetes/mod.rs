@@ -151,13 +151,19 @@ impl Kubernetes {
         };
         let (statics_tx, statics_rx) = watch::channel(statics);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (outcome, tasks) = source::spawn(client.clone(), node.clone(), settings, statics_rx);
-
         let (vips_tx, vips_rx) = watch::channel(BTreeSet::new());
         let (lead_tx, lead_rx) = watch::channel(Leadership {
             identity: node.clone(),
             ..Default::default()
         });
+        let (outcome, tasks) = source::spawn(
+            client.clone(),
+            node.clone(),
+            settings,
+            statics_rx,
+            lead_rx.clone(),
+        );
+
         let timing = lease::Timing {
             lease_duration: Duration::from_millis(u64::from(cfg.lease_duration_ms)),
             renew_deadline: Duration::from_millis(u64::from(cfg.renew_deadline_ms)),

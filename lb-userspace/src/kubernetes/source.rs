@@ -34,6 +34,7 @@ use tokio::{
 
 use super::{
     events::Events,
+    leadership::Leadership,
     objects::{self, ObjKey, SERVICE_NAME_LABEL, ServiceInfo, SliceInfo, key_of},
     status::StatusWriter,
     translate::{Outcome, Settings, Translator},
@@ -70,6 +71,7 @@ pub fn spawn(
     node: String,
     settings: Settings,
     statics: watch::Receiver<BTreeSet<Vip>>,
+    leaders: watch::Receiver<Leadership>,
 ) -> (watch::Receiver<Option<Arc<Outcome>>>, Vec<JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let class = settings.class();
@@ -111,7 +113,12 @@ pub fn spawn(
         }
         .run(rx, statics, out_tx),
     ));
-    tasks.push(tokio::spawn(write_back(client, node, out_rx.clone())));
+    tasks.push(tokio::spawn(write_back(
+        client,
+        node,
+        out_rx.clone(),
+        leaders,
+    )));
     (out_rx, tasks)
 }
 
@@ -333,6 +340,7 @@ async fn write_back(
     client: Client,
     node: String,
     mut outcome: watch::Receiver<Option<Arc<Outcome>>>,
+    mut leaders: watch::Receiver<Leadership>,
 ) {
     let mut status = StatusWriter::new(client.clone());
     let mut events = Events::new(client, node);
@@ -342,6 +350,8 @@ async fn write_back(
         tokio::select! {
             r = outcome.changed() => if r.is_err() { return },
             _ = resync.tick() => reported = None,
+            // Buckets moved: refusals this router now reports.
+            Ok(()) = leaders.changed() => reported = None,
         }
         let Some(now) = outcome.borrow_and_update().clone() else {
             continue;
@@ -351,7 +361,8 @@ async fn write_back(
             .as_ref()
             .is_none_or(|r| !Arc::ptr_eq(r, &now.refusals))
         {
-            events.report(&now.refusals).await;
+            let lead = leaders.borrow_and_update().clone();
+            events.report(&now.refusals, &lead).await;
             reported = Some(now.refusals.clone());
         }
     }
