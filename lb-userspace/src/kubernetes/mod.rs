@@ -1,12 +1,14 @@
 //! The Kubernetes source: Services of type LoadBalancer and their
 //! EndpointSlices become VIPs and backends, merged by the daemon with the
 //! config file's; VIPs are written back to the Services' status; refusals
-//! become Events; and a Lease per VIP says which router node leads it.
+//! become Events; and bucket Leases say which router node leads each VIP.
 //!
-//! Watches are kube-runtime watchers feeding reflector stores. A store
-//! swaps in a re-listed state only once the list is complete (after a
-//! disconnect or a `410 Gone`), and the translation runs only on complete
-//! states, so a resync never shows the data plane a partial or empty view.
+//! Watches are kube-runtime watchers; each object is cut down to what the
+//! translation reads as it arrives ([`objects`]) and handed to the
+//! incremental [`translate::Translator`] ([`source`]). A re-list is swapped
+//! in only once complete, and nothing is published before every watch has
+//! listed once, so a resync never shows the data plane a partial or empty
+//! view.
 
 pub mod events;
 pub mod leadership;

@@ -93,10 +93,16 @@ impl ServiceInfo {
         if !ours {
             return None;
         }
-        let families = match spec.ip_families.as_ref() {
-            Some(f) if !f.is_empty() => f.iter().map(|f| f == "IPv4").collect(),
-            _ => vec![true],
-        };
+        // Each family once (the API server refuses a list naming one twice).
+        let mut families: Vec<bool> = Vec::new();
+        for v4 in spec.ip_families.iter().flatten().map(|f| f == "IPv4") {
+            if !families.contains(&v4) {
+                families.push(v4);
+            }
+        }
+        if families.is_empty() {
+            families.push(true);
+        }
         Some(Self {
             key: key_of(&svc.metadata),
             uid: svc.metadata.uid.clone().unwrap_or_default(),

@@ -34,21 +34,26 @@ impl Pools {
             pools: self,
             reserved,
             taken: BTreeSet::new(),
-            cursors: self.ranges.iter().map(|r| r.first).collect(),
+            cursors: self.ranges.iter().map(|r| Some(r.first)).collect(),
         }
     }
 }
 
 /// Hands out addresses that are neither reserved (named by a Service, held
 /// in a Service's status, used by the config file) nor already handed out.
-/// Nothing is ever given back within a pass, so the lowest free address of
-/// a pool only moves up: each pool keeps a cursor, and a pass that
-/// allocates n addresses costs O(n log n), not O(n^2).
+/// Nothing is ever given back within a pass (a Service that cannot have
+/// all it needs looks first and takes nothing), so the lowest free address
+/// of a pool only moves up: each pool keeps a cursor below which nothing is
+/// free, and a pass that allocates n addresses costs O(n log n), not
+/// O(n^2). [`Self::peek`] is exactly the lowest free address, which is
+/// what lets a status confirming an allocation leave the plan as it is
+/// (see `translate`).
 pub struct Allocator<'a> {
     pools: &'a Pools,
     reserved: &'a BTreeSet<IpAddr>,
     taken: BTreeSet<IpAddr>,
-    cursors: Vec<IpAddr>,
+    /// Per pool: nothing below it is free; `None` when nothing is.
+    cursors: Vec<Option<IpAddr>>,
 }
 
 impl Allocator<'_> {
@@ -56,43 +61,38 @@ impl Allocator<'_> {
         !self.reserved.contains(&a) && !self.taken.contains(&a)
     }
 
-    /// Takes `a` if it is in a pool and not yet taken in this pass. A
+    /// Whether `a` may be kept: in a pool and not yet taken in this pass. A
     /// reservation does not stop it: `a` is what the Service already has,
     /// and a newer claim on it is a conflict the newer Service loses.
-    pub fn keep(&mut self, a: IpAddr) -> bool {
-        if self.pools.contains(a) && !self.taken.contains(&a) {
-            self.taken.insert(a);
-            true
-        } else {
-            false
-        }
+    pub fn can_keep(&self, a: IpAddr) -> bool {
+        self.pools.contains(a) && !self.taken.contains(&a)
     }
 
-    /// Gives `a` back. The cursors stay where they are, so a later `next`
-    /// in this pass may not return it; the next pass will.
-    pub fn release(&mut self, a: IpAddr) {
-        self.taken.remove(&a);
+    pub fn take(&mut self, a: IpAddr) {
+        self.taken.insert(a);
     }
 
-    /// The lowest free address of the family, taken.
-    pub fn next(&mut self, v4: bool) -> Option<IpAddr> {
+    /// The lowest free address of the family, not taken.
+    pub fn peek(&mut self, v4: bool) -> Option<IpAddr> {
         for (i, r) in self.pools.ranges.iter().enumerate() {
             if r.first.is_ipv4() != v4 {
                 continue;
             }
-            let mut a = Some(self.cursors[i]);
-            while let Some(c) = a.filter(|c| *c <= r.last) {
+            while let Some(c) = self.cursors[i] {
                 if self.is_free(c) {
-                    self.taken.insert(c);
-                    self.cursors[i] = successor(c).unwrap_or(c);
                     return Some(c);
                 }
-                a = successor(c);
+                self.cursors[i] = successor(c).filter(|n| *n <= r.last);
             }
-            // The pool is full: later calls skip straight past it.
-            self.cursors[i] = r.last;
         }
         None
+    }
+
+    /// The lowest free address of the family, taken.
+    pub fn next(&mut self, v4: bool) -> Option<IpAddr> {
+        let a = self.peek(v4)?;
+        self.take(a);
+        Some(a)
     }
 }
 
@@ -145,11 +145,13 @@ mod tests {
         let reserved = BTreeSet::from([ip("10.0.0.2")]);
         let mut a = p.allocator(&reserved);
         assert!(
-            a.keep(ip("10.0.0.2")),
+            a.can_keep(ip("10.0.0.2")),
             "held addresses are kept though reserved"
         );
-        assert!(!a.keep(ip("10.0.0.2")), "already taken");
-        assert!(!a.keep(ip("10.0.9.9")), "outside every pool");
+        a.take(ip("10.0.0.2"));
+        assert!(!a.can_keep(ip("10.0.0.2")), "already taken");
+        assert!(!a.can_keep(ip("10.0.9.9")), "outside every pool");
+        assert_eq!(a.peek(true), Some(ip("10.0.0.1")), "peeking takes nothing");
         assert_eq!(a.next(true), Some(ip("10.0.0.1")));
         assert_eq!(a.next(true), Some(ip("10.0.0.3")));
         assert_eq!(a.next(true), Some(ip("10.0.0.4")));

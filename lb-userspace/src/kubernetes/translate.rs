@@ -10,16 +10,19 @@
 //!   are refused. It depends on every Service (earlier Services win
 //!   conflicts; pools hand out the lowest free address in creation order),
 //!   so it is one pass over all Services, run only when a Service changes
-//!   (in anything the plan reads: spec, annotations, status), when the
-//!   config file's VIPs change, or on a re-list. That pass reads no
+//!   (in anything the plan reads: spec, annotations, a status other than
+//!   one confirming what it was given), when the config file's VIPs
+//!   change, or on a re-list. That pass reads no
 //!   EndpointSlice and no Node.
 //! - each Service's **backends**, recomputed for that Service alone when
 //!   one of its slices changes or its plan entry does (every Service when a
 //!   Node's addresses change, with `backend_target = "node"`).
 //!
-//! An EndpointSlice event therefore costs one Service's worth of work; a
-//! status write that confirms an allocation costs nothing but the status
-//! bookkeeping. [`translate`] is the same translation from scratch; the
+//! An EndpointSlice event therefore costs one Service's worth of work, and
+//! a status written back that confirms an allocation costs nothing but
+//! the status bookkeeping. (The property tests found that shortcut wrong
+//! while the pools could hand out an address and take it back within a
+//! pass; they no longer do.) [`translate`] is the same translation from scratch; the
 //! property tests hold the two equal for random event sequences.
 
 use std::{
@@ -202,11 +205,11 @@ impl Translator {
                 if let Some(o) = &old
                     && o.same_but_status(new)
                 {
-                    // A status moves no port, but it reserves addresses
-                    // and keeps them: the plan is made again.
                     if o.ingress != new.ingress {
                         self.status_stale.insert(key.clone());
-                        self.replan = true;
+                        if !self.confirms_plan(&key, &o.ingress, &new.ingress) {
+                            self.replan = true;
+                        }
                     }
                     return;
                 }
@@ -229,6 +232,25 @@ impl Translator {
             // Its ports may match other slice ports under new names.
             self.stale.insert(key);
         }
+    }
+
+    /// Whether a status change from `old` to `new` leaves the plan as it
+    /// is: of pool addresses, `old` lists nothing but what the Service was
+    /// given and `new` exactly that. Reserving an address a Service already
+    /// has moves nobody, since the pools hand out exactly the lowest free
+    /// address ([`Allocator::peek`]): the Services before it took lower
+    /// ones, and the ones after could not take it anyway. It spares the
+    /// whole-cluster pass each status written back after a sync would cost.
+    fn confirms_plan(&self, key: &ObjKey, old: &[IpAddr], new: &[IpAddr]) -> bool {
+        let Some(given) = self.plan.addresses.get(key) else {
+            return false;
+        };
+        let pools = &self.settings.pools;
+        let in_pool = |l: &[IpAddr]| -> BTreeSet<IpAddr> {
+            l.iter().copied().filter(|a| pools.contains(*a)).collect()
+        };
+        let given = in_pool(given);
+        in_pool(old).is_subset(&given) && in_pool(new) == given
     }
 
     /// An EndpointSlice was added or changed (`Some`), or deleted (`None`).
@@ -539,6 +561,8 @@ impl Translator {
 /// address in the Service's status is kept when it is still free, so VIPs
 /// survive restarts and every router node picks the same one.
 fn allocate(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, String> {
+    // Chosen first, taken only once the Service can have what it needs:
+    // nothing is handed out and given back (see `Allocator`).
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for &v4 in &svc.families {
@@ -546,20 +570,38 @@ fn allocate(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>,
             .ingress
             .iter()
             .copied()
-            .find(|a| a.is_ipv4() == v4 && alloc.keep(*a));
-        match kept.or_else(|| alloc.next(v4)) {
+            .find(|a| a.is_ipv4() == v4 && alloc.can_keep(*a));
+        match kept.or_else(|| alloc.peek(v4)) {
             Some(a) => out.push(a),
             None => missing.push(if v4 { "IPv4" } else { "IPv6" }),
         }
     }
-    if out.is_empty() || (svc.require_dual_stack && !missing.is_empty()) {
-        for a in &out {
-            alloc.release(*a);
-        }
+    // The messages name the families asked for, not the ones found
+    // missing: which are free when a refused Service looks depends on the
+    // Services after it (a status confirming an address reserves it), and
+    // every router must report a refusal alike.
+    let names = |join: &str| {
+        let v: Vec<&str> = svc
+            .families
+            .iter()
+            .map(|v4| if *v4 { "IPv4" } else { "IPv6" })
+            .collect();
+        v.join(join)
+    };
+    if svc.require_dual_stack && !missing.is_empty() {
+        return Err(format!(
+            "no free address of each family it requires ({}, RequireDualStack) in kubernetes.pools; set them with the {VIP_ANNOTATION} annotation or add pools",
+            names(" and ")
+        ));
+    }
+    if out.is_empty() {
         return Err(format!(
             "no free {} address in kubernetes.pools; set one with the {VIP_ANNOTATION} annotation or add a pool",
-            missing.join(" or ")
+            names(" or ")
         ));
+    }
+    for a in &out {
+        alloc.take(*a);
     }
     Ok(out)
 }

@@ -508,11 +508,11 @@ fn run(seed: u64, steps: usize, target: BackendTarget) {
             t.settle();
             let ctx = format!("seed {seed} step {i}");
             let full = c.translated(&s);
-            assert_eq!(
-                t.outcome(),
-                &full,
-                "{ctx}: incremental and full translation differ"
-            );
+            let o = t.outcome();
+            assert_eq!(o.addresses, full.addresses, "{ctx}: addresses differ");
+            assert_eq!(o.refusals, full.refusals, "{ctx}: refusals differ");
+            assert_eq!(o.statuses, full.statuses, "{ctx}: statuses differ");
+            assert_eq!(o.services, full.services, "{ctx}: services differ");
             invariants(&full, &c, &s, &ctx);
         }
     }
@@ -580,5 +580,77 @@ fn the_same_objects_in_any_order_give_the_same_vips() {
             outcomes.push(o);
         }
         assert!(outcomes.windows(2).all(|w| w[0] == w[1]), "seed {seed}");
+    }
+}
+
+/// Not a test: `cargo test --release -p lb-userspace --lib scale_profile --
+/// --ignored --nocapture` times the translation at 10,000 Services.
+#[test]
+#[ignore]
+fn scale_profile() {
+    let mut s = settings(BackendTarget::Pod);
+    s.pools = Pools::new(vec![AddressPool {
+        first: "10.200.0.0".parse().unwrap(),
+        last: "10.200.255.255".parse().unwrap(),
+    }]);
+    let n = 10_000;
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..n {
+        let name = format!("svc-{i:05}");
+        let ip = std::net::Ipv4Addr::from(0x0ac8_0000 + i as u32);
+        services.push(Arc::new(
+            serde_json::from_value::<Service>(json!({
+                "metadata": { "name": name, "namespace": "default", "uid": name,
+                              "creationTimestamp": "2026-01-01T00:00:00Z" },
+                "spec": { "type": "LoadBalancer", "loadBalancerClass": "xlb.io/xlb",
+                          "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }],
+                          "ipFamilies": ["IPv4"] },
+                "status": { "loadBalancer": { "ingress": [{ "ip": ip.to_string(), "ipMode": "VIP" }] } }
+            }))
+            .unwrap(),
+        ));
+        let eps: Vec<Value> = (0..10)
+            .map(|j| json!({ "addresses": [format!("10.{}.{}.{}", 128 + i / 65536, (i / 256) % 256, j)], "conditions": { "ready": true } }))
+            .collect();
+        slices.push(Arc::new(
+            serde_json::from_value::<EndpointSlice>(json!({
+                "metadata": { "name": name, "namespace": "default",
+                              "labels": { "kubernetes.io/service-name": name } },
+                "addressType": "IPv4",
+                "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+                "endpoints": eps
+            }))
+            .unwrap(),
+        ));
+    }
+    let t0 = std::time::Instant::now();
+    let o = translate(&services, &slices, &[], &BTreeSet::new(), &s);
+    println!("full: {:?} ({} VIPs)", t0.elapsed(), o.services.len());
+    let mut t = Translator::new(s.clone());
+    let class = s.class();
+    for svc in &services {
+        t.service(key_of(&svc.metadata), ServiceInfo::of(svc, &class));
+    }
+    for sl in &slices {
+        t.slice(key_of(&sl.metadata), SliceInfo::of(sl));
+    }
+    let t0 = std::time::Instant::now();
+    t.settle();
+    println!("settle: {:?}", t0.elapsed());
+    for k in 0..5 {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": { "name": format!("new-{k}"), "namespace": "default" },
+            "spec": { "type": "LoadBalancer", "loadBalancerClass": "xlb.io/xlb",
+                      "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] }
+        }))
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        t.service(key_of(&svc.metadata), ServiceInfo::of(&svc, &class));
+        t.settle();
+        let a = t0.elapsed();
+        let c = Arc::new(t.outcome().clone());
+        println!("replan: {a:?}, clone {:?}", t0.elapsed() - a);
+        std::hint::black_box(c);
     }
 }
