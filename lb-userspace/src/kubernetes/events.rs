@@ -93,14 +93,14 @@ impl Events {
         Event {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
-                namespace: Some(r.service.namespace.clone()),
+                namespace: Some(r.service.namespace.to_string()),
                 ..Default::default()
             },
             involved_object: ObjectReference {
                 api_version: Some("v1".to_owned()),
                 kind: Some("Service".to_owned()),
-                name: Some(r.service.name.clone()),
-                namespace: Some(r.service.namespace.clone()),
+                name: Some(r.service.name.to_string()),
+                namespace: Some(r.service.namespace.to_string()),
                 uid: Some(r.uid.clone()).filter(|u| !u.is_empty()),
                 ..Default::default()
             },
@@ -128,8 +128,8 @@ impl Events {
 /// same.
 fn event_name(r: &Refusal) -> String {
     let h = fnv1a(&[
-        r.service.namespace.as_str(),
-        r.service.name.as_str(),
+        &r.service.namespace,
+        &r.service.name,
         r.uid.as_str(),
         r.reason,
         r.message.as_str(),

@@ -5,7 +5,7 @@
 //! references); kept as these, 10,000 Services and their slices fit in a
 //! few megabytes, and nothing is parsed again at each translation.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -23,11 +23,13 @@ pub const ENCAP_ANNOTATION: &str = "xlb.io/encap";
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// An object by namespace and name.
+/// An object by namespace and name. Shared strings: the translation
+/// copies keys into its plan for every Service at each pass, and a copy is
+/// then two reference counts, not two allocations.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl std::fmt::Display for ObjKey {
@@ -38,8 +40,8 @@ impl std::fmt::Display for ObjKey {
 
 pub fn key_of(meta: &ObjectMeta) -> ObjKey {
     ObjKey {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+        name: meta.name.as_deref().unwrap_or_default().into(),
     }
 }
 
@@ -263,8 +265,13 @@ impl SliceInfo {
             .collect();
         Some(Self {
             service: ObjKey {
-                namespace: slice.metadata.namespace.clone().unwrap_or_default(),
-                name: name.clone(),
+                namespace: slice
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or_default()
+                    .into(),
+                name: name.as_str().into(),
             },
             v4,
             ports,

@@ -182,8 +182,8 @@ impl Kept for Node {
     /// Nodes are cluster-scoped: the name alone.
     fn key(o: &Self) -> ObjKey {
         ObjKey {
-            namespace: String::new(),
-            name: o.name_any(),
+            namespace: "".into(),
+            name: o.name_any().into(),
         }
     }
 }
@@ -293,14 +293,16 @@ impl TranslatorTask {
                 }
             }
             Update::Node(c) => {
-                if let Some(all) = step(c, &mut self.relists.nodes, |k, v| t.node(k.name, v)) {
+                if let Some(all) = step(c, &mut self.relists.nodes, |k, v| {
+                    t.node(k.name.to_string(), v)
+                }) {
                     for n in t.node_names() {
-                        if !all.keys().any(|k| k.name == n) {
+                        if !all.keys().any(|k| *k.name == *n) {
                             t.node(n, None);
                         }
                     }
                     for (k, v) in all {
-                        t.node(k.name, v);
+                        t.node(k.name.to_string(), v);
                     }
                     self.listed[2] = true;
                 }

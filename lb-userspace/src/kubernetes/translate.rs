@@ -468,11 +468,9 @@ impl Translator {
             }
         }
 
-        let mut owners: BTreeMap<Vip, String> = self
-            .statics
-            .iter()
-            .map(|k| (*k, "the static config".to_owned()))
-            .collect();
+        // Who has each VIP: a Service, or the config file (`None`).
+        let mut owners: HashMap<Vip, Option<&ObjKey>> =
+            self.statics.iter().map(|k| (*k, None)).collect();
         let mut alloc = s.pools.allocator(&reserved);
         for svc in ours {
             let explicit = match &svc.requested {
@@ -518,13 +516,17 @@ impl Translator {
                         protocol: p.protocol,
                     };
                     if let Some(owner) = owners.get(&vip) {
-                        clash = Some((vip, owner.clone()));
+                        clash = Some((vip, *owner));
                         break 'addrs;
                     }
                     vips.push((vip, i));
                 }
             }
             if let Some((vip, owner)) = clash {
+                let owner = match owner {
+                    Some(k) => format!("Service {k}"),
+                    None => "the static config".to_owned(),
+                };
                 refuse(
                     &mut plan,
                     svc,
@@ -547,7 +549,7 @@ impl Translator {
                 }
             }
             for (vip, _) in &vips {
-                owners.insert(*vip, format!("Service {}", svc.key));
+                owners.insert(*vip, Some(&svc.key));
             }
             plan.assigned
                 .insert(svc.key.clone(), Assigned { encap, vips });

@@ -307,8 +307,8 @@ fn tell(t: &mut Translator, c: &mut Cluster, step: Step) {
 
 fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
     let key = |r: &mut Rng| ObjKey {
-        namespace: (*r.pick(&NAMESPACES)).to_owned(),
-        name: (*r.pick(&NAMES)).to_owned(),
+        namespace: (*r.pick(&NAMESPACES)).into(),
+        name: (*r.pick(&NAMES)).into(),
     };
     match r.below(100) {
         0..25 => {
@@ -321,7 +321,7 @@ fn random_step(r: &mut Rng, c: &Cluster, last: &Outcome) -> Step {
         25..32 => Step::Service(key(r), None),
         32..60 => {
             let k = ObjKey {
-                name: format!("{}-{}", r.pick(&NAMES), r.below(2)),
+                name: format!("{}-{}", r.pick(&NAMES), r.below(2)).into(),
                 ..key(r)
             };
             Step::Slice(
@@ -469,7 +469,8 @@ fn invariants(o: &Outcome, c: &Cluster, s: &Settings, ctx: &str) {
                             .labels
                             .as_ref()
                             .and_then(|l| l.get("kubernetes.io/service-name"))
-                            == Some(&owner.name)
+                            .map(String::as_str)
+                            == Some(&*owner.name)
                 })
                 .flat_map(|sl| sl.endpoints.iter())
                 .filter_map(|e| e.addresses.first()?.parse().ok())
