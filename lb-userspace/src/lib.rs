@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;
+pub mod heap;
 pub mod ifaddr;
 pub mod ipvs;
 pub mod kubernetes;

@@ -35,6 +35,8 @@ use crate::{
 /// one, doubling up to [`RETRY_MAX`], unless a source changes first.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Map writes from which an apply hands its freed memory back.
+const BIG_APPLY: usize = 10_000;
 
 /// What the data plane holds, as last applied successfully.
 #[derive(Clone, Debug, Default)]
@@ -342,6 +344,10 @@ impl Worker {
                     desired: Arc::new(desired),
                     kubernetes: self.k8s_part.clone(),
                 });
+                // A large apply (a start, a resync) leaves its scratch freed.
+                if report.writes() >= BIG_APPLY {
+                    crate::heap::trim();
+                }
                 Ok(())
             }
             Err(e) => {

@@ -110,6 +110,7 @@ pub fn spawn(
             kinds,
             listed: [false; 3],
             relists: Relists::default(),
+            relisted: false,
         }
         .run(rx, statics, out_tx),
     ));
@@ -221,6 +222,8 @@ struct TranslatorTask {
     kinds: usize,
     listed: [bool; 3],
     relists: Relists,
+    /// A re-list completed since the last settle.
+    relisted: bool,
 }
 
 impl TranslatorTask {
@@ -236,6 +239,10 @@ impl TranslatorTask {
                 .set_statics(statics.borrow_and_update().clone());
             let synced = self.listed[..self.kinds].iter().all(|l| *l);
             if synced {
+                let changed = self.translator.settle();
+                if changed || out.borrow().is_none() {
+                    out.send_replace(Some(Arc::new(self.translator.outcome().clone())));
+                }
                 if !announced {
                     announced = true;
                     tracing::info!(
@@ -244,9 +251,9 @@ impl TranslatorTask {
                         "Kubernetes watches synced"
                     );
                 }
-                let changed = self.translator.settle();
-                if changed || out.borrow().is_none() {
-                    out.send_replace(Some(Arc::new(self.translator.outcome().clone())));
+                // The lists' objects are parsed and gone: their memory goes back.
+                if std::mem::take(&mut self.relisted) {
+                    crate::heap::trim();
                 }
             }
             tokio::select! {
@@ -277,6 +284,7 @@ impl TranslatorTask {
                         t.service(k, v);
                     }
                     self.listed[0] = true;
+                    self.relisted = true;
                 }
             }
             Update::Slice(c) => {
@@ -290,6 +298,7 @@ impl TranslatorTask {
                         t.slice(k, v);
                     }
                     self.listed[1] = true;
+                    self.relisted = true;
                 }
             }
             Update::Node(c) => {
@@ -305,6 +314,7 @@ impl TranslatorTask {
                         t.node(k.name.to_string(), v);
                     }
                     self.listed[2] = true;
+                    self.relisted = true;
                 }
             }
         }

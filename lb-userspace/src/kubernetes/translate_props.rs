@@ -628,17 +628,38 @@ fn scale_profile() {
     let t0 = std::time::Instant::now();
     let o = translate(&services, &slices, &[], &BTreeSet::new(), &s);
     println!("full: {:?} ({} VIPs)", t0.elapsed(), o.services.len());
+    drop(o);
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap()
+            .to_owned()
+    };
+    println!("before: {}", rss());
+    let infos: Vec<(ObjKey, Option<ServiceInfo>)> = services
+        .iter()
+        .map(|svc| (key_of(&svc.metadata), ServiceInfo::of(svc, &s.class())))
+        .collect();
+    let sinfos: Vec<(ObjKey, Option<SliceInfo>)> = slices
+        .iter()
+        .map(|sl| (key_of(&sl.metadata), SliceInfo::of(sl)))
+        .collect();
+    drop(services);
+    drop(slices);
+    println!("objects dropped, infos kept: {}", rss());
     let mut t = Translator::new(s.clone());
     let class = s.class();
-    for svc in &services {
-        t.service(key_of(&svc.metadata), ServiceInfo::of(svc, &class));
+    for (k, i) in infos {
+        t.service(k, i);
     }
-    for sl in &slices {
-        t.slice(key_of(&sl.metadata), SliceInfo::of(sl));
+    for (k, i) in sinfos {
+        t.slice(k, i);
     }
     let t0 = std::time::Instant::now();
     t.settle();
-    println!("settle: {:?}", t0.elapsed());
+    println!("settle: {:?}, {}", t0.elapsed(), rss());
     for k in 0..5 {
         let svc: Service = serde_json::from_value(json!({
             "metadata": { "name": format!("new-{k}"), "namespace": "default" },

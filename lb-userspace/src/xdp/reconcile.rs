@@ -72,7 +72,8 @@ struct AppliedVip {
 
 /// What the maps hold, mirrored in memory so a reconcile reads nothing.
 pub struct Applied {
-    vips: HashMap<Vip, AppliedVip>,
+    /// Sorted like the desired state, so a reconcile is one walk of both.
+    vips: BTreeMap<Vip, AppliedVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
     config: lb_common::Config,
@@ -117,7 +118,7 @@ pub fn backend_addr(b: &Backend) -> IpAddr {
 impl Applied {
     /// Reads what the maps hold (adopted pins) into the mirror.
     pub fn read(maps: &Maps, max_vips: u32, max_backends: u32) -> Result<Self, MapsError> {
-        let mut vips = HashMap::new();
+        let mut vips = BTreeMap::new();
         let mut vip_ids = IdPool::new(0, max_vips);
         let mut filter_users = HashMap::new();
         let mut by_id = HashMap::new();
@@ -170,7 +171,7 @@ impl Applied {
 
     pub fn empty(max_vips: u32, max_backends: u32) -> Self {
         Self {
-            vips: HashMap::new(),
+            vips: BTreeMap::new(),
             vip_ids: IdPool::new(0, max_vips),
             backend_ids: IdPool::new(1, max_backends),
             config: lb_common::Config::default(),
@@ -217,30 +218,12 @@ impl Applied {
             self.config = cfg;
             r.config_writes += 1;
         }
-        let gone: Vec<Vip> = self
-            .vips
-            .keys()
-            .filter(|s| !desired.services.contains_key(s))
-            .copied()
-            .collect();
+        let (gone, todo) = self.differences(desired)?;
         for svc in gone {
             self.remove(maps, &svc, &mut r)?;
         }
-        for (svc, spec) in &desired.services {
-            if spec.encap == Encap::Ipip {
-                let have = if svc.address.is_ipv4() {
-                    desired.ipip_source_v4.is_some()
-                } else {
-                    desired.ipip_source_v6.is_some()
-                };
-                if !have {
-                    return Err(ReconcileError::NoIpipSource {
-                        service: *svc,
-                        family: if svc.address.is_ipv4() { "v4" } else { "v6" },
-                    });
-                }
-            }
-            self.upsert(maps, svc, spec, &mut r)?;
+        for svc in todo {
+            self.upsert(maps, &svc, &desired.services[&svc], &mut r)?;
         }
         if cfg != self.config {
             maps.set_config(&cfg)?;
@@ -253,6 +236,50 @@ impl Applied {
             r.backend_writes += 1;
         }
         Ok(r)
+    }
+
+    /// One walk of the mirror and the desired state, both sorted: the VIPs
+    /// that are gone, and those that are new or differ (a VIP whose backends
+    /// are the allocation last written is the same without a look inside).
+    /// At 50,000 VIPs a lookup per VIP cost more than the change it was for.
+    fn differences(&mut self, desired: &Desired) -> Result<(Vec<Vip>, Vec<Vip>), ReconcileError> {
+        let (mut gone, mut todo) = (Vec::new(), Vec::new());
+        let mut have = self.vips.iter_mut().peekable();
+        for (svc, spec) in &desired.services {
+            if spec.encap == Encap::Ipip {
+                let source = if svc.address.is_ipv4() {
+                    desired.ipip_source_v4.is_some()
+                } else {
+                    desired.ipip_source_v6.is_some()
+                };
+                if !source {
+                    return Err(ReconcileError::NoIpipSource {
+                        service: *svc,
+                        family: if svc.address.is_ipv4() { "v4" } else { "v6" },
+                    });
+                }
+            }
+            while let Some((k, _)) = have.next_if(|(k, _)| *k < svc) {
+                gone.push(*k);
+            }
+            match have.next_if(|(k, _)| *k == svc) {
+                Some((_, cur)) => {
+                    let same = cur
+                        .written
+                        .as_ref()
+                        .is_some_and(|w| Arc::ptr_eq(w, &spec.backends))
+                        || same_backends(cur, spec);
+                    if cur.encap == spec.encap && same {
+                        cur.written = Some(spec.backends.clone());
+                    } else {
+                        todo.push(*svc);
+                    }
+                }
+                None => todo.push(*svc),
+            }
+        }
+        gone.extend(have.map(|(k, _)| *k));
+        Ok((gone, todo))
     }
 
     fn remove(&mut self, maps: &mut Maps, svc: &Vip, r: &mut Report) -> Result<(), ReconcileError> {
@@ -307,17 +334,6 @@ impl Applied {
                     written: None,
                 },
             );
-        } else {
-            let cur = self.vips.get_mut(svc).expect("present");
-            let same = cur
-                .written
-                .as_ref()
-                .is_some_and(|w| Arc::ptr_eq(w, &spec.backends))
-                || same_backends(cur, spec);
-            if cur.encap == spec.encap && same {
-                cur.written = Some(spec.backends.clone());
-                return Ok(());
-            }
         }
         let cur = self.vips.get(svc).cloned().expect("inserted above");
         // Ids for new backends first, all or none: a VIP that does not fit
