@@ -885,7 +885,8 @@ fn mb(b: u64) -> f64 {
 }
 
 fn print(cases: &[Case]) {
-    let Some(one) = cases.iter().find(|c| c.services == 1) else {
+    // Ratios are to the smallest size run (1 Service unless limited).
+    let Some(one) = cases.iter().min_by_key(|c| c.services) else {
         return;
     };
     let ratio = |a: f64, b: f64| {

@@ -368,7 +368,11 @@ async fn write_back(
         let Some(now) = outcome.borrow_and_update().clone() else {
             continue;
         };
-        status.sync(&now.statuses).await;
+        // Thousands of writes (the first sync of a large cluster) leave
+        // their requests' and answers' memory freed: it goes back.
+        if status.sync(&now.statuses).await >= 1_000 {
+            crate::heap::trim();
+        }
         if reported
             .as_ref()
             .is_none_or(|r| !Arc::ptr_eq(r, &now.refusals))

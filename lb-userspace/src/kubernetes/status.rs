@@ -38,8 +38,8 @@ impl StatusWriter {
     }
 
     /// Writes each of `todo`: a Service and the VIPs its status should
-    /// list (none: emptied).
-    pub async fn sync(&mut self, todo: &BTreeMap<ObjKey, Vec<IpAddr>>) {
+    /// list (none: emptied). Returns how many writes were made.
+    pub async fn sync(&mut self, todo: &BTreeMap<ObjKey, Vec<IpAddr>>) -> usize {
         // Written and brought back by the watch: no longer to do.
         self.written
             .retain(|k, v| todo.get(k).is_some_and(|w| w == v));
@@ -48,6 +48,7 @@ impl StatusWriter {
             .filter(|(k, v)| self.written.get(*k) != Some(*v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let count = writes.len();
         let results: Vec<_> = futures::stream::iter(writes)
             .map(|(key, addrs)| {
                 let client = self.client.clone();
@@ -72,6 +73,7 @@ impl StatusWriter {
                 Err(e) => tracing::warn!(service = %key, "writing the status: {e}"),
             }
         }
+        count
     }
 }
 
