@@ -27,9 +27,16 @@ pub struct ServiceSpec {
     pub backends: Arc<BTreeMap<IpAddr, u32>>,
 }
 
+/// VIPs and how each is served: a persistent map, so a copy (a source
+/// publishing its state, the reconciler merging two) is O(1), a change
+/// O(log N), and [`imbl::OrdMap::diff`] between two versions skips what they
+/// share: an event at 50,000 VIPs costs what it changed, not a copy of
+/// every VIP.
+pub type Services = imbl::OrdMap<Vip, ServiceSpec>;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub services: BTreeMap<Vip, ServiceSpec>,
+    pub services: Services,
     pub ipip_source_v4: Option<Ipv4Addr>,
     pub ipip_source_v6: Option<Ipv6Addr>,
 }

@@ -372,3 +372,60 @@ fn a_removed_vip_leaves_nothing_for_its_flows() {
         assert!(!b.maps.filter.is_set(bit), "bit left after the last VIP");
     });
 }
+
+/// Each desired state derived from the previous one, as the daemon's are
+/// (the same persistent map, a few VIPs changed), so reconciles take the
+/// diff path; now and then a state built afresh with equal contents, or a
+/// new IPIP source, which take the full walk. After every reconcile the
+/// maps hold exactly the desired state (`assert_holds`, from a dump of
+/// the maps), and a second reconcile of the same state writes nothing.
+#[test]
+fn derived_states_take_the_diff_and_the_maps_follow() {
+    if !privileged("derived_states_take_the_diff_and_the_maps_follow") {
+        return;
+    }
+    // splitmix64, seeded: the same sequence every run.
+    let mut seed = 0x5eed_u64;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&settings(256, 2048)).expect("load");
+        let mut a = Applied::empty(256, 2048);
+        let mut d = desired(Vec::new());
+        for round in 0..300 {
+            match next(20) {
+                // Afresh, same contents: no sharing with the last state.
+                0 => d = desired(d.services.iter().map(|(k, v)| (*k, v.clone())).collect()),
+                1 => {
+                    d.ipip_source_v4 = Some(Ipv4Addr::new(10, 0, 0, 1 + next(3) as u8));
+                }
+                _ => {
+                    for _ in 0..1 + next(4) {
+                        let vip = svc(next(48) as u32, [80, 443, 0][next(3) as usize]);
+                        if next(4) == 0 {
+                            d.services.remove(&vip);
+                        } else {
+                            let encap = if next(3) == 0 { Encap::L2 } else { Encap::Ipip };
+                            let backends: Vec<(u32, u32)> = (0..next(6))
+                                .map(|_| (next(40) as u32, next(3) as u32))
+                                .collect();
+                            d.services.insert(vip, spec(encap, &backends));
+                        }
+                    }
+                }
+            }
+            a.reconcile(&mut b.maps, &d)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_holds(&b.maps, &d);
+            let before = dump(&b.maps);
+            let r = a.reconcile(&mut b.maps, &d).unwrap();
+            assert_eq!((r.writes(), dump(&b.maps)), (0, before), "round {round}");
+        }
+    });
+}

@@ -4,21 +4,15 @@
 //! asks for new backends as soon as they are applied and refreshes all of
 //! them every few seconds.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::reconciler::Applied;
 use crate::{
-    desired::{Desired, ServiceSpec},
+    desired::{Desired, ServiceSpec, Services},
     neigh::{self, Reachability},
-    vip::Vip,
 };
 
 /// How often every backend's entry is confirmed.
@@ -145,43 +139,28 @@ impl Backends {
 }
 
 /// The VIPs whose spec differs between `a` and `b` (absent on one side:
-/// `None`), by a merge of the two sorted maps; same-allocation backends
-/// count as equal without a look inside.
+/// `None`). The maps are versions of one persistent map: the diff skips the
+/// parts they share.
 fn changed_vips<'a>(
-    a: &'a BTreeMap<Vip, ServiceSpec>,
-    b: &'a BTreeMap<Vip, ServiceSpec>,
+    a: &'a Services,
+    b: &'a Services,
 ) -> Vec<(Option<&'a ServiceSpec>, Option<&'a ServiceSpec>)> {
-    let mut out = Vec::new();
-    let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
-    loop {
-        match (x.peek(), y.peek()) {
-            (None, None) => return out,
-            (Some((ka, sa)), Some((kb, sb))) if ka == kb => {
-                if !Arc::ptr_eq(&sa.backends, &sb.backends) && sa.backends != sb.backends {
-                    out.push((Some(*sa), Some(*sb)));
-                }
-                x.next();
-                y.next();
+    use imbl::ordmap::DiffItem;
+    a.diff(b)
+        .filter_map(|d| match d {
+            DiffItem::Add(_, new) => Some((None, Some(new))),
+            DiffItem::Update { old, new } => {
+                (old.1.backends != new.1.backends).then_some((Some(old.1), Some(new.1)))
             }
-            (Some((ka, sa)), Some((kb, _))) if ka < kb => {
-                out.push((Some(*sa), None));
-                x.next();
-            }
-            (Some((_, sa)), None) => {
-                out.push((Some(*sa), None));
-                x.next();
-            }
-            (_, Some((_, sb))) => {
-                out.push((None, Some(*sb)));
-                y.next();
-            }
-        }
-    }
+            DiffItem::Remove(_, old) => Some((Some(old), None)),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vip::Vip;
 
     fn state(vips: &[(&str, &[&str])]) -> Arc<Desired> {
         let mut d = Desired::default();

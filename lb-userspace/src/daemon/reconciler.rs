@@ -10,7 +10,7 @@
 //! between two applies: no lock is ever held across an apply.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -25,10 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::file_source::FileState;
 use crate::{
     dataplane::{self, Dataplane, DataplaneError, Start},
-    desired::{Desired, ServiceSpec},
+    desired::{Desired, Services},
     kubernetes::Outcome,
     metrics::Snapshot,
-    vip::Vip,
 };
 
 /// After a failed apply, the next try comes this long after the previous
@@ -387,8 +386,8 @@ fn unix_now() -> f64 {
 
 /// The config file's VIPs with the Kubernetes ones; the config file wins a
 /// VIP both name (the source has already refused such Services).
-pub(super) fn merge(statics: &Desired, k8s: &BTreeMap<Vip, ServiceSpec>) -> Desired {
-    // A clone of the larger map, node by node, then the few file VIPs on top.
+pub(super) fn merge(statics: &Desired, k8s: &Services) -> Desired {
+    // The larger map shared (O(1)), then the few file VIPs on top.
     let mut services = k8s.clone();
     for (k, v) in &statics.services {
         services.insert(*k, v.clone());
@@ -415,6 +414,7 @@ pub(super) fn backends(d: &Desired) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{desired::ServiceSpec, vip::Vip};
 
     fn vip(addr: &str) -> Vip {
         Vip {
@@ -436,7 +436,7 @@ mod tests {
     fn the_config_file_wins_a_vip_both_sources_name() {
         let mut file = Desired::default();
         file.services.insert(vip("10.0.0.1"), spec(&["10.1.0.1"]));
-        let k8s = BTreeMap::from([
+        let k8s = Services::from_iter([
             (vip("10.0.0.1"), spec(&["10.2.0.1"])),
             (vip("10.0.0.2"), spec(&["10.2.0.2", "10.1.0.1"])),
         ]);

@@ -3,12 +3,15 @@
 //! synced, so a restart (or an API server that is down at start) never
 //! takes Kubernetes VIPs out of the maps and drops their flows.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{net::IpAddr, path::Path};
 
 use lb_common::Encap;
 use serde::{Deserialize, Serialize};
 
-use crate::{desired::ServiceSpec, vip::Vip};
+use crate::{
+    desired::{ServiceSpec, Services},
+    vip::Vip,
+};
 
 pub const FILE: &str = "kubernetes.json";
 
@@ -22,7 +25,7 @@ struct Entry {
     backends: Vec<(IpAddr, u32)>,
 }
 
-pub fn save(state_dir: &Path, services: &BTreeMap<Vip, ServiceSpec>) -> std::io::Result<()> {
+pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
     let entries: Vec<Entry> = services
         .iter()
         .map(|(k, s)| Entry {
@@ -46,21 +49,21 @@ pub fn save(state_dir: &Path, services: &BTreeMap<Vip, ServiceSpec>) -> std::io:
 
 /// The saved services; empty when there is no file. A file that cannot be
 /// read is reported and ignored: the watches will bring the truth.
-pub fn load(state_dir: &Path) -> BTreeMap<Vip, ServiceSpec> {
+pub fn load(state_dir: &Path) -> Services {
     let path = state_dir.join(FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Services::new(),
         Err(e) => {
             tracing::warn!("ignoring {}: {e}", path.display());
-            return BTreeMap::new();
+            return Services::new();
         }
     };
     let entries: Vec<Entry> = match serde_json::from_slice(&bytes) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!("ignoring {}: {e}", path.display());
-            return BTreeMap::new();
+            return Services::new();
         }
     };
     entries
@@ -92,7 +95,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = std::env::temp_dir().join(format!("xlb-k8s-memory-{}", std::process::id()));
-        let mut m = BTreeMap::new();
+        let mut m = Services::new();
         m.insert(
             Vip {
                 address: "fd00::1".parse().unwrap(),

@@ -45,7 +45,11 @@ use super::{
     objects::{self, Class, EndpointInfo, NodeAddresses, Port, ServiceInfo, SliceInfo, key_of},
     pools::{Allocator, Pools},
 };
-use crate::{config::BackendTarget, desired::ServiceSpec, vip::Vip};
+use crate::{
+    config::BackendTarget,
+    desired::{ServiceSpec, Services},
+    vip::Vip,
+};
 
 /// What the translation needs besides the objects.
 #[derive(Clone, Debug)]
@@ -79,7 +83,7 @@ pub struct Refusal {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub services: BTreeMap<Vip, ServiceSpec>,
+    pub services: Services,
     /// The VIPs of every Service that is served, for its status.
     pub addresses: Arc<BTreeMap<ObjKey, Vec<IpAddr>>>,
     pub refusals: Arc<Vec<Refusal>>,

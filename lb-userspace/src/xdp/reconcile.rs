@@ -84,6 +84,10 @@ pub struct Applied {
     tags: Tags,
     /// VIPs per VIP-filter bit: a bit is cleared when its last VIP is gone.
     filter_users: HashMap<u32, u32>,
+    /// The desired state last applied in full, while the mirror is known
+    /// to match it: the next reconcile diffs against it (skipping what the
+    /// two versions share) instead of walking every VIP.
+    last: Option<Desired>,
 }
 
 /// Tags of VIP incarnations ([`Backend::tag`]): consecutive from a random
@@ -166,6 +170,7 @@ impl Applied {
             orphans,
             tags: Tags::new(),
             filter_users,
+            last: None,
         })
     }
 
@@ -178,6 +183,7 @@ impl Applied {
             orphans: Vec::new(),
             tags: Tags::new(),
             filter_users: HashMap::new(),
+            last: None,
         }
     }
 
@@ -218,7 +224,17 @@ impl Applied {
             self.config = cfg;
             r.config_writes += 1;
         }
-        let (gone, todo) = self.differences(desired)?;
+        // Until this reconcile completes the mirror may match neither state.
+        let last = self.last.take();
+        let (gone, todo) = match last {
+            Some(prev)
+                if prev.ipip_source_v4 == desired.ipip_source_v4
+                    && prev.ipip_source_v6 == desired.ipip_source_v6 =>
+            {
+                changes(&prev, desired)?
+            }
+            _ => self.differences(desired)?,
+        };
         for svc in gone {
             self.remove(maps, &svc, &mut r)?;
         }
@@ -235,6 +251,7 @@ impl Applied {
             self.backend_ids.release(id);
             r.backend_writes += 1;
         }
+        self.last = Some(desired.clone());
         Ok(r)
     }
 
@@ -246,19 +263,7 @@ impl Applied {
         let (mut gone, mut todo) = (Vec::new(), Vec::new());
         let mut have = self.vips.iter_mut().peekable();
         for (svc, spec) in &desired.services {
-            if spec.encap == Encap::Ipip {
-                let source = if svc.address.is_ipv4() {
-                    desired.ipip_source_v4.is_some()
-                } else {
-                    desired.ipip_source_v6.is_some()
-                };
-                if !source {
-                    return Err(ReconcileError::NoIpipSource {
-                        service: *svc,
-                        family: if svc.address.is_ipv4() { "v4" } else { "v6" },
-                    });
-                }
-            }
+            ipip_source(desired, svc, spec)?;
             while let Some((k, _)) = have.next_if(|(k, _)| *k < svc) {
                 gone.push(*k);
             }
@@ -440,6 +445,51 @@ impl Applied {
         v.backends = next;
         v.written = Some(spec.backends.clone());
         Ok(())
+    }
+}
+
+/// What changed from `prev` (applied in full) to `desired`: the VIPs gone,
+/// and the VIPs new or different. The two are versions of one persistent
+/// map, so the diff skips what they share.
+fn changes(prev: &Desired, desired: &Desired) -> Result<(Vec<Vip>, Vec<Vip>), ReconcileError> {
+    use imbl::ordmap::DiffItem;
+    let (mut gone, mut todo) = (Vec::new(), Vec::new());
+    for d in prev.services.diff(&desired.services) {
+        match d {
+            DiffItem::Remove(svc, _) => gone.push(*svc),
+            DiffItem::Add(svc, spec)
+            | DiffItem::Update {
+                new: (svc, spec), ..
+            } => {
+                ipip_source(desired, svc, spec)?;
+                todo.push(*svc);
+            }
+        }
+    }
+    Ok((gone, todo))
+}
+
+/// An IPIP VIP needs an outer source address of its family.
+fn ipip_source(
+    desired: &Desired,
+    svc: &Vip,
+    spec: &crate::desired::ServiceSpec,
+) -> Result<(), ReconcileError> {
+    if spec.encap != Encap::Ipip {
+        return Ok(());
+    }
+    let have = if svc.address.is_ipv4() {
+        desired.ipip_source_v4.is_some()
+    } else {
+        desired.ipip_source_v6.is_some()
+    };
+    if have {
+        Ok(())
+    } else {
+        Err(ReconcileError::NoIpipSource {
+            service: *svc,
+            family: if svc.address.is_ipv4() { "v4" } else { "v6" },
+        })
     }
 }
 
