@@ -2,13 +2,16 @@
 //! what the elector must hold Leases for, what is remembered across
 //! restarts, and the leadership file `xlb status` reads.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{file_source::FileState, reconciler::Applied};
-use crate::kubernetes::{self, ElectorInputs, LeaderFeed, Outcome};
+use crate::{
+    desired::Services,
+    kubernetes::{self, ElectorInputs, LeaderFeed, Outcome},
+};
 
 /// The Kubernetes part changes often; it is saved at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -21,17 +24,60 @@ pub(super) async fn feed_elector(
     mut file: watch::Receiver<Arc<FileState>>,
     stop: CancellationToken,
 ) {
+    let mut addresses = VipAddresses::default();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             Ok(()) = applied.changed() => {
-                inputs.set_vips(applied.borrow_and_update().vip_addresses());
+                let now = applied.borrow_and_update().desired.clone();
+                if addresses.update(&now.services) {
+                    inputs.set_vips(addresses.counts.keys().copied().collect());
+                }
             }
             Ok(()) = file.changed() => {
                 let statics = file.borrow_and_update().desired.services.keys().copied().collect();
                 inputs.set_statics(statics);
             }
         }
+    }
+}
+
+/// The VIP addresses of the applied state, with the number of VIPs (ports)
+/// on each, followed by diffing each applied state against the previous
+/// one: an endpoint change costs nothing here, and the elector's set is
+/// rebuilt only when an address comes or goes.
+#[derive(Default)]
+struct VipAddresses {
+    counts: BTreeMap<IpAddr, u32>,
+    last: Services,
+}
+
+impl VipAddresses {
+    /// Whether the set of addresses changed.
+    fn update(&mut self, now: &Services) -> bool {
+        use imbl::ordmap::DiffItem;
+        let mut changed = false;
+        for d in self.last.diff(now) {
+            match d {
+                DiffItem::Add(vip, _) => {
+                    let n = self.counts.entry(vip.address).or_insert(0);
+                    changed |= *n == 0;
+                    *n += 1;
+                }
+                DiffItem::Remove(vip, _) => {
+                    if let Some(n) = self.counts.get_mut(&vip.address) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.counts.remove(&vip.address);
+                            changed = true;
+                        }
+                    }
+                }
+                DiffItem::Update { .. } => {}
+            }
+        }
+        self.last = now.clone();
+        changed
     }
 }
 
@@ -98,4 +144,43 @@ pub(super) async fn write_leaders(
         }
     }
     let _ = std::fs::remove_file(state_dir.join(kubernetes::leadership::FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{desired::ServiceSpec, vip::Vip};
+
+    fn vip(addr: &str, port: u16) -> Vip {
+        Vip {
+            address: addr.parse().unwrap(),
+            port,
+            protocol: lb_common::PROTO_TCP,
+        }
+    }
+
+    fn spec(backend: &str) -> ServiceSpec {
+        ServiceSpec {
+            encap: lb_common::Encap::Ipip,
+            scheduler: "mh".into(),
+            backends: Arc::new([(backend.parse().unwrap(), 1)].into()),
+        }
+    }
+
+    #[test]
+    fn the_address_set_changes_only_when_an_address_comes_or_goes() {
+        let mut a = VipAddresses::default();
+        let mut s = Services::new();
+        s.insert(vip("10.0.0.1", 80), spec("10.1.0.1"));
+        assert!(a.update(&s), "first address");
+        s.insert(vip("10.0.0.1", 443), spec("10.1.0.1"));
+        assert!(!a.update(&s), "a second port of the same address");
+        s.insert(vip("10.0.0.1", 80), spec("10.1.0.2"));
+        assert!(!a.update(&s), "new backends");
+        s.remove(&vip("10.0.0.1", 80));
+        assert!(!a.update(&s), "one of its two ports gone");
+        s.remove(&vip("10.0.0.1", 443));
+        assert!(a.update(&s), "its last port gone");
+        assert!(a.counts.is_empty());
+    }
 }

@@ -10,7 +10,6 @@
 //! between two applies: no lock is ever held across an apply.
 
 use std::{
-    collections::BTreeSet,
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -44,12 +43,6 @@ pub(super) struct Applied {
     pub(super) desired: Arc<Desired>,
     /// The Kubernetes part it included (remembered across restarts).
     pub(super) kubernetes: Arc<Outcome>,
-}
-
-impl Applied {
-    pub(super) fn vip_addresses(&self) -> BTreeSet<IpAddr> {
-        self.desired.services.keys().map(|s| s.address).collect()
-    }
 }
 
 /// How reconciling goes: the metrics and the health check read it.
