@@ -10,20 +10,19 @@
 //!   are refused. It depends on every Service (earlier Services win
 //!   conflicts; pools hand out the lowest free address in creation order),
 //!   so it is one pass over all Services, run only when a Service changes
-//!   (in anything the plan reads: spec, annotations, a status other than
+//!   in anything the plan reads (spec, annotations, a status other than
 //!   one confirming what it was given), when the config file's VIPs
-//!   change, or on a re-list. That pass reads no
-//!   EndpointSlice and no Node.
+//!   change, or on a re-list. That pass reads no EndpointSlice and no Node.
 //! - each Service's **backends**, recomputed for that Service alone when
 //!   one of its slices changes or its plan entry does (every Service when a
 //!   Node's addresses change, with `backend_target = "node"`).
 //!
 //! An EndpointSlice event therefore costs one Service's worth of work, and
-//! a status written back that confirms an allocation costs nothing but
-//! the status bookkeeping. (The property tests found that shortcut wrong
-//! while the pools could hand out an address and take it back within a
-//! pass; they no longer do.) [`translate`] is the same translation from scratch; the
-//! property tests hold the two equal for random event sequences.
+//! a status written back that confirms an allocation costs nothing but the
+//! status bookkeeping. (The property tests found that shortcut wrong while
+//! the pools could hand out an address and take it back within a pass;
+//! they no longer do.) [`translate`] is the same translation from scratch;
+//! the property tests hold the two equal for random event sequences.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
