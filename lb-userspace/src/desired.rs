@@ -3,7 +3,7 @@
 //! (config file, Kubernetes).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, btree_map},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -69,5 +69,68 @@ impl Desired {
             ipip_source_v4: c.dataplane.ipip_source_v4,
             ipip_source_v6: c.dataplane.ipip_source_v6,
         }
+    }
+}
+
+/// Keys drawn from the VIPs of successive versions of a desired state (their
+/// addresses, their backends), each counted by the VIPs it is drawn from.
+/// Each version is diffed against the last ([`imbl::OrdMap::diff`] skips
+/// what they share), so a change costs what changed, not a pass over every
+/// VIP.
+pub struct Tally<K> {
+    counts: BTreeMap<K, u32>,
+    last: Services,
+    draw: fn(&Vip, &ServiceSpec) -> Vec<K>,
+}
+
+impl<K: Ord + Copy> Tally<K> {
+    pub fn new(draw: fn(&Vip, &ServiceSpec) -> Vec<K>) -> Self {
+        Self {
+            counts: BTreeMap::new(),
+            last: Services::new(),
+            draw,
+        }
+    }
+
+    /// Takes version `now`: the keys that came (their first VIP) and the
+    /// keys that went (their last VIP).
+    pub fn update(&mut self, now: &Services) -> (Vec<K>, Vec<K>) {
+        use imbl::ordmap::DiffItem;
+        let (mut came, mut went) = (Vec::new(), Vec::new());
+        for d in self.last.diff(now) {
+            let (old, new) = match d {
+                DiffItem::Add(k, v) => (None, Some((k, v))),
+                DiffItem::Remove(k, v) => (Some((k, v)), None),
+                DiffItem::Update { old, new } => (Some(old), Some(new)),
+            };
+            // Counted up first, so a key the VIP keeps never reaches 0.
+            for key in new.map(|(k, v)| (self.draw)(k, v)).unwrap_or_default() {
+                let n = self.counts.entry(key).or_insert(0);
+                if *n == 0 {
+                    came.push(key);
+                }
+                *n += 1;
+            }
+            for key in old.map(|(k, v)| (self.draw)(k, v)).unwrap_or_default() {
+                if let btree_map::Entry::Occupied(mut e) = self.counts.entry(key) {
+                    *e.get_mut() -= 1;
+                    if *e.get() == 0 {
+                        e.remove();
+                        went.push(key);
+                    }
+                }
+            }
+        }
+        self.last = now.clone();
+        (came, went)
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.counts.keys()
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.counts.contains_key(key)
     }
 }

@@ -109,8 +109,8 @@ pub fn run() -> Result<()> {
         let c = case(n, events).with_context(|| format!("{n} Services"))?;
         eprintln!(
             "k8s bench: {n} Services: event median {:.2} ms, p99 {:.2} ms ({:.0} s so far)",
-            c.lat.median,
-            c.lat.p99,
+            c.m.lat.median,
+            c.m.lat.p99,
             started.elapsed().as_secs_f64()
         );
         cases.push(c);
@@ -687,17 +687,8 @@ struct Case {
     /// The daemon's largest map-write pass of the initial sync (its log).
     sync_reconcile_s: f64,
     map_bytes: u64,
-    lat: Latency,
-    added: Latency,
-    unready: Latency,
-    /// The daemon's CPU while no event comes (Lease rounds every 2 s), in %
-    /// of one core, and its API requests per second meanwhile.
-    idle_cpu: f64,
-    idle_requests: f64,
-    /// Daemon CPU time per event over the event phase, less the idle rate.
-    cpu_per_event_ms: f64,
-    /// The daemon's own "reconciled" timings of the events' map writes.
-    reconcile: Latency,
+    /// Idle, then the events.
+    m: Measured,
     translate: TranslateCost,
     elapsed: Duration,
 }
@@ -760,13 +751,7 @@ fn case(n: usize, events: usize) -> Result<Case> {
         at_settle,
         sync_reconcile_s,
         map_bytes: map_bytes(&l.pins.path),
-        lat: m.lat,
-        added: m.added,
-        unready: m.unready,
-        idle_cpu: m.idle_cpu,
-        idle_requests: m.idle_requests,
-        cpu_per_event_ms: m.cpu_per_event_ms,
-        reconcile: m.reconcile,
+        m,
         translate,
         elapsed: t.elapsed(),
     })
@@ -777,9 +762,13 @@ struct Measured {
     lat: Latency,
     added: Latency,
     unready: Latency,
+    /// The daemon's CPU while no event comes (Lease rounds every 2 s), in %
+    /// of one core, and its API requests per second meanwhile.
     idle_cpu: f64,
     idle_requests: f64,
+    /// Daemon CPU time per event over the event phase, less the idle rate.
     cpu_per_event_ms: f64,
+    /// The daemon's own "reconciled" timings of the events' map writes.
     reconcile: Latency,
 }
 
@@ -912,12 +901,12 @@ fn print(cases: &[Case]) {
             "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
             c.services,
             c.events,
-            c.lat.median,
-            c.lat.p90,
-            c.lat.p99,
-            c.lat.max,
-            ratio(c.lat.median, one.lat.median),
-            ratio(c.lat.p99, one.lat.p99),
+            c.m.lat.median,
+            c.m.lat.p90,
+            c.m.lat.p99,
+            c.m.lat.max,
+            ratio(c.m.lat.median, one.m.lat.median),
+            ratio(c.m.lat.p99, one.m.lat.p99),
         );
     }
     println!(
@@ -929,20 +918,20 @@ fn print(cases: &[Case]) {
         println!(
             "| {} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.3} / {:.3} ms | {:.0} / {:.0} µs, {:.1} ms, {:.0} ms | {:.2} ms | {:.0}% of a core, {:.1}/s ({}) | {:.0} s |",
             c.services,
-            c.added.median,
-            c.added.p99,
-            c.unready.median,
-            c.unready.p99,
-            c.reconcile.median,
-            c.reconcile.p99,
+            c.m.added.median,
+            c.m.added.p99,
+            c.m.unready.median,
+            c.m.unready.p99,
+            c.m.reconcile.median,
+            c.m.reconcile.p99,
             t.slice_us.0,
             t.slice_us.1,
             t.replan_ms,
             t.full_ms,
-            c.cpu_per_event_ms,
-            c.idle_cpu,
-            c.idle_requests,
-            ratio(c.idle_requests, one.idle_requests),
+            c.m.cpu_per_event_ms,
+            c.m.idle_cpu,
+            c.m.idle_requests,
+            ratio(c.m.idle_requests, one.m.idle_requests),
             c.elapsed.as_secs_f64(),
         );
     }
@@ -979,7 +968,7 @@ fn print(cases: &[Case]) {
          rows (max_vips x M x 8 bytes once touched): kernel memory, counted in the map memory \
          column too. RssAnon is the daemon's own memory."
     );
-    let p99 = |n: usize| cases.iter().find(|c| c.services == n).map(|c| c.lat.p99);
+    let p99 = |n: usize| cases.iter().find(|c| c.services == n).map(|c| c.m.lat.p99);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!();
     if let Some(p) = p99(10_000) {
@@ -994,7 +983,7 @@ fn print(cases: &[Case]) {
             verdict(p <= P99_TARGET_50K)
         );
     }
-    let worst = cases.iter().map(|c| c.idle_requests).fold(0.0, f64::max);
+    let worst = cases.iter().map(|c| c.m.idle_requests).fold(0.0, f64::max);
     println!(
         "target idle API requests <= {IDLE_REQUESTS_TARGET}/s per router at every size: {} (at most {worst:.1}/s)",
         verdict(worst <= IDLE_REQUESTS_TARGET)

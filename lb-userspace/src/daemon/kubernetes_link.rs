@@ -2,14 +2,14 @@
 //! what the elector must hold Leases for, what is remembered across
 //! restarts, and the leadership file `xlb status` reads.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{file_source::FileState, reconciler::Applied};
 use crate::{
-    desired::Services,
+    desired::{Services, Tally},
     kubernetes::{self, ElectorInputs, LeaderFeed, Outcome},
 };
 
@@ -31,7 +31,7 @@ pub(super) async fn feed_elector(
             Ok(()) = applied.changed() => {
                 let now = applied.borrow_and_update().desired.clone();
                 if addresses.update(&now.services) {
-                    inputs.set_vips(addresses.counts.keys().copied().collect());
+                    inputs.set_vips(addresses.tally.keys().copied().collect());
                 }
             }
             Ok(()) = file.changed() => {
@@ -42,42 +42,26 @@ pub(super) async fn feed_elector(
     }
 }
 
-/// The VIP addresses of the applied state, with the number of VIPs (ports)
-/// on each, followed by diffing each applied state against the previous
-/// one: an endpoint change costs nothing here, and the elector's set is
-/// rebuilt only when an address comes or goes.
-#[derive(Default)]
+/// The VIP addresses of the applied state ([`Tally`]): an endpoint change
+/// costs nothing here, and the elector's set is rebuilt only when an
+/// address comes or goes.
 struct VipAddresses {
-    counts: BTreeMap<IpAddr, u32>,
-    last: Services,
+    tally: Tally<IpAddr>,
+}
+
+impl Default for VipAddresses {
+    fn default() -> Self {
+        Self {
+            tally: Tally::new(|vip, _| vec![vip.address]),
+        }
+    }
 }
 
 impl VipAddresses {
     /// Whether the set of addresses changed.
     fn update(&mut self, now: &Services) -> bool {
-        use imbl::ordmap::DiffItem;
-        let mut changed = false;
-        for d in self.last.diff(now) {
-            match d {
-                DiffItem::Add(vip, _) => {
-                    let n = self.counts.entry(vip.address).or_insert(0);
-                    changed |= *n == 0;
-                    *n += 1;
-                }
-                DiffItem::Remove(vip, _) => {
-                    if let Some(n) = self.counts.get_mut(&vip.address) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.counts.remove(&vip.address);
-                            changed = true;
-                        }
-                    }
-                }
-                DiffItem::Update { .. } => {}
-            }
-        }
-        self.last = now.clone();
-        changed
+        let (came, went) = self.tally.update(now);
+        !came.is_empty() || !went.is_empty()
     }
 }
 
@@ -181,6 +165,6 @@ mod tests {
         assert!(!a.update(&s), "one of its two ports gone");
         s.remove(&vip("10.0.0.1", 443));
         assert!(a.update(&s), "its last port gone");
-        assert!(a.counts.is_empty());
+        assert_eq!(a.tally.keys().count(), 0);
     }
 }

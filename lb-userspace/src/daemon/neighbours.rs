@@ -4,14 +4,14 @@
 //! asks for new backends as soon as they are applied and refreshes all of
 //! them every few seconds.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::reconciler::Applied;
 use crate::{
-    desired::{Desired, ServiceSpec, Services},
+    desired::{Desired, Tally},
     neigh::{self, Reachability},
 };
 
@@ -77,90 +77,47 @@ fn record(
     }
 }
 
-/// Every backend address of the applied state, with the number of VIPs
-/// using it. Each applied state is compared with the previous one VIP by
-/// VIP, and a VIP whose backends are the same allocation as before is
-/// skipped: an event costs what it changed, not a pass over every backend
-/// of every VIP.
+/// Every backend address of the applied state ([`Tally`]); the first
+/// addresses, resolved before the first apply, stand until the first
+/// applied state says which of them are in use.
 struct Backends {
-    counts: HashMap<IpAddr, u32>,
-    last: Arc<Desired>,
-    /// The first addresses are held at a count of 0 until the first
-    /// applied state says which of them are in use.
-    first: bool,
+    tally: Tally<IpAddr>,
+    first: Option<BTreeSet<IpAddr>>,
 }
 
 impl Backends {
     fn new(first: &[IpAddr]) -> Self {
         Self {
-            counts: first.iter().map(|a| (*a, 0)).collect(),
-            last: Arc::default(),
-            first: true,
+            tally: Tally::new(|_, spec| spec.backends.keys().copied().collect()),
+            first: Some(first.iter().copied().collect()),
         }
     }
 
     /// Takes the applied state `now`: the addresses it adds, and whether
     /// any went.
     fn update(&mut self, now: Arc<Desired>) -> (Vec<IpAddr>, bool) {
-        let mut new = Vec::new();
-        let mut gone = false;
-        let last = std::mem::replace(&mut self.last, now.clone());
-        for (old, cur) in changed_vips(&last.services, &now.services) {
-            for a in cur.into_iter().flat_map(|s| s.backends.keys()) {
-                *self.counts.entry(*a).or_insert_with(|| {
-                    new.push(*a);
-                    0
-                }) += 1;
-            }
-            for a in old.into_iter().flat_map(|s| s.backends.keys()) {
-                if let Some(n) = self.counts.get_mut(a) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.counts.remove(a);
-                        gone = true;
-                    }
-                }
-            }
-        }
-        if std::mem::take(&mut self.first) {
-            let before = self.counts.len();
-            self.counts.retain(|_, n| *n > 0);
-            gone |= self.counts.len() != before;
+        let (mut new, went) = self.tally.update(&now.services);
+        let mut gone = !went.is_empty();
+        if let Some(first) = self.first.take() {
+            new.retain(|a| !first.contains(a));
+            gone |= first.iter().any(|a| !self.tally.contains(a));
         }
         (new, gone)
     }
 
     /// Every address, sorted.
     fn all(&self) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = self.counts.keys().copied().collect();
-        v.sort_unstable();
-        v
+        match &self.first {
+            Some(first) => first.iter().copied().collect(),
+            None => self.tally.keys().copied().collect(),
+        }
     }
-}
-
-/// The VIPs whose spec differs between `a` and `b` (absent on one side:
-/// `None`). The maps are versions of one persistent map: the diff skips the
-/// parts they share.
-fn changed_vips<'a>(
-    a: &'a Services,
-    b: &'a Services,
-) -> Vec<(Option<&'a ServiceSpec>, Option<&'a ServiceSpec>)> {
-    use imbl::ordmap::DiffItem;
-    a.diff(b)
-        .filter_map(|d| match d {
-            DiffItem::Add(_, new) => Some((None, Some(new))),
-            DiffItem::Update { old, new } => {
-                (old.1.backends != new.1.backends).then_some((Some(old.1), Some(new.1)))
-            }
-            DiffItem::Remove(_, old) => Some((Some(old), None)),
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vip::Vip;
+    use crate::{desired::ServiceSpec, vip::Vip};
 
     fn state(vips: &[(&str, &[&str])]) -> Arc<Desired> {
         let mut d = Desired::default();

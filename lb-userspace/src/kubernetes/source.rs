@@ -180,12 +180,16 @@ impl Kept for EndpointSlice {
 
 impl Kept for Node {
     type Info = Vec<IpAddr>;
-    /// Nodes are cluster-scoped: the name alone.
     fn key(o: &Self) -> ObjKey {
-        ObjKey {
-            namespace: "".into(),
-            name: o.name_any().into(),
-        }
+        node_key(o.name_any())
+    }
+}
+
+/// Nodes are cluster-scoped: the name alone.
+fn node_key(name: String) -> ObjKey {
+    ObjKey {
+        namespace: "".into(),
+        name: name.into(),
     }
 }
 
@@ -272,51 +276,31 @@ impl TranslatorTask {
 
     fn apply(&mut self, u: Update) {
         let t = &mut self.translator;
-        match u {
+        let listed = match u {
             Update::Service(c) => {
-                if let Some(all) = step(c, &mut self.relists.services, |k, v| t.service(k, v)) {
-                    for k in t.service_keys() {
-                        if !all.contains_key(&k) {
-                            t.service(k, None);
-                        }
-                    }
-                    for (k, v) in all {
-                        t.service(k, v);
-                    }
-                    self.listed[0] = true;
-                    self.relisted = true;
-                }
+                step(c, &mut self.relists.services, |k, v| t.service(k, v)).map(|all| {
+                    swap_in(all, t.service_keys(), |k, v| t.service(k, v));
+                    0
+                })
             }
             Update::Slice(c) => {
-                if let Some(all) = step(c, &mut self.relists.slices, |k, v| t.slice(k, v)) {
-                    for k in t.slice_keys() {
-                        if !all.contains_key(&k) {
-                            t.slice(k, None);
-                        }
-                    }
-                    for (k, v) in all {
-                        t.slice(k, v);
-                    }
-                    self.listed[1] = true;
-                    self.relisted = true;
-                }
+                step(c, &mut self.relists.slices, |k, v| t.slice(k, v)).map(|all| {
+                    swap_in(all, t.slice_keys(), |k, v| t.slice(k, v));
+                    1
+                })
             }
-            Update::Node(c) => {
-                if let Some(all) = step(c, &mut self.relists.nodes, |k, v| {
-                    t.node(k.name.to_string(), v)
-                }) {
-                    for n in t.node_names() {
-                        if !all.keys().any(|k| *k.name == *n) {
-                            t.node(n, None);
-                        }
-                    }
-                    for (k, v) in all {
-                        t.node(k.name.to_string(), v);
-                    }
-                    self.listed[2] = true;
-                    self.relisted = true;
-                }
-            }
+            Update::Node(c) => step(c, &mut self.relists.nodes, |k, v| {
+                t.node(k.name.to_string(), v)
+            })
+            .map(|all| {
+                let held = t.node_names().into_iter().map(node_key).collect();
+                swap_in(all, held, |k, v| t.node(k.name.to_string(), v));
+                2
+            }),
+        };
+        if let Some(kind) = listed {
+            self.listed[kind] = true;
+            self.relisted = true;
         }
     }
 }
@@ -329,20 +313,32 @@ fn step<T>(
     mut apply: impl FnMut(ObjKey, Option<T>),
 ) -> Option<HashMap<ObjKey, Option<T>>> {
     match c {
-        Change::Relist => {
-            *relist = Some(HashMap::new());
-            None
-        }
-        Change::Object(k, v) => {
-            match relist {
-                Some(all) => {
-                    all.insert(k, v);
-                }
-                None => apply(k, v),
+        Change::Relist => *relist = Some(HashMap::new()),
+        Change::Object(k, v) => match relist {
+            Some(all) => {
+                all.insert(k, v);
             }
-            None
+            None => apply(k, v),
+        },
+        Change::Listed => return Some(relist.take().unwrap_or_default()),
+    }
+    None
+}
+
+/// A complete re-list applied as a diff against `held`, the keys the
+/// translator holds of that kind: what the list lacks is deleted.
+fn swap_in<T>(
+    all: HashMap<ObjKey, Option<T>>,
+    held: Vec<ObjKey>,
+    mut apply: impl FnMut(ObjKey, Option<T>),
+) {
+    for k in held {
+        if !all.contains_key(&k) {
+            apply(k, None);
         }
-        Change::Listed => Some(relist.take().unwrap_or_default()),
+    }
+    for (k, v) in all {
+        apply(k, v);
     }
 }
 

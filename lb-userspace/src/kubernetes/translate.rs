@@ -127,11 +127,15 @@ struct Assigned {
     vips: Vec<(Vip, usize)>,
 }
 
+/// Addresses and refusals are shared with the outcome the plan is
+/// published in.
 #[derive(Clone, Debug, Default)]
 struct Plan {
     assigned: HashMap<ObjKey, Assigned>,
-    addresses: BTreeMap<ObjKey, Vec<IpAddr>>,
-    refusals: Vec<Refusal>,
+    addresses: Arc<BTreeMap<ObjKey, Vec<IpAddr>>>,
+    refusals: Arc<Vec<Refusal>>,
+    /// The Services with a refusal.
+    refused: HashSet<ObjKey>,
 }
 
 /// The incremental translation; see the module docs.
@@ -333,14 +337,20 @@ impl Translator {
                     self.stale.insert(k.clone());
                 }
             }
-            if plan.addresses != *self.out.addresses {
-                self.out.addresses = Arc::new(plan.addresses.clone());
+            // Kept when equal, so an unchanged part is not reported changed.
+            if plan.addresses != self.out.addresses {
+                self.out.addresses = Arc::clone(&plan.addresses);
             }
-            if plan.refusals != *self.out.refusals {
-                self.out.refusals = Arc::new(plan.refusals.clone());
+            if plan.refusals != self.out.refusals {
+                self.out.refusals = Arc::clone(&plan.refusals);
             }
             self.plan = plan;
-            self.out.statuses = Arc::new(self.statuses());
+            self.out.statuses = Arc::new(
+                self.services
+                    .keys()
+                    .filter_map(|k| Some((k.clone(), self.status_want(k)?)))
+                    .collect(),
+            );
             self.status_stale.clear();
         }
         for key in std::mem::take(&mut self.status_stale) {
@@ -423,34 +433,24 @@ impl Translator {
         let info = self.services.get(key)?;
         let want = match self.plan.addresses.get(key) {
             Some(a) => a.clone(),
-            None if self.plan.refusals.iter().any(|r| &r.service == key) => Vec::new(),
+            None if self.plan.refused.contains(key) => Vec::new(),
             None => return None,
         };
         (info.ingress != want).then_some(want)
-    }
-
-    fn statuses(&self) -> BTreeMap<ObjKey, Vec<IpAddr>> {
-        let refused: BTreeSet<&ObjKey> = self.plan.refusals.iter().map(|r| &r.service).collect();
-        self.services
-            .iter()
-            .filter_map(|(key, info)| {
-                let want = match self.plan.addresses.get(key) {
-                    Some(a) => a.clone(),
-                    None if refused.contains(key) => Vec::new(),
-                    None => return None,
-                };
-                (info.ingress != want).then(|| (key.clone(), want))
-            })
-            .collect()
     }
 
     /// The plan: addresses, ports and refusals of every Service, in order.
     fn make_plan(&self) -> Plan {
         let s = &self.settings;
         let ours: Vec<&ServiceInfo> = self.order.iter().map(|(_, k)| &self.services[k]).collect();
-        let mut plan = Plan::default();
-        let refuse = |plan: &mut Plan, svc: &ServiceInfo, reason: &'static str, message: String| {
-            plan.refusals.push(Refusal {
+        let mut assigned = HashMap::new();
+        let mut addresses = BTreeMap::new();
+        let mut refusals = Vec::new();
+        let refuse = |refusals: &mut Vec<Refusal>,
+                      svc: &ServiceInfo,
+                      reason: &'static str,
+                      message: String| {
+            refusals.push(Refusal {
                 service: svc.key.clone(),
                 uid: svc.uid.clone(),
                 reason,
@@ -467,7 +467,7 @@ impl Translator {
             match &svc.requested {
                 Ok(Some(addrs)) => reserved.extend(addrs.iter().copied()),
                 Ok(None) => {}
-                Err(msg) => refuse(&mut plan, svc, "InvalidVIP", msg.clone()),
+                Err(msg) => refuse(&mut refusals, svc, "InvalidVIP", msg.clone()),
             }
         }
 
@@ -486,7 +486,7 @@ impl Translator {
                 Some("l2") => Encap::L2,
                 Some(other) => {
                     refuse(
-                        &mut plan,
+                        &mut refusals,
                         svc,
                         "InvalidAnnotation",
                         format!(
@@ -501,7 +501,7 @@ impl Translator {
                 None => match allocate(svc, &mut alloc) {
                     Ok(a) => a,
                     Err(msg) => {
-                        refuse(&mut plan, svc, "NoAddress", msg);
+                        refuse(&mut refusals, svc, "NoAddress", msg);
                         continue;
                     }
                 },
@@ -531,7 +531,7 @@ impl Translator {
                     None => "the static config".to_owned(),
                 };
                 refuse(
-                    &mut plan,
+                    &mut refusals,
                     svc,
                     "VIPConflict",
                     format!("VIP {vip} is already used by {owner}; this Service is not served"),
@@ -541,7 +541,7 @@ impl Translator {
             for p in &svc.ports {
                 if let Some(unsupported) = &p.unsupported {
                     refuse(
-                        &mut plan,
+                        &mut refusals,
                         svc,
                         "UnsupportedProtocol",
                         format!(
@@ -554,11 +554,15 @@ impl Translator {
             for (vip, _) in &vips {
                 owners.insert(*vip, Some(&svc.key));
             }
-            plan.assigned
-                .insert(svc.key.clone(), Assigned { encap, vips });
-            plan.addresses.insert(svc.key.clone(), addrs);
+            assigned.insert(svc.key.clone(), Assigned { encap, vips });
+            addresses.insert(svc.key.clone(), addrs);
         }
-        plan
+        Plan {
+            assigned,
+            addresses: Arc::new(addresses),
+            refused: refusals.iter().map(|r| r.service.clone()).collect(),
+            refusals: Arc::new(refusals),
+        }
     }
 }
 

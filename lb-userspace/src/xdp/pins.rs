@@ -252,38 +252,39 @@ fn link_detach(pin: &Path) -> std::io::Result<()> {
         bpf_fd: 0,
         file_flags: 0,
     };
-    // SAFETY: bpf(2) reads `size_of::<ObjGet>()` bytes of `get`, a repr(C)
-    // prefix of `union bpf_attr` whose pathname points at a NUL-terminated
-    // string that outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGet,
-            size_of::<ObjGet>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // SAFETY: `ObjGet` is the obj_get member of `union bpf_attr`; its
+    // pathname points at a NUL-terminated string that outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &get)? };
     // SAFETY: a successful BPF_OBJ_GET returns a new descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let detach = LinkDetach {
         link_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
     };
-    // SAFETY: as above, with the link_detach member of `union bpf_attr`.
+    // SAFETY: `LinkDetach` is the link_detach member of `union bpf_attr`.
+    unsafe { bpf(BPF_LINK_DETACH, &detach)? };
+    Ok(())
+}
+
+/// bpf(2): `cmd` with `attr`.
+///
+/// # Safety
+/// `T` must be `repr(C)` and lay out the prefix of `union bpf_attr` that
+/// `cmd` reads, and any pointer in it must be valid for the call.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: the kernel reads `size_of::<T>()` bytes of `attr`, which the
+    // caller vouches for.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &detach as *const LinkDetach,
-            size_of::<LinkDetach>() as libc::c_uint,
+            cmd,
+            attr as *const T,
+            size_of::<T>() as libc::c_uint,
         )
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(rc)
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {

@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    sync::Arc,
 };
 
 use lb_common::{BACKEND_ACTIVE, Backend, Encap, LAYOUT_VERSION, VipInfo, VipKey};
@@ -65,9 +64,6 @@ struct AppliedVip {
     encap: Encap,
     /// address -> (backend id, weight)
     backends: BTreeMap<IpAddr, (u32, u32)>,
-    /// The desired backends last written, shared with the desired state:
-    /// while a VIP's spec is the same allocation, nothing needs comparing.
-    written: Option<Arc<BTreeMap<IpAddr, u32>>>,
 }
 
 /// What the maps hold, mirrored in memory so a reconcile reads nothing.
@@ -143,7 +139,6 @@ impl Applied {
                     tag: v.tag,
                     encap,
                     backends: BTreeMap::new(),
-                    written: None,
                 },
             );
         }
@@ -256,31 +251,20 @@ impl Applied {
     }
 
     /// One walk of the mirror and the desired state, both sorted: the VIPs
-    /// that are gone, and those that are new or differ (a VIP whose backends
-    /// are the allocation last written is the same without a look inside).
-    /// At 50,000 VIPs a lookup per VIP cost more than the change it was for.
-    fn differences(&mut self, desired: &Desired) -> Result<(Vec<Vip>, Vec<Vip>), ReconcileError> {
+    /// that are gone, and those that are new or differ. For when there is
+    /// no last state to diff against (a start, adopted pins, a failed
+    /// apply, a new IPIP source).
+    fn differences(&self, desired: &Desired) -> Result<(Vec<Vip>, Vec<Vip>), ReconcileError> {
         let (mut gone, mut todo) = (Vec::new(), Vec::new());
-        let mut have = self.vips.iter_mut().peekable();
+        let mut have = self.vips.iter().peekable();
         for (svc, spec) in &desired.services {
             ipip_source(desired, svc, spec)?;
             while let Some((k, _)) = have.next_if(|(k, _)| *k < svc) {
                 gone.push(*k);
             }
             match have.next_if(|(k, _)| *k == svc) {
-                Some((_, cur)) => {
-                    let same = cur
-                        .written
-                        .as_ref()
-                        .is_some_and(|w| Arc::ptr_eq(w, &spec.backends))
-                        || same_backends(cur, spec);
-                    if cur.encap == spec.encap && same {
-                        cur.written = Some(spec.backends.clone());
-                    } else {
-                        todo.push(*svc);
-                    }
-                }
-                None => todo.push(*svc),
+                Some((_, cur)) if cur.encap == spec.encap && same_backends(cur, spec) => {}
+                _ => todo.push(*svc),
             }
         }
         gone.extend(have.map(|(k, _)| *k));
@@ -336,7 +320,6 @@ impl Applied {
                     tag,
                     encap: spec.encap,
                     backends: BTreeMap::new(),
-                    written: None,
                 },
             );
         }
@@ -443,7 +426,6 @@ impl Applied {
         let v = self.vips.get_mut(svc).expect("present");
         v.encap = spec.encap;
         v.backends = next;
-        v.written = Some(spec.backends.clone());
         Ok(())
     }
 }
