@@ -48,6 +48,8 @@ pub mod names {
     pub const IFACES_LOW: &str = "XLB_IFACES_LOW";
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
     pub const ROUTE_EPOCH: &str = "XLB_ROUTE_EPOCH";
+    pub const OWNED: &str = "XLB_OWNED";
+    pub const LIVENESS: &str = "XLB_LIVENESS";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
@@ -210,7 +212,7 @@ pub const CONFIG_WILDCARDS: u32 = 1;
 
 /// Bumped whenever a map's layout or meaning changes: pinned maps written
 /// under another version are replaced, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Value of the interface maps, by ifindex: what the program needs of an
 /// interface it runs on. Only frames to `mac` are balanced.
@@ -241,7 +243,49 @@ pub struct DecapKey {
     pub _pad: [u8; 3],
 }
 
+/// Capacity of the owned-address map: the addresses this node answers ARP
+/// and neighbour solicitations for (a VIP address counts once, whatever its
+/// ports). Set by the loader to the VIP capacity.
+pub const DEFAULT_MAX_OWNED: u32 = DEFAULT_MAX_VIPS;
+
+/// Key of `XLB_OWNED`: an address this node claims on the link, in the
+/// address layout of every key (IPv4 in the first four bytes). Aligned to
+/// 8: the program builds it on its stack and moves the address as words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct OwnedKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Value of `XLB_OWNED`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Owned {
+    /// The interface to answer on; 0 for every interface the balancer runs
+    /// on.
+    pub ifindex: u32,
+    pub _pad: u32,
+}
+
+/// `XLB_LIVENESS`, one entry: the daemon's heartbeat. The program answers
+/// for owned addresses only while `bpf_ktime_get_ns() - stamp_ns <
+/// bound_ns`, so a daemon that died stops claiming its VIPs before another
+/// node may take them over. `bound_ns == 0`: never answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Liveness {
+    /// CLOCK_MONOTONIC nanoseconds (the program's `bpf_ktime_get_ns`) of
+    /// the daemon's last heartbeat.
+    pub stamp_ns: u64,
+    pub bound_ns: u64,
+}
+
 const _: () = {
+    assert!(size_of::<OwnedKey>() == 24);
+    assert!(size_of::<Owned>() == 8);
+    assert!(size_of::<Liveness>() == 16);
     assert!(size_of::<VipKey>() == 20);
     assert!(size_of::<VipInfo>() == 12);
     assert!(size_of::<Backend>() == 32);
@@ -275,4 +319,7 @@ mod user {
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for OwnedKey {}
+    unsafe impl aya::Pod for Owned {}
+    unsafe impl aya::Pod for Liveness {}
 }

@@ -71,10 +71,19 @@ pub enum Outcome {
     /// IPv4 without DF too big for the egress MTU once encapsulated: XDP
     /// cannot fragment, and RFC 1191 sends frag-needed only for DF packets.
     DropTooBigNoDf,
+    /// An ARP request for an owned VIP, answered (XDP_TX).
+    ArpReplied,
+    /// A neighbour solicitation for an owned VIP, answered with a
+    /// neighbour advertisement (XDP_TX).
+    NdpAdvertised,
+    /// An ARP request or neighbour solicitation for an owned VIP while the
+    /// daemon's heartbeat is older than the liveness bound: not answered,
+    /// passed (the kernel, which does not have the address, ignores it).
+    PassOwnerStale,
 }
 
 impl Outcome {
-    pub const COUNT: u32 = Self::DropTooBigNoDf as u32 + 1;
+    pub const COUNT: u32 = Self::PassOwnerStale as u32 + 1;
 
     pub const ALL: [Outcome; Self::COUNT as usize] = [
         Self::PassNotIp,
@@ -104,6 +113,9 @@ impl Outcome {
         Self::DropTtlZero,
         Self::DropMartian,
         Self::DropTooBigNoDf,
+        Self::ArpReplied,
+        Self::NdpAdvertised,
+        Self::PassOwnerStale,
     ];
 
     /// Stable snake_case name, used for metric labels and `xlb status`.
@@ -136,6 +148,9 @@ impl Outcome {
             Self::DropTtlZero => "drop_ttl_zero",
             Self::DropMartian => "drop_martian",
             Self::DropTooBigNoDf => "drop_too_big_no_df",
+            Self::ArpReplied => "arp_replied",
+            Self::NdpAdvertised => "ndp_advertised",
+            Self::PassOwnerStale => "pass_owner_stale",
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::{
         XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
         XLB_VIP_STATS, XLB_VIPS, add, bench_stop, count, stop,
     },
+    neighbour,
     parse::{self, ETH_LEN, ETH_P_IP, ETH_P_IPV6, FRAG_LATER, FRAG_NONE, PROTO_ICMP, PROTO_ICMPV6},
     ptr,
     scratch::{Packet, Scratch, XLB_SCRATCH},
@@ -55,6 +56,14 @@ fn run(ctx: &XdpContext, s: &mut Scratch) -> Step<Verdict> {
         return Ok(Verdict::tx(Outcome::Tx));
     }
     let pkt = &s.pkt;
+    // A solicitation goes to a multicast group or to the address asked
+    // about, VIP or not: it is decided before the VIP filter, on ICMPv6
+    // only, so other traffic pays one comparison.
+    if pkt.proto == PROTO_ICMPV6 && neighbour::is_solicitation(ctx, pkt) {
+        return Err(match neighbour::solicitation(ctx, pkt) {
+            Ok(v) | Err(v) => v,
+        });
+    }
     // Most traffic through a router is not for a VIP: one array read sends
     // it on its way before anything else is looked at.
     if !filter::may_be_vip(&pkt.dst) {

@@ -36,6 +36,51 @@ impl Mac {
     pub fn of(mac: &[u8; 6]) -> Self {
         Self::load(mac.as_ptr() as usize)
     }
+
+    /// Writes the MAC at `at` (packet memory, bounded by the caller).
+    ///
+    /// # Safety
+    /// As for [`ptr::store`].
+    #[inline(always)]
+    pub unsafe fn store(self, at: usize) {
+        unsafe {
+            ptr::store::<u32>(at, self.0);
+            ptr::store::<u16>(at + 4, self.1);
+        }
+    }
+
+    #[inline(always)]
+    pub fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 && self.1 == other.1
+    }
+
+    #[inline(always)]
+    pub fn is_broadcast(&self) -> bool {
+        self.0 == u32::MAX && self.1 == u16::MAX
+    }
+
+    /// A station's own address: the group bit clear, not all zeros.
+    #[inline(always)]
+    pub fn is_unicast(&self) -> bool {
+        self.0 as u8 & 1 == 0 && (self.0 != 0 || self.1 != 0)
+    }
+
+    /// The Ethernet group of the IPv6 multicast address at `at` (RFC 2464:
+    /// 33:33 and its last four bytes).
+    #[inline(always)]
+    pub fn multicast_v6(at: usize) -> Self {
+        let w = unsafe { ptr::load::<u32>(at + 12) };
+        Self(0x3333 | (w << 16), (w >> 16) as u16)
+    }
+
+    /// 33:33:00:00:00:01, the group of ff02::1 (all nodes).
+    #[inline(always)]
+    pub fn multicast_v6_all_nodes() -> Self {
+        Self(
+            u32::from_ne_bytes([0x33, 0x33, 0, 0]),
+            u16::from_ne_bytes([0, 1]),
+        )
+    }
 }
 
 /// Writes the Ethernet header at the start of the frame, in five stores.

@@ -13,6 +13,7 @@ pub mod fib;
 pub mod filter;
 pub mod icmp;
 pub mod maps;
+pub mod neighbour;
 pub mod parse;
 pub mod ptr;
 pub mod scratch;

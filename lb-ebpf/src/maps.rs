@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Config, Counters, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_IFACES,
-    DEFAULT_MAX_VIPS, FlowKey, FlowValue, IFACES_LOW, Iface, NextHop, Outcome, VipInfo, VipKey,
+    DEFAULT_MAX_OWNED, DEFAULT_MAX_VIPS, FlowKey, FlowValue, IFACES_LOW, Iface, Liveness, NextHop,
+    Outcome, Owned, OwnedKey, VipInfo, VipKey,
 };
 
 /// Maglev table size M, fixed at load time. In `.rodata`, which the loader
@@ -108,6 +109,16 @@ pub static XLB_IFACES_LOW: Array<Iface, { IFACES_LOW as usize }> = Array::new();
 
 #[btf_map]
 pub static XLB_CONFIG: Array<Config, 1> = Array::new();
+
+/// The addresses this node claims on its links: ARP requests and neighbour
+/// solicitations for them are answered here (`neighbour`). Only the VIP's
+/// elected announcer fills it; the kernel never holds these addresses.
+#[btf_map]
+pub static XLB_OWNED: HashMap<OwnedKey, Owned, { DEFAULT_MAX_OWNED as usize }> = HashMap::new();
+
+/// The daemon's heartbeat, which gates every answer for `XLB_OWNED`.
+#[btf_map]
+pub static XLB_LIVENESS: Array<Liveness, 1> = Array::new();
 
 #[btf_map]
 pub static XLB_STATS: PerCpuArray<u64, { Outcome::COUNT as usize }> = PerCpuArray::new();

@@ -5,7 +5,7 @@
 //! ends here with a PASS verdict and the bytes untouched.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, IFACES_LOW, Outcome, PROTO_TCP};
+use lb_common::{FAMILY_V4, FAMILY_V6, IFACES_LOW, Iface, Outcome, PROTO_TCP};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
 pub use crate::scratch::{FRAG_FIRST, FRAG_LATER, FRAG_NONE, Packet};
@@ -20,6 +20,7 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_ARP: u16 = 0x0806;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_IPV6: u8 = 41;
@@ -55,6 +56,9 @@ pub fn frame(ctx: &XdpContext, p: &mut Packet) -> Step<()> {
         // The program runs on the physical device: the route of a tagged
         // frame is the VLAN device's, which the kernel knows and we do not.
         ETH_P_8021Q | ETH_P_8021AD => Err(Verdict::pass(Outcome::PassVlan)),
+        ETH_P_ARP => Err(match crate::neighbour::arp(ctx) {
+            Ok(v) | Err(v) => v,
+        }),
         _ => Err(Verdict::pass(Outcome::PassNotIp)),
     }
 }
@@ -67,21 +71,26 @@ pub fn for_us(ctx: &XdpContext) -> bool {
     let Some(eth) = ptr::at::<[u8; 6]>(ctx, 0) else {
         return false;
     };
+    iface(ctx).is_some_and(|i| {
+        let (eth, mac) = (eth as usize, i.mac.as_ptr() as usize);
+        // `Iface` is 8-byte aligned in its map, the MAC at its start.
+        unsafe {
+            ptr::load::<u32>(eth) == ptr::load::<u32>(mac)
+                && ptr::load::<u16>(eth + 4) == ptr::load::<u16>(mac + 4)
+        }
+    })
+}
+
+/// The receiving interface, if the program runs on it.
+#[inline(always)]
+pub fn iface(ctx: &XdpContext) -> Option<&'static Iface> {
     let ifindex = ctx.ingress_ifindex() as u32;
     let iface = if ifindex < IFACES_LOW {
         XLB_IFACES_LOW.get(ifindex)
     } else {
         unsafe { XLB_IFACES.get(ifindex) }
     };
-    iface.is_some_and(|i| {
-        let (eth, mac) = (eth as usize, i.mac.as_ptr() as usize);
-        // `Iface` is 8-byte aligned in its map, the MAC at its start.
-        i.present != 0
-            && unsafe {
-                ptr::load::<u32>(eth) == ptr::load::<u32>(mac)
-                    && ptr::load::<u16>(eth + 4) == ptr::load::<u16>(mac + 4)
-            }
-    })
+    iface.filter(|i| i.present != 0)
 }
 
 /// The decapsulator's parse: Ethernet, optional 802.1Q, then IPv4 or IPv6,

@@ -251,6 +251,19 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
     }
 }
 
+/// Claims the lab's first VIP addresses (10.99.0.1 and fd99::1) on every
+/// interface, with a heartbeat that stays fresh for an hour: the owned
+/// map's writer, as the announcer is in the daemon.
+pub fn claim_owned(b: &mut Balancer) -> lb_userspace::xdp::Claims {
+    let mut c = lb_userspace::xdp::Claims::take(&mut b.ebpf).expect("claims maps");
+    c.claim(v4(10, 99, 0, 1), 0).expect("claim v4");
+    c.claim(v6([0xfd99, 0, 0, 0, 0, 0, 0, 1]), 0)
+        .expect("claim v6");
+    c.beat(std::time::Duration::from_secs(3600))
+        .expect("heartbeat");
+    c
+}
+
 /// The lab's tag for VIP `id` (`Backend::tag`): one incarnation per id, so
 /// programming a VIP again keeps its flows, as the daemon does.
 pub fn tag(vip_id: u32) -> u32 {

@@ -151,7 +151,8 @@ impl Balancer {
             .map_max_entries(names::BACKENDS, settings.max_backends)
             .map_max_entries(names::BACKEND_STATS, settings.max_backends)
             .map_max_entries(names::NEXTHOPS, settings.max_backends)
-            .map_max_entries(names::FLOWS, settings.flow_table_size);
+            .map_max_entries(names::FLOWS, settings.flow_table_size)
+            .map_max_entries(names::OWNED, settings.max_vips);
         for (name, value) in consts {
             loader.override_global(name, value, true);
         }
@@ -205,7 +206,7 @@ impl Balancer {
 /// Maps that carry state worth keeping across a restart (the route cache
 /// too: its entries expire on their own and are emptied on every backend
 /// rewrite, and `xlb status` opens every map `Maps` holds).
-pub const PINNED: [&str; 13] = [
+pub const PINNED: [&str; 15] = [
     names::IFACES_LOW,
     names::ROUTE_EPOCH,
     names::VIP_FILTER,
@@ -219,6 +220,8 @@ pub const PINNED: [&str; 13] = [
     names::STATS,
     names::VIP_STATS,
     names::BACKEND_STATS,
+    names::OWNED,
+    names::LIVENESS,
 ];
 
 /// Loads any single-program object (the decapsulator; the benchmark's

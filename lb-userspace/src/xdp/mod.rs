@@ -2,6 +2,7 @@
 //! access to their maps.
 
 pub mod attach;
+pub mod claims;
 pub mod dataplane;
 pub mod decap;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod route_epoch;
 pub mod status;
 
+pub use claims::Claims;
 pub use decap::Decapsulator;
 pub use loader::{Balancer, LoadError, Settings};
 pub use maps::Maps;

@@ -15,8 +15,8 @@ use std::{
 
 use aya::maps::MapData;
 use lb_common::{
-    Backend, Config, Counters, FlowKey, FlowValue, Iface, LAYOUT_VERSION, NextHop, VipInfo, VipKey,
-    names,
+    Backend, Config, Counters, FlowKey, FlowValue, Iface, LAYOUT_VERSION, Liveness, NextHop, Owned,
+    OwnedKey, VipInfo, VipKey, names,
 };
 
 use super::{Settings, loader::PINNED};
@@ -82,7 +82,7 @@ impl PinDir {
     /// config map must carry this build's layout version.
     pub fn incompatibility(&self, s: &Settings) -> Option<String> {
         use aya::maps::MapType as T;
-        let expect: [(&str, T, usize, usize, u32); 13] = [
+        let expect: [(&str, T, usize, usize, u32); 15] = [
             (
                 names::IFACES_LOW,
                 T::Array,
@@ -150,6 +150,14 @@ impl PinDir {
                 size_of::<Iface>(),
                 lb_common::DEFAULT_MAX_IFACES,
             ),
+            (
+                names::OWNED,
+                T::Hash,
+                size_of::<OwnedKey>(),
+                size_of::<Owned>(),
+                s.max_vips,
+            ),
+            (names::LIVENESS, T::Array, 4, size_of::<Liveness>(), 1),
         ];
         debug_assert_eq!(expect.len(), PINNED.len());
         for (name, ty, key, value, max) in expect {

@@ -14,6 +14,7 @@ mod frames;
 mod icmp;
 mod malformed;
 mod mtu;
+mod neighbour;
 mod non_vip;
 mod v4_ipip;
 mod v4_l2;
@@ -106,6 +107,7 @@ const AREAS: &[Area] = &[
     ("icmp", icmp::cases),
     ("v6", v6::cases),
     ("validation", validation::cases),
+    ("neighbour", neighbour::cases),
 ];
 
 /// What went wrong with one case, if anything.
@@ -191,6 +193,7 @@ fn packet_table() {
     lab.ns.run(|| {
         let mut b = Balancer::load(&lab::settings()).expect("balancer loads through the verifier");
         lab::program(&mut b, &lab::standard_vips());
+        let _claims = lab::claim_owned(&mut b);
         let lb0 = lab::ifindex("lb0");
         let mut total = 0;
         let mut failures = Vec::new();
@@ -306,5 +309,78 @@ fn interfaces_missing_from_the_map_balance_nothing() {
         assert_eq!(lab::run(b.program(), lb0, &frame).0, frames::XDP_TX);
         b.maps.retain_ifaces(&[peer0]).expect("forget lb0");
         expect_other_host(&b, lb0, "interface forgotten");
+    });
+}
+
+/// The liveness gate: an owned VIP is answered only while the daemon's
+/// heartbeat is younger than its bound; a stale or zero heartbeat, or a
+/// released address, leaves requests to the kernel, which has no such
+/// address and stays silent.
+#[test]
+fn owned_vips_are_answered_only_under_a_fresh_heartbeat() {
+    if !privileged("owned_vips_are_answered_only_under_a_fresh_heartbeat") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ns.run(|| {
+        let mut b = Balancer::load(&lab::settings()).expect("load");
+        lab::program(&mut b, &lab::standard_vips());
+        let mut claims = lab::claim_owned(&mut b);
+        let lb0 = lab::ifindex("lb0");
+        let request = xlb_tests::packet::eth(
+            [0xff; 6],
+            lab::CLIENT_MAC,
+            xlb_tests::packet::ETH_P_ARP,
+            &neighbour::arp(
+                1,
+                lab::CLIENT_MAC,
+                lab::CLIENT_V4.octets(),
+                [0; 6],
+                frames::VIP1.octets(),
+            ),
+        );
+        let expect = |b: &Balancer, action: u32, outcome: Outcome, why: &str| {
+            let before = lab::outcomes(b);
+            let (got, out) = lab::run(b.program(), lb0, &request);
+            assert_eq!(got, action, "{why}: action");
+            assert_eq!(
+                lab::delta(&before, &lab::outcomes(b)),
+                [(outcome, 1)],
+                "{why}: counters"
+            );
+            if action == frames::XDP_PASS {
+                assert_eq!(out, request, "{why}: frame changed");
+            }
+        };
+        expect(&b, frames::XDP_TX, Outcome::ArpReplied, "fresh heartbeat");
+        let now = lb_userspace::xdp::claims::monotonic_ns();
+        claims
+            .set_liveness(lb_common::Liveness {
+                stamp_ns: now - 2_000_000_000,
+                bound_ns: 1_000_000_000,
+            })
+            .expect("stale heartbeat");
+        expect(
+            &b,
+            frames::XDP_PASS,
+            Outcome::PassOwnerStale,
+            "heartbeat 2 s old, bound 1 s",
+        );
+        claims.silence().expect("silence");
+        expect(&b, frames::XDP_PASS, Outcome::PassOwnerStale, "silenced");
+        claims
+            .beat(std::time::Duration::from_secs(60))
+            .expect("heartbeat");
+        expect(&b, frames::XDP_TX, Outcome::ArpReplied, "heartbeat again");
+        claims
+            .release(std::net::IpAddr::V4(frames::VIP1))
+            .expect("release");
+        expect(&b, frames::XDP_PASS, Outcome::PassNotIp, "released");
+        assert!(
+            !claims
+                .claimed()
+                .contains(&std::net::IpAddr::V4(frames::VIP1)),
+            "the released address is still listed"
+        );
     });
 }
