@@ -10,7 +10,10 @@ use std::{
 
 use lb_common::Encap;
 
-use crate::{config, vip::Vip};
+use crate::{
+    config::{self, AnnounceMode},
+    vip::Vip,
+};
 
 /// How a VIP is served.
 ///
@@ -25,6 +28,9 @@ pub struct ServiceSpec {
     pub scheduler: Arc<str>,
     /// Backend address -> weight (0: draining, established flows only).
     pub backends: Arc<BTreeMap<IpAddr, u32>>,
+    /// How the VIP's address is claimed on the network (the announcers'
+    /// business; the data plane ignores it).
+    pub announce: AnnounceMode,
 }
 
 /// VIPs and how each is served: a persistent map, so a copy (a source
@@ -60,6 +66,7 @@ impl Desired {
                         encap: v.encap,
                         scheduler: v.scheduler.as_str().into(),
                         backends,
+                        announce: v.announce,
                     },
                 )
             })

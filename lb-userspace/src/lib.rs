@@ -1,6 +1,7 @@
 //! The `xlb` daemon's library: configuration, Maglev, the XDP data plane's
 //! loader and maps, the IPVS fallback, reconciliation, metrics.
 
+pub mod announce;
 pub mod caps;
 pub mod config;
 pub mod daemon;

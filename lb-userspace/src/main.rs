@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
-    config::{self, DataplaneMode, XdpMode},
+    announce::status::AnnounceStatus,
+    config::{self, AnnounceMode, DataplaneMode, XdpMode},
     daemon,
     ipvs::IpvsDataplane,
     kubernetes::Leadership,
@@ -241,6 +242,7 @@ fn ipvs_status(state_dir: &Path, reason: String, json: bool) -> Result<()> {
         &s,
         lb_userspace::ipvs::status::render(&s),
         Leadership::read(state_dir),
+        AnnounceStatus::read(state_dir),
         json,
     )
 }
@@ -251,6 +253,7 @@ fn show(
     status: &impl serde::Serialize,
     text: String,
     leaders: Option<Leadership>,
+    announce: Option<AnnounceStatus>,
     json: bool,
 ) -> Result<()> {
     if json {
@@ -258,10 +261,43 @@ fn show(
         if let (Some(l), Some(obj)) = (&leaders, v.as_object_mut()) {
             obj.insert("leadership".to_owned(), serde_json::to_value(l)?);
         }
+        if let (Some(a), Some(obj)) = (&announce, v.as_object_mut()) {
+            obj.insert("announce".to_owned(), serde_json::to_value(a)?);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     print!("{text}");
+    if let Some(a) = announce.filter(|a| !a.vips.is_empty()) {
+        println!(
+            "\nannouncement (liveness bound {} ms; {} gratuitous sent, {} transitions)",
+            a.liveness_bound_ms, a.gratuitous_sent, a.transitions
+        );
+        println!(
+            "  {:<40} {:<5} {:<7} {:<30} last announcement",
+            "VIP", "mode", "owned", "leader"
+        );
+        for (vip, v) in &a.vips {
+            let mode = match v.mode {
+                AnnounceMode::None => "none",
+                AnnounceMode::L2 => "l2",
+                AnnounceMode::Aws => "aws",
+            };
+            let last = v.last_announcement_unix.map_or("-".to_owned(), |t| {
+                let ago = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+                    - t;
+                format!("{ago:.1} s ago ({} sent)", v.announcements)
+            });
+            println!(
+                "  {:<40} {mode:<5} {:<7} {:<30} {last}",
+                vip.to_string(),
+                if v.owned { "yes" } else { "no" },
+                v.leader.as_deref().unwrap_or("-"),
+            );
+        }
+    }
     if let Some(l) = leaders {
         println!("\nleadership (Leases; this node is {})", l.identity);
         println!("  {:<40} {:<30} this node", "VIP", "holder");
@@ -296,6 +332,7 @@ fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
         &s,
         xdp_status::render(&s),
         Leadership::read(state_dir),
+        AnnounceStatus::read(state_dir),
         json,
     )
 }

@@ -511,6 +511,7 @@ fn translate_cost(api: &KubeApi, config: &Path, stride: usize) -> Result<Transla
         pools: Pools::new(cfg.kubernetes.pools.clone()),
         encap: cfg.dataplane.encap,
         scheduler: cfg.dataplane.scheduler.clone(),
+        announce: cfg.announce.mode,
     };
     let services: Vec<Arc<Service>> = api
         .list("v1", "Service")

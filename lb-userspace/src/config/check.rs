@@ -28,6 +28,12 @@ pub(super) fn lease_timing<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Er
     range::<D, 100, 3_600_000>(d)
 }
 
+/// The announcer's liveness bound: long enough to ride out a heartbeat
+/// delayed by a busy node, short enough to matter.
+pub(super) fn liveness_bound<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    range::<D, 500, 600_000>(d).map(Some)
+}
+
 pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     let expected = "an integer from 0 (every port) to 65535";
     int(d, expected, |n| n <= 65_535).map(|n| n as u16)

@@ -83,7 +83,7 @@ fn check(text: &str) -> Result<Config, Fault> {
         vips: file
             .vip
             .into_iter()
-            .map(|v| v.resolve(&file.dataplane))
+            .map(|v| v.resolve(&file.dataplane, &file.announce))
             .collect(),
         dataplane: file.dataplane,
         metrics: file.metrics,

@@ -117,6 +117,8 @@ pub struct Vip {
     /// `dataplane.scheduler`. Checked for syntax only: the kernel knows
     /// which schedulers are loaded.
     pub scheduler: String,
+    /// Already resolved against `announce.mode`.
+    pub announce: AnnounceMode,
     pub backends: Vec<Backend>,
 }
 
@@ -134,11 +136,13 @@ pub(super) struct VipEntry {
     #[serde(default, deserialize_with = "check::scheduler_option")]
     scheduler: Option<String>,
     #[serde(default)]
+    announce: Option<AnnounceMode>,
+    #[serde(default)]
     backends: Vec<Backend>,
 }
 
 impl VipEntry {
-    pub(super) fn resolve(self, dataplane: &Dataplane) -> Vip {
+    pub(super) fn resolve(self, dataplane: &Dataplane, announce: &Announce) -> Vip {
         Vip {
             address: self.address,
             port: self.port,
@@ -147,6 +151,7 @@ impl VipEntry {
             scheduler: self
                 .scheduler
                 .unwrap_or_else(|| dataplane.scheduler.clone()),
+            announce: self.announce.unwrap_or(announce.mode),
             backends: self.backends,
         }
     }
@@ -256,18 +261,67 @@ pub struct AddressPool {
     pub last: IpAddr,
 }
 
+/// How this node claims its VIPs on the network (see docs/announce.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Announce {
+    /// The default for every VIP; a `[[vip]]` may choose its own.
     pub mode: AnnounceMode,
+    /// Without Kubernetes there is no election: `true` makes this node the
+    /// announcer of every VIP (a single router), `false` of none. Several
+    /// routers without Kubernetes announce over BGP instead. Ignored when
+    /// `kubernetes.enabled`: the Leases decide.
+    pub static_leader: bool,
+    /// How long the data plane keeps answering for owned VIPs after the
+    /// daemon's last heartbeat: a daemon that died stops claiming them
+    /// within this, before another router can take its Leases over; a
+    /// restart quicker than this loses nothing. Default: half of
+    /// `lease_duration_ms - retry_period_ms` with Kubernetes, 5000 without.
+    #[serde(
+        deserialize_with = "check::liveness_bound",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub liveness_bound_ms: Option<u32>,
+    /// Gratuitous ARP / unsolicited neighbour advertisements sent when this
+    /// node takes a VIP over: one at once, then this many more in all...
+    #[serde(deserialize_with = "check::range::<_, 1, 100>")]
+    pub gratuitous_count: u32,
+    /// ...this far apart.
+    #[serde(deserialize_with = "check::range::<_, 10, 60_000>")]
+    pub gratuitous_interval_ms: u32,
+    /// Then again every this often while it owns the VIP (0: never), for
+    /// switches and hosts that age entries out.
+    #[serde(deserialize_with = "check::range::<_, 0, 3_600_000>")]
+    pub refresh_interval_ms: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+impl Announce {
+    /// The liveness bound in effect, given the Lease timings when
+    /// Kubernetes elects.
+    pub fn liveness_bound(&self, k: &Kubernetes) -> std::time::Duration {
+        let ms = self.liveness_bound_ms.unwrap_or(if k.enabled {
+            k.lease_duration_ms.saturating_sub(k.retry_period_ms) / 2
+        } else {
+            5_000
+        });
+        std::time::Duration::from_millis(u64::from(ms))
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AnnounceMode {
+    /// Routing to the VIPs is done elsewhere (static routes, a cloud).
+    #[default]
     None,
-    Arp,
-    AwsEip,
+    /// ARP and IPv6 neighbour discovery, answered in XDP by the elected
+    /// router.
+    L2,
+    /// An AWS secondary private IP and Elastic IP, moved by the elected
+    /// router.
+    Aws,
 }
 
 /// lb-common stays free of serde; the config owns Encap's spelling.
@@ -335,6 +389,11 @@ impl Default for Announce {
     fn default() -> Self {
         Self {
             mode: AnnounceMode::None,
+            static_leader: true,
+            liveness_bound_ms: None,
+            gratuitous_count: 5,
+            gratuitous_interval_ms: 1_000,
+            refresh_interval_ms: 0,
         }
     }
 }

@@ -24,6 +24,8 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
     capacities(config, doc, &line, &mut found);
     pools(config, doc, &line, &mut found);
     lease_timings(config, doc, &mut found);
+    liveness(config, doc, &mut found);
+    not_yet(config, doc, &mut found);
     match found.into_iter().min_by_key(|(at, _)| *at) {
         Some((at, message)) => Err((at, ErrorKind::Conflict { message })),
         None => Ok(()),
@@ -202,6 +204,49 @@ fn lease_timings(config: &Config, doc: &Doc<'_>, found: &mut Found) {
             );
             found.push((shorter_at.max(longer_at).unwrap_or(0), message));
         }
+    }
+}
+
+/// Announcement modes the daemon cannot carry out yet are refused, not
+/// accepted and silently ignored.
+fn not_yet(config: &Config, doc: &Doc<'_>, found: &mut Found) {
+    use super::model::AnnounceMode;
+    let message = || {
+        "announce mode `aws` (Elastic IP moves) is not available in this version of xlb; \
+         use `l2`, or `none` with routing done elsewhere"
+            .to_owned()
+    };
+    if config.announce.mode == AnnounceMode::Aws {
+        found.push((doc.start("announce.mode").unwrap_or(0), message()));
+    }
+    for (index, vip) in config.vips.iter().enumerate() {
+        let at = doc.start(&format!("vip.{index}.announce"));
+        if vip.announce == AnnounceMode::Aws && at.is_some() {
+            found.push((at.unwrap_or(0), message()));
+        }
+    }
+}
+
+/// A router that died must stop answering for its VIPs before another can
+/// take its Leases: the earliest takeover comes a Lease duration after its
+/// last renewal, which can be a retry period before it died.
+fn liveness(config: &Config, doc: &Doc<'_>, found: &mut Found) {
+    let (a, k) = (&config.announce, &config.kubernetes);
+    let Some(bound) = a.liveness_bound_ms.filter(|_| k.enabled) else {
+        return;
+    };
+    let window = k.lease_duration_ms.saturating_sub(k.retry_period_ms);
+    if bound >= window {
+        let at = doc
+            .start("announce.liveness_bound_ms")
+            .max(doc.start("kubernetes.lease_duration_ms"))
+            .max(doc.start("kubernetes.retry_period_ms"));
+        let message = format!(
+            "`announce.liveness_bound_ms` = {bound} must be less than `kubernetes.lease_duration_ms` \
+             - `kubernetes.retry_period_ms` = {window}: a router that dies must stop answering for \
+             its VIPs before another router can take its Leases over (two answering is split brain)"
+        );
+        found.push((at.unwrap_or(0), message));
     }
 }
 

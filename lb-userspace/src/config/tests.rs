@@ -286,6 +286,7 @@ fn unusual_values_round_trip() {
             protocol: Protocol::Udp,
             encap: Encap::Ipip,
             scheduler: "wrr".into(),
+            announce: AnnounceMode::None,
             backends: Vec::new(),
         }],
         kubernetes: Kubernetes {
@@ -307,7 +308,12 @@ fn unusual_values_round_trip() {
             lease_buckets: 1024,
         },
         announce: Announce {
-            mode: AnnounceMode::AwsEip,
+            mode: AnnounceMode::L2,
+            static_leader: false,
+            liveness_bound_ms: Some(1_000),
+            gratuitous_count: 3,
+            gratuitous_interval_ms: 250,
+            refresh_interval_ms: 60_000,
         },
     };
     let text = to_toml(&config);
@@ -332,9 +338,10 @@ fn serializes_to_json_with_names_as_written_in_the_config() {
     assert_eq!(json["vip"][1]["backends"][1]["address"], "fd00:99::12");
     assert_eq!(json["vip"][1]["backends"][1]["weight"], 0);
     let aws = Announce {
-        mode: AnnounceMode::AwsEip,
+        mode: AnnounceMode::Aws,
+        ..Announce::default()
     };
-    assert_eq!(serde_json::to_value(aws).unwrap()["mode"], "aws-eip");
+    assert_eq!(serde_json::to_value(aws).unwrap()["mode"], "aws");
     let unset = serde_json::to_value(Dataplane::default()).unwrap();
     assert!(unset["ipip_source_v4"].is_null());
 }
@@ -474,7 +481,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "vip: unknown field `adress`, expected one of `address`, `port`, `protocol`, `encap`, \
-         `scheduler`, `backends`",
+         `scheduler`, `announce`, `backends`",
     );
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
@@ -491,10 +498,11 @@ fn unknown_keys_name_the_table_and_its_keys() {
          `node_name`, `lease_duration_ms`, `renew_deadline_ms`, `retry_period_ms`, `lease_buckets`",
     );
     rejects(
-        "[announce]\n\"mode \" = \"arp\"\n",
+        "[announce]\n\"mode \" = \"l2\"\n",
         2,
         1,
-        "announce: unknown field `mode `, expected `mode`",
+        "announce: unknown field `mode `, expected one of `mode`, `static_leader`, \
+         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`",
     );
 }
 
@@ -649,14 +657,14 @@ fn bad_enum_values_list_the_accepted_ones() {
         "[announce]\nmode = \"bgp\"\n",
         2,
         8,
-        "announce.mode: unknown variant `bgp`, expected one of `none`, `arp`, `aws-eip`",
+        "announce.mode: unknown variant `bgp`, expected one of `none`, `l2`, `aws`",
     );
     // Whichever TOML quotes the file used.
     rejects(
         "[announce]\nmode = \"\"\"\nbgp\n\"\"\"\n",
         2,
         8,
-        "announce.mode: unknown variant `bgp\n`, expected one of `none`, `arp`, `aws-eip`",
+        "announce.mode: unknown variant `bgp\n`, expected one of `none`, `l2`, `aws`",
     );
 }
 
@@ -1328,7 +1336,7 @@ fn columns_count_characters() {
         "[announce]\n\"m\u{e9}de\" = \"arp\"\n",
         2,
         1,
-        "announce: unknown field `m\u{e9}de`, expected `mode`",
+        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`",
     );
     rejects(
         "kubernetes = { load_balancer_class = \"\u{e9}\u{e9}\u{e9}\", enabled = \"yes\" }\n",
@@ -1924,4 +1932,49 @@ fn end_of_file_is_after_the_last_character() {
 #[test]
 fn offset_inside_a_character_moves_back_to_its_start() {
     assert_eq!(error::line_column("\u{e9}x", 1), (1, 1));
+}
+
+#[test]
+fn the_liveness_bound_must_end_before_a_lease_can_pass() {
+    rejects(
+        "[kubernetes]\nenabled = true\n[announce]\nliveness_bound_ms = 13000\n",
+        4,
+        21,
+        "`announce.liveness_bound_ms` = 13000 must be less than `kubernetes.lease_duration_ms` \
+         - `kubernetes.retry_period_ms` = 13000: a router that dies must stop answering for its \
+         VIPs before another router can take its Leases over (two answering is split brain)",
+    );
+    let ok = parse(
+        "[kubernetes]\nenabled = true\n[announce]\nmode = \"l2\"\nliveness_bound_ms = 12999\n",
+        "xlb.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.announce.liveness_bound(&ok.kubernetes),
+        std::time::Duration::from_millis(12_999)
+    );
+    // The default follows the Lease timings.
+    let d = parse("[kubernetes]\nenabled = true\nlease_duration_ms = 3000\nrenew_deadline_ms = 2000\nretry_period_ms = 500\n", "xlb.toml").unwrap();
+    assert_eq!(
+        d.announce.liveness_bound(&d.kubernetes),
+        std::time::Duration::from_millis(1250)
+    );
+}
+
+#[test]
+fn announce_modes_resolve_per_vip_and_aws_is_refused_for_now() {
+    let c = parse(
+        "[announce]\nmode = \"l2\"\n[[vip]]\naddress = \"10.0.0.1\"\n[[vip]]\naddress = \"10.0.0.2\"\nannounce = \"none\"\n",
+        "xlb.toml",
+    )
+    .unwrap();
+    assert_eq!(c.vips[0].announce, AnnounceMode::L2);
+    assert_eq!(c.vips[1].announce, AnnounceMode::None);
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nannounce = \"aws\"\n",
+        3,
+        12,
+        "announce mode `aws` (Elastic IP moves) is not available in this version of xlb; use \
+         `l2`, or `none` with routing done elsewhere",
+    );
 }

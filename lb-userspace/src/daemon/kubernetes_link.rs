@@ -148,6 +148,7 @@ mod tests {
             encap: lb_common::Encap::Ipip,
             scheduler: "mh".into(),
             backends: Arc::new([(backend.parse().unwrap(), 1)].into()),
+            announce: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@
 //! `stop` is cancelled; then add one `self.spawn("name", ...)` line to
 //! [`Daemon::start`]. Nothing else changes.
 
+mod announcer;
 mod file_source;
 mod kubernetes_link;
 mod neighbours;
@@ -52,6 +53,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    announce::status::AnnounceStatus,
     config::{self, Config, DataplaneMode},
     desired::Desired,
     ifaddr,
@@ -116,6 +118,11 @@ struct Daemon {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     reconciler: Option<Reconciler>,
     kubernetes: Option<Kubernetes>,
+    /// Stopped before the Leases are handed back: this node must be silent
+    /// before another may answer for its VIPs.
+    announcer: Option<JoinHandle<()>>,
+    /// The pinned maps, when the data plane is XDP.
+    xdp_pins: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -125,6 +132,8 @@ impl Daemon {
             tasks: Vec::new(),
             reconciler: None,
             kubernetes: None,
+            announcer: None,
+            xdp_pins: None,
         }
     }
 
@@ -149,6 +158,7 @@ impl Daemon {
         };
         let state_dir = cfg.dataplane.state_dir.clone();
         let listen = o.metrics.unwrap_or(cfg.metrics.listen);
+        let announce = announcer_settings(&cfg, &interfaces);
 
         // Sources.
         let remembered = remembered(&cfg);
@@ -162,23 +172,25 @@ impl Daemon {
 
         // Consumers.
         self.link_kubernetes(&state_dir, &applied, file_rx);
-        let endpoints = endpoints(queries, rejected, self.leaders());
+        let announced = self.start_announcer(announce, &applied)?;
+        let endpoints = endpoints(queries, rejected, self.leaders(), announced);
         self.serve_metrics(listen, endpoints).await
     }
 
     /// The Kubernetes source, when the config enables it.
     async fn start_kubernetes(&mut self, file: &watch::Receiver<Arc<FileState>>) -> Result<()> {
-        let (k8s, dp, statics) = {
+        let (k8s, dp, announce, statics) = {
             let f = file.borrow();
             let statics = f.desired.services.keys().copied().collect();
             (
                 f.config.kubernetes.clone(),
                 f.config.dataplane.clone(),
+                f.config.announce.mode,
                 statics,
             )
         };
         if k8s.enabled {
-            let source = Kubernetes::start(&k8s, &dp, statics)
+            let source = Kubernetes::start(&k8s, &dp, announce, statics)
                 .await
                 .context("starting the Kubernetes source")?;
             self.kubernetes = Some(source);
@@ -227,6 +239,7 @@ impl Daemon {
         if started.name == "xdp"
             && let Some(dir) = pin_dir
         {
+            self.xdp_pins = Some(dir.clone());
             // The program's route cache lives as long as the route epoch.
             let epoch = RouteEpoch::open_pinned(&dir).context("opening the route epoch")?;
             self.spawn(
@@ -273,6 +286,30 @@ impl Daemon {
         );
     }
 
+    /// The `l2` announcer, on the XDP data plane (whose program answers
+    /// for the addresses it claims).
+    fn start_announcer(
+        &mut self,
+        s: announcer::Settings,
+        applied: &watch::Receiver<Applied>,
+    ) -> Result<watch::Receiver<AnnounceStatus>> {
+        let (tx, rx) = watch::channel(AnnounceStatus::default());
+        let Some(dir) = &self.xdp_pins else {
+            return Ok(rx);
+        };
+        let claims = xdp::Claims::open_pinned(dir).context("opening the owned-address maps")?;
+        let task = announcer::run(
+            s,
+            claims,
+            applied.clone(),
+            self.leaders(),
+            tx,
+            self.stop.clone(),
+        );
+        self.announcer = Some(tokio::spawn(task));
+        Ok(rx)
+    }
+
     fn leaders(&self) -> Option<LeaderFeed> {
         self.kubernetes.as_ref().map(|k| k.leaders.clone())
     }
@@ -299,6 +336,12 @@ impl Daemon {
     /// Stops every part that exists, each within its bound.
     async fn shutdown(mut self) {
         self.stop.cancel();
+        if let Some(mut a) = self.announcer.take()
+            && tokio::time::timeout(TASK_STOP, &mut a).await.is_err()
+        {
+            tracing::warn!("the announcer did not stop within {TASK_STOP:?}; aborted");
+            a.abort();
+        }
         if let Some(k) = self.kubernetes.take() {
             // Hands the Leases over now rather than after they expire.
             if tokio::time::timeout(LEASES_STOP, k.shutdown())
@@ -335,6 +378,7 @@ fn endpoints(
     q: Queries,
     rejected: Arc<AtomicU64>,
     leaders: Option<LeaderFeed>,
+    announced: watch::Receiver<AnnounceStatus>,
 ) -> metrics::Endpoints {
     let scrape = q.clone();
     metrics::Endpoints {
@@ -350,6 +394,7 @@ fn endpoints(
             if let Some(feed) = &leaders {
                 s.leaders = leader_samples(&feed.current());
             }
+            s.announce = announce_sample(&announced.borrow());
             Ok(s)
         }),
         health: Arc::new(move || {
@@ -358,6 +403,20 @@ fn endpoints(
             let p = q.progress.borrow().clone();
             health(&q.dataplane, &p)
         }),
+    }
+}
+
+fn announcer_settings(cfg: &Config, interfaces: &[String]) -> announcer::Settings {
+    let a = &cfg.announce;
+    announcer::Settings {
+        bound: a.liveness_bound(&cfg.kubernetes),
+        count: a.gratuitous_count,
+        interval: Duration::from_millis(u64::from(a.gratuitous_interval_ms)),
+        refresh: (a.refresh_interval_ms > 0)
+            .then(|| Duration::from_millis(u64::from(a.refresh_interval_ms))),
+        static_leader: (!cfg.kubernetes.enabled).then_some(a.static_leader),
+        interfaces: interfaces.to_vec(),
+        state_dir: cfg.dataplane.state_dir.clone(),
     }
 }
 
@@ -378,6 +437,30 @@ fn remembered(cfg: &Config) -> Arc<Outcome> {
     Arc::new(Outcome {
         services,
         ..Outcome::default()
+    })
+}
+
+fn announce_sample(a: &AnnounceStatus) -> Option<metrics::AnnounceSample> {
+    if a.liveness_bound_ms == 0 {
+        return None;
+    }
+    let age = if a.heartbeat_ns == 0 {
+        f64::NAN
+    } else {
+        xdp::claims::monotonic_ns().saturating_sub(a.heartbeat_ns) as f64 / 1e9
+    };
+    Some(metrics::AnnounceSample {
+        owned: a
+            .vips
+            .iter()
+            .filter(|(_, v)| v.owned)
+            .map(|(a, _)| a.to_string())
+            .collect(),
+        transitions: a.transitions,
+        gratuitous_sent: a.gratuitous_sent,
+        send_errors: a.send_errors,
+        liveness_age_seconds: age,
+        liveness_bound_seconds: a.liveness_bound_ms as f64 / 1e3,
     })
 }
 

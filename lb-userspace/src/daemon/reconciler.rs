@@ -422,6 +422,7 @@ mod tests {
             encap: lb_common::Encap::Ipip,
             scheduler: "mh".into(),
             backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
+            announce: Default::default(),
         }
     }
 

@@ -23,6 +23,9 @@ struct Entry {
     encap: String,
     scheduler: String,
     backends: Vec<(IpAddr, u32)>,
+    /// Absent in files written before announcements existed.
+    #[serde(default)]
+    announce: crate::config::AnnounceMode,
 }
 
 pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
@@ -39,6 +42,7 @@ pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
             .to_owned(),
             scheduler: s.scheduler.to_string(),
             backends: s.backends.iter().map(|(a, w)| (*a, *w)).collect(),
+            announce: s.announce,
         })
         .collect();
     std::fs::create_dir_all(state_dir)?;
@@ -82,6 +86,7 @@ pub fn load(state_dir: &Path) -> Services {
                 },
                 scheduler: e.scheduler.into(),
                 backends: std::sync::Arc::new(e.backends.into_iter().collect()),
+                announce: e.announce,
             };
             (key, spec)
         })
@@ -112,6 +117,7 @@ mod tests {
                     ]
                     .into(),
                 ),
+                announce: crate::config::AnnounceMode::L2,
             },
         );
         save(&dir, &m).unwrap();

@@ -139,6 +139,7 @@ impl Kubernetes {
     pub async fn start(
         cfg: &config::Kubernetes,
         dataplane: &config::Dataplane,
+        announce: config::AnnounceMode,
         statics: BTreeSet<Vip>,
     ) -> Result<Self, KubernetesError> {
         let client = client(cfg).await?;
@@ -150,6 +151,7 @@ impl Kubernetes {
             pools: pools::Pools::new(cfg.pools.clone()),
             encap: dataplane.encap,
             scheduler: dataplane.scheduler.clone(),
+            announce,
         };
         let (statics_tx, statics_rx) = watch::channel(statics);
         let (stop_tx, stop_rx) = watch::channel(false);

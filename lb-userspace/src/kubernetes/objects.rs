@@ -20,6 +20,9 @@ use k8s_openapi::{
 pub const VIP_ANNOTATION: &str = "xlb.io/vip";
 /// Annotation choosing a Service's DSR encapsulation: `ipip` or `l2`.
 pub const ENCAP_ANNOTATION: &str = "xlb.io/encap";
+/// Annotation choosing how a Service's VIPs are announced: `none`, `l2` or
+/// `aws` (default: the config's `announce.mode`).
+pub const ANNOUNCE_ANNOTATION: &str = "xlb.io/announce";
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -64,6 +67,8 @@ pub struct ServiceInfo {
     pub requested: Result<Option<Vec<IpAddr>>, String>,
     /// The encapsulation annotation as written.
     pub encap: Option<String>,
+    /// The announcement annotation as written.
+    pub announce: Option<String>,
     /// `spec.ipFamilies`, true for IPv4; IPv4 alone when unset.
     pub families: Vec<bool>,
     pub require_dual_stack: bool,
@@ -111,6 +116,7 @@ impl ServiceInfo {
             created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
             requested: requested(svc),
             encap: annotation(svc, ENCAP_ANNOTATION).map(str::to_owned),
+            announce: annotation(svc, ANNOUNCE_ANNOTATION).map(str::to_owned),
             families,
             require_dual_stack: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
             ports: ports(svc),
@@ -125,6 +131,7 @@ impl ServiceInfo {
             && self.created == other.created
             && self.requested == other.requested
             && self.encap == other.encap
+            && self.announce == other.announce
             && self.families == other.families
             && self.require_dual_stack == other.require_dual_stack
             && self.ports == other.ports

@@ -39,13 +39,15 @@ use k8s_openapi::{
 };
 use lb_common::Encap;
 
-pub use super::objects::{ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL, VIP_ANNOTATION};
+pub use super::objects::{
+    ANNOUNCE_ANNOTATION, ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL, VIP_ANNOTATION,
+};
 use super::{
     objects::{self, Class, EndpointInfo, NodeAddresses, Port, ServiceInfo, SliceInfo, key_of},
     pools::{Allocator, Pools},
 };
 use crate::{
-    config::BackendTarget,
+    config::{AnnounceMode, BackendTarget},
     desired::{ServiceSpec, Services},
     vip::Vip,
 };
@@ -59,6 +61,8 @@ pub struct Settings {
     pub pools: Pools,
     pub encap: Encap,
     pub scheduler: String,
+    /// How VIPs are announced unless a Service's annotation says otherwise.
+    pub announce: AnnounceMode,
 }
 
 impl Settings {
@@ -123,6 +127,7 @@ pub fn translate(
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Assigned {
     encap: Encap,
+    announce: AnnounceMode,
     /// Its VIPs, each with the index of its port in `ServiceInfo::ports`.
     vips: Vec<(Vip, usize)>,
 }
@@ -405,6 +410,7 @@ impl Translator {
                         encap: a.encap,
                         scheduler: self.scheduler.clone(),
                         backends: Arc::new(backends),
+                        announce: a.announce,
                     },
                 );
             }
@@ -496,6 +502,23 @@ impl Translator {
                     continue;
                 }
             };
+            let announce = match svc.announce.as_deref() {
+                None => s.announce,
+                Some("none") => AnnounceMode::None,
+                Some("l2") => AnnounceMode::L2,
+                Some("aws") => AnnounceMode::Aws,
+                Some(other) => {
+                    refuse(
+                        &mut refusals,
+                        svc,
+                        "InvalidAnnotation",
+                        format!(
+                            "annotation {ANNOUNCE_ANNOTATION}: \"{other}\" is not one of \"none\", \"l2\", \"aws\""
+                        ),
+                    );
+                    continue;
+                }
+            };
             let addrs = match explicit {
                 Some(a) => a.clone(),
                 None => match allocate(svc, &mut alloc) {
@@ -554,7 +577,14 @@ impl Translator {
             for (vip, _) in &vips {
                 owners.insert(*vip, Some(&svc.key));
             }
-            assigned.insert(svc.key.clone(), Assigned { encap, vips });
+            assigned.insert(
+                svc.key.clone(),
+                Assigned {
+                    encap,
+                    announce,
+                    vips,
+                },
+            );
             addresses.insert(svc.key.clone(), addrs);
         }
         Plan {

@@ -66,6 +66,7 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 fn settings(target: BackendTarget) -> Settings {
     Settings {
         class: "xlb.io/xlb".into(),
+        announce: crate::config::AnnounceMode::None,
         include_unclassed: false,
         target,
         pools: Pools::new(vec![

@@ -30,6 +30,7 @@ fn ip(s: &str) -> IpAddr {
 fn settings(target: BackendTarget) -> Settings {
     Settings {
         class: "xlb.io/xlb".into(),
+        announce: crate::config::AnnounceMode::None,
         include_unclassed: false,
         target,
         pools: Pools::new(vec![

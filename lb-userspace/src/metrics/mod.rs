@@ -74,6 +74,22 @@ pub struct Snapshot {
     pub config_reload_errors: u64,
     /// Per-VIP leadership, when the Kubernetes source elects leaders.
     pub leaders: Vec<LeaderSample>,
+    /// The `l2` announcer, when one runs.
+    pub announce: Option<AnnounceSample>,
+}
+
+/// What the `l2` announcer did.
+#[derive(Clone, Debug, Default)]
+pub struct AnnounceSample {
+    /// VIP addresses this node answers ARP / neighbour discovery for.
+    pub owned: Vec<String>,
+    pub transitions: u64,
+    pub gratuitous_sent: u64,
+    pub send_errors: u64,
+    /// Age of the heartbeat the data plane's answers are gated on (NaN
+    /// before the first).
+    pub liveness_age_seconds: f64,
+    pub liveness_bound_seconds: f64,
 }
 
 /// Who leads one VIP, as this node last saw its Lease.
@@ -243,6 +259,47 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
+        if let Some(a) = &s.announce {
+            gauge_family(
+                &mut enc,
+                "vip_owner",
+                "1 for each VIP address this node answers ARP / neighbour solicitations for (absent when not owned).",
+                None,
+                a.owned.iter().map(|v| ([("vip", LabelValue(v))], 1)),
+            )?;
+            counter(
+                &mut enc,
+                "announce_transitions",
+                "Times this node started or stopped owning a VIP address.",
+                a.transitions,
+            )?;
+            counter(
+                &mut enc,
+                "announce_gratuitous_sent",
+                "Gratuitous ARPs and unsolicited neighbour advertisements sent.",
+                a.gratuitous_sent,
+            )?;
+            counter(
+                &mut enc,
+                "announce_send_errors",
+                "Gratuitous announcements that could not be sent.",
+                a.send_errors,
+            )?;
+            gauge(
+                &mut enc,
+                "announce_liveness_age",
+                "Age of the heartbeat that keeps the data plane answering for owned VIPs.",
+                Some(&Unit::Seconds),
+                finite_or_nan(a.liveness_age_seconds),
+            )?;
+            gauge(
+                &mut enc,
+                "announce_liveness_bound",
+                "Heartbeat age beyond which the data plane stops answering for owned VIPs.",
+                Some(&Unit::Seconds),
+                finite_or_nan(a.liveness_bound_seconds),
+            )?;
+        }
         Ok(())
     }
 }
@@ -383,6 +440,14 @@ pub(crate) mod tests {
                     leading: false,
                 },
             ],
+            announce: Some(AnnounceSample {
+                owned: vec!["10.99.0.1".into()],
+                transitions: 3,
+                gratuitous_sent: 10,
+                send_errors: 0,
+                liveness_age_seconds: 0.5,
+                liveness_bound_seconds: 5.0,
+            }),
         }
     }
 
@@ -408,6 +473,11 @@ pub(crate) mod tests {
             "xlb_config_reload_errors_total 1",
             r#"xlb_vip_leader{vip="10.99.0.1",holder="node-a"} 1"#,
             r#"xlb_vip_leader{vip="fd00::1",holder="node-b"} 0"#,
+            r#"xlb_vip_owner{vip="10.99.0.1"} 1"#,
+            "xlb_announce_transitions_total 3",
+            "xlb_announce_gratuitous_sent_total 10",
+            "xlb_announce_liveness_age_seconds 0.5",
+            "xlb_announce_liveness_bound_seconds 5.0",
             "# TYPE xlb_vip_leader gauge",
             "# TYPE xlb_dataplane_info gauge",
             "# TYPE xlb_packets counter",
@@ -433,6 +503,12 @@ pub(crate) mod tests {
             "xlb_reconciles",
             "xlb_config_reload_errors",
             "xlb_vip_leader",
+            "xlb_vip_owner",
+            "xlb_announce_transitions",
+            "xlb_announce_gratuitous_sent",
+            "xlb_announce_send_errors",
+            "xlb_announce_liveness_age_seconds",
+            "xlb_announce_liveness_bound_seconds",
         ] {
             let help = format!("# HELP {family} ");
             assert!(
@@ -442,7 +518,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 13);
+        assert_eq!(text.matches("# HELP ").count(), 19);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
