@@ -21,7 +21,7 @@ const INTERNAL: Verdict = Verdict::drop(Outcome::DropInternal);
 
 /// A MAC address in two words (first four bytes, last two), as loaded from
 /// memory: moved in two loads and two stores.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Mac(u32, u16);
 
 impl Mac {
@@ -47,11 +47,6 @@ impl Mac {
             ptr::store::<u32>(at, self.0);
             ptr::store::<u16>(at + 4, self.1);
         }
-    }
-
-    #[inline(always)]
-    pub fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 && self.1 == other.1
     }
 
     #[inline(always)]

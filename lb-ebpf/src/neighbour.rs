@@ -83,7 +83,7 @@ pub fn arp(ctx: &XdpContext) -> Step<Verdict> {
     let us = owner(ctx, &key).ok_or(not_ours)?;
     let sha = Mac::load(a + 8);
     let eth_dst = Mac::load(f);
-    if !(eth_dst.is_broadcast() || eth_dst.eq(&Mac::of(&us.mac))) {
+    if !(eth_dst.is_broadcast() || eth_dst == Mac::of(&us.mac)) {
         return Err(Verdict::pass(Outcome::PassOtherHost));
     }
     if !sha.is_unicast() {
@@ -125,7 +125,7 @@ pub fn solicitation(ctx: &XdpContext, p: &Packet) -> Step<Verdict> {
     let us = owner(ctx, &key).ok_or(Verdict::pass(Outcome::PassNotVip))?;
     let bad = Verdict::pass(Outcome::PassBadL4);
     let len = (p.ip_len as usize).wrapping_sub(40);
-    if len < NS_MIN || len % 8 != 0 || p.l4_off as usize != ICMP {
+    if len < NS_MIN || !len.is_multiple_of(8) || p.l4_off as usize != ICMP {
         return Err(bad);
     }
     if len > NS_MIN + 8 * MAX_OPTION_CHUNKS {
@@ -158,8 +158,16 @@ pub fn solicitation(ctx: &XdpContext, p: &Packet) -> Step<Verdict> {
             if units == 0 {
                 return Err(bad);
             }
-            if kind == OPT_SOURCE_LLA && units == 1 {
-                source_lla = Some(Mac::load(c + 2));
+            if kind == OPT_SOURCE_LLA {
+                // An Ethernet address is one unit; another length is
+                // invalid here (RFC 4861 7.1.1 makes the kernel drop it).
+                // The first of several is the one taken, as Linux does.
+                if units != 1 {
+                    return Err(bad);
+                }
+                if source_lla.is_none() {
+                    source_lla = Some(Mac::load(c + 2));
+                }
             }
             next += units as usize;
         }
@@ -183,9 +191,9 @@ pub fn solicitation(ctx: &XdpContext, p: &Packet) -> Step<Verdict> {
     let eth_dst = Mac::load(f);
     let me = Mac::of(&us.mac);
     let frame_to_us = if to_group {
-        eth_dst.eq(&Mac::multicast_v6(f + IP6_DST))
+        eth_dst == Mac::multicast_v6(f + IP6_DST)
     } else {
-        eth_dst.eq(&me)
+        eth_dst == me
     };
     if !frame_to_us {
         return Err(Verdict::pass(Outcome::PassOtherHost));

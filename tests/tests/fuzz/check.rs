@@ -7,6 +7,7 @@ use xlb_tests::packet::verify;
 
 use crate::{
     model::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    neighbour::{self, Answer},
     oracle::{Expect, Forward, TooBig},
 };
 
@@ -56,6 +57,24 @@ pub(crate) fn check(want: &Expect, input: &[u8], action: u32, out: &[u8]) -> Res
             }
             too_big(t, input, out).map_err(|what| format!("{}: {what}", t.reason))
         }
+        Expect::Answer(a) => answered(a, action, out),
+    }
+}
+
+/// An ARP reply or NA: exactly the answer wanted.
+fn answered(a: &Answer, action: u32, out: &[u8]) -> Result<(), String> {
+    match action {
+        XDP_TX if neighbour::same_answer(&a.out, out) => Ok(()),
+        XDP_TX => Err(format!(
+            "{}: {}",
+            a.reason,
+            neighbour::difference(&a.out, out)
+        )),
+        _ => Err(format!(
+            "{}: want TX, got {}",
+            a.reason,
+            action_name(action)
+        )),
     }
 }
 

@@ -2,8 +2,10 @@
 //! and UDP to VIPs and elsewhere, ICMP errors quoting VIP flows, IPv4
 //! options and fragments, IPv6 extension headers, VLAN tags, non-IP), then
 //! mutated (bit flips, truncation, lying length fields, fragment bits,
-//! TTL 0, martian sources, foreign MACs, bad checksums, padding); and
-//! plain random bytes. Frame `i` of a run depends only on the seed and `i`.
+//! TTL 0, martian sources, foreign MACs, bad checksums, padding); ARP
+//! requests and neighbour solicitations, valid and mutated
+//! (`neighbour_gen`, 7% of the frames); and plain random bytes. Frame `i`
+//! of a run depends only on the seed and `i`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,6 +20,7 @@ use xlb_tests::{
 
 use crate::{
     model::{MTU, Model, VIP4_A, VIP6_A},
+    neighbour_gen,
     rng::Rng,
 };
 
@@ -30,6 +33,9 @@ pub(crate) const SWEEP: u64 = 1 << 62;
 /// Base frames of the sweep, each cut at every length and given every
 /// IP length.
 pub(crate) const SWEEP_BASES: u64 = 48;
+/// Neighbour frames (ARP requests, solicitations) cut and given lengths
+/// the same way, after the others.
+pub(crate) const SWEEP_NEIGHBOUR_BASES: u64 = 8;
 
 /// Frame `index` of the run seeded with `seed`.
 pub(crate) fn by_index(seed: u64, index: u64, m: &Model) -> Vec<u8> {
@@ -39,7 +45,7 @@ pub(crate) fn by_index(seed: u64, index: u64, m: &Model) -> Vec<u8> {
     let base = (index - SWEEP) >> 17;
     let ip_length = (index >> 16) & 1 == 1;
     let cut = (index & 0xffff) as usize;
-    let mut f = valid(&mut Rng::for_frame(seed, SWEEP + (base << 17)), m);
+    let mut f = sweep_base(seed, base, m);
     if ip_length {
         set_ip_length(&mut f, cut);
     } else {
@@ -53,15 +59,25 @@ pub(crate) fn by_index(seed: u64, index: u64, m: &Model) -> Vec<u8> {
 /// frame's bytes left as they are: what the length leaves out is padding).
 pub(crate) fn sweep(seed: u64, m: &Model) -> Vec<u64> {
     let mut out = Vec::new();
-    for base in 0..SWEEP_BASES {
+    for base in 0..SWEEP_BASES + SWEEP_NEIGHBOUR_BASES {
         let at = SWEEP + (base << 17);
-        let f = valid(&mut Rng::for_frame(seed, at), m);
+        let f = sweep_base(seed, base, m);
         out.extend((14..f.len() as u64).map(|cut| at + cut));
         if let Some(l3) = ip_at(&f) {
             out.extend((0..=(f.len() - l3) as u64).map(|len| at + (1 << 16) + len));
         }
     }
     out
+}
+
+/// The sweep's base frame number `base`.
+fn sweep_base(seed: u64, base: u64, m: &Model) -> Vec<u8> {
+    let mut rng = Rng::for_frame(seed, SWEEP + (base << 17));
+    if base < SWEEP_BASES {
+        valid(&mut rng, m)
+    } else {
+        neighbour_gen::valid(&mut rng)
+    }
 }
 
 fn frame(rng: &mut Rng, m: &Model) -> Vec<u8> {
@@ -71,6 +87,9 @@ fn frame(rng: &mut Rng, m: &Model) -> Vec<u8> {
     }
     if roll < 80 {
         return too_big(rng, m);
+    }
+    if roll < 150 {
+        return neighbour_gen::frame(rng);
     }
     let mut f = valid(rng, m);
     let mutations = [0, 0, 0, 0, 1, 1, 1, 2, 2, 3][rng.below(10) as usize];
@@ -657,7 +676,7 @@ fn martian_v6(rng: &mut Rng) -> [u8; 16] {
 }
 
 /// One random change (see the module's list).
-fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
+pub(crate) fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
     let l3 = l3_of(f);
     let len = f.len();
     let v4 = ip_at(f).is_some() && f[l3] >> 4 == 4;

@@ -8,7 +8,10 @@
 //! untouched; TX/REDIRECT only for a well-formed packet to a VIP, with the
 //! exact encapsulation, the backend the model's Maglev and hash pick, and
 //! the checksums; DROP where the contract drops; a flow always goes to the
-//! same backend, across flow-table flushes too.
+//! same backend, across flow-table flushes too. ARP requests and neighbour
+//! solicitations for the lab's owned addresses (`neighbour`): answered
+//! byte for byte where the contract answers, else passed untouched, never
+//! dropped.
 //!
 //! `XLB_SEED` sets the seed (printed at the start; random otherwise),
 //! `XLB_FUZZ_FRAMES` the number of random frames, `XLB_FUZZ_INDEX` replays
@@ -19,6 +22,8 @@
 mod check;
 mod generate;
 mod model;
+mod neighbour;
+mod neighbour_gen;
 mod oracle;
 mod rng;
 
@@ -75,6 +80,9 @@ fn fuzz_balancer() {
         .expect("balancer loads through the verifier");
         lab::program(&mut b, &model.vips);
         fill_ifaces(&mut b);
+        // The program answers ARP and solicitations for these; held (with
+        // its hour-long heartbeat) until the run ends.
+        let _claims = lab::claim_owned(&mut b);
         let mut fuzz = Fuzz::new(&model, lab::ifindex("lb0"), seed);
         if let Some(index) = only {
             fuzz.replay(b.program(), index);
@@ -190,6 +198,11 @@ impl<'m> Fuzz<'m> {
             took.as_secs_f64(),
             self.seed
         );
+        let (arp, arp_tx) = tally(&r.expected, "ARP ");
+        let (ns, ns_tx) = tally(&r.expected, "NS ");
+        eprintln!(
+            "fuzz: {arp} ARP frames ({arp_tx} to answer), {ns} neighbour solicitations ({ns_tx} to answer)"
+        );
         eprintln!("fuzz: what the oracle expected, by deciding rule:");
         for (reason, n) in &r.expected {
             eprintln!("  {n:>9}  {reason}");
@@ -218,6 +231,18 @@ impl<'m> Fuzz<'m> {
         }
         report.fail_if_any(self.seed);
     }
+}
+
+/// Frames whose deciding rule starts with `prefix`, and how many of them
+/// were to be answered.
+fn tally(expected: &BTreeMap<&'static str, u64>, prefix: &str) -> (u64, u64) {
+    expected.iter().filter(|(k, _)| k.starts_with(prefix)).fold(
+        (0, 0),
+        |(all, answered), (k, n)| {
+            let to_answer = if k.contains("answered") { *n } else { 0 };
+            (all + n, answered + to_answer)
+        },
+    )
 }
 
 /// Bytes of the output that name the backend it went to.

@@ -61,6 +61,12 @@ pub(crate) const VIP4_B: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 2);
 pub(crate) const VIP6_A: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
 pub(crate) const VIP6_B: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 2);
 
+/// The addresses `lab::claim_owned` claims: the program answers ARP and
+/// neighbour solicitations for these (one v6 is also a VIP, the v4 is not,
+/// so ownership is tested apart from the VIP map).
+pub(crate) const OWNED_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub(crate) const OWNED_V6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 1);
+
 /// v4 and v6, TCP and UDP, exact ports and port-0 wildcards (with an exact
 /// port on a wildcard address, which must win), ipip and l2, backends on
 /// lb0 (XDP_TX), on lb1 (XDP_REDIRECT) and behind the gateway, weights.

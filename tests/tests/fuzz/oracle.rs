@@ -16,7 +16,10 @@ use xlb_tests::{
     packet::verify,
 };
 
-use crate::model::{self, MTU, Model, Tuple, XDP_REDIRECT, XDP_TX, bytes, hop};
+use crate::{
+    model::{self, MTU, Model, Tuple, XDP_REDIRECT, XDP_TX, bytes, hop},
+    neighbour::{self, Answer},
+};
 
 #[derive(Debug)]
 pub(crate) enum Expect {
@@ -31,6 +34,8 @@ pub(crate) enum Expect {
     /// Too big once encapsulated: an ICMP "too big" back to the client,
     /// checked field by field (not byte for byte).
     TooBig(TooBig),
+    /// An ARP reply or neighbour advertisement sent back (XDP_TX).
+    Answer(Answer),
 }
 
 impl Expect {
@@ -39,6 +44,7 @@ impl Expect {
             Self::Pass(r) | Self::Drop(r) | Self::NotForwarded(r) => r,
             Self::Forward(f) => f.reason,
             Self::TooBig(t) => t.reason,
+            Self::Answer(a) => a.reason,
         }
     }
 }
@@ -112,6 +118,10 @@ enum Target {
 
 /// What the balancer must do with `f`, received on lb0.
 pub(crate) fn judge(m: &Model, f: &[u8]) -> Expect {
+    // Before rule E1: a request comes broadcast or to a multicast group.
+    if let Some(want) = neighbour::judge(f) {
+        return want;
+    }
     if f[..6] != LB0_MAC {
         return Expect::Pass("E1 destination MAC not the interface's");
     }

@@ -362,6 +362,56 @@ pub(crate) fn cases() -> Vec<Case> {
             Outcome::PassBadL4,
         ),
         unchanged(
+            "dad probe carrying a 16-byte source link-layer option",
+            ns(
+                group_mac(sn),
+                Ipv6Addr::UNSPECIFIED,
+                sn,
+                VIP6,
+                &[1, 2, 2, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 0],
+                |_| {},
+            ),
+            XDP_PASS,
+            Outcome::PassBadL4,
+        ),
+        unchanged(
+            "ns with a source link-layer option not Ethernet-sized",
+            ns(
+                group_mac(sn),
+                CLIENT_V6,
+                sn,
+                VIP6,
+                &[1, 2, 2, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 0],
+                |_| {},
+            ),
+            XDP_PASS,
+            Outcome::PassBadL4,
+        ),
+        rewritten(
+            "ns with two source link-layer options: the first counts",
+            ns(
+                group_mac(sn),
+                CLIENT_V6,
+                sn,
+                VIP6,
+                &[lla(1, [0x02, 0, 0, 0, 0, 0x42]), slla.clone()].concat(),
+                |_| {},
+            ),
+            XDP_TX,
+            Outcome::NdpAdvertised,
+            |_| na([0x02, 0, 0, 0, 0, 0x42], CLIENT_V6, VIP6, LB0_MAC, false),
+        ),
+        unchanged(
+            "ns from an all-zero ethernet source",
+            {
+                let mut f = ns(LB0_MAC, CLIENT_V6, VIP6, VIP6, &[], |_| {});
+                f[6..12].fill(0);
+                f
+            },
+            XDP_PASS,
+            Outcome::PassBadL4,
+        ),
+        unchanged(
             "ns to another group",
             ns(
                 group_mac(all_nodes),
