@@ -761,3 +761,75 @@ fn resolve(l: &Lab) -> bool {
     });
     client_neighbour(l, VIP4.into()).is_some()
 }
+
+/// On the IPVS data plane the VIPs are local routes, which the kernel
+/// answers ARP for unless told not to, and no XDP program runs: the
+/// daemon quiets the kernel (arp_ignore / arp_announce) and answers from
+/// userspace, under the same claims and liveness gate. No IPVS is needed
+/// to show this (a `local` route is what IPVS needs of a VIP).
+#[test]
+fn on_ipvs_the_kernel_is_quiet_and_the_userspace_responder_answers() {
+    use lb_userspace::announce::{claimer::Claimer as _, responder};
+    if !privileged("on_ipvs_the_kernel_is_quiet_and_the_userspace_responder_answers") {
+        return;
+    }
+    let (router, client) = (NetNs::new(), NetNs::new());
+    router.ip(&["link", "add", "ra0", "type", "veth", "peer", "name", "c0"]);
+    router.ip(&["link", "set", "c0", "netns", &client.name]);
+    for (ns, dev, n) in [(&router, "ra0", 1), (&client, "c0", 2)] {
+        ns.ip(&["link", "set", dev, "address", &mac_text(mac_of(n))]);
+        ns.ip(&["addr", "add", &format!("10.0.0.{n}/24"), "dev", dev]);
+        ns.ip(&["addr", "add", &format!("fd00::{n}/64"), "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    for vip in ["10.0.0.100", "fd00::100"] {
+        router.ip(&["route", "add", "local", vip, "dev", "lo", "table", "local"]);
+    }
+    let resolves = |vip: IpAddr| {
+        let _ = client
+            .command("ip")
+            .args(["neigh", "flush", "dev", "c0"])
+            .status();
+        let _ = client.run(|| {
+            TcpStream::connect_timeout(&SocketAddr::new(vip, 80), Duration::from_millis(500))
+        });
+        let out = client
+            .command("ip")
+            .args(["neigh", "show", &vip.to_string(), "dev", "c0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&mac_text(mac_of(1)))
+    };
+    let (v4, v6): (IpAddr, IpAddr) = (VIP4.into(), VIP6.into());
+    // The problem: with the defaults the kernel answers ARP for the VIP,
+    // on every router at once.
+    assert!(resolves(v4), "the kernel did not answer for a local route");
+    let changed = router
+        .run(|| responder::quiet_kernel(&["ra0".to_owned()]))
+        .unwrap();
+    assert!(
+        changed.contains(&"net.ipv4.conf.all.arp_ignore=1".to_owned()),
+        "{changed:?}"
+    );
+    assert!(!resolves(v4), "the kernel still answers ARP for the VIP");
+    assert!(!resolves(v6), "the kernel answers NDP for a local route");
+
+    let mut r = router
+        .run(|| responder::Responder::start(&["ra0".to_owned()]))
+        .unwrap();
+    r.claim(v4).unwrap();
+    r.claim(v6).unwrap();
+    assert!(!resolves(v4), "answered before any heartbeat");
+    r.beat(Duration::from_secs(60)).unwrap();
+    assert!(resolves(v4), "claimed v4 VIP not answered");
+    assert!(resolves(v6), "claimed v6 VIP not answered");
+    r.silence().unwrap();
+    assert!(!resolves(v4) && !resolves(v6), "answered after silence");
+    r.beat(Duration::from_millis(300)).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!resolves(v4), "answered on a stale heartbeat");
+    r.beat(Duration::from_secs(60)).unwrap();
+    r.release(v6).unwrap();
+    assert!(resolves(v4), "v4 not answered again");
+    assert!(!resolves(v6), "released v6 VIP still answered");
+}

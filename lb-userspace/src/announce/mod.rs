@@ -6,10 +6,14 @@
 //! - [`link`]: a packet socket per interface, to send them and to join the
 //!   Ethernet groups solicitations for owned IPv6 VIPs are sent to.
 //! - [`status`]: what `xlb status` and the metrics show of it.
-//!
-//! The answering itself is the data plane's (`lb-ebpf/src/neighbour.rs`),
-//! for the addresses the announcer writes into `XLB_OWNED`.
+//! - [`claimer`]: what answers for the claimed addresses: the XDP program
+//!   (`lb-ebpf/src/neighbour.rs`, through `XLB_OWNED`), or on the IPVS data
+//!   plane the [`responder`]'s threads, with [`answer`] (the same contract
+//!   in userspace).
 
+pub mod answer;
+pub mod claimer;
 pub mod frames;
 pub mod link;
+pub mod responder;
 pub mod status;

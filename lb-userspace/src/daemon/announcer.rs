@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::reconciler::Applied;
 use crate::{
     announce::{
+        claimer::Claimer,
         frames,
         link::Link,
         status::{AnnounceStatus, VipAnnouncement},
@@ -33,7 +34,7 @@ use crate::{
     config::AnnounceMode,
     desired::Desired,
     kubernetes::{LeaderFeed, Leadership},
-    xdp::{Claims, claims::monotonic_ns},
+    xdp::claims::monotonic_ns,
 };
 
 pub(super) struct Settings {
@@ -45,6 +46,9 @@ pub(super) struct Settings {
     /// Without an election, whether this node leads every VIP; `None`
     /// when the Leases decide.
     pub(super) static_leader: Option<bool>,
+    /// Whether any VIP may ask for `l2` (the default or a `[[vip]]`): on
+    /// IPVS the responder and its sysctls are set up only then.
+    pub(super) needed: bool,
     pub(super) interfaces: Vec<String>,
     pub(super) state_dir: PathBuf,
 }
@@ -58,7 +62,7 @@ struct Claimed {
 
 pub(super) async fn run(
     s: Settings,
-    claims: Claims,
+    claims: Box<dyn Claimer>,
     mut applied: watch::Receiver<Applied>,
     mut leaders: Option<LeaderFeed>,
     status: watch::Sender<AnnounceStatus>,
@@ -121,7 +125,7 @@ pub(super) async fn run(
 
 struct Announcer {
     s: Settings,
-    claims: Claims,
+    claims: Box<dyn Claimer>,
     links: Vec<Link>,
     owned: BTreeMap<IpAddr, Claimed>,
     status: AnnounceStatus,
@@ -190,7 +194,7 @@ impl Announcer {
     }
 
     fn take(&mut self, addr: IpAddr) {
-        if let Err(e) = self.claims.claim(addr, 0) {
+        if let Err(e) = self.claims.claim(addr) {
             tracing::error!(%addr, "announcer: cannot claim the address: {e}");
             return;
         }

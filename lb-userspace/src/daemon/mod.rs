@@ -53,7 +53,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    announce::status::AnnounceStatus,
+    announce::{claimer::Claimer, responder, status::AnnounceStatus},
     config::{self, Config, DataplaneMode},
     desired::Desired,
     ifaddr,
@@ -286,18 +286,32 @@ impl Daemon {
         );
     }
 
-    /// The `l2` announcer, on the XDP data plane (whose program answers
-    /// for the addresses it claims).
+    /// The `l2` announcer: on the XDP data plane the program answers for
+    /// the addresses it claims; on IPVS, threads of its own do.
     fn start_announcer(
         &mut self,
         s: announcer::Settings,
         applied: &watch::Receiver<Applied>,
     ) -> Result<watch::Receiver<AnnounceStatus>> {
         let (tx, rx) = watch::channel(AnnounceStatus::default());
-        let Some(dir) = &self.xdp_pins else {
-            return Ok(rx);
+        let claims: Box<dyn Claimer> = match &self.xdp_pins {
+            Some(dir) => {
+                Box::new(xdp::Claims::open_pinned(dir).context("opening the owned-address maps")?)
+            }
+            None if !s.needed => return Ok(rx),
+            None => {
+                let changed = responder::quiet_kernel(&s.interfaces).map_err(|e| {
+                    anyhow::anyhow!("making the kernel leave ARP for VIPs to xlb: {e}")
+                })?;
+                for c in changed {
+                    tracing::info!(sysctl = %c, "the kernel answers ARP only for its interfaces' own addresses: VIPs are answered by the elected router");
+                }
+                Box::new(
+                    responder::Responder::start(&s.interfaces)
+                        .context("starting the ARP / neighbour discovery responder")?,
+                )
+            }
         };
-        let claims = xdp::Claims::open_pinned(dir).context("opening the owned-address maps")?;
         let task = announcer::run(
             s,
             claims,
@@ -415,6 +429,11 @@ fn announcer_settings(cfg: &Config, interfaces: &[String]) -> announcer::Setting
         refresh: (a.refresh_interval_ms > 0)
             .then(|| Duration::from_millis(u64::from(a.refresh_interval_ms))),
         static_leader: (!cfg.kubernetes.enabled).then_some(a.static_leader),
+        needed: a.mode == config::AnnounceMode::L2
+            || cfg
+                .vips
+                .iter()
+                .any(|v| v.announce == config::AnnounceMode::L2),
         interfaces: interfaces.to_vec(),
         state_dir: cfg.dataplane.state_dir.clone(),
     }

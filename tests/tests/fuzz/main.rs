@@ -171,6 +171,13 @@ impl<'m> Fuzz<'m> {
         if let Err(class) = verdict {
             self.report.add(class, index, &frame, action, out);
         }
+        // The userspace answerer (the IPVS data plane's) under the same
+        // oracle.
+        if let Some(want) = neighbour::judge(&frame)
+            && let Err(class) = neighbour::check_userspace(&want, &frame)
+        {
+            self.report.add(class, index, &frame, action, out);
+        }
     }
 
     /// Prints one frame of the run, what the oracle wants and what the

@@ -5,10 +5,15 @@
 //! passed untouched, and none is ever dropped or forwarded. This parser
 //! and these replies share no code with the program's `neighbour.rs`.
 //!
-//! Where the contract leaves a detail open (a source link-layer option
-//! that is not one Ethernet address long, or several of them), the oracle
-//! accepts PASS untouched or an answer to any address the frame names,
-//! but never an answer to a group address.
+//! Details RFC 4861 leaves to the implementation follow Linux: a source
+//! link-layer option that is not one Ethernet address long makes the
+//! solicitation invalid; of several, the first counts. Ethernet addresses
+//! answered to must be station addresses (not a group, not all zeros).
+//!
+//! The same oracle judges the userspace answerer the IPVS data plane runs
+//! (`check_userspace`).
+
+use std::net::IpAddr;
 
 use xlb_tests::{
     lab::LB0_MAC,
@@ -253,6 +258,27 @@ fn solicitation(f: &[u8]) -> Expect {
             }
             answered("NS answered to the source link-layer address", answer(lla))
         }
+    }
+}
+
+/// Judges the userspace answerer (`announce::answer`, what the IPVS data
+/// plane runs) on `f` against the same expectation as the program.
+pub(crate) fn check_userspace(want: &Expect, f: &[u8]) -> Result<(), String> {
+    let owned = [IpAddr::V4(OWNED_V4), IpAddr::V6(OWNED_V6)];
+    let got = lb_userspace::announce::answer::answer(f, LB0_MAC, |a| owned.contains(&a));
+    match (want, got) {
+        (Expect::Answer(a), Some(out)) if same_answer(&a.out, &out) => Ok(()),
+        (Expect::Answer(a), Some(out)) => Err(format!(
+            "userspace answerer, {}: {}",
+            a.reason,
+            difference(&a.out, &out)
+        )),
+        (Expect::Answer(a), None) => Err(format!("userspace answerer, {}: no answer", a.reason)),
+        (_, None) => Ok(()),
+        (other, Some(_)) => Err(format!(
+            "userspace answerer answered where the program must not: {}",
+            other.reason()
+        )),
     }
 }
 
