@@ -11,7 +11,7 @@ use std::{
 use lb_common::Encap;
 
 use crate::{
-    config::{self, AnnounceMode},
+    config::{self, Announcement},
     vip::Vip,
 };
 
@@ -30,7 +30,7 @@ pub struct ServiceSpec {
     pub backends: Arc<BTreeMap<IpAddr, u32>>,
     /// How the VIP's address is claimed on the network (the announcers'
     /// business; the data plane ignores it).
-    pub announce: AnnounceMode,
+    pub announce: Announcement,
 }
 
 /// VIPs and how each is served: a persistent map, so a copy (a source
@@ -66,7 +66,7 @@ impl Desired {
                         encap: v.encap,
                         scheduler: v.scheduler.as_str().into(),
                         backends,
-                        announce: v.announce,
+                        announce: v.announce.clone(),
                     },
                 )
             })

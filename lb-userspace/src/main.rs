@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
-    announce::status::AnnounceStatus,
+    announce::{aws::status::AwsStatus, status::AnnounceStatus},
     config::{self, AnnounceMode, DataplaneMode, XdpMode},
     daemon,
     ipvs::IpvsDataplane,
@@ -243,6 +243,7 @@ fn ipvs_status(state_dir: &Path, reason: String, json: bool) -> Result<()> {
         lb_userspace::ipvs::status::render(&s),
         Leadership::read(state_dir),
         AnnounceStatus::read(state_dir),
+        AwsStatus::read(state_dir),
         json,
     )
 }
@@ -254,6 +255,7 @@ fn show(
     text: String,
     leaders: Option<Leadership>,
     announce: Option<AnnounceStatus>,
+    aws: Option<AwsStatus>,
     json: bool,
 ) -> Result<()> {
     if json {
@@ -263,6 +265,9 @@ fn show(
         }
         if let (Some(a), Some(obj)) = (&announce, v.as_object_mut()) {
             obj.insert("announce".to_owned(), serde_json::to_value(a)?);
+        }
+        if let (Some(a), Some(obj)) = (&aws, v.as_object_mut()) {
+            obj.insert("aws".to_owned(), serde_json::to_value(a)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -297,6 +302,9 @@ fn show(
                 v.leader.as_deref().unwrap_or("-"),
             );
         }
+    }
+    if let Some(a) = aws.filter(|a| !a.vips.is_empty()) {
+        show_aws(&a);
     }
     if let Some(l) = leaders {
         println!("\nleadership (Leases; this node is {})", l.identity);
@@ -333,6 +341,86 @@ fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
         xdp_status::render(&s),
         Leadership::read(state_dir),
         AnnounceStatus::read(state_dir),
+        AwsStatus::read(state_dir),
         json,
     )
+}
+
+/// The `aws` announcer's view: per VIP the association wanted and the one
+/// EC2 last reported.
+fn show_aws(a: &AwsStatus) {
+    println!(
+        "
+aws (region {}, ENI {}, subnet {}, source/dest check {})",
+        a.region.as_deref().unwrap_or("-"),
+        a.network_interface_id.as_deref().unwrap_or("-"),
+        a.subnet.map_or("-".to_owned(), |s| s.to_string()),
+        match a.source_dest_check {
+            Some(true) => "ON (must be off)",
+            Some(false) => "off",
+            None => "-",
+        }
+    );
+    if let Some(e) = &a.error {
+        println!("  error: {e}");
+    }
+    println!(
+        "  {:<16} {:<6} {:<26} {:<24} {:<40} state",
+        "VIP", "leads", "Elastic IP", "desired", "observed"
+    );
+    for (vip, v) in &a.vips {
+        let desired = v
+            .desired_network_interface_id
+            .as_deref()
+            .map_or("-".to_owned(), |e| format!("{e}/{vip}"));
+        let observed = v.observed.as_ref().map_or("-".to_owned(), |o| {
+            format!(
+                "{} on {}/{}",
+                o.public_ip.as_deref().unwrap_or("?"),
+                o.network_interface_id.as_deref().unwrap_or("(none)"),
+                o.private_ip.map_or("-".to_owned(), |p| p.to_string())
+            )
+        });
+        let state = match (&v.error, v.leads, v.in_place) {
+            (Some(e), _, _) => e.clone(),
+            (None, false, _) => "not led here".to_owned(),
+            (None, true, true) => "in place".to_owned(),
+            (None, true, false) => "moving".to_owned(),
+        };
+        println!(
+            "  {:<16} {:<6} {:<26} {desired:<24} {observed:<40} {state}",
+            vip.to_string(),
+            if v.leads { "yes" } else { "no" },
+            v.allocation_id
+                .as_ref()
+                .map_or("-".to_owned(), |e| e.to_string()),
+        );
+    }
+    let calls: Vec<String> = a
+        .calls
+        .iter()
+        .map(|c| format!("{} {} {}", c.operation, c.result, c.count))
+        .collect();
+    println!(
+        "  calls: {}; throttled {}; moves confirmed {} (last {})",
+        if calls.is_empty() {
+            "-".to_owned()
+        } else {
+            calls.join(", ")
+        },
+        a.throttled,
+        a.moves_confirmed,
+        a.last_confirm_seconds
+            .map_or("-".to_owned(), |s| format!("{s:.2} s"))
+    );
+    for b in &a.backends_with_source_dest_check {
+        println!(
+            "  backend {} ({}{}): source/destination check ON: it drops DSR replies",
+            b.address,
+            b.network_interface_id,
+            b.instance_id
+                .as_deref()
+                .map_or(String::new(), |i| format!(", {i}"))
+        );
+    }
 }

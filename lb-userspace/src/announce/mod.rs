@@ -10,8 +10,10 @@
 //!   (`lb-ebpf/src/neighbour.rs`, through `XLB_OWNED`), or on the IPVS data
 //!   plane the [`responder`]'s threads, with [`answer`] (the same contract
 //!   in userspace).
+//! - [`aws`]: the `aws` mode's parts (secondary private IPs, Elastic IPs).
 
 pub mod answer;
+pub mod aws;
 pub mod claimer;
 pub mod frames;
 pub mod link;

@@ -221,3 +221,37 @@ fn int<'de, D: Deserializer<'de>>(
 
     d.deserialize_any(Int(expected, accept))
 }
+
+/// An http(s) URL with a host: what the AWS SDK takes as an endpoint.
+pub(super) fn url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let expected = "an http:// or https:// URL such as \"https://ec2.us-east-1.amazonaws.com\"";
+    string(d, expected, |s| {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))?;
+        let host = rest.split(['/', '?', '#']).next()?;
+        (!host.is_empty() && !s.contains(char::is_whitespace)).then(|| Some(s.to_owned()))
+    })
+}
+
+/// Syntax only, like `us-east-1` or `cn-north-1`: new regions appear
+/// faster than a list here would follow.
+pub(super) fn aws_region<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let expected = "an AWS region such as \"us-east-1\"";
+    string(d, expected, |s| {
+        let ok = (3..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.contains('-');
+        ok.then(|| Some(s.to_owned()))
+    })
+}
+
+pub(super) fn eni_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let expected = "a network interface id such as \"eni-0123456789abcdef0\"";
+    string(d, expected, |s| {
+        let hex = s.strip_prefix("eni-")?;
+        ((8..=32).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Some(s.to_owned()))
+    })
+}

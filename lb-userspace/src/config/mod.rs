@@ -32,8 +32,8 @@ mod tests;
 
 pub use error::{ConfigError, ErrorKind};
 pub use model::{
-    AddressPool, Announce, AnnounceMode, Backend, BackendTarget, Config, Dataplane, DataplaneMode,
-    Kubernetes, Metrics, Protocol, Vip, XdpMode,
+    AddressPool, AllocationId, Announce, AnnounceMode, Announcement, Aws, Backend, BackendTarget,
+    Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
 };
 
 use doc::Doc;

@@ -117,8 +117,10 @@ pub struct Vip {
     /// `dataplane.scheduler`. Checked for syntax only: the kernel knows
     /// which schedulers are loaded.
     pub scheduler: String,
-    /// Already resolved against `announce.mode`.
-    pub announce: AnnounceMode,
+    /// Already resolved against `announce.mode`; written back as the
+    /// `announce` and `allocation_id` keys.
+    #[serde(flatten)]
+    pub announce: Announcement,
     pub backends: Vec<Backend>,
 }
 
@@ -137,6 +139,9 @@ pub(super) struct VipEntry {
     scheduler: Option<String>,
     #[serde(default)]
     announce: Option<AnnounceMode>,
+    /// The Elastic IP of an `aws` VIP (relations.rs refuses it elsewhere).
+    #[serde(default)]
+    allocation_id: Option<AllocationId>,
     #[serde(default)]
     backends: Vec<Backend>,
 }
@@ -151,7 +156,7 @@ impl VipEntry {
             scheduler: self
                 .scheduler
                 .unwrap_or_else(|| dataplane.scheduler.clone()),
-            announce: self.announce.unwrap_or(announce.mode),
+            announce: Announcement::new(self.announce.unwrap_or(announce.mode), self.allocation_id),
             backends: self.backends,
         }
     }
@@ -262,7 +267,7 @@ pub struct AddressPool {
 }
 
 /// How this node claims its VIPs on the network (see docs/announce.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Announce {
     /// The default for every VIP; a `[[vip]]` may choose its own.
@@ -293,8 +298,70 @@ pub struct Announce {
     /// switches and hosts that age entries out.
     #[serde(deserialize_with = "check::range::<_, 0, 3_600_000>")]
     pub refresh_interval_ms: u32,
+    /// The `aws` mode's settings (see docs/aws.md).
+    #[serde(deserialize_with = "check::table")]
+    pub aws: Aws,
 }
 
+/// `[announce.aws]`. Everything left out is found the way an EC2 instance
+/// finds it: the region and ENI from the instance metadata (IMDSv2),
+/// credentials from the SDK's default chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Aws {
+    /// The EC2 API endpoint (other partitions, VPC endpoints, tests);
+    /// `None`: the region's own, or `$AWS_ENDPOINT_URL`.
+    #[serde(
+        deserialize_with = "check::url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint_url: Option<String>,
+    /// The instance metadata service; `None`: the SDK's default
+    /// (169.254.169.254, or `$AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+    #[serde(
+        deserialize_with = "check::url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub imds_url: Option<String>,
+    /// `None`: the instance's region, from IMDS.
+    #[serde(
+        deserialize_with = "check::aws_region",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub region: Option<String>,
+    /// The ENI that takes the VIPs; `None`: the instance's primary ENI
+    /// (the one of IMDS's `mac`).
+    #[serde(
+        deserialize_with = "check::eni_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_interface_id: Option<String>,
+    /// How often the leader compares what EC2 reports with what it leads
+    /// and repairs the difference (someone moved an address by hand, a
+    /// call failed).
+    #[serde(deserialize_with = "check::range::<_, 200, 3_600_000>")]
+    pub reconcile_interval_ms: u32,
+    /// Whether an Elastic IP counts as in place only when EC2 reports it
+    /// on the VIP's own private IP (not merely on the right ENI). `false`
+    /// is for API emulators that ignore AssociateAddress's
+    /// PrivateIpAddress (moto binds the EIP to the ENI's primary address);
+    /// never for AWS itself, where an EIP on another private IP of the ENI
+    /// does not reach the VIP.
+    pub check_private_ip: bool,
+}
+
+impl Default for Aws {
+    fn default() -> Self {
+        Self {
+            endpoint_url: None,
+            imds_url: None,
+            region: None,
+            network_interface_id: None,
+            reconcile_interval_ms: 30_000,
+            check_private_ip: true,
+        }
+    }
+}
 impl Announce {
     /// The liveness bound in effect, given the Lease timings when
     /// Kubernetes elects.
@@ -322,6 +389,106 @@ pub enum AnnounceMode {
     /// An AWS secondary private IP and Elastic IP, moved by the elected
     /// router.
     Aws,
+}
+
+/// How one VIP is announced: the mode with what that mode needs, so an
+/// Elastic IP exists only for an `aws` VIP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Announcement {
+    #[default]
+    None,
+    L2,
+    /// A secondary private IP of the leader's ENI, with this Elastic IP
+    /// (`None`: none, the VIP is reached inside the VPC only) associated
+    /// to it.
+    Aws {
+        eip: Option<AllocationId>,
+    },
+}
+
+impl Announcement {
+    /// `eip` is kept for `aws` only: the other modes have no use for one.
+    pub fn new(mode: AnnounceMode, eip: Option<AllocationId>) -> Self {
+        match mode {
+            AnnounceMode::None => Self::None,
+            AnnounceMode::L2 => Self::L2,
+            AnnounceMode::Aws => Self::Aws { eip },
+        }
+    }
+
+    pub fn mode(&self) -> AnnounceMode {
+        match self {
+            Self::None => AnnounceMode::None,
+            Self::L2 => AnnounceMode::L2,
+            Self::Aws { .. } => AnnounceMode::Aws,
+        }
+    }
+
+    pub fn eip(&self) -> Option<&AllocationId> {
+        match self {
+            Self::Aws { eip } => eip.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Written as a `[[vip]]`'s keys: `announce` and, for `aws` with an
+/// Elastic IP, `allocation_id`.
+impl Serialize for Announcement {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let eip = self.eip();
+        let mut m = serializer.serialize_map(Some(1 + usize::from(eip.is_some())))?;
+        m.serialize_entry("announce", &self.mode())?;
+        if let Some(eip) = eip {
+            m.serialize_entry("allocation_id", eip)?;
+        }
+        m.end()
+    }
+}
+
+/// An Elastic IP's allocation id, `eipalloc-` and hex digits: checked
+/// where it is read (config, annotation), so a typo is refused there and
+/// not found at the first EC2 call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(std::sync::Arc<str>);
+
+impl Serialize for AllocationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl AllocationId {
+    pub const EXPECTED: &str = "an Elastic IP allocation id such as \"eipalloc-0123456789abcdef0\"";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("eipalloc-")?;
+        let ok = (8..=32).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AllocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AllocationId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| {
+            serde::de::Error::invalid_value(serde::de::Unexpected::Str(&s), &Self::EXPECTED)
+        })
+    }
 }
 
 /// lb-common stays free of serde; the config owns Encap's spelling.
@@ -394,6 +561,7 @@ impl Default for Announce {
             gratuitous_count: 5,
             gratuitous_interval_ms: 1_000,
             refresh_interval_ms: 0,
+            aws: Aws::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
     pools(config, doc, &line, &mut found);
     lease_timings(config, doc, &mut found);
     liveness(config, doc, &mut found);
-    not_yet(config, doc, &mut found);
+    aws(config, doc, &line, &mut found);
     match found.into_iter().min_by_key(|(at, _)| *at) {
         Some((at, message)) => Err((at, ErrorKind::Conflict { message })),
         None => Ok(()),
@@ -207,22 +207,78 @@ fn lease_timings(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     }
 }
 
-/// Announcement modes the daemon cannot carry out yet are refused, not
-/// accepted and silently ignored.
-fn not_yet(config: &Config, doc: &Doc<'_>, found: &mut Found) {
-    use super::model::AnnounceMode;
-    let message = || {
-        "announce mode `aws` (Elastic IP moves) is not available in this version of xlb; \
-         use `l2`, or `none` with routing done elsewhere"
-            .to_owned()
-    };
-    if config.announce.mode == AnnounceMode::Aws {
-        found.push((doc.start("announce.mode").unwrap_or(0), message()));
-    }
+/// The `aws` mode moves IPv4 secondary private IPs and Elastic IPs: an
+/// allocation id belongs to an `aws` VIP, one Elastic IP to one address,
+/// and the VIPs of one address (its ports) agree on it.
+fn aws(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
+    use super::model::{AnnounceMode, Announcement};
+    let mut eips: HashMap<&str, (IpAddr, usize)> = HashMap::new();
+    let mut by_address: HashMap<IpAddr, (Option<&str>, usize)> = HashMap::new();
     for (index, vip) in config.vips.iter().enumerate() {
-        let at = doc.start(&format!("vip.{index}.announce"));
-        if vip.announce == AnnounceMode::Aws && at.is_some() {
-            found.push((at.unwrap_or(0), message()));
+        let path = |key: &str| format!("vip.{index}.{key}");
+        let at_vip = doc.start(&path("address")).unwrap_or(0);
+        let name = vip_name(vip);
+        let alloc_at = doc.start(&path("allocation_id"));
+        let eip = vip.announce.eip().map(|e| e.as_str());
+        match &vip.announce {
+            Announcement::Aws { .. } => {}
+            other => {
+                if let Some(at) = alloc_at {
+                    let mode = match other.mode() {
+                        AnnounceMode::L2 => "l2",
+                        _ => "none",
+                    };
+                    let message = format!(
+                        "`allocation_id` is for VIPs announced with `aws`, but VIP {name} is \
+                         announced with `{mode}`: set `announce = \"aws\"` or remove it"
+                    );
+                    found.push((at, message));
+                }
+                continue;
+            }
+        }
+        let mode_at = doc
+            .start(&path("announce"))
+            .or_else(|| doc.start("announce.mode"))
+            .unwrap_or(at_vip);
+        if vip.address.is_ipv6() {
+            let message = format!(
+                "VIP {name} is IPv6 but announce mode `aws` moves IPv4 secondary private \
+                 addresses and Elastic IPs only; announce it with `none` (routing done \
+                 elsewhere) or `l2`"
+            );
+            found.push((mode_at.max(at_vip), message));
+            continue;
+        }
+        let at = alloc_at.unwrap_or(at_vip);
+        match by_address.get(&vip.address) {
+            Some(&(first, first_at)) if first != eip => {
+                let show = |e: Option<&str>| e.map_or("none".to_owned(), |e| format!("\"{e}\""));
+                let message = format!(
+                    "VIP {name} has allocation_id {} but another VIP of {} (line {}) has {}: the \
+                     ports of one address share its Elastic IP",
+                    show(eip),
+                    vip.address,
+                    line(first_at),
+                    show(first)
+                );
+                found.push((at, message));
+            }
+            Some(_) => {}
+            None => {
+                by_address.insert(vip.address, (eip, at));
+            }
+        }
+        if let Some(e) = eip {
+            let &mut (first, first_at) = eips.entry(e).or_insert((vip.address, at));
+            if first != vip.address {
+                let message = format!(
+                    "allocation_id \"{e}\" of VIP {name} is already the Elastic IP of {first} \
+                     (line {}): an Elastic IP is associated to one address at a time",
+                    line(first_at)
+                );
+                found.push((at, message));
+            }
         }
     }
 }

@@ -286,7 +286,7 @@ fn unusual_values_round_trip() {
             protocol: Protocol::Udp,
             encap: Encap::Ipip,
             scheduler: "wrr".into(),
-            announce: AnnounceMode::None,
+            announce: Announcement::L2,
             backends: Vec::new(),
         }],
         kubernetes: Kubernetes {
@@ -314,6 +314,14 @@ fn unusual_values_round_trip() {
             gratuitous_count: 3,
             gratuitous_interval_ms: 250,
             refresh_interval_ms: 60_000,
+            aws: Aws {
+                endpoint_url: Some("http://127.0.0.1:5000".into()),
+                imds_url: Some("http://127.0.0.1:5001".into()),
+                region: Some("us-west-2".into()),
+                network_interface_id: Some("eni-0123456789abcdef0".into()),
+                reconcile_interval_ms: 1_000,
+                check_private_ip: false,
+            },
         },
     };
     let text = to_toml(&config);
@@ -481,7 +489,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "vip: unknown field `adress`, expected one of `address`, `port`, `protocol`, `encap`, \
-         `scheduler`, `announce`, `backends`",
+         `scheduler`, `announce`, `allocation_id`, `backends`",
     );
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
@@ -502,7 +510,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "announce: unknown field `mode `, expected one of `mode`, `static_leader`, \
-         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`",
+         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`",
     );
 }
 
@@ -1336,7 +1344,7 @@ fn columns_count_characters() {
         "[announce]\n\"m\u{e9}de\" = \"arp\"\n",
         2,
         1,
-        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`",
+        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`",
     );
     rejects(
         "kubernetes = { load_balancer_class = \"\u{e9}\u{e9}\u{e9}\", enabled = \"yes\" }\n",
@@ -1962,19 +1970,76 @@ fn the_liveness_bound_must_end_before_a_lease_can_pass() {
 }
 
 #[test]
-fn announce_modes_resolve_per_vip_and_aws_is_refused_for_now() {
+fn announce_modes_resolve_per_vip_with_their_elastic_ips() {
     let c = parse(
         "[announce]\nmode = \"l2\"\n[[vip]]\naddress = \"10.0.0.1\"\n[[vip]]\naddress = \"10.0.0.2\"\nannounce = \"none\"\n",
         "xlb.toml",
     )
     .unwrap();
-    assert_eq!(c.vips[0].announce, AnnounceMode::L2);
-    assert_eq!(c.vips[1].announce, AnnounceMode::None);
+    assert_eq!(c.vips[0].announce, Announcement::L2);
+    assert_eq!(c.vips[1].announce, Announcement::None);
+    let c = parse(
+        "[announce]\nmode = \"aws\"\n[announce.aws]\nregion = \"eu-west-1\"\nreconcile_interval_ms = 1000\n\
+         [[vip]]\naddress = \"10.0.1.200\"\nallocation_id = \"eipalloc-0123456789abcdef0\"\n\
+         [[vip]]\naddress = \"10.0.1.200\"\nport = 443\nallocation_id = \"eipalloc-0123456789abcdef0\"\n\
+         [[vip]]\naddress = \"10.0.1.201\"\n",
+        "xlb.toml",
+    )
+    .unwrap();
+    let eip = AllocationId::parse("eipalloc-0123456789abcdef0");
+    assert_eq!(c.vips[0].announce, Announcement::Aws { eip: eip.clone() });
+    assert_eq!(c.vips[2].announce, Announcement::Aws { eip: None });
+    assert_eq!(c.announce.aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.announce.aws.reconcile_interval_ms, 1000);
+    // Written back as the file's keys, and read again to the same.
+    let again = parse(&to_toml(&c), "again.toml").unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn aws_announcements_are_checked() {
     rejects(
-        "[[vip]]\naddress = \"10.0.0.1\"\nannounce = \"aws\"\n",
+        "[[vip]]\naddress = \"10.0.0.1\"\nallocation_id = \"eipalloc-0123456789abcdef0\"\n",
+        3,
+        17,
+        "`allocation_id` is for VIPs announced with `aws`, but VIP 10.0.0.1:*/tcp is announced \
+         with `none`: set `announce = \"aws\"` or remove it",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\nannounce = \"aws\"\nallocation_id = \"eip-1\"\n",
+        4,
+        17,
+        "vip.allocation_id: invalid value: string \"eip-1\", expected an Elastic IP allocation id \
+         such as \"eipalloc-0123456789abcdef0\"",
+    );
+    rejects(
+        "[[vip]]\naddress = \"fd00::1\"\nannounce = \"aws\"\n",
         3,
         12,
-        "announce mode `aws` (Elastic IP moves) is not available in this version of xlb; use \
-         `l2`, or `none` with routing done elsewhere",
+        "VIP [fd00::1]:*/tcp is IPv6 but announce mode `aws` moves IPv4 secondary private \
+         addresses and Elastic IPs only; announce it with `none` (routing done elsewhere) or `l2`",
+    );
+    rejects(
+        "[announce]\nmode = \"aws\"\n[[vip]]\naddress = \"10.0.0.1\"\nallocation_id = \"eipalloc-0000000a\"\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nallocation_id = \"eipalloc-0000000a\"\n",
+        8,
+        17,
+        "allocation_id \"eipalloc-0000000a\" of VIP 10.0.0.2:*/tcp is already the Elastic IP of \
+         10.0.0.1 (line 5): an Elastic IP is associated to one address at a time",
+    );
+    rejects(
+        "[announce]\nmode = \"aws\"\n[[vip]]\naddress = \"10.0.0.1\"\nallocation_id = \"eipalloc-0000000a\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\n",
+        7,
+        11,
+        "VIP 10.0.0.1:80/tcp has allocation_id none but another VIP of 10.0.0.1 (line 5) has \
+         \"eipalloc-0000000a\": the ports of one address share its Elastic IP",
+    );
+    rejects(
+        "[announce.aws]\nendpoint_url = \"localhost:5000\"\n",
+        2,
+        16,
+        "announce.aws.endpoint_url: invalid value: string \"localhost:5000\", expected an http:// \
+         or https:// URL such as \"https://ec2.us-east-1.amazonaws.com\"",
     );
 }

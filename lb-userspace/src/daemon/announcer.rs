@@ -309,11 +309,12 @@ impl Announcer {
 fn modes(desired: &Desired) -> BTreeMap<IpAddr, AnnounceMode> {
     let mut out: BTreeMap<IpAddr, AnnounceMode> = BTreeMap::new();
     for (vip, spec) in desired.services.iter() {
-        if spec.announce == AnnounceMode::None {
+        let mode = spec.announce.mode();
+        if mode == AnnounceMode::None {
             continue;
         }
-        let m = out.entry(vip.address).or_insert(spec.announce);
-        if spec.announce == AnnounceMode::L2 {
+        let m = out.entry(vip.address).or_insert(mode);
+        if mode == AnnounceMode::L2 {
             *m = AnnounceMode::L2;
         }
     }

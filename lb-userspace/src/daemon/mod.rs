@@ -28,6 +28,7 @@
 //! [`Daemon::start`]. Nothing else changes.
 
 mod announcer;
+mod aws_announcer;
 mod file_source;
 mod kubernetes_link;
 mod neighbours;
@@ -53,7 +54,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    announce::{claimer::Claimer, responder, status::AnnounceStatus},
+    announce::{aws::status::AwsStatus, claimer::Claimer, responder, status::AnnounceStatus},
     config::{self, Config, DataplaneMode},
     desired::Desired,
     ifaddr,
@@ -121,6 +122,9 @@ struct Daemon {
     /// Stopped before the Leases are handed back: this node must be silent
     /// before another may answer for its VIPs.
     announcer: Option<JoinHandle<()>>,
+    /// Likewise: it must not move a VIP to this node after the Leases are
+    /// handed back.
+    aws_announcer: Option<JoinHandle<()>>,
     /// The pinned maps, when the data plane is XDP.
     xdp_pins: Option<PathBuf>,
 }
@@ -133,6 +137,7 @@ impl Daemon {
             reconciler: None,
             kubernetes: None,
             announcer: None,
+            aws_announcer: None,
             xdp_pins: None,
         }
     }
@@ -159,6 +164,7 @@ impl Daemon {
         let state_dir = cfg.dataplane.state_dir.clone();
         let listen = o.metrics.unwrap_or(cfg.metrics.listen);
         let announce = announcer_settings(&cfg, &interfaces);
+        let aws = aws_settings(&cfg);
 
         // Sources.
         let remembered = remembered(&cfg);
@@ -173,7 +179,8 @@ impl Daemon {
         // Consumers.
         self.link_kubernetes(&state_dir, &applied, file_rx);
         let announced = self.start_announcer(announce, &applied)?;
-        let endpoints = endpoints(queries, rejected, self.leaders(), announced);
+        let aws = self.start_aws_announcer(aws, &applied);
+        let endpoints = endpoints(queries, rejected, self.leaders(), announced, aws);
         self.serve_metrics(listen, endpoints).await
     }
 
@@ -324,6 +331,20 @@ impl Daemon {
         Ok(rx)
     }
 
+    /// The `aws` announcer. It runs whatever the config says (a Service
+    /// may ask for `aws`), but calls nothing until this node leads an
+    /// `aws` VIP.
+    fn start_aws_announcer(
+        &mut self,
+        s: aws_announcer::Settings,
+        applied: &watch::Receiver<Applied>,
+    ) -> watch::Receiver<AwsStatus> {
+        let (tx, rx) = watch::channel(AwsStatus::default());
+        let task = aws_announcer::run(s, applied.clone(), self.leaders(), tx, self.stop.clone());
+        self.aws_announcer = Some(tokio::spawn(task));
+        rx
+    }
+
     fn leaders(&self) -> Option<LeaderFeed> {
         self.kubernetes.as_ref().map(|k| k.leaders.clone())
     }
@@ -350,11 +371,16 @@ impl Daemon {
     /// Stops every part that exists, each within its bound.
     async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Some(mut a) = self.announcer.take()
-            && tokio::time::timeout(TASK_STOP, &mut a).await.is_err()
-        {
-            tracing::warn!("the announcer did not stop within {TASK_STOP:?}; aborted");
-            a.abort();
+        for (name, task) in [
+            ("announcer", self.announcer.take()),
+            ("aws announcer", self.aws_announcer.take()),
+        ] {
+            if let Some(mut a) = task
+                && tokio::time::timeout(TASK_STOP, &mut a).await.is_err()
+            {
+                tracing::warn!("the {name} did not stop within {TASK_STOP:?}; aborted");
+                a.abort();
+            }
         }
         if let Some(k) = self.kubernetes.take() {
             // Hands the Leases over now rather than after they expire.
@@ -393,6 +419,7 @@ fn endpoints(
     rejected: Arc<AtomicU64>,
     leaders: Option<LeaderFeed>,
     announced: watch::Receiver<AnnounceStatus>,
+    aws: watch::Receiver<AwsStatus>,
 ) -> metrics::Endpoints {
     let scrape = q.clone();
     metrics::Endpoints {
@@ -409,6 +436,7 @@ fn endpoints(
                 s.leaders = leader_samples(&feed.current());
             }
             s.announce = announce_sample(&announced.borrow());
+            s.aws = aws_sample(&aws.borrow());
             Ok(s)
         }),
         health: Arc::new(move || {
@@ -433,10 +461,53 @@ fn announcer_settings(cfg: &Config, interfaces: &[String]) -> announcer::Setting
             || cfg
                 .vips
                 .iter()
-                .any(|v| v.announce == config::AnnounceMode::L2),
+                .any(|v| v.announce == config::Announcement::L2),
         interfaces: interfaces.to_vec(),
         state_dir: cfg.dataplane.state_dir.clone(),
     }
+}
+
+fn aws_settings(cfg: &Config) -> aws_announcer::Settings {
+    let node = cfg
+        .kubernetes
+        .node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_default();
+    aws_announcer::Settings {
+        aws: cfg.announce.aws.clone(),
+        static_leader: (!cfg.kubernetes.enabled).then_some(cfg.announce.static_leader),
+        node,
+        state_dir: cfg.dataplane.state_dir.clone(),
+    }
+}
+
+fn aws_sample(a: &AwsStatus) -> Option<metrics::AwsSample> {
+    if a.region.is_none() && a.vips.is_empty() {
+        return None;
+    }
+    Some(metrics::AwsSample {
+        calls: a
+            .calls
+            .iter()
+            .map(|c| (c.operation.clone(), c.result.clone(), c.count))
+            .collect(),
+        throttled: a.throttled,
+        moves_confirmed: a.moves_confirmed,
+        confirm_seconds_sum: a.confirm_seconds_sum,
+        last_confirm_seconds: a.last_confirm_seconds.unwrap_or(f64::NAN),
+        vips: a
+            .vips
+            .iter()
+            .map(|(v, s)| (v.to_string(), s.leads, s.in_place, s.error.is_some()))
+            .collect(),
+        backends_with_source_dest_check: a.backends_with_source_dest_check.len() as u64,
+    })
 }
 
 /// The Kubernetes part applied before a restart: served until the watches

@@ -26,6 +26,9 @@ struct Entry {
     /// Absent in files written before announcements existed.
     #[serde(default)]
     announce: crate::config::AnnounceMode,
+    /// The Elastic IP of an `aws` VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allocation_id: Option<crate::config::AllocationId>,
 }
 
 pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
@@ -42,7 +45,8 @@ pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
             .to_owned(),
             scheduler: s.scheduler.to_string(),
             backends: s.backends.iter().map(|(a, w)| (*a, *w)).collect(),
-            announce: s.announce,
+            announce: s.announce.mode(),
+            allocation_id: s.announce.eip().cloned(),
         })
         .collect();
     std::fs::create_dir_all(state_dir)?;
@@ -86,7 +90,7 @@ pub fn load(state_dir: &Path) -> Services {
                 },
                 scheduler: e.scheduler.into(),
                 backends: std::sync::Arc::new(e.backends.into_iter().collect()),
-                announce: e.announce,
+                announce: crate::config::Announcement::new(e.announce, e.allocation_id),
             };
             (key, spec)
         })
@@ -117,7 +121,9 @@ mod tests {
                     ]
                     .into(),
                 ),
-                announce: crate::config::AnnounceMode::L2,
+                announce: crate::config::Announcement::Aws {
+                    eip: crate::config::AllocationId::parse("eipalloc-0123456789abcdef0"),
+                },
             },
         );
         save(&dir, &m).unwrap();

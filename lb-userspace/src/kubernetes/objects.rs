@@ -23,6 +23,9 @@ pub const ENCAP_ANNOTATION: &str = "xlb.io/encap";
 /// Annotation choosing how a Service's VIPs are announced: `none`, `l2` or
 /// `aws` (default: the config's `announce.mode`).
 pub const ANNOUNCE_ANNOTATION: &str = "xlb.io/announce";
+/// Annotation naming the Elastic IP (its allocation id) of an `aws`
+/// Service's IPv4 VIP.
+pub const AWS_ALLOCATION_ANNOTATION: &str = "xlb.io/aws-allocation-id";
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -69,6 +72,8 @@ pub struct ServiceInfo {
     pub encap: Option<String>,
     /// The announcement annotation as written.
     pub announce: Option<String>,
+    /// The Elastic IP annotation as written.
+    pub aws_allocation_id: Option<String>,
     /// `spec.ipFamilies`, true for IPv4; IPv4 alone when unset.
     pub families: Vec<bool>,
     pub require_dual_stack: bool,
@@ -117,6 +122,7 @@ impl ServiceInfo {
             requested: requested(svc),
             encap: annotation(svc, ENCAP_ANNOTATION).map(str::to_owned),
             announce: annotation(svc, ANNOUNCE_ANNOTATION).map(str::to_owned),
+            aws_allocation_id: annotation(svc, AWS_ALLOCATION_ANNOTATION).map(str::to_owned),
             families,
             require_dual_stack: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
             ports: ports(svc),
@@ -132,6 +138,7 @@ impl ServiceInfo {
             && self.requested == other.requested
             && self.encap == other.encap
             && self.announce == other.announce
+            && self.aws_allocation_id == other.aws_allocation_id
             && self.families == other.families
             && self.require_dual_stack == other.require_dual_stack
             && self.ports == other.ports

@@ -40,14 +40,15 @@ use k8s_openapi::{
 use lb_common::Encap;
 
 pub use super::objects::{
-    ANNOUNCE_ANNOTATION, ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL, VIP_ANNOTATION,
+    ANNOUNCE_ANNOTATION, AWS_ALLOCATION_ANNOTATION, ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL,
+    VIP_ANNOTATION,
 };
 use super::{
     objects::{self, Class, EndpointInfo, NodeAddresses, Port, ServiceInfo, SliceInfo, key_of},
     pools::{Allocator, Pools},
 };
 use crate::{
-    config::{AnnounceMode, BackendTarget},
+    config::{AllocationId, AnnounceMode, Announcement, BackendTarget},
     desired::{ServiceSpec, Services},
     vip::Vip,
 };
@@ -127,7 +128,7 @@ pub fn translate(
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Assigned {
     encap: Encap,
-    announce: AnnounceMode,
+    announce: Announcement,
     /// Its VIPs, each with the index of its port in `ServiceInfo::ports`.
     vips: Vec<(Vip, usize)>,
 }
@@ -410,7 +411,7 @@ impl Translator {
                         encap: a.encap,
                         scheduler: self.scheduler.clone(),
                         backends: Arc::new(backends),
-                        announce: a.announce,
+                        announce: a.announce.clone(),
                     },
                 );
             }
@@ -502,7 +503,7 @@ impl Translator {
                     continue;
                 }
             };
-            let announce = match svc.announce.as_deref() {
+            let mode = match svc.announce.as_deref() {
                 None => s.announce,
                 Some("none") => AnnounceMode::None,
                 Some("l2") => AnnounceMode::L2,
@@ -519,6 +520,32 @@ impl Translator {
                     continue;
                 }
             };
+            let eip = match svc
+                .aws_allocation_id
+                .as_deref()
+                .map(|a| (a, AllocationId::parse(a)))
+            {
+                None => None,
+                Some((_, Some(eip))) if mode == AnnounceMode::Aws => Some(eip),
+                Some((written, parsed)) => {
+                    let why = if parsed.is_none() {
+                        format!("\"{written}\" is not {}", AllocationId::EXPECTED)
+                    } else {
+                        format!(
+                            "an Elastic IP is for VIPs announced with \"aws\" (annotation \
+                             {ANNOUNCE_ANNOTATION}, or the config's announce.mode)"
+                        )
+                    };
+                    refuse(
+                        &mut refusals,
+                        svc,
+                        "InvalidAnnotation",
+                        format!("annotation {AWS_ALLOCATION_ANNOTATION}: {why}"),
+                    );
+                    continue;
+                }
+            };
+            let announce = Announcement::new(mode, eip);
             let addrs = match explicit {
                 Some(a) => a.clone(),
                 None => match allocate(svc, &mut alloc) {

@@ -27,6 +27,14 @@
 //! | `xlb_last_reconcile_duration_seconds` | gauge | |
 //! | `xlb_reconciles_total` | counter | |
 //! | `xlb_config_reload_errors_total` | counter | |
+//! | `xlb_aws_api_calls_total` | counter | `operation`, `result` |
+//! | `xlb_aws_api_throttles_total` | counter | |
+//! | `xlb_aws_moves_confirmed_total` | counter | |
+//! | `xlb_aws_move_confirm_seconds_total` | counter | |
+//! | `xlb_aws_last_move_confirm_seconds` | gauge | |
+//! | `xlb_aws_vip_in_place` | gauge | `vip` |
+//! | `xlb_aws_vip_error` | gauge | `vip` |
+//! | `xlb_aws_backends_source_dest_check` | gauge | |
 //!
 //! Each label set must appear at most once in a snapshot (OpenMetrics
 //! forbids duplicate samples); the exporter does not merge duplicates.
@@ -76,6 +84,23 @@ pub struct Snapshot {
     pub leaders: Vec<LeaderSample>,
     /// The `l2` announcer, when one runs.
     pub announce: Option<AnnounceSample>,
+    /// The `aws` announcer, once it has an `aws` VIP.
+    pub aws: Option<AwsSample>,
+}
+
+/// What the `aws` announcer did.
+#[derive(Clone, Debug, Default)]
+pub struct AwsSample {
+    /// EC2 calls: (operation, result, count).
+    pub calls: Vec<(String, String, u64)>,
+    pub throttled: u64,
+    pub moves_confirmed: u64,
+    pub confirm_seconds_sum: f64,
+    /// NaN before the first.
+    pub last_confirm_seconds: f64,
+    /// Per VIP: (address, this node leads it, in place, has an error).
+    pub vips: Vec<(String, bool, bool, bool)>,
+    pub backends_with_source_dest_check: u64,
 }
 
 /// What the `l2` announcer did.
@@ -300,8 +325,83 @@ impl Collector for SnapshotCollector {
                 finite_or_nan(a.liveness_bound_seconds),
             )?;
         }
+        if let Some(a) = &s.aws {
+            aws(&mut enc, a)?;
+        }
         Ok(())
     }
+}
+
+fn aws(enc: &mut DescriptorEncoder, a: &AwsSample) -> fmt::Result {
+    counter_family(
+        enc,
+        "aws_api_calls",
+        "EC2 API calls by operation and result (ok, throttled, denied, error, unreachable).",
+        None,
+        a.calls.iter().map(|(op, result, n)| {
+            (
+                [
+                    ("operation", LabelValue(op)),
+                    ("result", LabelValue(result)),
+                ],
+                *n,
+            )
+        }),
+    )?;
+    counter(
+        enc,
+        "aws_api_throttles",
+        "EC2 calls answered with a throttling error (retried after a jittered backoff).",
+        a.throttled,
+    )?;
+    counter(
+        enc,
+        "aws_moves_confirmed",
+        "VIP moves to this node that EC2 was seen to have carried out.",
+        a.moves_confirmed,
+    )?;
+    let sum = ConstCounter::new(a.confirm_seconds_sum);
+    let m = enc.encode_descriptor(
+        "aws_move_confirm",
+        "Time from the first write of a move to EC2 showing it done, summed over moves \
+         (divide by xlb_aws_moves_confirmed_total for the mean).",
+        Some(&Unit::Seconds),
+        sum.metric_type(),
+    )?;
+    sum.encode(m)?;
+    gauge(
+        enc,
+        "aws_last_move_confirm",
+        "Time the last move took to show in EC2 (NaN before the first).",
+        Some(&Unit::Seconds),
+        finite_or_nan(a.last_confirm_seconds),
+    )?;
+    gauge_family(
+        enc,
+        "aws_vip_in_place",
+        "1 when this node leads the VIP and EC2 shows it (and its Elastic IP) here.",
+        None,
+        a.vips
+            .iter()
+            .filter(|v| v.1)
+            .map(|(v, _, here, _)| ([("vip", LabelValue(v))], i64::from(*here))),
+    )?;
+    gauge_family(
+        enc,
+        "aws_vip_error",
+        "1 when the VIP cannot be announced (see xlb status for why).",
+        None,
+        a.vips
+            .iter()
+            .map(|(v, _, _, err)| ([("vip", LabelValue(v))], i64::from(*err))),
+    )?;
+    gauge(
+        enc,
+        "aws_backends_source_dest_check",
+        "Backends that are EC2 instances whose ENI still checks source/destination (drops DSR replies).",
+        None,
+        a.backends_with_source_dest_check as i64,
+    )
 }
 
 fn backend_labels(b: &BackendSample) -> [(&'static str, LabelValue<'_>); 2] {
@@ -448,6 +548,18 @@ pub(crate) mod tests {
                 liveness_age_seconds: 0.5,
                 liveness_bound_seconds: 5.0,
             }),
+            aws: Some(AwsSample {
+                calls: vec![
+                    ("AssignPrivateIpAddresses".into(), "ok".into(), 2),
+                    ("AssociateAddress".into(), "throttled".into(), 1),
+                ],
+                throttled: 1,
+                moves_confirmed: 2,
+                confirm_seconds_sum: 1.5,
+                last_confirm_seconds: 0.5,
+                vips: vec![("10.0.1.200".into(), true, true, false)],
+                backends_with_source_dest_check: 1,
+            }),
         }
     }
 
@@ -475,6 +587,11 @@ pub(crate) mod tests {
             r#"xlb_vip_leader{vip="fd00::1",holder="node-b"} 0"#,
             r#"xlb_vip_owner{vip="10.99.0.1"} 1"#,
             "xlb_announce_transitions_total 3",
+            "xlb_aws_api_calls_total{operation=\"AssignPrivateIpAddresses\",result=\"ok\"} 2",
+            "xlb_aws_api_throttles_total 1",
+            "xlb_aws_move_confirm_seconds_total 1.5",
+            "xlb_aws_last_move_confirm_seconds 0.5",
+            "xlb_aws_vip_in_place{vip=\"10.0.1.200\"} 1",
             "xlb_announce_gratuitous_sent_total 10",
             "xlb_announce_liveness_age_seconds 0.5",
             "xlb_announce_liveness_bound_seconds 5.0",
@@ -509,6 +626,14 @@ pub(crate) mod tests {
             "xlb_announce_send_errors",
             "xlb_announce_liveness_age_seconds",
             "xlb_announce_liveness_bound_seconds",
+            "xlb_aws_api_calls",
+            "xlb_aws_api_throttles",
+            "xlb_aws_moves_confirmed",
+            "xlb_aws_move_confirm_seconds",
+            "xlb_aws_last_move_confirm_seconds",
+            "xlb_aws_vip_in_place",
+            "xlb_aws_vip_error",
+            "xlb_aws_backends_source_dest_check",
         ] {
             let help = format!("# HELP {family} ");
             assert!(
@@ -518,7 +643,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 19);
+        assert_eq!(text.matches("# HELP ").count(), 27);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
