@@ -2,6 +2,7 @@
 //! a packet builder with its own checksum code (independent of the XDP
 //! program's), and the lab in which packets meet the real program.
 
+pub mod aws;
 pub mod bench_k8s;
 pub mod daemon;
 pub mod dump;
