@@ -98,11 +98,6 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // rustls picks a process-wide provider by itself only when exactly one
-    // is compiled in; kube's client (ring) and the AWS SDK's (aws-lc-rs)
-    // bring two, and kube's TLS setup would panic. ring is kube's choice;
-    // the AWS client names its own provider and is unaffected.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let env =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let fmt = tracing_subscriber::fmt()

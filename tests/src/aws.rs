@@ -439,6 +439,7 @@ pub async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
     use aws_config::{BehaviorVersion, Region};
     use aws_sdk_ec2::config::Credentials;
     let conf = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(lb_userspace::announce::aws::http_client())
         .endpoint_url(moto.url())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_config::{
+    BehaviorVersion, Region, provider_config::ProviderConfig, retry::RetryConfig,
+    timeout::TimeoutConfig,
+};
 use aws_sdk_ec2::{
     Client,
     config::http::HttpResponse,
@@ -48,8 +51,10 @@ impl Ec2 {
         endpoint_url: Option<&str>,
         imds: Option<aws_config::imds::Client>,
     ) -> Self {
+        let http = super::http_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region))
+            .http_client(http.clone())
+            .region(Region::new(region.clone()))
             // Ours, with jitter and a leadership check between attempts.
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -66,6 +71,11 @@ impl Ec2 {
             // The default chain, but with instance-role credentials from
             // the same metadata endpoint as everything else.
             let chain = aws_config::default_provider::credentials::Builder::default()
+                .configure(
+                    ProviderConfig::default()
+                        .with_http_client(http)
+                        .with_region(Some(Region::new(region))),
+                )
                 .imds_client(imds)
                 .build()
                 .await;

@@ -16,7 +16,10 @@ pub struct ImdsError {
 }
 
 pub fn client(url: Option<&str>) -> Result<Client, ImdsError> {
-    let b = Client::builder();
+    let b = Client::builder().configure(
+        &aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(super::http_client()),
+    );
     let b = match url {
         Some(u) => b.endpoint(u).map_err(|e| ImdsError {
             path: u.to_owned(),

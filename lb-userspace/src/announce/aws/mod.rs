@@ -14,3 +14,19 @@ pub mod error;
 pub mod imds;
 pub mod plan;
 pub mod status;
+
+use aws_sdk_ec2::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+/// The HTTP client of every AWS client we build (EC2, IMDS, STS): hyper
+/// and rustls on ring, the provider kube's client uses. With one provider
+/// linked, rustls picks it by itself; the SDK's default client would bring
+/// aws-lc-rs as a second (and a C build). aws-config is built without a
+/// default client, so a client not given this one fails at its first call
+/// ("no HTTP client"), never silently on another TLS stack.
+#[must_use]
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
