@@ -83,6 +83,17 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     }
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(["build", "-q", "-p", package, "--bin", bin]);
+    // Cargo runs this test with the variables it sets for a crate
+    // (CARGO_MANIFEST_DIR=tests/, CARGO_PKG_NAME=xlb-tests, OUT_DIR, ...),
+    // and ring's build script reruns when CARGO_MANIFEST_DIR or OUT_DIR
+    // differ from the last build's: passed on, they rebuilt ring and
+    // everything above it (rustls, kube, the AWS SDK, xlb) here, and again
+    // in the next `cargo test`, minutes each time.
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(set_by_cargo_for_a_crate) {
+            c.env_remove(k);
+        }
+    }
     if dir.ends_with("release") {
         c.arg("--release");
     }
@@ -95,6 +106,20 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     );
     map.insert(bin.to_string(), path.clone());
     path
+}
+
+/// The variables cargo sets for a crate's build and for `cargo test`'s
+/// run of it (not those configuring cargo itself, like CARGO_TARGET_DIR).
+fn set_by_cargo_for_a_crate(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name == "CARGO_CRATE_NAME"
+        || name == "CARGO_BIN_NAME"
+        || name == "CARGO_PRIMARY_PACKAGE"
+        || name == "CARGO_TARGET_TMPDIR"
+        || name == "CARGO_RUSTC_CURRENT_DIR"
+        || name.starts_with("CARGO_MANIFEST_")
+        || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
 }
 
 pub struct Topology {
