@@ -129,17 +129,6 @@ fn lab(tag: &str, lease_ms: u64, bound_ms: u64) -> Lab {
     backend.ip(&["addr", "add", "fd00::100/128", "dev", "lo"]);
     backend.sysctl("net.ipv4.conf.all.arp_ignore", "1");
     backend.sysctl("net.ipv4.conf.all.arp_announce", "2");
-    // Known neighbours: a backend resolving the client would ask from the
-    // VIP it replies from (IPv6 picks that source), and the client would
-    // then send the VIP's traffic straight to the backend. A DSR backend
-    // on the client's link needs this (docs/announce.md).
-    backend.static_neighbours(
-        "b0",
-        &[
-            ("10.0.0.2", "02:00:00:00:aa:02"),
-            ("fd00::2", "02:00:00:00:aa:02"),
-        ],
-    );
     let dir = std::env::temp_dir().join(format!("xlbt-announce-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
