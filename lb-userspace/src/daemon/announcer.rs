@@ -348,3 +348,51 @@ fn publish(tx: &watch::Sender<AnnounceStatus>, s: &AnnounceStatus, state_dir: &s
         tracing::warn!("announcer: writing its status: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{desired::ServiceSpec, vip::Vip};
+
+    fn with(vips: &[(&str, u16, AnnounceMode)]) -> Desired {
+        let mut d = Desired::default();
+        for (addr, port, mode) in vips {
+            d.services.insert(
+                Vip {
+                    address: addr.parse().unwrap(),
+                    port: *port,
+                    protocol: 6,
+                },
+                ServiceSpec {
+                    encap: lb_common::Encap::L2,
+                    scheduler: "mh".into(),
+                    backends: Arc::default(),
+                    announce: *mode,
+                },
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn an_address_is_announced_once_in_l2_if_any_of_its_vips_asks() {
+        use AnnounceMode::{Aws, L2, None};
+        let d = with(&[
+            ("10.0.0.1", 80, None),
+            ("10.0.0.1", 443, L2),
+            ("10.0.0.2", 80, None),
+            ("10.0.0.3", 80, Aws),
+            ("10.0.0.3", 81, None),
+            ("fd00::1", 80, L2),
+        ]);
+        let m = modes(&d);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(m.get(&ip("10.0.0.1")), Some(&L2));
+        assert_eq!(m.get(&ip("10.0.0.2")), Option::None, "announced in no way");
+        assert_eq!(m.get(&ip("10.0.0.3")), Some(&Aws));
+        assert_eq!(m.get(&ip("fd00::1")), Some(&L2));
+        assert_eq!(m.len(), 3);
+    }
+}
