@@ -73,6 +73,10 @@ pub(super) async fn run(
         .iter()
         .filter_map(|name| match Link::open(name) {
             Ok(l) => Some(l),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                tracing::error!(iface = %name, "announcer: no packet socket without CAP_NET_RAW: takeovers are not announced there and IPv6 VIPs' solicited-node groups are not joined (the data plane still answers)");
+                None
+            }
             Err(e) => {
                 tracing::warn!(iface = %name, "announcer: no packet socket ({e}); no gratuitous announcements there");
                 None
