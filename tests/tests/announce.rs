@@ -308,6 +308,9 @@ struct Claim {
     at: Instant,
     vip: IpAddr,
     mac: [u8; 6],
+    /// Sent unasked: a gratuitous ARP (sender == target) or an unsolicited
+    /// NA (to all nodes, Solicited clear).
+    gratuitous: bool,
 }
 
 /// Records every claim seen on the bridge until `stop`.
@@ -363,11 +366,12 @@ fn capture(l: &Lab) -> Arc<Mutex<Vec<Claim>>> {
             if n <= 0 {
                 continue;
             }
-            if let Some((vip, mac)) = claim_in(&buf[..n as usize]) {
+            if let Some((vip, mac, gratuitous)) = claim_in(&buf[..n as usize]) {
                 out.lock().unwrap().push(Claim {
                     at: Instant::now(),
                     vip,
                     mac,
+                    gratuitous,
                 });
             }
         }
@@ -375,8 +379,9 @@ fn capture(l: &Lab) -> Arc<Mutex<Vec<Claim>>> {
     claims
 }
 
-/// The VIP a frame claims, and for which MAC (its Ethernet source).
-fn claim_in(f: &[u8]) -> Option<(IpAddr, [u8; 6])> {
+/// The VIP a frame claims, for which MAC (its Ethernet source), and
+/// whether unasked.
+fn claim_in(f: &[u8]) -> Option<(IpAddr, [u8; 6], bool)> {
     let src: [u8; 6] = f.get(6..12)?.try_into().ok()?;
     match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
         0x0806 => {
@@ -384,14 +389,25 @@ fn claim_in(f: &[u8]) -> Option<(IpAddr, [u8; 6])> {
             let op = u16::from_be_bytes([f[20], f[21]]);
             let tpa: [u8; 4] = f.get(38..42)?.try_into().ok()?;
             // Replies naming the VIP as sender, and announcements.
-            (Ipv4Addr::from(spa) == VIP4 && (op == 2 || spa == tpa)).then_some((VIP4.into(), src))
+            let gratuitous = op == 1 && spa == tpa;
+            (Ipv4Addr::from(spa) == VIP4 && (op == 2 || gratuitous)).then_some((
+                VIP4.into(),
+                src,
+                gratuitous,
+            ))
         }
         0x86dd if f.get(20) == Some(&58) && f.get(54) == Some(&136) => {
             let target: [u8; 16] = f.get(62..78)?.try_into().ok()?;
-            (Ipv6Addr::from(target) == VIP6).then_some((VIP6.into(), src))
+            let all_nodes = f.get(38..54)? == frames_all_nodes();
+            let gratuitous = all_nodes && f.get(58)? & 0x40 == 0;
+            (Ipv6Addr::from(target) == VIP6).then_some((VIP6.into(), src, gratuitous))
         }
         _ => None,
     }
+}
+
+fn frames_all_nodes() -> [u8; 16] {
+    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets()
 }
 
 fn lease_holder(l: &Lab) -> Option<String> {
@@ -609,6 +625,29 @@ fn l2_failover_follows_the_lease_and_only_the_leader_answers() {
     let claims = claims.lock().unwrap().clone();
     for vip in vips {
         assert_one_claimant(&claims, vip, &kills);
+        // Each takeover is announced `gratuitous_count` (3) times by the
+        // new owner, 500 ms apart, and by nobody else.
+        for (round, w) in kills.windows(2).enumerate() {
+            let sent: Vec<&Claim> = claims
+                .iter()
+                .filter(|c| c.vip == vip && c.gratuitous && c.at > w[0] && c.at < w[1])
+                .collect();
+            assert_eq!(
+                sent.len(),
+                3,
+                "{vip}, takeover {round}: {} gratuitous announcements",
+                sent.len()
+            );
+            assert!(
+                sent.iter().all(|c| c.mac == sent[0].mac),
+                "{vip}, takeover {round}: announced by two MACs"
+            );
+            let spread = sent[2].at - sent[0].at;
+            assert!(
+                spread >= Duration::from_millis(900),
+                "{vip}, takeover {round}: 3 announcements within {spread:?}"
+            );
+        }
         let times: Vec<Duration> = takeovers
             .iter()
             .filter(|(v, _)| *v == vip)
