@@ -750,7 +750,13 @@ fn the_liveness_gate_silences_a_dead_daemon_within_the_bound() {
     }
 
     // A restart well within the bound: answering never stops, while the
-    // new daemon starts (probed throughout) and after.
+    // new daemon starts (probed throughout) and after, and requests keep
+    // being served.
+    serve_http(&l);
+    let requests = load(&l, VIP4.into());
+    wait_until("requests served", Duration::from_secs(10), || {
+        requests.lock().unwrap().iter().any(|s| s.ok)
+    });
     d.kill9();
     let t = Instant::now();
     let mut d = Daemon::spawn(
@@ -777,9 +783,22 @@ fn the_liveness_gate_silences_a_dead_daemon_within_the_bound() {
         probes += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    let restart = t.elapsed();
+    let served: Vec<Sample> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.at >= t)
+        .copied()
+        .collect();
+    let failed = served.iter().filter(|s| !s.ok).count();
     eprintln!(
-        "answered {probes} fresh ARP resolutions across a restart that took {:?}",
-        t.elapsed()
+        "answered {probes} fresh ARP resolutions across a restart that took {restart:?}; {failed} of {} requests failed",
+        served.len()
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed across a restart within the bound"
     );
 
     // kill -9 and stay dead: silent within the bound (plus a scheduling
