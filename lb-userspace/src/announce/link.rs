@@ -54,24 +54,7 @@ impl Link {
 
     /// Sends one whole frame (Ethernet header included).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let dst: [u8; 6] = frame[..6].try_into().expect("an Ethernet frame");
-        let addr = sockaddr(self.ifindex, dst);
-        // SAFETY: `frame` is readable for its length; the address is a
-        // sockaddr_ll of its own size.
-        let n = unsafe {
-            libc::sendto(
-                self.sock.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send(&self.sock, self.ifindex, frame)
     }
 
     /// Makes the interface accept frames to Ethernet group `mac` (a NIC's
@@ -107,6 +90,29 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// Sends `frame` (Ethernet header included) out of `ifindex` through the
+/// packet socket `sock`.
+pub(super) fn send(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    let dst: [u8; 6] = frame[..6].try_into().expect("an Ethernet frame");
+    let addr = sockaddr(ifindex, dst);
+    // SAFETY: `frame` is readable for its length; the address is a
+    // sockaddr_ll of its own size.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn sockaddr(ifindex: u32, dst: [u8; 6]) -> libc::sockaddr_ll {
