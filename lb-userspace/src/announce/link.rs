@@ -18,14 +18,7 @@ pub struct Link {
 impl Link {
     /// A socket on `name` that receives nothing (protocol 0).
     pub fn open(name: &str) -> io::Result<Self> {
-        let ifindex = crate::xdp::attach::index_of(name);
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {name}"),
-            ));
-        }
-        let mac = crate::ifaddr::mac(name)?;
+        let (ifindex, mac) = interface(name)?;
         // SAFETY: a plain socket call; the descriptor is owned below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -90,6 +83,18 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// The index and MAC of interface `name` in this network namespace.
+pub(super) fn interface(name: &str) -> io::Result<(u32, [u8; 6])> {
+    let ifindex = crate::xdp::attach::index_of(name);
+    if ifindex == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name}"),
+        ));
+    }
+    Ok((ifindex, crate::ifaddr::mac(name)?))
 }
 
 /// Sends `frame` (Ethernet header included) out of `ifindex` through the

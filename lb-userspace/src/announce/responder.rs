@@ -23,7 +23,11 @@ use std::{
     time::Duration,
 };
 
-use super::{answer::answer, claimer::Claimer, link::send};
+use super::{
+    answer::answer,
+    claimer::Claimer,
+    link::{interface, send},
+};
 use crate::xdp::claims::monotonic_ns;
 
 const ETH_P_ARP: u16 = 0x0806;
@@ -57,14 +61,7 @@ impl Responder {
         let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
         for name in interfaces {
-            let ifindex = crate::xdp::attach::index_of(name);
-            if ifindex == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no interface {name}"),
-                ));
-            }
-            let mac = crate::ifaddr::mac(name)?;
+            let (ifindex, mac) = interface(name)?;
             let sockets = [
                 listen(ifindex, ETH_P_ARP, None)?,
                 listen(ifindex, ETH_P_IPV6, Some(SOLICITATIONS))?,
