@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod neigh;
 pub mod netlink;
 pub mod runstate;
+pub mod state_file;
 pub mod vip;
 pub mod xdp;

@@ -15,16 +15,12 @@ pub struct RunState {
 
 impl RunState {
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
-        let path = state_dir.join(FILE);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(tmp, path)
+        crate::state_file::write(state_dir, FILE, self)
     }
 
     /// `None` when no daemon has recorded one (or the file is unreadable).
     pub fn read(state_dir: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(state_dir.join(FILE)).ok()?).ok()
+        crate::state_file::read(state_dir, FILE)
     }
 
     pub fn remove(state_dir: &Path) {

@@ -29,8 +29,11 @@ use xlb_tests::topology::workspace_bin;
 /// The API the manifests are validated against: the one k8s-openapi's
 /// `v1_33` feature describes, which the daemon is built with.
 const KUBERNETES_VERSION: &str = "1.33.0";
-/// The daemon's capabilities: XDP needs all three, IPVS CAP_NET_ADMIN.
-const CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+/// The router's capabilities: XDP needs the first three, IPVS
+/// CAP_NET_ADMIN; VIP announcement (`l2`) CAP_NET_RAW.
+const CAPABILITIES: [&str; 4] = ["BPF", "NET_ADMIN", "PERFMON", "NET_RAW"];
+/// The backend's decapsulator: XDP, no announcement.
+const DECAP_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 const NAMESPACE: &str = "xlb-system";
 
 fn deploy_dir() -> PathBuf {
@@ -139,8 +142,8 @@ fn init_script(ds: &DaemonSet) -> String {
 }
 
 /// Asserts the container is not privileged, cannot gain privileges, runs
-/// as root on a read-only root, and holds exactly [`CAPABILITIES`].
-fn assert_unprivileged(c: &Container) {
+/// as root on a read-only root, and holds exactly `capabilities`.
+fn assert_unprivileged(c: &Container, capabilities: &[&str]) {
     let sc = c.security_context.as_ref().expect("a securityContext");
     assert_ne!(sc.privileged, Some(true), "{} is privileged", c.name);
     assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
@@ -161,13 +164,13 @@ fn assert_unprivileged(c: &Container) {
     let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
     assert_eq!(
         added,
-        CAPABILITIES.into_iter().collect(),
+        capabilities.iter().copied().collect(),
         "{}: exactly the daemon's capabilities",
         c.name
     );
     assert_eq!(
         caps.add.as_ref().map(Vec::len),
-        Some(CAPABILITIES.len()),
+        Some(capabilities.len()),
         "{}: no capability twice",
         c.name
     );
@@ -434,7 +437,7 @@ fn router_daemonset_is_unprivileged_with_exactly_its_capabilities() {
     );
     assert_eq!(spec.service_account_name.as_deref(), Some("xlb"));
     let c = container(&ds);
-    assert_unprivileged(c);
+    assert_unprivileged(c, &CAPABILITIES);
     assert_eq!(
         c.args.as_deref(),
         Some(&["run", "--config", "/etc/xlb/xlb.toml"].map(String::from)[..])
@@ -557,7 +560,7 @@ fn backend_daemonset_decapsulates_every_pool_address() {
     assert_host_network(spec, "xlb.io/backend");
     assert_eq!(spec.automount_service_account_token, Some(false));
     let c = container(&ds);
-    assert_unprivileged(c);
+    assert_unprivileged(c, &DECAP_CAPABILITIES);
 
     let args = c.args.as_deref().expect("xlb decap's arguments");
     assert_eq!(
@@ -742,10 +745,10 @@ cat "$LOG"
     );
     assert!(
         out.contains("xlb_dataplane_info{dataplane=\"xdp\"} 1"),
-        "the router did not run XDP with its three capabilities:\n{out}"
+        "the router did not run XDP with its four capabilities:\n{out}"
     );
-    // BPF (39), PERFMON (38), NET_ADMIN (12), nothing else.
-    assert!(out.contains("CapEff:\t000000c000001000"), "{out}");
+    // BPF (39), PERFMON (38), NET_RAW (13), NET_ADMIN (12), nothing else.
+    assert!(out.contains("CapEff:\t000000c000003000"), "{out}");
     assert!(
         !out.contains("cannot enable IP forwarding"),
         "the init container left forwarding for the daemon to set:\n{out}"

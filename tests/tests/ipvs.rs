@@ -61,7 +61,7 @@ struct Vip<'a> {
 
 fn config(t: &Topology, name: &str, mode: &str, vips: &[Vip<'_>]) -> PathBuf {
     let mut text = format!(
-        "[dataplane]\nmode = \"{mode}\"\ninterfaces = [\"eth0\"]\nxdp_mode = \"generic\"\nstate_dir = \"{}\"\npin_path = \"/sys/fs/bpf/{}\"\nmaglev_table_size = 4099\nmax_vips = 8\nmax_backends = 64\nflow_table_size = 4096\n\n[metrics]\nlisten = \"127.0.0.1:9810\"\n",
+        "[dataplane]\nmode = \"{mode}\"\ninterfaces = [\"eth0\"]\nxdp_mode = \"generic\"\nstate_dir = \"{}\"\npin_path = \"/sys/fs/bpf/{}\"\nmaglev_table_size = 4099\nmax_vips = 8\nmax_backends = 64\nflow_table_size = 4096\n\n[metrics]\nlisten = \"127.0.0.1:9810\"\n\n[announce]\nmode = \"l2\"\n",
         t.dir.join("state").display(),
         t.dir.file_name().unwrap().to_string_lossy(),
     );
@@ -155,6 +155,52 @@ fn start_backends(t: &mut Topology) {
         t.adopt(&format!("{name} 8080"), c);
         t.wait_log(&log, "http on");
     }
+}
+
+/// `announce = "l2"` on IPVS: the client reaches the VIPs on its own link
+/// (no route through the director), resolves them to the director's MAC
+/// (answered by the daemon's responder; the kernel was told not to), and
+/// real IPVS serves them.
+fn l2_through_ipvs(t: &Topology) {
+    // The topology's MAC for LB 0 (sysfs here would show the host's).
+    let mac = "02:77:00:00:00:02";
+    let (_, ignore, _) = t.run_in(Ns::Lb(0), "sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"]);
+    assert_eq!(
+        ignore.trim(),
+        "1",
+        "the kernel still answers ARP for local VIPs"
+    );
+    for (vip, len) in [(IpAddr::V4(VIP4), 32), (IpAddr::V6(VIP6), 128)] {
+        let on_link = format!("{vip}/{len}");
+        t.ns(Ns::Client)
+            .ip(&["route", "replace", &on_link, "dev", "eth0"]);
+        assert_eq!(
+            resolve(t, vip).as_deref(),
+            Some(mac),
+            "{vip} not resolved to the director"
+        );
+        let seen = curl_port(t, vip, 80, 30);
+        assert!(!seen.is_empty(), "{vip} on-link: {seen:?}");
+    }
+    t.route_via(&[0]);
+}
+
+/// The MAC the client resolves `vip` to afresh, if any answers.
+fn resolve(t: &Topology, vip: IpAddr) -> Option<String> {
+    let (_, _, _) = t.run_in(Ns::Client, "ip", &["neigh", "flush", "dev", "eth0"]);
+    let url = match vip {
+        IpAddr::V4(a) => format!("http://{a}:80/"),
+        IpAddr::V6(a) => format!("http://[{a}]:80/"),
+    };
+    let _ = t.run_in(Ns::Client, "curl", &["-sS", "-g", "--max-time", "2", &url]);
+    let (_, out, _) = t.run_in(
+        Ns::Client,
+        "ip",
+        &["neigh", "show", &vip.to_string(), "dev", "eth0"],
+    );
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_owned)
 }
 
 fn xlb() -> PathBuf {
@@ -302,6 +348,7 @@ fn ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services() {
             );
         }
     }
+    l2_through_ipvs(&t);
     let state_dir = t.dir.join("state");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -365,6 +412,14 @@ fn ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services() {
         t.log("lb2.log")
     );
     stop(lb);
+    // Stopped, the daemon answers nothing, and the kernel, though IPVS
+    // still has the VIPs local, stays quiet.
+    for (vip, len) in [(IpAddr::V4(VIP4), 32), (IpAddr::V6(VIP6), 128)] {
+        t.ns(Ns::Client)
+            .ip(&["route", "replace", &format!("{vip}/{len}"), "dev", "eth0"]);
+        assert_eq!(resolve(&t, vip), None, "{vip} answered with no daemon");
+    }
+    t.route_via(&[0]);
 
     // `xlb stop` removes xlb's services and VIP routes, never the foreign one.
     let (code, out, err) = xlb_in_lb(&t, &["stop", "--state-dir", state_dir.to_str().unwrap()]);

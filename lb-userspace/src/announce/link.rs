@@ -18,14 +18,7 @@ pub struct Link {
 impl Link {
     /// A socket on `name` that receives nothing (protocol 0).
     pub fn open(name: &str) -> io::Result<Self> {
-        let ifindex = crate::xdp::attach::index_of(name);
-        if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {name}"),
-            ));
-        }
-        let mac = crate::ifaddr::mac(name)?;
+        let (ifindex, mac) = interface(name)?;
         // SAFETY: a plain socket call; the descriptor is owned below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -54,24 +47,7 @@ impl Link {
 
     /// Sends one whole frame (Ethernet header included).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let dst: [u8; 6] = frame[..6].try_into().expect("an Ethernet frame");
-        let addr = sockaddr(self.ifindex, dst);
-        // SAFETY: `frame` is readable for its length; the address is a
-        // sockaddr_ll of its own size.
-        let n = unsafe {
-            libc::sendto(
-                self.sock.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send(&self.sock, self.ifindex, frame)
     }
 
     /// Makes the interface accept frames to Ethernet group `mac` (a NIC's
@@ -107,6 +83,41 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// The index and MAC of interface `name` in this network namespace.
+pub(super) fn interface(name: &str) -> io::Result<(u32, [u8; 6])> {
+    let ifindex = crate::xdp::attach::index_of(name);
+    if ifindex == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name}"),
+        ));
+    }
+    Ok((ifindex, crate::ifaddr::mac(name)?))
+}
+
+/// Sends `frame` (Ethernet header included) out of `ifindex` through the
+/// packet socket `sock`.
+pub(super) fn send(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    let dst: [u8; 6] = frame[..6].try_into().expect("an Ethernet frame");
+    let addr = sockaddr(ifindex, dst);
+    // SAFETY: `frame` is readable for its length; the address is a
+    // sockaddr_ll of its own size.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn sockaddr(ifindex: u32, dst: [u8; 6]) -> libc::sockaddr_ll {

@@ -23,7 +23,11 @@ use std::{
     time::Duration,
 };
 
-use super::{answer::answer, claimer::Claimer};
+use super::{
+    answer::answer,
+    claimer::Claimer,
+    link::{interface, send},
+};
 use crate::xdp::claims::monotonic_ns;
 
 const ETH_P_ARP: u16 = 0x0806;
@@ -57,14 +61,7 @@ impl Responder {
         let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
         for name in interfaces {
-            let ifindex = crate::xdp::attach::index_of(name);
-            if ifindex == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no interface {name}"),
-                ));
-            }
-            let mac = crate::ifaddr::mac(name)?;
+            let (ifindex, mac) = interface(name)?;
             let sockets = [
                 listen(ifindex, ETH_P_ARP, None)?,
                 listen(ifindex, ETH_P_IPV6, Some(SOLICITATIONS))?,
@@ -263,30 +260,6 @@ fn listen(
         }
         Ok(sock)
     }
-}
-
-fn send(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-    // SAFETY: the frame is readable for its length; the address is a
-    // sockaddr_ll of its own size.
-    let n = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The kernel answers ARP only for addresses of the interface asked on

@@ -73,6 +73,10 @@ pub(super) async fn run(
         .iter()
         .filter_map(|name| match Link::open(name) {
             Ok(l) => Some(l),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                tracing::error!(iface = %name, "announcer: no packet socket without CAP_NET_RAW: takeovers are not announced there and IPv6 VIPs' solicited-node groups are not joined (the data plane still answers)");
+                None
+            }
             Err(e) => {
                 tracing::warn!(iface = %name, "announcer: no packet socket ({e}); no gratuitous announcements there");
                 None
@@ -347,5 +351,214 @@ fn publish(tx: &watch::Sender<AnnounceStatus>, s: &AnnounceStatus, state_dir: &s
     });
     if changed && let Err(e) = s.write(state_dir) {
         tracing::warn!("announcer: writing its status: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{config::Announcement, desired::ServiceSpec, vip::Vip};
+
+    fn with(vips: &[(&str, u16, AnnounceMode)]) -> Desired {
+        let mut d = Desired::default();
+        for (addr, port, mode) in vips {
+            d.services.insert(
+                Vip {
+                    address: addr.parse().unwrap(),
+                    port: *port,
+                    protocol: 6,
+                },
+                ServiceSpec {
+                    encap: lb_common::Encap::L2,
+                    scheduler: "mh".into(),
+                    backends: Arc::default(),
+                    announce: Announcement::new(*mode, Option::None),
+                },
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn an_address_is_announced_once_in_l2_if_any_of_its_vips_asks() {
+        use AnnounceMode::{Aws, L2, None};
+        let d = with(&[
+            ("10.0.0.1", 80, None),
+            ("10.0.0.1", 443, L2),
+            ("10.0.0.2", 80, None),
+            ("10.0.0.3", 80, Aws),
+            ("10.0.0.3", 81, None),
+            ("fd00::1", 80, L2),
+        ]);
+        let m = modes(&d);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(m.get(&ip("10.0.0.1")), Some(&L2));
+        assert_eq!(m.get(&ip("10.0.0.2")), Option::None, "announced in no way");
+        assert_eq!(m.get(&ip("10.0.0.3")), Some(&Aws));
+        assert_eq!(m.get(&ip("fd00::1")), Some(&L2));
+        assert_eq!(m.len(), 3);
+    }
+
+    /// The claims as a map would hold them, and every heartbeat.
+    #[derive(Default)]
+    struct Fake {
+        claimed: BTreeSet<IpAddr>,
+        beats: usize,
+        silenced: bool,
+    }
+
+    impl Claimer for std::sync::Arc<std::sync::Mutex<Fake>> {
+        fn claim(&mut self, a: IpAddr) -> Result<(), String> {
+            self.lock().unwrap().claimed.insert(a);
+            Ok(())
+        }
+        fn release(&mut self, a: IpAddr) -> Result<(), String> {
+            self.lock().unwrap().claimed.remove(&a);
+            Ok(())
+        }
+        fn claimed(&self) -> BTreeSet<IpAddr> {
+            self.lock().unwrap().claimed.clone()
+        }
+        fn beat(&mut self, _: Duration) -> Result<(), String> {
+            self.lock().unwrap().beats += 1;
+            Ok(())
+        }
+        fn silence(&mut self) -> Result<(), String> {
+            self.lock().unwrap().silenced = true;
+            Ok(())
+        }
+    }
+
+    fn announcer(
+        fake: &std::sync::Arc<std::sync::Mutex<Fake>>,
+        static_leader: Option<bool>,
+    ) -> Announcer {
+        Announcer {
+            s: Settings {
+                bound: Duration::from_secs(2),
+                count: 3,
+                interval: Duration::from_millis(500),
+                refresh: None,
+                static_leader,
+                needed: true,
+                interfaces: Vec::new(),
+                state_dir: std::env::temp_dir(),
+            },
+            claims: Box::new(fake.clone()),
+            links: Vec::new(),
+            owned: BTreeMap::new(),
+            status: AnnounceStatus::default(),
+        }
+    }
+
+    fn leading(addrs: &[(&str, bool)]) -> Leadership {
+        Leadership {
+            identity: "me".into(),
+            vips: addrs
+                .iter()
+                .map(|(a, leads)| {
+                    (
+                        a.parse().unwrap(),
+                        crate::kubernetes::leadership::Leader {
+                            holder: Some(if *leads { "me" } else { "other" }.into()),
+                            leading: *leads,
+                        },
+                    )
+                })
+                .collect(),
+            routers: ["me".to_owned(), "other".to_owned()].into(),
+        }
+    }
+
+    #[test]
+    fn claims_follow_leadership_and_leftovers_are_released() {
+        use AnnounceMode::{L2, None};
+        let fake = std::sync::Arc::new(std::sync::Mutex::new(Fake::default()));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A previous run left a claim this node no longer leads.
+        fake.lock().unwrap().claimed.insert(ip("10.0.0.9"));
+        let mut a = announcer(&fake, Option::None);
+        let d = with(&[
+            ("10.0.0.1", 80, L2),
+            ("10.0.0.2", 80, L2),
+            ("10.0.0.3", 80, None),
+        ]);
+        a.settle(
+            &d,
+            Some(&leading(&[
+                ("10.0.0.1", true),
+                ("10.0.0.2", false),
+                ("10.0.0.3", true),
+            ])),
+        );
+        assert_eq!(fake.lock().unwrap().claimed, [ip("10.0.0.1")].into());
+        assert_eq!(
+            fake.lock().unwrap().beats,
+            1,
+            "the first settle beats at once"
+        );
+        assert!(a.status.vips[&ip("10.0.0.1")].owned);
+        assert_eq!(
+            a.status.vips[&ip("10.0.0.2")].leader.as_deref(),
+            Some("other")
+        );
+        assert!(
+            !a.status.vips.contains_key(&ip("10.0.0.3")),
+            "announced in no way"
+        );
+        // Leadership moves: the lost VIP leaves at once, the won one comes.
+        a.settle(
+            &d,
+            Some(&leading(&[("10.0.0.1", false), ("10.0.0.2", true)])),
+        );
+        assert_eq!(fake.lock().unwrap().claimed, [ip("10.0.0.2")].into());
+        assert_eq!(a.status.transitions, 3);
+        // The takeover burst: due at once, then `count - 1` more.
+        let c = &a.owned[&ip("10.0.0.2")];
+        assert_eq!(c.burst_left, 3);
+        assert!(c.next.is_some());
+        // The VIP's mode turns to none: released.
+        let quiet = with(&[("10.0.0.2", 80, None)]);
+        a.settle(&quiet, Some(&leading(&[("10.0.0.2", true)])));
+        assert!(fake.lock().unwrap().claimed.is_empty());
+        // Shutting down: silent first, nothing claimed.
+        a.settle(&d, Some(&leading(&[("10.0.0.1", true)])));
+        a.withdraw();
+        let f = fake.lock().unwrap();
+        assert!(f.silenced && f.claimed.is_empty());
+        assert!(a.status.vips.values().all(|v| !v.owned));
+    }
+
+    #[test]
+    fn the_burst_is_count_sends_then_refresh_or_nothing() {
+        let fake = std::sync::Arc::new(std::sync::Mutex::new(Fake::default()));
+        let mut a = announcer(&fake, Some(true));
+        let d = with(&[("10.0.0.1", 80, AnnounceMode::L2)]);
+        a.settle(&d, Option::None);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut sends = 0;
+        while let Some(next) = a.owned[&ip].next {
+            assert!(sends < 10, "the burst never ends");
+            let before = a.owned[&ip].burst_left;
+            // Run the schedule without waiting: pretend it is due.
+            a.owned.get_mut(&ip).unwrap().next = Some(Instant::now());
+            a.send_due();
+            sends += 1;
+            assert_eq!(a.owned[&ip].burst_left, before - 1);
+            if let Some(later) = a.owned[&ip].next {
+                assert!(later > next, "the next send comes later");
+            }
+        }
+        assert_eq!(sends, 3);
+        a.s.refresh = Some(Duration::from_secs(60));
+        a.release(ip);
+        a.settle(&d, Option::None);
+        for _ in 0..3 {
+            a.owned.get_mut(&ip).unwrap().next = Some(Instant::now());
+            a.send_due();
+        }
+        assert!(a.owned[&ip].next.is_some(), "refreshed after the burst");
     }
 }

@@ -6,7 +6,7 @@
 //!  file_source ──watch<FileState>──┐                                ┌─> neighbours
 //!                                   ├─> reconciler ──watch<Applied>──┼─> kubernetes_link (elector VIPs, memory)
 //!  kubernetes ──watch<Outcome>─────┘   (own thread:  ──watch<Progress>┼─> metrics, /healthz
-//!   └─ elector ──LeaderFeed───────────  merge, apply)                 └─> (announcers: subscribe here)
+//!   └─ elector ──LeaderFeed───────────  merge, apply)                 └─> announcer (+ LeaderFeed)
 //! ```
 //!
 //! Every piece of state has one owner: the file source owns the config, the

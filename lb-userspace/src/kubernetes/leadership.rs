@@ -54,16 +54,12 @@ impl Leadership {
     }
 
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
-        let tmp = state_dir.join(format!("{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(tmp, state_dir.join(FILE))
+        crate::state_file::write(state_dir, FILE, self)
     }
 
     /// What the running daemon last published, if it elects leaders.
     pub fn read(state_dir: &Path) -> Option<Self> {
-        let bytes = std::fs::read(state_dir.join(FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::state_file::read(state_dir, FILE)
     }
 }
 

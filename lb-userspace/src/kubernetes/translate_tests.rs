@@ -181,6 +181,29 @@ fn only_load_balancers_of_our_class_are_served() {
 }
 
 #[test]
+fn the_announce_annotation_chooses_over_the_default() {
+    use crate::config::AnnounceMode;
+    let mut s = settings(BackendTarget::Pod);
+    s.announce = AnnounceMode::L2;
+    let quiet = service(
+        "quiet",
+        "2026-01-01T00:00:00Z",
+        json!({ "metadata": { "annotations": { "xlb.io/announce": "none" } } }),
+    );
+    let plain = service("plain", "2026-01-01T00:00:01Z", json!({}));
+    let o = run(&[quiet, plain], &[], &s);
+    let mode = |name: &str| {
+        let a = o.addresses[&key(name)][0];
+        o.services
+            .iter()
+            .find(|(v, _)| v.address == a)
+            .map(|(_, spec)| spec.announce.mode())
+    };
+    assert_eq!(mode("quiet"), Some(AnnounceMode::None));
+    assert_eq!(mode("plain"), Some(AnnounceMode::L2));
+}
+
+#[test]
 fn vip_from_annotation_then_load_balancer_ip_then_pool() {
     let s = settings(BackendTarget::Pod);
     let a = service(
@@ -332,6 +355,11 @@ fn bad_annotations_are_refused_by_name() {
             json!({ "xlb.io/encap": "gre" }),
             "InvalidAnnotation",
             "annotation xlb.io/encap: \"gre\" is not one of \"ipip\", \"l2\"",
+        ),
+        (
+            json!({ "xlb.io/announce": "arp" }),
+            "InvalidAnnotation",
+            "annotation xlb.io/announce: \"arp\" is not one of \"none\", \"l2\", \"aws\"",
         ),
     ];
     for (annotations, reason, message) in cases {

@@ -232,6 +232,45 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// A broadcast ARP request from the lab's client for `vip`.
+fn arp_request(vip: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&lab::CLIENT_MAC);
+    a.extend_from_slice(&lab::CLIENT_V4.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&vip.octets());
+    eth([0xff; 6], lab::CLIENT_MAC, ETH_P_ARP, &a)
+}
+
+/// A neighbour solicitation for `vip` to its solicited-node group, with
+/// the client's link-layer address.
+fn solicitation(client: Ipv6Addr, vip: Ipv6Addr) -> Vec<u8> {
+    let o = vip.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    );
+    let mut body = o.to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&lab::CLIENT_MAC);
+    let msg = icmp6(client, group, 135, 0, [0; 4], &body);
+    let mut h = V6::new(client, group, 58);
+    h.hop = 255;
+    let g = group.octets();
+    eth(
+        [0x33, 0x33, g[12], g[13], g[14], g[15]],
+        lab::CLIENT_MAC,
+        ETH_P_IPV6,
+        &ipv6(&h, &msg),
+    )
+}
+
 fn xdp(args: &Args) -> Result<()> {
     ensure!(
         unsafe { libc::geteuid() } == 0,
@@ -398,6 +437,38 @@ fn xdp(args: &Args) -> Result<()> {
         ensure!(
             hits + 6 >= (6 * calls) as u64,
             "only {hits} flow hits in established classes"
+        );
+        // Answering for a claimed VIP (the l2 announcement), which never
+        // reaches the flow path.
+        let _claims = lab::claim_owned(&mut b);
+        let answered_before = (
+            b.maps.outcome(Outcome::ArpReplied)?,
+            b.maps.outcome(Outcome::NdpAdvertised)?,
+        );
+        for (class, frame) in [
+            ("ARP request for a claimed VIP, answered", arp_request(vip4)),
+            (
+                "neighbour solicitation for a claimed VIP, answered",
+                solicitation(client6, vip6),
+            ),
+        ] {
+            let m = measure(
+                ifx,
+                calls,
+                &mut [swap_floor(), subject(b.program(), XDP_TX, fixed(frame))],
+            )?;
+            rows.push(Row {
+                class,
+                ns: m[1],
+                floor: "parse+swap",
+                floor_ns: m[0],
+                target: None,
+            });
+        }
+        ensure!(
+            b.maps.outcome(Outcome::ArpReplied)? - answered_before.0 >= calls as u64
+                && b.maps.outcome(Outcome::NdpAdvertised)? - answered_before.1 >= calls as u64,
+            "requests for claimed VIPs went unanswered"
         );
         let m = measure(
             ifx,
