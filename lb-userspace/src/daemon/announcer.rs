@@ -139,23 +139,22 @@ impl Announcer {
     /// Claims what this node leads among the `l2` addresses, releases the
     /// rest (entries a previous run left included).
     fn settle(&mut self, desired: &Desired, leadership: Option<&Leadership>) {
-        let modes = modes(desired);
         let mut vips = BTreeMap::new();
         let mut want = BTreeSet::new();
-        for (&addr, &mode) in &modes {
+        for addr in l2_addresses(desired) {
             let leader = leadership.and_then(|l| l.vips.get(&addr));
             let leads = match self.s.static_leader {
                 Some(leads) => leads,
                 None => leader.is_some_and(|l| l.leading),
             };
-            if mode == AnnounceMode::L2 && leads {
+            if leads {
                 want.insert(addr);
             }
             let old = self.status.vips.get(&addr);
             vips.insert(
                 addr,
                 VipAnnouncement {
-                    mode,
+                    mode: AnnounceMode::L2,
                     owned: false,
                     leader: leader.and_then(|l| l.holder.clone()),
                     last_announcement_unix: old.and_then(|o| o.last_announcement_unix),
@@ -307,22 +306,16 @@ impl Announcer {
     }
 }
 
-/// Each VIP address's announcement mode: `l2` if any VIP of the address
-/// asks for it, else the first other mode than `none`; addresses that are
-/// announced in no way are left out.
-fn modes(desired: &Desired) -> BTreeMap<IpAddr, AnnounceMode> {
-    let mut out: BTreeMap<IpAddr, AnnounceMode> = BTreeMap::new();
-    for (vip, spec) in desired.services.iter() {
-        let mode = spec.announce.mode();
-        if mode == AnnounceMode::None {
-            continue;
-        }
-        let m = out.entry(vip.address).or_insert(mode);
-        if mode == AnnounceMode::L2 {
-            *m = AnnounceMode::L2;
-        }
-    }
-    out
+/// The VIP addresses to announce in `l2`: those with a VIP asking for it.
+/// An address some VIP of which is `aws` belongs to the aws announcer,
+/// which lists it in its own status; it is left out here.
+fn l2_addresses(desired: &Desired) -> BTreeSet<IpAddr> {
+    desired
+        .services
+        .iter()
+        .filter(|(_, spec)| spec.announce.mode() == AnnounceMode::L2)
+        .map(|(vip, _)| vip.address)
+        .collect()
 }
 
 async fn next_leadership(feed: &mut Option<LeaderFeed>) -> Option<Leadership> {
@@ -382,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_announced_once_in_l2_if_any_of_its_vips_asks() {
+    fn an_address_is_announced_in_l2_if_any_of_its_vips_asks() {
         use AnnounceMode::{Aws, L2, None};
         let d = with(&[
             ("10.0.0.1", 80, None),
@@ -392,13 +385,12 @@ mod tests {
             ("10.0.0.3", 81, None),
             ("fd00::1", 80, L2),
         ]);
-        let m = modes(&d);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(m.get(&ip("10.0.0.1")), Some(&L2));
-        assert_eq!(m.get(&ip("10.0.0.2")), Option::None, "announced in no way");
-        assert_eq!(m.get(&ip("10.0.0.3")), Some(&Aws));
-        assert_eq!(m.get(&ip("fd00::1")), Some(&L2));
-        assert_eq!(m.len(), 3);
+        assert_eq!(
+            l2_addresses(&d),
+            [ip("10.0.0.1"), ip("fd00::1")].into(),
+            "10.0.0.2 is announced in no way, 10.0.0.3 by the aws announcer"
+        );
     }
 
     /// The claims as a map would hold them, and every heartbeat.
@@ -474,7 +466,7 @@ mod tests {
 
     #[test]
     fn claims_follow_leadership_and_leftovers_are_released() {
-        use AnnounceMode::{L2, None};
+        use AnnounceMode::{Aws, L2, None};
         let fake = std::sync::Arc::new(std::sync::Mutex::new(Fake::default()));
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // A previous run left a claim this node no longer leads.
@@ -484,6 +476,7 @@ mod tests {
             ("10.0.0.1", 80, L2),
             ("10.0.0.2", 80, L2),
             ("10.0.0.3", 80, None),
+            ("10.0.0.4", 80, Aws),
         ]);
         a.settle(
             &d,
@@ -491,6 +484,7 @@ mod tests {
                 ("10.0.0.1", true),
                 ("10.0.0.2", false),
                 ("10.0.0.3", true),
+                ("10.0.0.4", true),
             ])),
         );
         assert_eq!(fake.lock().unwrap().claimed, [ip("10.0.0.1")].into());
@@ -507,6 +501,10 @@ mod tests {
         assert!(
             !a.status.vips.contains_key(&ip("10.0.0.3")),
             "announced in no way"
+        );
+        assert!(
+            !a.status.vips.contains_key(&ip("10.0.0.4")),
+            "an aws VIP is in the aws announcer's status, not l2's"
         );
         // Leadership moves: the lost VIP leaves at once, the won one comes.
         a.settle(

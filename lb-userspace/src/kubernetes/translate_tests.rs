@@ -204,6 +204,114 @@ fn the_announce_annotation_chooses_over_the_default() {
 }
 
 #[test]
+fn the_aws_allocation_id_annotation_gives_an_aws_vip_its_elastic_ip() {
+    use crate::config::{AllocationId, AnnounceMode, Announcement};
+    let eip = "eipalloc-0123456789abcdef0";
+    let with = |name: &str, created: &str, annotations: Value| {
+        service(
+            name,
+            created,
+            json!({ "metadata": { "annotations": annotations } }),
+        )
+    };
+    let announced = |o: &Outcome, name: &str| {
+        let a = o.addresses[&key(name)][0];
+        o.services
+            .iter()
+            .find(|(v, _)| v.address == a)
+            .map(|(_, spec)| spec.announce.clone())
+    };
+    let s = settings(BackendTarget::Pod);
+    let o = run(
+        &[
+            with(
+                "public",
+                "2026-01-01T00:00:00Z",
+                json!({ "xlb.io/announce": "aws", "xlb.io/aws-allocation-id": eip }),
+            ),
+            with(
+                "private",
+                "2026-01-01T00:00:01Z",
+                json!({ "xlb.io/announce": "aws" }),
+            ),
+        ],
+        &[],
+        &s,
+    );
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    assert_eq!(
+        announced(&o, "public"),
+        Some(Announcement::Aws {
+            eip: AllocationId::parse(eip)
+        })
+    );
+    assert_eq!(
+        announced(&o, "private"),
+        Some(Announcement::Aws { eip: None }),
+        "no annotation: reached inside the VPC only"
+    );
+    // With aws as the config's default, the annotation alone suffices.
+    let mut aws = settings(BackendTarget::Pod);
+    aws.announce = AnnounceMode::Aws;
+    let o = run(
+        &[with(
+            "public",
+            "2026-01-01T00:00:00Z",
+            json!({ "xlb.io/aws-allocation-id": eip }),
+        )],
+        &[],
+        &aws,
+    );
+    assert_eq!(
+        announced(&o, "public"),
+        Some(Announcement::Aws {
+            eip: AllocationId::parse(eip)
+        })
+    );
+
+    let not_for_this_mode = "annotation xlb.io/aws-allocation-id: an Elastic IP is for VIPs \
+        announced with \"aws\" (annotation xlb.io/announce, or the config's announce.mode)";
+    let refused = [
+        (
+            "a malformed id",
+            json!({ "xlb.io/announce": "aws", "xlb.io/aws-allocation-id": "eipalloc-XYZ" }),
+            "annotation xlb.io/aws-allocation-id: \"eipalloc-XYZ\" is not an Elastic IP \
+             allocation id such as \"eipalloc-0123456789abcdef0\"",
+        ),
+        (
+            "a public IP, not its allocation",
+            json!({ "xlb.io/announce": "aws", "xlb.io/aws-allocation-id": "203.0.113.7" }),
+            "annotation xlb.io/aws-allocation-id: \"203.0.113.7\" is not an Elastic IP \
+             allocation id such as \"eipalloc-0123456789abcdef0\"",
+        ),
+        (
+            "an l2 Service",
+            json!({ "xlb.io/announce": "l2", "xlb.io/aws-allocation-id": eip }),
+            not_for_this_mode,
+        ),
+        (
+            "a Service of the default mode, none",
+            json!({ "xlb.io/aws-allocation-id": eip }),
+            not_for_this_mode,
+        ),
+    ];
+    for (what, annotations, message) in refused {
+        let o = run(&[with("bad", "2026-01-01T00:00:00Z", annotations)], &[], &s);
+        assert!(o.services.is_empty(), "{what}: served");
+        assert_eq!(o.refusals.len(), 1, "{what}");
+        assert_eq!(
+            (o.refusals[0].reason, o.refusals[0].message.as_str()),
+            ("InvalidAnnotation", message),
+            "{what}"
+        );
+        assert!(
+            !o.addresses.contains_key(&key("bad")),
+            "{what}: a refused Service holds no address"
+        );
+    }
+}
+
+#[test]
 fn vip_from_annotation_then_load_balancer_ip_then_pool() {
     let s = settings(BackendTarget::Pod);
     let a = service(
