@@ -465,6 +465,80 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
     assert_eq!(db.terminate(), Some(0));
 }
 
+/// Router a killed with SIGKILL hands nothing back: router b takes the
+/// VIP and the Elastic IP once a's Lease expires (3 s, renewed every
+/// 0.3 s), not before, and within a pass of winning it.
+#[test]
+fn a_killed_leader_is_replaced_when_its_lease_expires() {
+    if !privileged("aws kill -9") {
+        return;
+    }
+    let l = lab("kill", true);
+    let seg = &l._seg;
+    let vips = vip_table(VIP, l.w.ips[2], Some(&l.w.eip));
+    let (a, b) = (router(&l, seg, 0, &vips), router(&l, seg, 1, &vips));
+    let eni_b = l.w.enis[1].clone();
+    let mut da = start(&l, &a, "a.log", ("testing", "testing"));
+    wait(Duration::from_secs(20), "router a places the VIP", || {
+        status(&a).vips.get(&VIP).is_some_and(|v| v.in_place)
+    });
+    let mut db = start(&l, &b, "b.log", ("testing", "testing"));
+    wait(
+        Duration::from_secs(10),
+        "router b sees the VIP led elsewhere",
+        || status(&b).vips.get(&VIP).is_some_and(|v| !v.leads),
+    );
+    // Long enough for b to have seen a renew the Lease several times.
+    std::thread::sleep(Duration::from_secs(1));
+    da.kill9();
+    let killed = Instant::now();
+    let calls_at_kill = l.proxy.calls().len();
+    let takeover = wait(Duration::from_secs(20), "the EIP reaches router b", || {
+        l.eip_on(&l.w.eip).as_deref() == Some(eni_b.as_str())
+    });
+    assert!(l.secondary_ips(&eni_b).contains(&VIP.to_string()));
+    let confirmed = wait(Duration::from_secs(10), "router b confirms", || {
+        status(&b).vips.get(&VIP).is_some_and(|v| v.in_place)
+    }) + takeover;
+    // a's last renewal was at most a retry period (0.3 s, plus its round)
+    // before the kill, and b counts the 3 s from when it saw it.
+    assert!(
+        takeover >= Duration::from_millis(2500),
+        "b moved the EIP {takeover:?} after the kill, before a's Lease could expire"
+    );
+    let calls = l.proxy.calls();
+    let moves: Vec<_> = calls[calls_at_kill..]
+        .iter()
+        .filter(|c| !c.action().starts_with("Describe"))
+        .collect();
+    assert!(
+        moves
+            .iter()
+            .all(|c| c.at >= killed + Duration::from_millis(2500)),
+        "a write before a's Lease expired: {moves:?}"
+    );
+    assert!(
+        moves
+            .iter()
+            .any(|c| c.action() == "AssignPrivateIpAddresses"
+                && c.param("NetworkInterfaceId") == Some(eni_b.as_str())
+                && c.param("AllowReassignment") == Some("true")),
+        "{moves:?}"
+    );
+    assert!(
+        moves.iter().any(|c| c.action() == "AssociateAddress"
+            && c.param("NetworkInterfaceId") == Some(eni_b.as_str())
+            && c.param("AllowReassociation") == Some("true")),
+        "{moves:?}"
+    );
+    eprintln!(
+        "aws: kill -9 of the leader to the EIP on b in moto {takeover:?}, to b's confirm \
+         {confirmed:?} (Lease 3 s, retry period 0.3 s, reconcile interval 1 s); {} writes",
+        moves.len()
+    );
+    assert_eq!(db.terminate(), Some(0));
+}
+
 /// EC2 throttles AssignPrivateIpAddresses three times: retried after a
 /// backoff, then done.
 #[test]
