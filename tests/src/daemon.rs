@@ -116,9 +116,26 @@ pub fn free_port() -> u16 {
 }
 
 /// GET http://127.0.0.1:port/path from inside `ns`; (status, body).
+///
+/// The daemon logs "reconciled" before it binds its metrics port (the
+/// server needs the reconciler's handle), so a caller that waited for that
+/// line may be a moment early: a refused connection is tried again for a
+/// few seconds before it counts.
 pub fn http_get(ns: &NetNs, port: u16, path: &str) -> (u16, String) {
     ns.run(|| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+        let deadline = std::time::Instant::now() + crate::vm::patience(Duration::from_secs(5));
+        let mut s = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect to the metrics port {port}: {e}"),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,
