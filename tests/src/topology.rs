@@ -466,6 +466,17 @@ pub fn curl(t: &Topology, vip: IpAddr, n: usize) -> BTreeMap<String, usize> {
 
 /// [`curl`] to another port of the VIP.
 pub fn curl_port(t: &Topology, vip: IpAddr, port: u16, n: usize) -> BTreeMap<String, usize> {
+    curl_with(t, vip, port, n, &[])
+}
+
+/// [`curl_port`] with further curl arguments (e.g. `--local-port`).
+pub fn curl_with(
+    t: &Topology,
+    vip: IpAddr,
+    port: u16,
+    n: usize,
+    extra: &[&str],
+) -> BTreeMap<String, usize> {
     let host = match vip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
@@ -490,7 +501,10 @@ pub fn curl_port(t: &Topology, vip: IpAddr, port: u16, n: usize) -> BTreeMap<Str
             "Connection: close",
             "-K",
             list.to_str().unwrap(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     assert_eq!(code, 0, "curl failed: {err}");
     let mut seen = BTreeMap::new();

@@ -14,8 +14,8 @@ use lb_userspace::xdp::Maps;
 use xlb_tests::{
     netns::{PinDir, privileged},
     topology::{
-        Ns, Topology, VIP4, VIP6, capture_replies, captured, curl, lb_config, start_lb, stop_lb,
-        workspace_bin,
+        Ns, Topology, VIP4, VIP6, capture_replies, captured, curl, curl_with, lb_config, start_lb,
+        stop_lb, workspace_bin,
     },
 };
 
@@ -204,7 +204,17 @@ fn held_connections_keep_their_backend_through_set_changes_and_drain() {
                 "a draining backend's established flow moved"
             );
         }
-        let new = curl(&t, IpAddr::V4(VIP4), 200);
+        // From source ports no earlier connection used: a reused port
+        // would make the same 5-tuple as an earlier connection to x, which
+        // the flow table rightly keeps on x (a drain keeps established
+        // flows), and the backend closes first, so the client may reuse it.
+        let new = curl_with(
+            &t,
+            IpAddr::V4(VIP4),
+            80,
+            200,
+            &["--local-port", "61000-61999"],
+        );
         assert_eq!(
             names(&new),
             ["be2".to_string()],
