@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
     announce::{aws::status::AwsStatus, status::AnnounceStatus},
+    health::status::HealthStatus,
     config::{self, AnnounceMode, DataplaneMode, XdpMode},
     daemon,
     ipvs::IpvsDataplane,
@@ -238,26 +239,17 @@ fn decap(ifaces: &[String], vips: &[IpAddr], mode: XdpMode) -> Result<()> {
 fn ipvs_status(state_dir: &Path, reason: String, json: bool) -> Result<()> {
     let mut dp = IpvsDataplane::open(state_dir)?;
     let s = lb_userspace::ipvs::status::read(&mut dp, reason)?;
-    show(
-        &s,
-        lb_userspace::ipvs::status::render(&s),
-        Leadership::read(state_dir),
-        AnnounceStatus::read(state_dir),
-        AwsStatus::read(state_dir),
-        json,
-    )
+    show(&s, lb_userspace::ipvs::status::render(&s), state_dir, json)
 }
 
-/// Prints a data plane's status, with who leads each VIP when the daemon
-/// elects leaders (the Kubernetes source).
-fn show(
-    status: &impl serde::Serialize,
-    text: String,
-    leaders: Option<Leadership>,
-    announce: Option<AnnounceStatus>,
-    aws: Option<AwsStatus>,
-    json: bool,
-) -> Result<()> {
+/// Prints a data plane's status, with what the daemon's tasks left in the
+/// state directory: who leads each VIP (the Kubernetes source), how VIPs
+/// are announced, and each checked backend's health.
+fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bool) -> Result<()> {
+    let leaders = Leadership::read(state_dir);
+    let announce = AnnounceStatus::read(state_dir);
+    let aws = AwsStatus::read(state_dir);
+    let health = HealthStatus::read(state_dir);
     if json {
         let mut v = serde_json::to_value(status)?;
         if let (Some(l), Some(obj)) = (&leaders, v.as_object_mut()) {
@@ -268,6 +260,9 @@ fn show(
         }
         if let (Some(a), Some(obj)) = (&aws, v.as_object_mut()) {
             obj.insert("aws".to_owned(), serde_json::to_value(a)?);
+        }
+        if let (Some(h), Some(obj)) = (&health, v.as_object_mut()) {
+            obj.insert("health".to_owned(), serde_json::to_value(h)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -306,6 +301,9 @@ fn show(
     if let Some(a) = aws.filter(|a| !a.vips.is_empty()) {
         show_aws(&a);
     }
+    if let Some(h) = health.filter(|h| !h.backends.is_empty()) {
+        show_health(&h);
+    }
     if let Some(l) = leaders {
         println!("\nleadership (Leases; this node is {})", l.identity);
         println!("  {:<40} {:<30} this node", "VIP", "holder");
@@ -336,14 +334,43 @@ fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
     let maglev = size(lb_common::names::MAGLEV)? / size(lb_common::names::VIPS)?.max(1);
     let maps = Maps::open_pinned(pin_path, maglev)?;
     let s = xdp_status::read(&maps, &pins)?;
-    show(
-        &s,
-        xdp_status::render(&s),
-        Leadership::read(state_dir),
-        AnnounceStatus::read(state_dir),
-        AwsStatus::read(state_dir),
-        json,
-    )
+    show(&s, xdp_status::render(&s), state_dir, json)
+}
+
+/// Each checked backend: its state, since when, and its last probe.
+fn show_health(h: &HealthStatus) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    println!(
+        "\nhealth ({} transitions; DSR path: {})",
+        h.transitions,
+        h.dsr_path.as_deref().unwrap_or("not in use")
+    );
+    for vip in &h.fail_open {
+        println!("  FAIL-OPEN {vip}: every backend is down; all kept in rotation");
+    }
+    println!(
+        "  {:<28} {:<40} {:<5} {:<7} {:<8} {:<10} last",
+        "VIP", "backend", "kind", "via", "state", "since"
+    );
+    for b in &h.backends {
+        let last = match (&b.last_failure, b.last_latency_ms, b.last_unix) {
+            (_, _, None) => "-".to_owned(),
+            (Some(f), _, Some(t)) => format!("{f} ({:.1} s ago)", now - t),
+            (None, Some(ms), Some(t)) => format!("ok in {ms:.2} ms ({:.1} s ago)", now - t),
+            (None, None, Some(t)) => format!("ok ({:.1} s ago)", now - t),
+        };
+        println!(
+            "  {:<28} {:<40} {:<5} {:<7} {:<8} {:<10} {last}",
+            b.vip,
+            b.backend.to_string(),
+            b.kind,
+            b.via,
+            b.state.as_str(),
+            format!("{:.0} s", now - b.since_unix),
+        );
+    }
 }
 
 /// The `aws` announcer's view: per VIP the association wanted and the one

@@ -319,6 +319,29 @@ impl Topology {
         self.children.push((what.into(), c));
     }
 
+    /// Kills the background program adopted or started as `what` (e.g.
+    /// `"be1 servers"`, `"be2 decap"`) and waits for it to end.
+    pub fn stop(&mut self, what: &str) {
+        let i = self
+            .children
+            .iter()
+            .position(|(w, _)| w == what)
+            .unwrap_or_else(|| panic!("no background program {what:?}"));
+        let (_, mut c) = self.children.remove(i);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts backend `i`'s HTTP server and sink again (after [`Self::stop`]).
+    pub fn start_backend_servers(&mut self, i: usize) {
+        let name = format!("be{i}");
+        let log = format!("{name}-http-{}.log", self.children.len());
+        let backend = workspace_bin("xlb-tests", "xlb-backend");
+        let c = self.spawn_in(Ns::Backend(i), &backend, &[&name], &log);
+        self.children.push((format!("{name} servers"), c));
+        self.wait_log(&log, "http on");
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }

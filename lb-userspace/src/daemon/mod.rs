@@ -5,9 +5,14 @@
 //!
 //!  file_source ──watch<FileState>──┐                                ┌─> neighbours
 //!                                   ├─> reconciler ──watch<Applied>──┼─> kubernetes_link (elector VIPs, memory)
-//!  kubernetes ──watch<Outcome>─────┘   (own thread:  ──watch<Progress>┼─> metrics, /healthz
-//!   └─ elector ──LeaderFeed───────────  merge, apply)                 └─> announcer (+ LeaderFeed)
+//!  kubernetes ──watch<Outcome>─────┤   (own thread:  ──watch<Progress>┼─> metrics, /healthz
+//!   └─ elector ──LeaderFeed────────┼──  merge, gate,                  ├─> announcer (+ LeaderFeed)
+//!  health_checker ──watch<Down>────┘    apply)                        └─> health_checker
 //! ```
+//!
+//! The health checker is both: it probes the backends of the applied
+//! (configured) state and publishes the ones it holds down, which the
+//! reconciler leaves out of what it applies.
 //!
 //! Every piece of state has one owner: the file source owns the config, the
 //! Kubernetes source its translation and the Leases, the reconciler the data
@@ -30,6 +35,7 @@
 mod announcer;
 mod aws_announcer;
 mod file_source;
+mod health_checker;
 mod kubernetes_link;
 mod neighbours;
 mod reconciler;
@@ -57,6 +63,11 @@ use crate::{
     announce::{aws::status::AwsStatus, claimer::Claimer, responder, status::AnnounceStatus},
     config::{self, Config, DataplaneMode},
     desired::Desired,
+    health::{
+        gate::Down,
+        path::{PROBE_DEVICE, PathSettings},
+        status::HealthStatus,
+    },
     ifaddr,
     kubernetes::{self, Kubernetes, LeaderFeed, Outcome},
     metrics::{self, Health},
@@ -127,6 +138,11 @@ struct Daemon {
     aws_announcer: Option<JoinHandle<()>>,
     /// The pinned maps, when the data plane is XDP.
     xdp_pins: Option<PathBuf>,
+    /// The data plane's name, once started.
+    dataplane: &'static str,
+    /// Stopped before the data plane's owner, so its probe path is
+    /// removed while everything else still runs.
+    health_checker: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -139,6 +155,8 @@ impl Daemon {
             announcer: None,
             aws_announcer: None,
             xdp_pins: None,
+            dataplane: "",
+            health_checker: None,
         }
     }
 
@@ -165,6 +183,8 @@ impl Daemon {
         let listen = o.metrics.unwrap_or(cfg.metrics.listen);
         let announce = announcer_settings(&cfg, &interfaces);
         let aws = aws_settings(&cfg);
+        let checks = checker_settings(&cfg);
+        let (down_tx, down_rx) = watch::channel(Arc::new(Down::new()));
 
         // Sources.
         let remembered = remembered(&cfg);
@@ -174,13 +194,16 @@ impl Daemon {
         self.start_kubernetes(&file_rx).await?;
 
         // The data plane's owner.
-        let (applied, queries) = self.start_reconciler(plan, &file_rx, remembered).await?;
+        let (applied, queries) = self
+            .start_reconciler(plan, &file_rx, remembered, down_rx)
+            .await?;
 
         // Consumers.
         self.link_kubernetes(&state_dir, &applied, file_rx);
         let announced = self.start_announcer(announce, &applied)?;
         let aws = self.start_aws_announcer(aws, &applied);
-        let endpoints = endpoints(queries, rejected, self.leaders(), announced, aws);
+        let health = self.start_health_checker(checks, &applied, down_tx);
+        let endpoints = endpoints(queries, rejected, self.leaders(), announced, aws, health);
         self.serve_metrics(listen, endpoints).await
     }
 
@@ -212,6 +235,7 @@ impl Daemon {
         plan: Plan,
         file: &watch::Receiver<Arc<FileState>>,
         remembered: Arc<Outcome>,
+        down: watch::Receiver<Arc<Down>>,
     ) -> Result<(watch::Receiver<Applied>, Queries)> {
         let state_dir = plan.state_dir.clone();
         let (pin_dir, route_period) = (plan.settings.pin_dir.clone(), plan.settings.nexthop_ttl);
@@ -225,6 +249,7 @@ impl Daemon {
             kubernetes: self.kubernetes.as_ref().map(|k| k.outcome.clone()),
             remembered,
             neighbours_ready,
+            down,
         };
         let (reconciler, starting) = Reconciler::spawn(plan, sources, self.stop.clone())
             .context("starting the reconciler thread")?;
@@ -243,6 +268,7 @@ impl Daemon {
             .await
             .context("the reconciler stopped while starting the data plane")??;
         tracing::info!(dataplane = started.name, reason = %started.reason, "data plane ready");
+        self.dataplane = started.name;
         if started.name == "xdp"
             && let Some(dir) = pin_dir
         {
@@ -345,6 +371,27 @@ impl Daemon {
         rx
     }
 
+    /// The health checker. Idle (no device, no probe) until some VIP has a
+    /// check.
+    fn start_health_checker(
+        &mut self,
+        mut s: health_checker::Settings,
+        applied: &watch::Receiver<Applied>,
+        down: watch::Sender<Arc<Down>>,
+    ) -> watch::Receiver<HealthStatus> {
+        if self.dataplane != "xdp" {
+            s.dsr = Err(format!(
+                "the {} data plane serves VIPs as local addresses, so a probe from this node would be \
+                 balanced by it rather than sent to the backend chosen; checks go direct",
+                self.dataplane
+            ));
+        }
+        let (tx, rx) = watch::channel(HealthStatus::default());
+        let task = health_checker::run(s, applied.clone(), down, tx, self.stop.clone());
+        self.health_checker = Some(tokio::spawn(task));
+        rx
+    }
+
     fn leaders(&self) -> Option<LeaderFeed> {
         self.kubernetes.as_ref().map(|k| k.leaders.clone())
     }
@@ -374,6 +421,7 @@ impl Daemon {
         for (name, task) in [
             ("announcer", self.announcer.take()),
             ("aws announcer", self.aws_announcer.take()),
+            ("health checker", self.health_checker.take()),
         ] {
             if let Some(mut a) = task
                 && tokio::time::timeout(TASK_STOP, &mut a).await.is_err()
@@ -420,6 +468,7 @@ fn endpoints(
     leaders: Option<LeaderFeed>,
     announced: watch::Receiver<AnnounceStatus>,
     aws: watch::Receiver<AwsStatus>,
+    health_status: watch::Receiver<HealthStatus>,
 ) -> metrics::Endpoints {
     let scrape = q.clone();
     metrics::Endpoints {
@@ -437,6 +486,7 @@ fn endpoints(
             }
             s.announce = announce_sample(&announced.borrow());
             s.aws = aws_sample(&aws.borrow());
+            s.health = health_sample(&health_status.borrow());
             Ok(s)
         }),
         health: Arc::new(move || {
@@ -465,6 +515,44 @@ fn announcer_settings(cfg: &Config, interfaces: &[String]) -> announcer::Setting
         interfaces: interfaces.to_vec(),
         state_dir: cfg.dataplane.state_dir.clone(),
     }
+}
+
+fn checker_settings(cfg: &Config) -> health_checker::Settings {
+    let h = &cfg.health;
+    health_checker::Settings {
+        dsr: Ok(PathSettings {
+            mark: h.mark,
+            table: h.table,
+            rule_priority: h.rule_priority,
+            device: PROBE_DEVICE.to_owned(),
+        }),
+        source_v4: h.source_v4.or(cfg.dataplane.ipip_source_v4),
+        source_v6: h.source_v6.or(cfg.dataplane.ipip_source_v6),
+        state_dir: cfg.dataplane.state_dir.clone(),
+    }
+}
+
+fn health_sample(h: &HealthStatus) -> Option<metrics::HealthSample> {
+    if h.backends.is_empty() {
+        return None;
+    }
+    Some(metrics::HealthSample {
+        backends: h
+            .backends
+            .iter()
+            .map(|b| metrics::BackendHealthSample {
+                vip: b.vip.clone(),
+                backend: b.backend.to_string(),
+                state: b.state.as_str(),
+                results: b.results.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                transitions: b.transitions,
+            })
+            .collect(),
+        fail_open: h.fail_open.clone(),
+        latency_buckets: h.latency_buckets.clone(),
+        latency_sum_seconds: h.latency_sum_seconds,
+        latency_count: h.latency_count,
+    })
 }
 
 fn aws_settings(cfg: &Config) -> aws_announcer::Settings {

@@ -25,6 +25,7 @@ use super::file_source::FileState;
 use crate::{
     dataplane::{self, Dataplane, DataplaneError, Start},
     desired::{Desired, Services},
+    health::gate::{self, Down},
     kubernetes::Outcome,
     metrics::Snapshot,
 };
@@ -39,7 +40,9 @@ const BIG_APPLY: usize = 10_000;
 /// What the data plane holds, as last applied successfully.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Applied {
-    /// The merged desired state.
+    /// The merged desired state, as configured: backends the health
+    /// checker holds down included (the data plane serves it without them,
+    /// and the checker keeps probing them).
     pub(super) desired: Arc<Desired>,
     /// The Kubernetes part it included (remembered across restarts).
     pub(super) kubernetes: Arc<Outcome>,
@@ -112,6 +115,8 @@ pub(super) struct Sources {
     /// Resolves once the backends' neighbours have been asked for, so the
     /// first flows are not dropped while ARP is in flight.
     pub(super) neighbours_ready: oneshot::Receiver<()>,
+    /// The backends the health checker holds down.
+    pub(super) down: watch::Receiver<Arc<Down>>,
 }
 
 /// How the reconciler's start went: the data plane, then the first apply.
@@ -288,6 +293,7 @@ impl Worker {
             Some(q) = self.queries.recv() => Event::Query(q),
             Ok(()) = self.sources.file.changed() => Event::Changed,
             Some(()) = changed(k8s) => Event::Changed,
+            Ok(()) = self.sources.down.changed() => Event::Changed,
             () = sleep_until(retry) => Event::Retry,
         }
     }
@@ -312,8 +318,10 @@ impl Worker {
             self.k8s_part = outcome;
         }
         let desired = merge(&file.desired, &self.k8s_part.services);
+        let down = self.sources.down.borrow_and_update().clone();
+        let served = gate::gate(&desired, &down);
         let started = Instant::now();
-        match self.dp.apply(&desired) {
+        match self.dp.apply(&served) {
             Ok(report) => {
                 let took = started.elapsed().as_secs_f64();
                 tracing::info!(
@@ -423,6 +431,7 @@ mod tests {
             scheduler: "mh".into(),
             backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
             announce: Default::default(),
+            health: None,
         }
     }
 

@@ -35,6 +35,12 @@
 //! | `xlb_aws_vip_in_place` | gauge | `vip` |
 //! | `xlb_aws_vip_error` | gauge | `vip` |
 //! | `xlb_aws_backends_source_dest_check` | gauge | |
+//! | `xlb_backend_health` | gauge (1 for the current state) | `vip`, `backend`, `state` |
+//! | `xlb_health_checks_total` | counter | `vip`, `backend`, `outcome` |
+//! | `xlb_health_transitions_total` | counter | `vip`, `backend` |
+//! | `xlb_health_probe_duration_seconds` | histogram (passed probes) | |
+//! | `xlb_vip_fail_open` | gauge (1 while failing open) | `vip` |
+//! | `xlb_vips_fail_open` | gauge | |
 //!
 //! Each label set must appear at most once in a snapshot (OpenMetrics
 //! forbids duplicate samples); the exporter does not merge duplicates.
@@ -86,6 +92,33 @@ pub struct Snapshot {
     pub announce: Option<AnnounceSample>,
     /// The `aws` announcer, once it has an `aws` VIP.
     pub aws: Option<AwsSample>,
+    /// The health checker, once some backend has a check.
+    pub health: Option<HealthSample>,
+}
+
+/// What the health checker found.
+#[derive(Clone, Debug, Default)]
+pub struct HealthSample {
+    pub backends: Vec<BackendHealthSample>,
+    /// VIPs whose every backend is down, kept in rotation.
+    pub fail_open: Vec<String>,
+    /// Passed probes' latency: per-bucket counts over
+    /// [`crate::health::status::LATENCY_BUCKETS`] then +Inf.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_seconds: f64,
+    pub latency_count: u64,
+}
+
+/// One checked backend.
+#[derive(Clone, Debug, Default)]
+pub struct BackendHealthSample {
+    pub vip: String,
+    pub backend: String,
+    /// `up`, `down` or `unknown`.
+    pub state: &'static str,
+    /// Probe results by outcome.
+    pub results: Vec<(String, u64)>,
+    pub transitions: u64,
 }
 
 /// What the `aws` announcer did.
@@ -328,7 +361,96 @@ impl Collector for SnapshotCollector {
         if let Some(a) = &s.aws {
             aws(&mut enc, a)?;
         }
+        if let Some(h) = &s.health {
+            health(&mut enc, h)?;
+        }
         Ok(())
+    }
+}
+
+fn health(enc: &mut DescriptorEncoder, h: &HealthSample) -> fmt::Result {
+    let labels = |b: &BackendHealthSample| {
+        [
+            ("vip", LabelValue(&b.vip)),
+            ("backend", LabelValue(&b.backend)),
+        ]
+    };
+    gauge_family(
+        enc,
+        "backend_health",
+        "1 for each checked backend's current state (up, down, unknown).",
+        None,
+        h.backends.iter().map(|b| {
+            let [vip, backend] = labels(b);
+            ([vip, backend, ("state", LabelValue(b.state))], 1)
+        }),
+    )?;
+    counter_family(
+        enc,
+        "health_checks",
+        "Health probes by backend and outcome (pass, timeout, refused, reset, network, status, http).",
+        None,
+        h.backends.iter().flat_map(|b| {
+            b.results.iter().map(move |(outcome, n)| {
+                let [vip, backend] = labels(b);
+                ([vip, backend, ("outcome", LabelValue(outcome))], *n)
+            })
+        }),
+    )?;
+    counter_family(
+        enc,
+        "health_transitions",
+        "Times a backend's health state changed.",
+        None,
+        h.backends.iter().map(|b| (labels(b), b.transitions)),
+    )?;
+    let histogram = ProbeLatency(h);
+    let m = enc.encode_descriptor(
+        "health_probe_duration",
+        "Time a passing health probe took (connect, or the HTTP answer).",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    histogram.encode(m)?;
+    gauge_family(
+        enc,
+        "vip_fail_open",
+        "1 while every backend of the VIP is down and all are kept in rotation (fail_open).",
+        None,
+        h.fail_open.iter().map(|v| ([("vip", LabelValue(v))], 1)),
+    )?;
+    gauge(
+        enc,
+        "vips_fail_open",
+        "VIPs whose every backend is down, kept in rotation.",
+        None,
+        h.fail_open.len() as i64,
+    )
+}
+
+/// The checker's latency counts as an OpenMetrics histogram.
+#[derive(Debug)]
+struct ProbeLatency<'a>(&'a HealthSample);
+
+impl EncodeMetric for ProbeLatency<'_> {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        let bounds = crate::health::status::LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.0.latency_buckets.iter().copied().chain(std::iter::repeat(0)))
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.latency_sum_seconds,
+            self.0.latency_count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -560,6 +682,19 @@ pub(crate) mod tests {
                 vips: vec![("10.0.1.200".into(), true, true, false)],
                 backends_with_source_dest_check: 1,
             }),
+            health: Some(HealthSample {
+                backends: vec![BackendHealthSample {
+                    vip: "10.99.0.1:80/tcp".into(),
+                    backend: "10.0.0.2".into(),
+                    state: "down",
+                    results: vec![("pass".into(), 7), ("timeout".into(), 3)],
+                    transitions: 1,
+                }],
+                fail_open: vec!["10.99.0.1:80/tcp".into()],
+                latency_buckets: vec![0, 2, 5, 0, 0, 0, 0, 0, 0, 0, 0],
+                latency_sum_seconds: 0.0125,
+                latency_count: 7,
+            }),
         }
     }
 
@@ -595,6 +730,14 @@ pub(crate) mod tests {
             "xlb_announce_gratuitous_sent_total 10",
             "xlb_announce_liveness_age_seconds 0.5",
             "xlb_announce_liveness_bound_seconds 5.0",
+            r#"xlb_backend_health{vip="10.99.0.1:80/tcp",backend="10.0.0.2",state="down"} 1"#,
+            r#"xlb_health_checks_total{vip="10.99.0.1:80/tcp",backend="10.0.0.2",outcome="timeout"} 3"#,
+            r#"xlb_health_transitions_total{vip="10.99.0.1:80/tcp",backend="10.0.0.2"} 1"#,
+            r#"xlb_health_probe_duration_seconds_bucket{le="0.001"} 2"#,
+            r#"xlb_health_probe_duration_seconds_bucket{le="0.0025"} 7"#,
+            "xlb_health_probe_duration_seconds_count 7",
+            r#"xlb_vip_fail_open{vip="10.99.0.1:80/tcp"} 1"#,
+            "xlb_vips_fail_open 1",
             "# TYPE xlb_vip_leader gauge",
             "# TYPE xlb_dataplane_info gauge",
             "# TYPE xlb_packets counter",

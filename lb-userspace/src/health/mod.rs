@@ -1,0 +1,10 @@
+//! Backend health checks: probes (TCP or HTTP, through the DSR path or
+//! direct), the rise/fall state of each backend, when probes are sent, and
+//! how a down backend leaves its VIP. The task that runs them is
+//! `daemon::health_checker`; docs/health.md says what each check proves.
+
+pub mod gate;
+pub mod probe;
+pub mod schedule;
+pub mod status;
+pub mod tracker;

@@ -1,0 +1,462 @@
+//! Backend health checks end to end, on the veth topology
+//! (`xlb_tests::topology`): real `xlb run` probing real backends through
+//! the DSR path (IPIP to the backend, answered from the VIP straight back)
+//! or directly, under real client load.
+//!
+//! Every verdict is read from what the daemon publishes (`health.json` in
+//! its state directory, the file `xlb status` prints) and checked against
+//! what the client sees.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    path::PathBuf,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xlb_tests::{
+    daemon::{free_port, http_get, metric},
+    netns::{PinDir, privileged},
+    topology::{
+        Ns, Topology, VIP4, VIP6, backend4, backend6, curl, lb4, lb6, start_lb, workspace_bin,
+    },
+    vm::patience,
+};
+
+/// `[dataplane]`, `[metrics]` and `[health]` for LB 0, then `vips`.
+fn config(t: &Topology, pins: &PinDir, metrics: u16, health: &str, vips: &str) -> PathBuf {
+    let text = format!(
+        r#"[dataplane]
+interfaces = ["eth0"]
+xdp_mode = "generic"
+pin_path = "{pins}"
+state_dir = "{state}"
+encap = "ipip"
+maglev_table_size = 1021
+max_vips = 16
+max_backends = 4096
+flow_table_size = 65536
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[health]
+source_v4 = "{s4}"
+source_v6 = "{s6}"
+{health}
+
+{vips}"#,
+        pins = pins.path.display(),
+        state = state_dir(t).display(),
+        s4 = lb4(0),
+        s6 = lb6(0),
+    );
+    let path = t.dir.join(format!("xlb-{metrics}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn state_dir(t: &Topology) -> PathBuf {
+    t.dir.join("state")
+}
+
+/// A `[[vip]]` with the three backends of the topology.
+fn vip(address: IpAddr, port: u16, extra: &str) -> String {
+    let backends: Vec<String> = (0..3)
+        .map(|i| match address {
+            IpAddr::V4(_) => format!("{{ address = \"{}\" }}", backend4(i)),
+            IpAddr::V6(_) => format!("{{ address = \"{}\" }}", backend6(i)),
+        })
+        .collect();
+    format!(
+        "[[vip]]\naddress = \"{address}\"\nport = {port}\nbackends = [{}]\n{extra}\n",
+        backends.join(", ")
+    )
+}
+
+/// The daemon's published health: (VIP, backend) -> entry.
+fn health(t: &Topology) -> (BTreeMap<(String, String), Value>, Value) {
+    let Ok(text) = std::fs::read_to_string(state_dir(t).join("health.json")) else {
+        return (BTreeMap::new(), Value::Null);
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return (BTreeMap::new(), Value::Null);
+    };
+    let map = v["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                (
+                    b["vip"].as_str().unwrap().to_owned(),
+                    b["backend"].as_str().unwrap().to_owned(),
+                ),
+                b.clone(),
+            )
+        })
+        .collect();
+    (map, v)
+}
+
+fn state_of(t: &Topology, vip: &str, backend: impl ToString) -> String {
+    health(t)
+        .0
+        .get(&(vip.to_owned(), backend.to_string()))
+        .and_then(|b| b["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Waits until `vip`'s `backend` is in `state`; how long that took.
+fn wait_state(t: &Topology, vip: &str, backend: impl ToString, state: &str, limit: Duration) -> Duration {
+    let backend = backend.to_string();
+    let started = Instant::now();
+    let deadline = started + patience(limit);
+    loop {
+        if state_of(t, vip, &backend) == state {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{vip} {backend} not {state} within {limit:?}: {:#}\n{}",
+            health(t).1,
+            t.log("lb.log")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn failure_of(t: &Topology, vip: &str, backend: impl ToString) -> String {
+    let (m, _) = health(t);
+    m.get(&(vip.to_owned(), backend.to_string()))
+        .map(|b| b["last_failure"]["failure"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+fn v4vip(port: u16) -> String {
+    format!("{VIP4}:{port}/tcp")
+}
+
+fn v6vip(port: u16) -> String {
+    format!("{VIP6}:{port}/tcp")
+}
+
+/// One request on a new connection: the backend's name, or why not.
+fn request(to: SocketAddr) -> Result<String, String> {
+    let limit = Duration::from_millis(1_500);
+    let mut s = TcpStream::connect_timeout(&to, limit).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    r.split("\r\n\r\n")
+        .nth(1)
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("no body: {r:?}"))
+}
+
+/// A client sending requests one after another until stopped: each
+/// request's start time and result.
+struct Load {
+    results: Mutex<Vec<(Instant, Result<String, String>)>>,
+    stop: AtomicBool,
+}
+
+impl Load {
+    fn new() -> Self {
+        Self {
+            results: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn run(&self, to: SocketAddr) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let at = Instant::now();
+            let r = request(to);
+            self.results.lock().unwrap().push((at, r));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// An HTTP check through the DSR path (IPIP): a backend whose server stops
+/// is down within fall × interval (+ an interval), after which no request
+/// fails; started again, it is back after `rise` passes and serves again.
+#[test]
+fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
+    if !privileged("a_stopped_backend_leaves_the_rotation_and_comes_back") {
+        return;
+    }
+    let cycles: usize = std::env::var("XLB_HEALTH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let (interval, fall) = (Duration::from_millis(300), 3u32);
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    let pins = PinDir::new();
+    let metrics = free_port();
+    let vips = vip(IpAddr::V4(VIP4), 80, "") + &vip(IpAddr::V6(VIP6), 80, "");
+    let health_cfg = format!(
+        "kind = \"http\"\npath = \"/\"\ninterval_ms = {}\ntimeout_ms = 200\nrise = 2\nfall = {fall}\njitter_percent = 10",
+        interval.as_millis()
+    );
+    let cfg = config(&t, &pins, metrics, &health_cfg, &vips);
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    t.adopt("lb", lb);
+    for i in 0..3 {
+        wait_state(&t, &v4vip(80), backend4(i), "up", Duration::from_secs(10));
+        wait_state(&t, &v6vip(80), backend6(i), "up", Duration::from_secs(10));
+        assert_eq!(
+            health(&t).0[&(v4vip(80), backend4(i).to_string())]["via"],
+            "dsr",
+            "probed through the DSR path"
+        );
+    }
+    let to = SocketAddr::new(IpAddr::V4(VIP4), 80);
+    let bound = interval.mul_f64(f64::from(fall) * 1.1) + interval;
+    let mut detections = Vec::new();
+    for cycle in 0..cycles {
+        let load = Load::new();
+        let (detect, applied) = std::thread::scope(|s| {
+            s.spawn(|| t.client.run(|| load.run(to)));
+            std::thread::sleep(Duration::from_millis(300));
+            t.stop("be1 servers");
+            let detect = wait_state(&t, &v4vip(80), backend4(1), "down", bound + Duration::from_secs(2));
+            // The reconciler applies the verdict right after it is published.
+            std::thread::sleep(patience(Duration::from_millis(200)));
+            let applied = Instant::now();
+            std::thread::sleep(Duration::from_millis(1_500));
+            load.stop.store(true, Ordering::Relaxed);
+            (detect, applied)
+        });
+        let results = load.results.into_inner().unwrap();
+        let lost = results.iter().filter(|(_, r)| r.is_err()).count();
+        let after: Vec<_> = results
+            .iter()
+            .filter(|(at, r)| *at >= applied && r.is_err())
+            .collect();
+        assert!(after.is_empty(), "requests failed after be1 was down: {after:?}");
+        assert!(
+            results.iter().filter(|(at, _)| *at >= applied).all(|(_, r)| r.as_deref() != Ok("be1")),
+            "be1 still served after it was down"
+        );
+        eprintln!(
+            "cycle {cycle}: down {:.0} ms after the kill (bound {:.0} ms); {lost} of {} requests failed",
+            detect.as_secs_f64() * 1e3,
+            bound.as_secs_f64() * 1e3,
+            results.len()
+        );
+        assert!(detect <= patience(bound + Duration::from_millis(500)), "detected in {detect:?}");
+        detections.push(detect);
+        t.start_backend_servers(1);
+        wait_state(&t, &v4vip(80), backend4(1), "up", Duration::from_secs(5));
+        std::thread::sleep(patience(Duration::from_millis(200)));
+        let seen = curl(&t, IpAddr::V4(VIP4), 60);
+        assert!(seen.contains_key("be1"), "be1 serves again: {seen:?}");
+    }
+    // The IPv6 check stopped seeing be1 too, and came back.
+    let (_, body) = http_get(&t.lbs[0], metrics, "/metrics");
+    let series = format!(
+        "xlb_health_transitions_total{{vip=\"{}\",backend=\"{}\"}}",
+        v4vip(80),
+        backend4(1)
+    );
+    assert_eq!(metric(&body, &series), Some(2.0 * cycles as f64 + 1.0), "{body}");
+    assert!(body.contains("xlb_health_probe_duration_seconds_count"), "{body}");
+    let mean = detections.iter().sum::<Duration>() / detections.len() as u32;
+    let worst = detections.iter().max().unwrap();
+    eprintln!(
+        "detection over {cycles} failures: mean {:.0} ms, worst {:.0} ms",
+        mean.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3
+    );
+}
+
+/// What the DSR path proves that a direct probe cannot: a backend that
+/// lost the VIP on its loopback (its own address still answers), or
+/// cannot decapsulate, is down by the DSR-path check and up by the direct
+/// one. Also: a port that refuses, a host that never answers, and a VIP
+/// whose every backend is down failing open, each said in status and
+/// metrics.
+#[test]
+fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
+    if !privileged("dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    let pins = PinDir::new();
+    let metrics = free_port();
+    let direct = "[vip.health]\nvia = \"direct\"\nport = 80";
+    let dead = Ipv4Addr::new(10, 77, 0, 99);
+    let vips = [
+        // Through the DSR path, HTTP, both families.
+        vip(IpAddr::V4(VIP4), 80, ""),
+        vip(IpAddr::V6(VIP6), 80, ""),
+        // The same backends probed on their own addresses.
+        vip(IpAddr::V4(VIP4), 81, direct),
+        // Nothing listens on 9001 anywhere: refused, and all down.
+        vip(IpAddr::V4(VIP4), 82, "[vip.health]\nkind = \"tcp\"\nport = 9001\nvia = \"direct\""),
+        // A host that does not exist: timeouts.
+        format!(
+            "[[vip]]\naddress = \"{VIP4}\"\nport = 83\nbackends = [{{ address = \"{}\" }}, {{ address = \"{dead}\" }}]\n[vip.health]\nkind = \"tcp\"\nvia = \"direct\"\nport = 80\n",
+            backend4(0)
+        ),
+    ]
+    .concat();
+    let health_cfg = "kind = \"http\"\ninterval_ms = 300\ntimeout_ms = 200\nrise = 1\nfall = 2";
+    let cfg = config(&t, &pins, metrics, health_cfg, &vips);
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    t.adopt("lb", lb);
+    let limit = Duration::from_secs(10);
+    for i in 0..3 {
+        wait_state(&t, &v4vip(80), backend4(i), "up", limit);
+        wait_state(&t, &v6vip(80), backend6(i), "up", limit);
+        wait_state(&t, &v4vip(81), backend4(i), "up", limit);
+        wait_state(&t, &v4vip(82), backend4(i), "down", limit);
+        assert_eq!(failure_of(&t, &v4vip(82), backend4(i)), "refused");
+    }
+    wait_state(&t, &v4vip(83), dead, "down", limit);
+    assert_eq!(failure_of(&t, &v4vip(83), dead), "timeout");
+    wait_state(&t, &v4vip(83), backend4(0), "up", limit);
+
+    // Every backend of :82 is down: all kept, and said so.
+    let (_, whole) = health(&t);
+    assert_eq!(whole["fail_open"], serde_json::json!([v4vip(82)]), "{whole:#}");
+    assert!(t.log("lb.log").contains("every backend of the VIP is down"));
+    let (_, body) = http_get(&t.lbs[0], metrics, "/metrics");
+    assert_eq!(metric(&body, "xlb_vips_fail_open"), Some(1.0), "{body}");
+    assert_eq!(
+        metric(&body, &format!("xlb_vip_fail_open{{vip=\"{}\"}}", v4vip(82))),
+        Some(1.0)
+    );
+
+    // be1 loses the VIP on its loopback; be2 stops decapsulating.
+    t.backends[1].ip(&["addr", "del", &format!("{VIP4}/32"), "dev", "lo"]);
+    t.backends[1].ip(&["addr", "del", &format!("{VIP6}/128"), "dev", "lo"]);
+    t.stop("be2 decap");
+    for (i, vip) in [(1, v4vip(80)), (2, v4vip(80))] {
+        wait_state(&t, &vip, backend4(i), "down", limit);
+        assert_eq!(failure_of(&t, &vip, backend4(i)), "timeout");
+    }
+    wait_state(&t, &v6vip(80), backend6(1), "down", limit);
+    wait_state(&t, &v6vip(80), backend6(2), "down", limit);
+    // The direct probes still pass: they cannot see either fault.
+    std::thread::sleep(Duration::from_millis(900));
+    for i in 0..3 {
+        assert_eq!(state_of(&t, &v4vip(81), backend4(i)), "up", "direct check of be{i}");
+    }
+    assert_eq!(state_of(&t, &v4vip(80), backend4(0)), "up");
+    // Clients of :80 reach only be0 now.
+    std::thread::sleep(patience(Duration::from_millis(200)));
+    let seen = curl(&t, IpAddr::V4(VIP4), 30);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["be0"], "{seen:?}");
+
+    // Repaired: back in.
+    t.backends[1].ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    wait_state(&t, &v4vip(80), backend4(1), "up", limit);
+
+    // `xlb status` prints the table.
+    let xlb = workspace_bin("lb-userspace", "xlb");
+    let (code, out, err) = t.run_in(
+        Ns::Lb(0),
+        &xlb,
+        &[
+            "status",
+            "--pin-path",
+            pins.path.to_str().unwrap(),
+            "--state-dir",
+            state_dir(&t).to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("FAIL-OPEN"), "{out}");
+    assert!(out.contains("refused"), "{out}");
+}
+
+/// 1,000 backends checked every second (all but one unreachable: their
+/// probes time out): probes are spread over the interval, no 100 ms window
+/// holding more than twice the mean; the daemon's CPU time is reported.
+#[test]
+fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
+    if !privileged("probes_of_a_thousand_backends_are_spread_over_the_interval") {
+        return;
+    }
+    let mut t = Topology::new(1, 1);
+    t.start_backends(false);
+    let lb = &t.lbs[0];
+    // Addresses that swallow everything: a dummy device, no neighbours.
+    lb.ip(&["link", "add", "sink0", "type", "dummy"]);
+    lb.ip(&["link", "set", "sink0", "arp", "off", "up"]);
+    lb.ip(&["route", "add", "10.78.0.0/16", "dev", "sink0"]);
+    let mut backends = vec![format!("{{ address = \"{}\" }}", backend4(0))];
+    backends.extend((1..1_000).map(|i| format!("{{ address = \"10.78.{}.{}\" }}", i / 250, i % 250 + 1)));
+    let vips = format!(
+        "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n[vip.health]\nkind = \"tcp\"\nvia = \"direct\"\n",
+        backends.join(", ")
+    );
+    let pins = PinDir::new();
+    let metrics = free_port();
+    let health_cfg = "interval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 1\njitter_percent = 10";
+    let cfg = config(&t, &pins, metrics, health_cfg, &vips);
+    let daemon = start_lb(&t, 0, &cfg, "lb.log");
+    let pid = daemon.id();
+    t.adopt("lb", daemon);
+    wait_state(&t, &v4vip(80), backend4(0), "up", Duration::from_secs(10));
+    let capture = t
+        .lbs[0]
+        .command("tcpdump")
+        .args(["-i", "sink0", "-n", "-l", "-tt", "-p", "tcp[tcpflags] & tcp-syn != 0"])
+        .stdout(std::fs::File::create(t.dir.join("syns.txt")).unwrap())
+        .stderr(std::fs::File::create(t.dir.join("syns.err")).unwrap())
+        .spawn()
+        .expect("tcpdump");
+    t.wait_log("syns.err", "listening on");
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        // utime and stime, fields 14 and 15 of the file (11 and 12 here).
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    };
+    let (cpu0, started) = (cpu(), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let (cpu1, took) = (cpu(), started.elapsed());
+    let mut capture = capture;
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    let _ = capture.wait();
+    let stamps: Vec<f64> = t
+        .log("syns.txt")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(stamps.len() > 2_000, "{} SYNs in 4 s", stamps.len());
+    // Three whole seconds in the middle of the capture: 30 windows.
+    let from = stamps[0] + 0.5;
+    let mut windows = [0u32; 30];
+    for s in &stamps {
+        let w = ((s - from) * 10.0).floor();
+        if (0.0..30.0).contains(&w) {
+            windows[w as usize] += 1;
+        }
+    }
+    let mean = f64::from(windows.iter().sum::<u32>()) / 30.0;
+    let max = *windows.iter().max().unwrap();
+    eprintln!(
+        "1,000 backends at 1 s: {mean:.0} probes per 100 ms on average, at most {max}; \
+         daemon CPU {:.1}% of one core",
+        (cpu1 - cpu0) / took.as_secs_f64() * 100.0
+    );
+    assert!(mean > 70.0 && mean < 130.0, "about 100 probes per 100 ms: {windows:?}");
+    assert!(f64::from(max) <= 2.0 * mean, "a burst: {windows:?}");
+    let _ = IpAddr::V4(VIP4);
+}
