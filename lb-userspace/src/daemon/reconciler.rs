@@ -423,6 +423,7 @@ mod tests {
             scheduler: "mh".into(),
             backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
             announce: Default::default(),
+            health: None,
         }
     }
 
