@@ -11,7 +11,7 @@ use std::{
 use lb_common::Encap;
 
 use crate::{
-    config::{self, Announcement},
+    config::{self, Announcement, HealthCheck},
     vip::Vip,
 };
 
@@ -19,8 +19,8 @@ use crate::{
 ///
 /// Cloned and compared whole on every change of the desired state (the
 /// sources publish states, the reconciler merges them and diffs against
-/// what it applied), so its parts are shared: a clone is two reference
-/// counts, and comparing two clones is two pointer comparisons.
+/// what it applied), so its parts are shared: a clone is a few reference
+/// counts, and comparing two clones a few pointer comparisons.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub encap: Encap,
@@ -31,6 +31,10 @@ pub struct ServiceSpec {
     /// How the VIP's address is claimed on the network (the announcers'
     /// business; the data plane ignores it).
     pub announce: Announcement,
+    /// How its backends are health-checked; `None`: not at all, the
+    /// source's word (config weights, Kubernetes readiness) alone decides.
+    /// Shared, like the backends: one check serves every VIP of a Service.
+    pub health: Option<Arc<HealthCheck>>,
 }
 
 /// VIPs and how each is served: a persistent map, so a copy (a source
@@ -67,6 +71,7 @@ impl Desired {
                         scheduler: v.scheduler.as_str().into(),
                         backends,
                         announce: v.announce.clone(),
+                        health: v.health.clone().map(Arc::new),
                     },
                 )
             })

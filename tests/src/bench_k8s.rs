@@ -512,6 +512,7 @@ fn translate_cost(api: &KubeApi, config: &Path, stride: usize) -> Result<Transla
         encap: cfg.dataplane.encap,
         scheduler: cfg.dataplane.scheduler.clone(),
         announce: cfg.announce.mode,
+        health: cfg.health.with_probe_sources(&cfg.dataplane),
     };
     let services: Vec<Arc<Service>> = api
         .list("v1", "Service")

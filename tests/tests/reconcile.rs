@@ -54,6 +54,7 @@ fn spec(encap: Encap, backends: &[(u32, u32)]) -> ServiceSpec {
         encap,
         backends: std::sync::Arc::new(backends.iter().map(|&(b, w)| (be(b), w)).collect()),
         announce: Default::default(),
+        health: None,
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
 
+use super::health::HttpProbe;
 use crate::maglev::is_prime;
 
 /// An integer from `MIN` to `MAX`.
@@ -19,6 +20,13 @@ pub(super) fn range<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
 ) -> Result<u32, D::Error> {
     let expected = format!("an integer from {MIN} to {MAX}");
     int(d, &expected, |n| (MIN..=MAX).contains(&n))
+}
+
+/// An optional key's integer from `MIN` to `MAX`.
+pub(super) fn range_option<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    range::<D, MIN, MAX>(d).map(Some)
 }
 
 /// Each of the Lease timings. Below 100 ms a node would spend its time
@@ -37,6 +45,57 @@ pub(super) fn liveness_bound<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
 pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     let expected = "an integer from 0 (every port) to 65535";
     int(d, expected, |n| n <= 65_535).map(|n| n as u16)
+}
+
+/// The port health checks probe; unset, the VIP's own. Unlike a VIP's,
+/// never 0: a probe goes to one port.
+pub(super) fn health_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let expected = "an integer from 1 to 65535 (unset: the VIP's port)";
+    int(d, expected, |n| (1..=65_535).contains(&n)).map(|n| Some(n as u16))
+}
+
+/// How much a health check's interval varies at random, in percent.
+pub(super) fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    range::<D, 0, 50>(d).map(|n| n as u8)
+}
+
+pub(super) fn jitter_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    jitter(d).map(Some)
+}
+
+pub(super) fn http_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let expected = HttpProbe::PATH_EXPECTED;
+    string(d, expected, |s| {
+        HttpProbe::is_valid_path(s).then(|| s.to_owned())
+    })
+}
+
+pub(super) fn http_path_option<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    http_path(d).map(Some)
+}
+
+pub(super) fn http_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let expected = HttpProbe::HOST_EXPECTED;
+    string(d, expected, |s| {
+        HttpProbe::is_valid_host(s).then(|| Some(s.to_owned()))
+    })
+}
+
+/// The mark of health probe sockets: a tag in the high byte, so the low
+/// 24 bits stay with whoever else marks packets on the router.
+pub(super) fn mark<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let expected = "a non-zero socket mark whose low 24 bits are 0, such as 0x58000000";
+    int(d, expected, |n| n != 0 && n & 0x00FF_FFFF == 0)
+}
+
+/// A routing table id the kernel does not use itself: 253, 254 and 255 are
+/// its default, main and local tables, and 0 means "unspecified".
+pub(super) fn route_table<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let expected = "a routing table id from 1 to 4294967295 other than 253, 254 and 255 (the \
+                    kernel's default, main and local tables)";
+    int(d, expected, |n| n != 0 && !(253..=255).contains(&n))
 }
 
 pub(super) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -215,6 +274,15 @@ fn int<'de, D: Deserializer<'de>>(
             match u32::try_from(n) {
                 Ok(v) if (self.1)(v) => Ok(v),
                 _ => Err(E::invalid_value(Unexpected::Signed(n), &self.0)),
+            }
+        }
+
+        /// JSON's deserializer hands non-negative integers over as u64
+        /// (health checks are read back from the state directory's JSON).
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
+            match u32::try_from(n) {
+                Ok(v) if (self.1)(v) => Ok(v),
+                _ => Err(E::invalid_value(Unexpected::Unsigned(n), &self.0)),
             }
         }
     }

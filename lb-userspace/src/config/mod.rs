@@ -23,6 +23,7 @@ use serde::Deserialize;
 mod check;
 mod doc;
 mod error;
+mod health;
 mod model;
 mod pool;
 mod relations;
@@ -31,6 +32,7 @@ mod relations;
 mod tests;
 
 pub use error::{ConfigError, ErrorKind};
+pub use health::{CheckKind, Health, HealthCheck, HttpProbe, Probe, StatusRange, Via};
 pub use model::{
     AddressPool, AllocationId, Announce, AnnounceMode, Announcement, Aws, Backend, BackendTarget,
     Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
@@ -83,12 +85,13 @@ fn check(text: &str) -> Result<Config, Fault> {
         vips: file
             .vip
             .into_iter()
-            .map(|v| v.resolve(&file.dataplane, &file.announce))
+            .map(|v| v.resolve(&file.dataplane, &file.announce, &file.health))
             .collect(),
         dataplane: file.dataplane,
         metrics: file.metrics,
         kubernetes: file.kubernetes,
         announce: file.announce,
+        health: file.health,
     };
     relations::check(&config, &doc, text)?;
     Ok(config)

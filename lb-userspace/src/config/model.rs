@@ -14,6 +14,7 @@ use lb_common::Encap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check;
+use super::health::{self, Health, HealthCheck, VipHealth};
 
 /// `Default` is the documented defaults with no VIPs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub vips: Vec<Vip>,
     pub kubernetes: Kubernetes,
     pub announce: Announce,
+    pub health: Health,
 }
 
 /// The file as written: [`Config`] but for VIPs, whose encap and scheduler
@@ -40,6 +42,8 @@ pub(super) struct File {
     pub(super) kubernetes: Kubernetes,
     #[serde(deserialize_with = "check::table")]
     pub(super) announce: Announce,
+    #[serde(deserialize_with = "check::table")]
+    pub(super) health: Health,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +126,10 @@ pub struct Vip {
     #[serde(flatten)]
     pub announce: Announcement,
     pub backends: Vec<Backend>,
+    /// `[vip.health]` resolved over `[health]`; `None`: not checked.
+    /// Written back as a `health` table of every key, or `kind = "none"`.
+    #[serde(serialize_with = "health::serialize_vip")]
+    pub health: Option<HealthCheck>,
 }
 
 /// A `[[vip]]` as written.
@@ -144,10 +152,17 @@ pub(super) struct VipEntry {
     allocation_id: Option<AllocationId>,
     #[serde(default)]
     backends: Vec<Backend>,
+    #[serde(default, deserialize_with = "check::table")]
+    health: VipHealth,
 }
 
 impl VipEntry {
-    pub(super) fn resolve(self, dataplane: &Dataplane, announce: &Announce) -> Vip {
+    pub(super) fn resolve(
+        self,
+        dataplane: &Dataplane,
+        announce: &Announce,
+        health: &Health,
+    ) -> Vip {
         Vip {
             address: self.address,
             port: self.port,
@@ -158,6 +173,7 @@ impl VipEntry {
                 .unwrap_or_else(|| dataplane.scheduler.clone()),
             announce: Announcement::new(self.announce.unwrap_or(announce.mode), self.allocation_id),
             backends: self.backends,
+            health: self.health.over(health).defaults(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
     lease_timings(config, doc, &mut found);
     liveness(config, doc, &mut found);
     aws(config, doc, &line, &mut found);
+    health(config, doc, &mut found);
     match found.into_iter().min_by_key(|(at, _)| *at) {
         Some((at, message)) => Err((at, ErrorKind::Conflict { message })),
         None => Ok(()),
@@ -303,6 +304,111 @@ fn liveness(config: &Config, doc: &Doc<'_>, found: &mut Found) {
              its VIPs before another router can take its Leases over (two answering is split brain)"
         );
         found.push((at.unwrap_or(0), message));
+    }
+}
+
+/// Health checks: the timings of `[health]` and of each VIP's check, and
+/// what a VIP's check needs of the VIP (TCP for http, a port, a source
+/// address for probes through the data plane).
+fn health(config: &Config, doc: &Doc<'_>, found: &mut Found) {
+    use super::health::{Probe, Via};
+    let base = &config.health;
+    let sources = base.with_probe_sources(&config.dataplane);
+    // The defaults are in order, so a bad pair has a key set.
+    if base.interval_ms <= base.timeout_ms {
+        let at = doc
+            .start("health.interval_ms")
+            .max(doc.start("health.timeout_ms"));
+        let message = format!(
+            "health.interval_ms ({}) must be greater than health.timeout_ms ({}): a probe must \
+             time out before the next one starts",
+            base.interval_ms, base.timeout_ms
+        );
+        found.push((at.unwrap_or(0), message));
+    }
+    for (index, vip) in config.vips.iter().enumerate() {
+        let Some(check) = &vip.health else {
+            continue;
+        };
+        let name = vip_name(vip);
+        let own = |key: &str| doc.start(&format!("vip.{index}.health.{key}"));
+        // Where the value in effect is written: the VIP's table, else
+        // `[health]`; `None` for a default.
+        let written = |key: &str| own(key).or_else(|| doc.start(&format!("health.{key}")));
+        let at_vip = doc.start(&format!("vip.{index}.address")).unwrap_or(0);
+        let at_table = doc.start(&format!("vip.{index}.health")).unwrap_or(at_vip);
+        // Kind none is the default, so a check's kind is written somewhere.
+        let at_kind = written("kind").unwrap_or(at_table);
+
+        // Inherited both, they are `[health]`'s, checked above.
+        let (interval, timeout) = (check.interval.as_millis(), check.timeout.as_millis());
+        if interval <= timeout && (own("interval_ms").is_some() || own("timeout_ms").is_some()) {
+            let from = |key: &str| match (own(key), written(key)) {
+                (Some(_), _) => "",
+                (None, Some(_)) => ", from [health]",
+                (None, None) => ", the default",
+            };
+            let message = format!(
+                "VIP {name}: health.interval_ms ({interval}{}) must be greater than \
+                 health.timeout_ms ({timeout}{}): a probe must time out before the next one \
+                 starts",
+                from("interval_ms"),
+                from("timeout_ms"),
+            );
+            let at = written("interval_ms").max(written("timeout_ms"));
+            found.push((at.unwrap_or(at_table), message));
+        }
+
+        if matches!(check.probe, Probe::Http(_)) && vip.protocol == Protocol::Udp {
+            let at_protocol = doc
+                .start(&format!("vip.{index}.protocol"))
+                .unwrap_or(at_vip);
+            let message = format!(
+                "VIP {name} has an http health check, but http checks need a TCP VIP: set \
+                 `kind = \"tcp\"` or `kind = \"none\"` in its [vip.health]"
+            );
+            found.push((at_kind.max(at_protocol), message));
+        }
+
+        if vip.port == 0 && check.port.is_none() {
+            let at_port = doc.start(&format!("vip.{index}.port")).unwrap_or(at_vip);
+            let message = format!(
+                "VIP {name} balances every port, so its health check needs one to probe: set \
+                 `port` in its [vip.health] (or in [health])"
+            );
+            found.push((at_kind.max(at_port), message));
+        }
+
+        if check.via == Via::Dsr {
+            let (have, family, v) = match vip.address {
+                IpAddr::V4(_) => (sources.source_v4.is_some(), "IPv4", "v4"),
+                IpAddr::V6(_) => (sources.source_v6.is_some(), "IPv6", "v6"),
+            };
+            if !have {
+                // At the last of what asks for the source: the check, its
+                // `via`, the VIP.
+                let at = at_kind.max(at_vip).max(written("via").unwrap_or(0));
+                let message = format!(
+                    "VIP {name} is health-checked via \"dsr\" (probes to the VIP, through the \
+                     data plane) but no {family} source address is set for its probes: set \
+                     `health.source_{v}` or `dataplane.ipip_source_{v}` to an address of this \
+                     router that the backends answer, or use `via = \"direct\"`"
+                );
+                found.push((at, message));
+            }
+        }
+
+        if matches!(check.probe, Probe::Tcp) {
+            for key in ["path", "status", "host"] {
+                if let Some(at) = own(key) {
+                    let message = format!(
+                        "`{key}` is for http health checks, but VIP {name}'s check is tcp: set \
+                         `kind = \"http\"` or remove it"
+                    );
+                    found.push((at, message));
+                }
+            }
+        }
     }
 }
 

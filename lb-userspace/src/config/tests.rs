@@ -251,6 +251,14 @@ fn example_config_loads() {
     );
     assert_eq!(config.announce.mode, AnnounceMode::None);
     assert!(!config.kubernetes.enabled);
+    assert_eq!(config.health, Health::default(), "every key at its default");
+    assert_eq!(
+        v4.health,
+        config
+            .health
+            .for_kind(CheckKind::Http, Some("/healthz".into()))
+    );
+    assert_eq!(v6.health, None);
 }
 
 #[test]
@@ -288,6 +296,17 @@ fn unusual_values_round_trip() {
             scheduler: "wrr".into(),
             announce: Announcement::L2,
             backends: Vec::new(),
+            health: Some(HealthCheck {
+                probe: Probe::Tcp,
+                port: Some(53),
+                via: Via::Direct,
+                interval: std::time::Duration::from_millis(3_600_000),
+                timeout: std::time::Duration::from_millis(10),
+                rise: std::num::NonZeroU32::new(100).unwrap(),
+                fall: std::num::NonZeroU32::MIN,
+                jitter_percent: 50,
+                fail_open: false,
+            }),
         }],
         kubernetes: Kubernetes {
             enabled: true,
@@ -322,6 +341,25 @@ fn unusual_values_round_trip() {
                 reconcile_interval_ms: 1_000,
                 check_private_ip: false,
             },
+        },
+        health: Health {
+            kind: CheckKind::Http,
+            via: Via::Direct,
+            port: Some(65_535),
+            interval_ms: 11,
+            timeout_ms: 10,
+            rise: 100,
+            fall: 1,
+            jitter_percent: 0,
+            fail_open: false,
+            path: "/a\"b\\c?d=%20&e#f".into(),
+            status: StatusRange { lo: 100, hi: 599 },
+            host: Some("[fd00::1]:8443".into()),
+            source_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            source_v6: Some(Ipv6Addr::LOCALHOST),
+            mark: 0xFF00_0000,
+            table: u32::MAX,
+            rule_priority: 32_765,
         },
     };
     let text = to_toml(&config);
@@ -476,7 +514,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         2,
         "unknown field `dataplan`, expected one of `dataplane`, `metrics`, `vip`, \
-         `kubernetes`, `announce`",
+         `kubernetes`, `announce`, `health`",
     );
     rejects(
         "[metrics]\nlisten = \"127.0.0.1:1\"\nport = 1\n",
@@ -489,7 +527,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "vip: unknown field `adress`, expected one of `address`, `port`, `protocol`, `encap`, \
-         `scheduler`, `announce`, `allocation_id`, `backends`",
+         `scheduler`, `announce`, `allocation_id`, `backends`, `health`",
     );
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
@@ -563,8 +601,16 @@ fn every_key_is_read_and_has_a_message() {
         (backend, "vip.backends", keys::<Backend>()),
         ("[kubernetes]\n", "kubernetes", keys::<Kubernetes>()),
         ("[announce]\n", "announce", keys::<Announce>()),
+        ("[health]\n", "health", keys::<Health>()),
+        (
+            "[[vip]]\naddress = \"10.0.0.1\"\n[vip.health]\n",
+            "vip.health",
+            keys::<health::VipHealth>(),
+        ),
     ];
     assert_eq!(keys::<Dataplane>().len(), 14, "the introspection works");
+    assert_eq!(keys::<Health>().len(), 17);
+    assert_eq!(keys::<health::VipHealth>().len(), 12);
     for (header, table, keys) in tables {
         for key in keys {
             let line = format!("{key} = 1979-05-27\n");
@@ -2042,4 +2088,738 @@ fn aws_announcements_are_checked() {
         "announce.aws.endpoint_url: invalid value: string \"localhost:5000\", expected an http:// \
          or https:// URL such as \"https://ec2.us-east-1.amazonaws.com\"",
     );
+}
+
+// --- 15. Health checks -----------------------------------------------------------
+
+/// A `[health]` table of `lines`: its keys start on line 2.
+fn health_table(lines: &str) -> String {
+    format!("[health]\n{lines}\n")
+}
+
+/// Rejects the single-key `[health]` `line` at that key's value.
+#[track_caller]
+fn rejects_health_value(line: &str, message: &str) -> ErrorKind {
+    let key = line.split(" = ").next().unwrap();
+    rejects(&health_table(line), 2, key.len() + 4, message)
+}
+
+/// One VIP, 10.0.0.1:80/tcp (its address on line 4), with a `[vip.health]`
+/// of `lines` (line 7 on), after the `[dataplane]` line `dataplane`.
+fn vip_health(dataplane: &str, lines: &str) -> String {
+    format!(
+        "[dataplane]\n{dataplane}\n[[vip]]\naddress = \"10.0.0.1\"\nport = 80\n[vip.health]\n{lines}\n"
+    )
+}
+
+/// The VIP of [`vip_health`] with an IPv4 probe source.
+const SOURCE: &str = "ipip_source_v4 = \"10.0.0.254\"";
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
+}
+
+fn count(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap()
+}
+
+#[test]
+fn health_defaults_are_the_documented_ones() {
+    let h = Health::default();
+    assert_eq!(h.kind, CheckKind::None, "no check unless asked");
+    assert_eq!(h.via, Via::Dsr);
+    assert_eq!(h.port, None);
+    assert_eq!((h.interval_ms, h.timeout_ms), (2_000, 1_000));
+    assert_eq!((h.rise, h.fall, h.jitter_percent), (2, 3, 10));
+    assert!(h.fail_open);
+    assert_eq!(h.path, "/");
+    assert_eq!(h.status, StatusRange { lo: 200, hi: 399 });
+    assert_eq!(h.host, None);
+    assert_eq!((h.source_v4, h.source_v6), (None, None));
+    assert_eq!((h.mark, h.table, h.rule_priority), (0x5800_0000, 4242, 90));
+    assert_eq!(h.defaults(), None);
+
+    let config = accepts(&format!(
+        "{}[[vip]]\naddress = \"10.0.0.1\"\n",
+        health_table("")
+    ));
+    assert_eq!(config.health, Health::default());
+    assert_eq!(config.vips[0].health, None, "kind none: no check");
+}
+
+#[test]
+fn every_health_key_is_read() {
+    let config = accepts(&health_table(
+        "kind = \"http\"\nvia = \"direct\"\nport = 8080\ninterval_ms = 5000\ntimeout_ms = 4999\n\
+         rise = 1\nfall = 100\njitter_percent = 50\nfail_open = false\npath = \"/healthz?deep=1\"\n\
+         status = \"204\"\nhost = \"example.com:8080\"\nsource_v4 = \"10.0.0.1\"\n\
+         source_v6 = \"fd00::1\"\nmark = 0x0100_0000\ntable = 100\nrule_priority = 32765",
+    ));
+    let h = &config.health;
+    assert_eq!(h.source_v4, Some(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(h.source_v6, Some("fd00::1".parse::<Ipv6Addr>().unwrap()));
+    assert_eq!((h.mark, h.table, h.rule_priority), (1 << 24, 100, 32_765));
+    assert_eq!(
+        h.defaults(),
+        Some(HealthCheck {
+            probe: Probe::Http(HttpProbe {
+                path: "/healthz?deep=1".into(),
+                status: StatusRange { lo: 204, hi: 204 },
+                host: Some("example.com:8080".into()),
+            }),
+            port: Some(8080),
+            via: Via::Direct,
+            interval: ms(5_000),
+            timeout: ms(4_999),
+            rise: count(1),
+            fall: count(100),
+            jitter_percent: 50,
+            fail_open: false,
+        })
+    );
+}
+
+#[test]
+fn a_vip_health_table_overrides_health_key_by_key() {
+    let config = accepts(&format!(
+        "[dataplane]\n{SOURCE}\n\
+         [health]\nkind = \"tcp\"\ninterval_ms = 5000\npath = \"/ready\"\nhost = \"a.example\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nport = 80\n\
+         [vip.health]\nkind = \"http\"\ntimeout_ms = 3000\nstatus = \"200-299\"\nport = 8080\n\
+         [[vip]]\naddress = \"10.0.0.3\"\nport = 80\nhealth = {{ kind = \"none\", rise = 5 }}\n\
+         [[vip]]\naddress = \"10.0.0.4\"\nport = 80\nhealth.via = \"direct\"\n"
+    ));
+    let [inherits, http, off, direct] = &config.vips[..] else {
+        panic!("four VIPs expected: {config:?}");
+    };
+    let tcp = HealthCheck {
+        probe: Probe::Tcp,
+        port: None,
+        via: Via::Dsr,
+        interval: ms(5_000),
+        timeout: ms(1_000),
+        rise: count(2),
+        fall: count(3),
+        jitter_percent: 10,
+        fail_open: true,
+    };
+    assert_eq!(inherits.health.as_ref(), Some(&tcp), "[health] alone");
+    assert_eq!(config.health.defaults().as_ref(), Some(&tcp));
+    assert_eq!(
+        http.health,
+        Some(HealthCheck {
+            probe: Probe::Http(HttpProbe {
+                path: "/ready".into(),
+                status: StatusRange { lo: 200, hi: 299 },
+                host: Some("a.example".into()),
+            }),
+            port: Some(8080),
+            timeout: ms(3_000),
+            ..tcp.clone()
+        }),
+        "its own kind, timeout, status and port; [health]'s path, host and interval"
+    );
+    assert_eq!(off.health, None, "kind = \"none\" turns [health]'s off");
+    assert_eq!(
+        direct.health,
+        Some(HealthCheck {
+            via: Via::Direct,
+            ..tcp
+        }),
+        "a dotted key is a table too"
+    );
+}
+
+#[test]
+fn for_kind_is_the_health_defaults_with_that_kind() {
+    let config = accepts(&health_table(
+        "kind = \"tcp\"\nport = 9000\npath = \"/live\"\nstatus = \"200\"\nfall = 5",
+    ));
+    let h = &config.health;
+    assert_eq!(h.for_kind(CheckKind::None, None), None);
+    assert_eq!(
+        h.for_kind(CheckKind::None, Some("/x".into())),
+        None,
+        "a path does not turn a check on"
+    );
+    let tcp = h.for_kind(CheckKind::Tcp, None).unwrap();
+    assert_eq!(Some(&tcp), h.defaults().as_ref());
+    assert_eq!(
+        (tcp.probe.clone(), tcp.port, tcp.fall),
+        (Probe::Tcp, Some(9000), count(5))
+    );
+    let http = h.for_kind(CheckKind::Http, None).unwrap();
+    let probe = HttpProbe {
+        path: "/live".into(),
+        status: StatusRange { lo: 200, hi: 200 },
+        host: None,
+    };
+    assert_eq!(http.probe, Probe::Http(probe.clone()));
+    assert_eq!(http.kind(), CheckKind::Http);
+    assert_eq!(
+        h.for_kind(CheckKind::Http, Some("/healthz".into()))
+            .unwrap(),
+        HealthCheck {
+            probe: Probe::Http(HttpProbe {
+                path: "/healthz".into(),
+                ..probe
+            }),
+            ..http
+        },
+        "the annotation's path wins"
+    );
+    // Probe sources fall back to the data plane's.
+    let c = accepts(&format!(
+        "[dataplane]\n{SOURCE}\nipip_source_v6 = \"fd00::9\"\n[health]\nsource_v6 = \"fd00::1\"\n"
+    ));
+    let s = c.health.with_probe_sources(&c.dataplane);
+    assert_eq!(s.source_v4, Some(Ipv4Addr::new(10, 0, 0, 254)));
+    assert_eq!(s.source_v6, Some("fd00::1".parse::<Ipv6Addr>().unwrap()));
+}
+
+#[test]
+fn status_ranges() {
+    let r = StatusRange::parse("200-399").unwrap();
+    assert!(r.contains(200) && r.contains(399) && r.contains(302));
+    assert!(!r.contains(199) && !r.contains(400));
+    assert_eq!(r.to_string(), "200-399");
+    let one = StatusRange::parse("204").unwrap();
+    assert_eq!(one, StatusRange { lo: 204, hi: 204 });
+    assert_eq!(one.to_string(), "204", "one code is written alone");
+    assert!(one.contains(204) && !one.contains(200));
+    assert_eq!(
+        StatusRange::parse("100-599").unwrap().to_string(),
+        "100-599"
+    );
+}
+
+#[test]
+fn bad_health_status_ranges() {
+    let general = |bad: &str| {
+        format!(
+            "health.status: invalid value: string \"{bad}\", expected HTTP status codes: a range \
+             such as \"200-399\" or one code such as \"204\""
+        )
+    };
+    for bad in [
+        "",
+        "ok",
+        "2xx",
+        "200-",
+        "-399",
+        "+200",
+        "200 - 399",
+        "200-399-500",
+        "0x200",
+    ] {
+        rejects_health_value(&format!("status = \"{bad}\""), &general(bad));
+    }
+    for bad in ["99", "600", "100-600", "0-200", "65536"] {
+        rejects_health_value(
+            &format!("status = \"{bad}\""),
+            &format!(
+                "health.status: invalid value: string \"{bad}\", expected HTTP status codes \
+                 from 100 to 599"
+            ),
+        );
+    }
+    rejects_health_value(
+        "status = \"399-200\"",
+        "health.status: invalid value: string \"399-200\", expected a range whose first code \
+         is not above its last: \"200-399\" for this one",
+    );
+    rejects_health_value(
+        "status = 200",
+        "health.status: invalid type: integer `200`, expected HTTP status codes: a range such \
+         as \"200-399\" or one code such as \"204\"",
+    );
+}
+
+#[test]
+fn health_numbers_out_of_range() {
+    let cases = [
+        ("rise = 0", "value: integer `0`", "an integer from 1 to 100"),
+        (
+            "rise = 101",
+            "value: integer `101`",
+            "an integer from 1 to 100",
+        ),
+        ("fall = 0", "value: integer `0`", "an integer from 1 to 100"),
+        (
+            "fall = 101",
+            "value: integer `101`",
+            "an integer from 1 to 100",
+        ),
+        (
+            "jitter_percent = 51",
+            "value: integer `51`",
+            "an integer from 0 to 50",
+        ),
+        (
+            "jitter_percent = -1",
+            "value: integer `-1`",
+            "an integer from 0 to 50",
+        ),
+        (
+            "timeout_ms = 9",
+            "value: integer `9`",
+            "an integer from 10 to 3600000",
+        ),
+        (
+            "interval_ms = 3600001",
+            "value: integer `3600001`",
+            "an integer from 1 to 3600000",
+        ),
+        (
+            "interval_ms = 0",
+            "value: integer `0`",
+            "an integer from 1 to 3600000",
+        ),
+        (
+            "port = 0",
+            "value: integer `0`",
+            "an integer from 1 to 65535 (unset: the VIP's port)",
+        ),
+        (
+            "port = 65536",
+            "value: integer `65536`",
+            "an integer from 1 to 65535 (unset: the VIP's port)",
+        ),
+        (
+            "port = \"80\"",
+            "type: string \"80\"",
+            "an integer from 1 to 65535 (unset: the VIP's port)",
+        ),
+    ];
+    for (line, found, expected) in cases {
+        let key = line.split(" = ").next().unwrap();
+        let kind = rejects_health_value(
+            line,
+            &format!("health.{key}: invalid {found}, expected {expected}"),
+        );
+        assert!(matches!(kind, ErrorKind::Invalid { .. }));
+        // The same rules in a VIP's table, at its value on line 7.
+        rejects(
+            &vip_health("", line),
+            7,
+            key.len() + 4,
+            &format!("vip.health.{key}: invalid {found}, expected {expected}"),
+        );
+    }
+    // The bounds themselves are fine.
+    let c = accepts(&health_table(
+        "rise = 100\nfall = 1\njitter_percent = 0\ntimeout_ms = 10\ninterval_ms = 3600000\nport = 65535",
+    ));
+    assert_eq!(
+        (c.health.rise, c.health.fall, c.health.port),
+        (100, 1, Some(65_535))
+    );
+}
+
+#[test]
+fn health_paths_and_hosts() {
+    let path = |bad: &str| {
+        format!(
+            "health.path: invalid value: string {bad:?}, expected an HTTP path such as \
+             \"/healthz\": starting with /, of printable ASCII without spaces (percent-encode the \
+             rest)"
+        )
+    };
+    for bad in [
+        "healthz",
+        "",
+        "/a b",
+        "/a\tb",
+        "/caf\u{e9}",
+        "/a\u{7f}",
+        "http://x/",
+    ] {
+        let line = format!("path = {}", toml::Value::String(bad.into()));
+        rejects_health_value(&line, &path(bad));
+    }
+    let c = accepts(&health_table("path = \"/a/b?c=%20d&e=[f]#g\""));
+    assert_eq!(c.health.path, "/a/b?c=%20d&e=[f]#g");
+    rejects(
+        &vip_health("", "path = \"ready\""),
+        7,
+        8,
+        "vip.health.path: invalid value: string \"ready\", expected an HTTP path such as \
+         \"/healthz\": starting with /, of printable ASCII without spaces (percent-encode the \
+         rest)",
+    );
+
+    let host = |bad: &str| {
+        format!(
+            "health.host: invalid value: string {bad:?}, expected a Host header value such as \
+             \"example.com\" or \"example.com:8080\": 1 to 255 characters of printable ASCII \
+             without spaces"
+        )
+    };
+    let long = "a".repeat(256);
+    for bad in [
+        "",
+        "a b",
+        "ex\u{e4}mple.com",
+        "a\r\nX-Injected: 1",
+        long.as_str(),
+    ] {
+        let line = format!("host = {}", toml::Value::String(bad.into()));
+        rejects_health_value(&line, &host(bad));
+    }
+    let c = accepts(&health_table("host = \"[fd00::1]:8443\""));
+    assert_eq!(c.health.host.as_deref(), Some("[fd00::1]:8443"));
+}
+
+#[test]
+fn health_marks_tables_and_rule_priorities() {
+    let mark = |found: &str| {
+        format!(
+            "health.mark: invalid value: integer `{found}`, expected a non-zero socket mark whose \
+             low 24 bits are 0, such as 0x58000000"
+        )
+    };
+    rejects_health_value("mark = 0", &mark("0"));
+    rejects_health_value("mark = 0x58000001", &mark("1476395009"));
+    rejects_health_value("mark = 0x00FF0000", &mark("16711680"));
+    rejects_health_value("mark = 0x1_0000_0000", &mark("4294967296"));
+    assert_eq!(
+        accepts(&health_table("mark = 0xFF000000")).health.mark,
+        0xFF00_0000
+    );
+
+    let table = |found: &str| {
+        format!(
+            "health.table: invalid value: integer `{found}`, expected a routing table id from 1 to \
+             4294967295 other than 253, 254 and 255 (the kernel's default, main and local tables)"
+        )
+    };
+    for bad in ["0", "253", "254", "255", "4294967296"] {
+        rejects_health_value(&format!("table = {bad}"), &table(bad));
+    }
+    for good in [1, 252, 256, u32::MAX] {
+        assert_eq!(
+            accepts(&health_table(&format!("table = {good}")))
+                .health
+                .table,
+            good
+        );
+    }
+
+    for bad in ["0", "32766", "32767"] {
+        rejects_health_value(
+            &format!("rule_priority = {bad}"),
+            &format!(
+                "health.rule_priority: invalid value: integer `{bad}`, expected an integer from 1 \
+                 to 32765"
+            ),
+        );
+    }
+}
+
+#[test]
+fn node_wide_health_keys_are_not_a_vips() {
+    for line in [
+        "source_v4 = \"10.0.0.1\"",
+        "source_v6 = \"fd00::1\"",
+        "mark = 0x58000000",
+        "table = 4242",
+        "rule_priority = 90",
+    ] {
+        let key = line.split(" = ").next().unwrap();
+        rejects(
+            &vip_health("", line),
+            7,
+            1,
+            &format!(
+                "vip.health: unknown field `{key}`, expected one of `kind`, `via`, `port`, \
+                 `interval_ms`, `timeout_ms`, `rise`, `fall`, `jitter_percent`, `fail_open`, \
+                 `path`, `status`, `host`"
+            ),
+        );
+    }
+    rejects(
+        "[health]\nkind = \"tcp\"\nprobe = \"tcp\"\n",
+        3,
+        1,
+        "health: unknown field `probe`, expected one of `kind`, `via`, `port`, `interval_ms`, \
+         `timeout_ms`, `rise`, `fall`, `jitter_percent`, `fail_open`, `path`, `status`, `host`, \
+         `source_v4`, `source_v6`, `mark`, `table`, `rule_priority`",
+    );
+    rejects(
+        "[health]\nkind = \"udp\"\n",
+        2,
+        8,
+        "health.kind: unknown variant `udp`, expected one of `none`, `tcp`, `http`",
+    );
+    rejects(
+        &vip_health("", "via = \"nat\""),
+        7,
+        7,
+        "vip.health.via: unknown variant `nat`, expected `dsr` or `direct`",
+    );
+    rejects(
+        "[[vip]]\naddress = \"10.0.0.1\"\n[[vip.health]]\nkind = \"tcp\"\n",
+        3,
+        1,
+        "vip.health: invalid type: sequence, expected a table",
+    );
+    rejects(
+        "[[health]]\n",
+        1,
+        1,
+        "health: invalid type: sequence, expected a table",
+    );
+}
+
+#[test]
+fn health_interval_must_exceed_timeout() {
+    let why = "a probe must time out before the next one starts";
+    let kind = rejects(
+        &health_table("interval_ms = 1000"),
+        2,
+        15,
+        &format!("health.interval_ms (1000) must be greater than health.timeout_ms (1000): {why}"),
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    // At whichever of the two is written later.
+    rejects(
+        &health_table("interval_ms = 500\ntimeout_ms = 2000"),
+        3,
+        14,
+        &format!("health.interval_ms (500) must be greater than health.timeout_ms (2000): {why}"),
+    );
+    rejects(
+        &health_table("timeout_ms = 2000\ninterval_ms = 500"),
+        3,
+        15,
+        &format!("health.interval_ms (500) must be greater than health.timeout_ms (2000): {why}"),
+    );
+    // Also when [health] is off: Kubernetes Services use its timings.
+    rejects(
+        &health_table("kind = \"none\"\ntimeout_ms = 5000"),
+        3,
+        14,
+        &format!("health.interval_ms (2000) must be greater than health.timeout_ms (5000): {why}"),
+    );
+
+    // A VIP's, with its values' origins.
+    let vip = |base: &str, own: &str| {
+        format!(
+            "[dataplane]\n{SOURCE}\n[health]\n{base}\n[[vip]]\naddress = \"10.0.0.1\"\nport = 80\n\
+             [vip.health]\nkind = \"tcp\"\n{own}\n"
+        )
+    };
+    rejects(
+        &vip("", "timeout_ms = 2000"),
+        10,
+        14,
+        &format!(
+            "VIP 10.0.0.1:80/tcp: health.interval_ms (2000, the default) must be greater than \
+             health.timeout_ms (2000): {why}"
+        ),
+    );
+    rejects(
+        &vip("interval_ms = 1500", "timeout_ms = 1500"),
+        10,
+        14,
+        &format!(
+            "VIP 10.0.0.1:80/tcp: health.interval_ms (1500, from [health]) must be greater than \
+             health.timeout_ms (1500): {why}"
+        ),
+    );
+    // [health] after the VIP: at its later value.
+    rejects(
+        &format!(
+            "[dataplane]\n{SOURCE}\n[[vip]]\naddress = \"10.0.0.1\"\nport = 80\n\
+             [vip.health]\nkind = \"tcp\"\ninterval_ms = 600\n[health]\ntimeout_ms = 700\n"
+        ),
+        10,
+        14,
+        &format!(
+            "VIP 10.0.0.1:80/tcp: health.interval_ms (600) must be greater than \
+             health.timeout_ms (700, from [health]): {why}"
+        ),
+    );
+    // A VIP may fix [health]'s pair for itself, but [health] must hold alone.
+    accepts(&vip(
+        "timeout_ms = 1500\ninterval_ms = 3000",
+        "interval_ms = 2000",
+    ));
+    accepts(&vip("", "interval_ms = 11\ntimeout_ms = 10"));
+    // An unchecked VIP's timings are not used.
+    accepts(&vip("", "kind = \"none\"\ntimeout_ms = 5000").replace("kind = \"tcp\"\n", ""));
+}
+
+#[test]
+fn http_checks_need_a_tcp_vip() {
+    let kind = rejects(
+        &format!(
+            "[dataplane]\n{SOURCE}\n[[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n\
+             health.kind = \"http\"\n"
+        ),
+        7,
+        15,
+        "VIP 10.0.0.1:53/udp has an http health check, but http checks need a TCP VIP: set \
+         `kind = \"tcp\"` or `kind = \"none\"` in its [vip.health]",
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    // From [health]: at the VIP's protocol, written after it.
+    rejects(
+        &format!(
+            "[dataplane]\n{SOURCE}\n[health]\nkind = \"http\"\n\
+             [[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\n"
+        ),
+        8,
+        12,
+        "VIP 10.0.0.1:53/udp has an http health check, but http checks need a TCP VIP: set \
+         `kind = \"tcp\"` or `kind = \"none\"` in its [vip.health]",
+    );
+    // A TCP check of a UDP VIP is the operator's call (DNS serves both).
+    let c = accepts(&format!(
+        "[dataplane]\n{SOURCE}\n[health]\nkind = \"http\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 53\nprotocol = \"udp\"\nhealth.kind = \"tcp\"\n"
+    ));
+    assert_eq!(
+        c.vips[0].health.as_ref().map(HealthCheck::kind),
+        Some(CheckKind::Tcp)
+    );
+}
+
+#[test]
+fn a_check_of_an_every_port_vip_needs_a_port() {
+    let message = "VIP 10.0.0.1:*/tcp balances every port, so its health check needs one to \
+                   probe: set `port` in its [vip.health] (or in [health])";
+    let kind = rejects(
+        &format!("[dataplane]\n{SOURCE}\n[[vip]]\naddress = \"10.0.0.1\"\nhealth.kind = \"tcp\"\n"),
+        5,
+        15,
+        message,
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    rejects(
+        &format!(
+            "[dataplane]\n{SOURCE}\n[health]\nkind = \"tcp\"\n[[vip]]\naddress = \"10.0.0.1\"\nport = 0\n"
+        ),
+        7,
+        8,
+        message,
+    );
+    let c = accepts(&format!(
+        "[dataplane]\n{SOURCE}\n[[vip]]\naddress = \"10.0.0.1\"\nhealth = {{ kind = \"tcp\", port = 22 }}\n"
+    ));
+    assert_eq!(c.vips[0].health.as_ref().unwrap().port, Some(22));
+    accepts(&format!(
+        "[dataplane]\n{SOURCE}\n[health]\nkind = \"tcp\"\nport = 22\n[[vip]]\naddress = \"10.0.0.1\"\n"
+    ));
+}
+
+#[test]
+fn dsr_checks_need_a_probe_source_of_the_vips_family() {
+    let message = |vip: &str, family: &str, v: &str| {
+        format!(
+            "VIP {vip} is health-checked via \"dsr\" (probes to the VIP, through the data plane) \
+             but no {family} source address is set for its probes: set `health.source_{v}` or \
+             `dataplane.ipip_source_{v}` to an address of this router that the backends answer, \
+             or use `via = \"direct\"`"
+        )
+    };
+    // At the kind, written after the VIP's address.
+    let kind = rejects(
+        &vip_health("", "kind = \"tcp\""),
+        7,
+        8,
+        &message("10.0.0.1:80/tcp", "IPv4", "v4"),
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    // The other family's source is no help; the check comes from [health],
+    // written after the VIP, and so does `via`.
+    rejects(
+        "[dataplane]\nipip_source_v4 = \"10.0.0.254\"\n\
+         [[vip]]\naddress = \"fd00::1\"\nport = 443\n\
+         [health]\nkind = \"http\"\nvia = \"dsr\"\n",
+        8,
+        7,
+        &message("[fd00::1]:443/tcp", "IPv6", "v6"),
+    );
+    // Either source will do, and `direct` needs none.
+    accepts(&vip_health(SOURCE, "kind = \"tcp\""));
+    accepts(&format!(
+        "[health]\nsource_v4 = \"10.0.0.254\"\n{}",
+        vip_health("", "kind = \"tcp\"")
+    ));
+    let c = accepts(&vip_health("", "kind = \"tcp\"\nvia = \"direct\""));
+    assert_eq!(c.vips[0].health.as_ref().unwrap().via, Via::Direct);
+}
+
+#[test]
+fn http_keys_of_a_tcp_vip_are_refused() {
+    for (line, key) in [
+        ("path = \"/x\"", "path"),
+        ("status = \"200\"", "status"),
+        ("host = \"x\"", "host"),
+    ] {
+        let kind = rejects(
+            &vip_health(SOURCE, &format!("kind = \"tcp\"\n{line}")),
+            8,
+            key.len() + 4,
+            &format!(
+                "`{key}` is for http health checks, but VIP 10.0.0.1:80/tcp's check is tcp: set \
+                 `kind = \"http\"` or remove it"
+            ),
+        );
+        assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    }
+    // In [health] they are defaults for the VIPs that check http.
+    accepts(&format!(
+        "[health]\nkind = \"tcp\"\npath = \"/x\"\nhost = \"x\"\n{}",
+        vip_health(SOURCE, "")
+    ));
+}
+
+#[test]
+fn health_round_trips_through_to_toml_and_json() {
+    let text = format!(
+        "[dataplane]\n{SOURCE}\n\
+         [health]\nkind = \"tcp\"\nport = 9000\nsource_v6 = \"fd00::1\"\nmark = 0x01000000\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nport = 80\n\
+         [vip.health]\nkind = \"http\"\nhost = \"h\"\nstatus = \"204\"\npath = \"/a\\\"b\"\n\
+         [[vip]]\naddress = \"10.0.0.3\"\nport = 80\nhealth.kind = \"none\"\n\
+         [[vip]]\naddress = \"fd00::3\"\nport = 80\nhealth = {{ via = \"direct\" }}\n"
+    );
+    let config = accepts(&text);
+    let rendered = to_toml(&config);
+    let again = parse(&rendered, "rendered").unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    assert_eq!(again, config);
+    assert_eq!(to_toml(&again), rendered, "rendering is stable");
+    // An unchecked VIP says so, or [health] would check it when read back.
+    assert!(
+        rendered.contains("[vip.health]\nkind = \"none\"\n"),
+        "{rendered}"
+    );
+
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["health"]["kind"], "tcp");
+    assert_eq!(json["health"]["mark"], 0x0100_0000);
+    assert_eq!(json["health"]["source_v6"], "fd00::1");
+    assert!(json["health"]["source_v4"].is_null());
+    assert_eq!(json["vip"][0]["health"]["kind"], "tcp");
+    assert_eq!(json["vip"][0]["health"]["port"], 9000);
+    assert_eq!(json["vip"][1]["health"]["status"], "204");
+    assert_eq!(json["vip"][1]["health"]["path"], "/a\"b");
+    assert_eq!(
+        json["vip"][2]["health"],
+        serde_json::json!({ "kind": "none" })
+    );
+    assert_eq!(json["vip"][3]["health"]["via"], "direct");
+
+    // A check reads back from its JSON, as the state directory keeps it.
+    for vip in &config.vips {
+        let json = serde_json::to_string(&vip.health).unwrap();
+        let back: Option<HealthCheck> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vip.health, "{json}");
+    }
+    let none: Result<HealthCheck, _> = serde_json::from_str("{\"kind\":\"none\"}");
+    assert!(none.is_err());
 }

@@ -368,6 +368,7 @@ mod tests {
                     scheduler: "mh".into(),
                     backends: Arc::default(),
                     announce: Announcement::new(*mode, Option::None),
+                    health: None,
                 },
             );
         }

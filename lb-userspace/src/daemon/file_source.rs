@@ -121,6 +121,12 @@ impl FileSource {
         if next.kubernetes != previous.config.kubernetes {
             tracing::warn!("[kubernetes] settings changed: they take effect at the next start");
         }
+        if next.kubernetes.enabled && next.health != previous.config.health {
+            tracing::warn!(
+                "[health] settings changed: Kubernetes Services keep the previous ones until \
+                 the next start"
+            );
+        }
         let desired = desired_of(&next, &self.interfaces);
         self.current.send_replace(Arc::new(FileState {
             config: next,

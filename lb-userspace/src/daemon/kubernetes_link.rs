@@ -149,6 +149,7 @@ mod tests {
             scheduler: "mh".into(),
             backends: Arc::new([(backend.parse().unwrap(), 1)].into()),
             announce: Default::default(),
+            health: None,
         }
     }
 

@@ -209,18 +209,19 @@ impl Daemon {
 
     /// The Kubernetes source, when the config enables it.
     async fn start_kubernetes(&mut self, file: &watch::Receiver<Arc<FileState>>) -> Result<()> {
-        let (k8s, dp, announce, statics) = {
+        let (k8s, dp, announce, health, statics) = {
             let f = file.borrow();
             let statics = f.desired.services.keys().copied().collect();
             (
                 f.config.kubernetes.clone(),
                 f.config.dataplane.clone(),
                 f.config.announce.mode,
+                f.config.health.clone(),
                 statics,
             )
         };
         if k8s.enabled {
-            let source = Kubernetes::start(&k8s, &dp, announce, statics)
+            let source = Kubernetes::start(&k8s, &dp, announce, &health, statics)
                 .await
                 .context("starting the Kubernetes source")?;
             self.kubernetes = Some(source);

@@ -133,6 +133,7 @@ mod tests {
                     scheduler: "mh".into(),
                     backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
                     announce: Default::default(),
+                    health: None,
                 },
             );
         }

@@ -29,6 +29,10 @@ struct Entry {
     /// The Elastic IP of an `aws` VIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     allocation_id: Option<crate::config::AllocationId>,
+    /// Its health check, as a `[vip.health]` table; absent when it has
+    /// none (and in files written before health checks existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health: Option<crate::config::HealthCheck>,
 }
 
 pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
@@ -47,6 +51,7 @@ pub fn save(state_dir: &Path, services: &Services) -> std::io::Result<()> {
             backends: s.backends.iter().map(|(a, w)| (*a, *w)).collect(),
             announce: s.announce.mode(),
             allocation_id: s.announce.eip().cloned(),
+            health: s.health.as_deref().cloned(),
         })
         .collect();
     std::fs::create_dir_all(state_dir)?;
@@ -91,6 +96,7 @@ pub fn load(state_dir: &Path) -> Services {
                 scheduler: e.scheduler.into(),
                 backends: std::sync::Arc::new(e.backends.into_iter().collect()),
                 announce: crate::config::Announcement::new(e.announce, e.allocation_id),
+                health: e.health.map(std::sync::Arc::new),
             };
             (key, spec)
         })
@@ -100,6 +106,7 @@ pub fn load(state_dir: &Path) -> Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CheckKind, Health};
 
     #[test]
     fn round_trip() {
@@ -124,8 +131,37 @@ mod tests {
                 announce: crate::config::Announcement::Aws {
                     eip: crate::config::AllocationId::parse("eipalloc-0123456789abcdef0"),
                 },
+                health: None,
             },
         );
+        // Every key of a check that is not a default, and one of defaults.
+        let health = crate::config::parse(
+            "[health]\nkind = \"http\"\nvia = \"direct\"\nport = 8080\ninterval_ms = 5000\n\
+             timeout_ms = 4000\nrise = 1\nfall = 7\njitter_percent = 0\nfail_open = false\n\
+             path = \"/ready?full=1\"\nstatus = \"204\"\nhost = \"example.com\"\n",
+            "test",
+        )
+        .unwrap()
+        .health;
+        for (port, check) in [
+            (80, health.defaults()),
+            (81, Health::default().for_kind(CheckKind::Tcp, None)),
+        ] {
+            m.insert(
+                Vip {
+                    address: "10.0.0.1".parse().unwrap(),
+                    port,
+                    protocol: 6,
+                },
+                ServiceSpec {
+                    encap: Encap::Ipip,
+                    scheduler: "mh".into(),
+                    backends: std::sync::Arc::default(),
+                    announce: crate::config::Announcement::None,
+                    health: Some(std::sync::Arc::new(check.unwrap())),
+                },
+            );
+        }
         save(&dir, &m).unwrap();
         assert_eq!(load(&dir), m);
         std::fs::write(dir.join(FILE), b"not json").unwrap();

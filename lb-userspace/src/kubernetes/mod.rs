@@ -140,6 +140,7 @@ impl Kubernetes {
         cfg: &config::Kubernetes,
         dataplane: &config::Dataplane,
         announce: config::AnnounceMode,
+        health: &config::Health,
         statics: BTreeSet<Vip>,
     ) -> Result<Self, KubernetesError> {
         let client = client(cfg).await?;
@@ -152,6 +153,7 @@ impl Kubernetes {
             encap: dataplane.encap,
             scheduler: dataplane.scheduler.clone(),
             announce,
+            health: health.with_probe_sources(dataplane),
         };
         let (statics_tx, statics_rx) = watch::channel(statics);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -26,6 +26,12 @@ pub const ANNOUNCE_ANNOTATION: &str = "xlb.io/announce";
 /// Annotation naming the Elastic IP (its allocation id) of an `aws`
 /// Service's IPv4 VIP.
 pub const AWS_ALLOCATION_ANNOTATION: &str = "xlb.io/aws-allocation-id";
+/// Annotation turning a Service's health checks on: `tcp`, `http` or
+/// `none` (the default: Kubernetes readiness alone decides).
+pub const HEALTH_CHECK_ANNOTATION: &str = "xlb.io/health-check";
+/// Annotation giving an `http` check's path (default: the config's
+/// `health.path`).
+pub const HEALTH_CHECK_PATH_ANNOTATION: &str = "xlb.io/health-check-path";
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -74,6 +80,9 @@ pub struct ServiceInfo {
     pub announce: Option<String>,
     /// The Elastic IP annotation as written.
     pub aws_allocation_id: Option<String>,
+    /// The health check annotations as written: kind, and path.
+    pub health_check: Option<String>,
+    pub health_check_path: Option<String>,
     /// `spec.ipFamilies`, true for IPv4; IPv4 alone when unset.
     pub families: Vec<bool>,
     pub require_dual_stack: bool,
@@ -123,6 +132,8 @@ impl ServiceInfo {
             encap: annotation(svc, ENCAP_ANNOTATION).map(str::to_owned),
             announce: annotation(svc, ANNOUNCE_ANNOTATION).map(str::to_owned),
             aws_allocation_id: annotation(svc, AWS_ALLOCATION_ANNOTATION).map(str::to_owned),
+            health_check: annotation(svc, HEALTH_CHECK_ANNOTATION).map(str::to_owned),
+            health_check_path: annotation(svc, HEALTH_CHECK_PATH_ANNOTATION).map(str::to_owned),
             families,
             require_dual_stack: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
             ports: ports(svc),
@@ -139,6 +150,8 @@ impl ServiceInfo {
             && self.encap == other.encap
             && self.announce == other.announce
             && self.aws_allocation_id == other.aws_allocation_id
+            && self.health_check == other.health_check
+            && self.health_check_path == other.health_check_path
             && self.families == other.families
             && self.require_dual_stack == other.require_dual_stack
             && self.ports == other.ports

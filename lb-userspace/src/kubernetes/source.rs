@@ -60,7 +60,9 @@ enum Change<T> {
 }
 
 enum Update {
-    Service(Change<ServiceInfo>),
+    /// Boxed: a Service as kept is several times a slice, and every update
+    /// in the queue would take its size.
+    Service(Box<Change<ServiceInfo>>),
     Slice(Change<SliceInfo>),
     Node(Change<Vec<IpAddr>>),
 }
@@ -81,7 +83,7 @@ pub fn spawn(
             watcher::Config::default(),
             tx.clone(),
             move |s| ServiceInfo::of(s, &class),
-            Update::Service,
+            |c| Update::Service(Box::new(c)),
         ),
         watch_kind::<EndpointSlice>(
             Api::all(client.clone()),
@@ -278,7 +280,7 @@ impl TranslatorTask {
         let t = &mut self.translator;
         let listed = match u {
             Update::Service(c) => {
-                step(c, &mut self.relists.services, |k, v| t.service(k, v)).map(|all| {
+                step(*c, &mut self.relists.services, |k, v| t.service(k, v)).map(|all| {
                     swap_in(all, t.service_keys(), |k, v| t.service(k, v));
                     0
                 })

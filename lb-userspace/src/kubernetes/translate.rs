@@ -40,15 +40,18 @@ use k8s_openapi::{
 use lb_common::Encap;
 
 pub use super::objects::{
-    ANNOUNCE_ANNOTATION, AWS_ALLOCATION_ANNOTATION, ENCAP_ANNOTATION, ObjKey, SERVICE_NAME_LABEL,
-    VIP_ANNOTATION,
+    ANNOUNCE_ANNOTATION, AWS_ALLOCATION_ANNOTATION, ENCAP_ANNOTATION, HEALTH_CHECK_ANNOTATION,
+    HEALTH_CHECK_PATH_ANNOTATION, ObjKey, SERVICE_NAME_LABEL, VIP_ANNOTATION,
 };
 use super::{
     objects::{self, Class, EndpointInfo, NodeAddresses, Port, ServiceInfo, SliceInfo, key_of},
     pools::{Allocator, Pools},
 };
 use crate::{
-    config::{AllocationId, AnnounceMode, Announcement, BackendTarget},
+    config::{
+        AllocationId, AnnounceMode, Announcement, BackendTarget, CheckKind, Health, HealthCheck,
+        HttpProbe, Via,
+    },
     desired::{ServiceSpec, Services},
     vip::Vip,
 };
@@ -64,6 +67,10 @@ pub struct Settings {
     pub scheduler: String,
     /// How VIPs are announced unless a Service's annotation says otherwise.
     pub announce: AnnounceMode,
+    /// What a Service's health-check annotation turns on: the config's
+    /// `[health]`, its probe sources already falling back to the data
+    /// plane's ([`Health::with_probe_sources`]).
+    pub health: Health,
 }
 
 impl Settings {
@@ -129,6 +136,7 @@ pub fn translate(
 struct Assigned {
     encap: Encap,
     announce: Announcement,
+    health: Option<Arc<HealthCheck>>,
     /// Its VIPs, each with the index of its port in `ServiceInfo::ports`.
     vips: Vec<(Vip, usize)>,
 }
@@ -412,6 +420,7 @@ impl Translator {
                         scheduler: self.scheduler.clone(),
                         backends: Arc::new(backends),
                         announce: a.announce.clone(),
+                        health: a.health.clone(),
                     },
                 );
             }
@@ -546,6 +555,19 @@ impl Translator {
                 }
             };
             let announce = Announcement::new(mode, eip);
+            // The families of the VIPs it asks for, before any is given:
+            // a refused Service takes no address from the pools.
+            let (v4, v6) = match explicit {
+                Some(a) => (a.iter().any(IpAddr::is_ipv4), a.iter().any(IpAddr::is_ipv6)),
+                None => (svc.families.contains(&true), svc.families.contains(&false)),
+            };
+            let health = match health_check(svc, &s.health, v4, v6) {
+                Ok(h) => h,
+                Err((reason, message)) => {
+                    refuse(&mut refusals, svc, reason, message);
+                    continue;
+                }
+            };
             let addrs = match explicit {
                 Some(a) => a.clone(),
                 None => match allocate(svc, &mut alloc) {
@@ -609,6 +631,7 @@ impl Translator {
                 Assigned {
                     encap,
                     announce,
+                    health,
                     vips,
                 },
             );
@@ -621,6 +644,75 @@ impl Translator {
             refusals: Arc::new(refusals),
         }
     }
+}
+
+/// The check a Service's annotations ask for, or why it cannot have it
+/// (the Event's reason and message). `v4` and `v6`: whether it may get a
+/// VIP of that family.
+fn health_check(
+    svc: &ServiceInfo,
+    health: &Health,
+    v4: bool,
+    v6: bool,
+) -> Result<Option<Arc<HealthCheck>>, (&'static str, String)> {
+    let invalid = |message: String| Err(("InvalidAnnotation", message));
+    let kind = match svc.health_check.as_deref() {
+        None | Some("none") => CheckKind::None,
+        Some("tcp") => CheckKind::Tcp,
+        Some("http") => CheckKind::Http,
+        Some(other) => {
+            return invalid(format!(
+                "annotation {HEALTH_CHECK_ANNOTATION}: \"{other}\" is not one of \"tcp\", \"http\", \"none\""
+            ));
+        }
+    };
+    let path = svc.health_check_path.as_deref();
+    if let Some(path) = path {
+        if kind != CheckKind::Http {
+            return invalid(format!(
+                "annotation {HEALTH_CHECK_PATH_ANNOTATION}: a path is for http checks \
+                 ({HEALTH_CHECK_ANNOTATION}: \"http\")"
+            ));
+        }
+        if !HttpProbe::is_valid_path(path) {
+            return invalid(format!(
+                "annotation {HEALTH_CHECK_PATH_ANNOTATION}: \"{path}\" is not {}",
+                HttpProbe::PATH_EXPECTED
+            ));
+        }
+    }
+    let Some(check) = health.for_kind(kind, path.map(str::to_owned)) else {
+        return Ok(None);
+    };
+    if kind == CheckKind::Http
+        && let Some(udp) = svc
+            .ports
+            .iter()
+            .find(|p| p.protocol == lb_common::PROTO_UDP)
+    {
+        return invalid(format!(
+            "annotation {HEALTH_CHECK_ANNOTATION}: http checks need TCP, but port {} is UDP; \
+             use \"tcp\" or \"none\"",
+            udp.port
+        ));
+    }
+    if check.via == Via::Dsr {
+        let missing = [
+            (v4 && health.source_v4.is_none(), "IPv4", "v4"),
+            (v6 && health.source_v6.is_none(), "IPv6", "v6"),
+        ];
+        if let Some((_, family, v)) = missing.into_iter().find(|m| m.0) {
+            return Err((
+                "NoProbeSource",
+                format!(
+                    "health checks via \"dsr\" (the config's health.via) need a source address \
+                     for probes to its {family} VIP, and none is set: set health.source_{v} or \
+                     dataplane.ipip_source_{v} in the config, or health.via = \"direct\""
+                ),
+            ));
+        }
+    }
+    Ok(Some(Arc::new(check)))
 }
 
 /// One address per family the Service asks for, from the pools. A family's

@@ -81,6 +81,12 @@ fn settings(target: BackendTarget) -> Settings {
         ]),
         encap: Encap::Ipip,
         scheduler: "mh".into(),
+        // An IPv4 source only: IPv6 Services asking for a check through
+        // the data plane are refused.
+        health: crate::config::Health {
+            source_v4: Some(std::net::Ipv4Addr::new(10, 0, 0, 254)),
+            ..crate::config::Health::default()
+        },
     }
 }
 
@@ -124,6 +130,20 @@ fn random_service(r: &mut Rng, ns: &str, name: &str) -> Service {
         annotations.insert(
             "xlb.io/encap".into(),
             (*r.pick(&["ipip", "l2", "gre"])).into(),
+        );
+    }
+    // Settings have an IPv4 probe source only: IPv6 Services with a check
+    // are refused, and so are bad kinds and paths.
+    if r.chance(15) {
+        annotations.insert(
+            "xlb.io/health-check".into(),
+            (*r.pick(&["tcp", "http", "none", "ping"])).into(),
+        );
+    }
+    if r.chance(10) {
+        annotations.insert(
+            "xlb.io/health-check-path".into(),
+            (*r.pick(&["/healthz", "healthz"])).into(),
         );
     }
     let mut spec = json!({

@@ -45,6 +45,12 @@ fn settings(target: BackendTarget) -> Settings {
         ]),
         encap: Encap::Ipip,
         scheduler: "mh".into(),
+        // An IPv4 source only: IPv6 Services asking for a check through
+        // the data plane are refused.
+        health: crate::config::Health {
+            source_v4: Some(std::net::Ipv4Addr::new(10, 0, 0, 254)),
+            ..crate::config::Health::default()
+        },
     }
 }
 
@@ -469,6 +475,11 @@ fn bad_annotations_are_refused_by_name() {
             "InvalidAnnotation",
             "annotation xlb.io/announce: \"arp\" is not one of \"none\", \"l2\", \"aws\"",
         ),
+        (
+            json!({ "xlb.io/health-check": "icmp" }),
+            "InvalidAnnotation",
+            "annotation xlb.io/health-check: \"icmp\" is not one of \"tcp\", \"http\", \"none\"",
+        ),
     ];
     for (annotations, reason, message) in cases {
         let svc = service(
@@ -619,4 +630,216 @@ fn a_vip_already_held_is_kept_against_a_newer_claim_by_name() {
         (o.refusals[0].service.clone(), o.refusals[0].reason),
         (key("same-port"), "VIPConflict")
     );
+}
+
+#[test]
+fn the_health_check_annotations_choose_a_check_from_the_config_defaults() {
+    use crate::config::{CheckKind, HealthCheck, Probe};
+    let mut s = settings(BackendTarget::Pod);
+    s.health.path = "/ready".into();
+    s.health.interval_ms = 7_000;
+    s.pools = Pools::new(vec![AddressPool {
+        first: ip("10.99.200.1"),
+        last: ip("10.99.200.9"),
+    }]);
+    let with = |name: &str, created: &str, annotations: Value| {
+        service(
+            name,
+            created,
+            json!({ "metadata": { "annotations": annotations } }),
+        )
+    };
+    let o = run(
+        &[
+            with("plain", "2026-01-01T00:00:00Z", json!({})),
+            with(
+                "off",
+                "2026-01-01T00:00:01Z",
+                json!({ "xlb.io/health-check": "none" }),
+            ),
+            with(
+                "tcp",
+                "2026-01-01T00:00:02Z",
+                json!({ "xlb.io/health-check": "tcp" }),
+            ),
+            with(
+                "http",
+                "2026-01-01T00:00:03Z",
+                json!({ "xlb.io/health-check": "http" }),
+            ),
+            with(
+                "healthz",
+                "2026-01-01T00:00:04Z",
+                json!({ "xlb.io/health-check": "http", "xlb.io/health-check-path": "/healthz" }),
+            ),
+        ],
+        &[],
+        &s,
+    );
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    let check = |name: &str| -> Option<HealthCheck> {
+        let a = o.addresses[&key(name)][0];
+        let spec = &o.services[&Vip {
+            address: a,
+            port: 80,
+            protocol: 6,
+        }];
+        spec.health.as_deref().cloned()
+    };
+    assert_eq!(check("plain"), None, "off unless asked: readiness decides");
+    assert_eq!(check("off"), None);
+    assert_eq!(check("tcp"), s.health.for_kind(CheckKind::Tcp, None));
+    assert_eq!(
+        check("tcp").unwrap().interval,
+        std::time::Duration::from_secs(7)
+    );
+    assert_eq!(check("http"), s.health.for_kind(CheckKind::Http, None));
+    let Some(Probe::Http(http)) = check("http").map(|c| c.probe) else {
+        panic!("an http check");
+    };
+    assert_eq!(http.path, "/ready", "the config's health.path");
+    assert_eq!(
+        check("healthz"),
+        s.health.for_kind(CheckKind::Http, Some("/healthz".into()))
+    );
+}
+
+#[test]
+fn a_services_check_covers_each_of_its_vips() {
+    let s = settings(BackendTarget::Pod);
+    let svc = service(
+        "multi",
+        "2026-01-01T00:00:00Z",
+        json!({
+            "metadata": { "annotations": { "xlb.io/health-check": "tcp" } },
+            "spec": { "ports": [
+                { "name": "http", "port": 80, "protocol": "TCP" },
+                { "name": "dns", "port": 53, "protocol": "UDP" }
+            ] }
+        }),
+    );
+    let o = run(&[svc], &[], &s);
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    let checks: Vec<_> = o
+        .services
+        .values()
+        .map(|spec| spec.health.clone())
+        .collect();
+    assert_eq!(checks.len(), 2);
+    assert!(checks[0].is_some());
+    assert_eq!(checks[0], checks[1], "one check, shared");
+}
+
+#[test]
+fn health_check_annotations_that_cannot_be_served_are_refused() {
+    let s = settings(BackendTarget::Pod);
+    let udp = json!({ "spec": { "ports": [
+        { "name": "http", "port": 80, "protocol": "TCP" },
+        { "name": "dns", "port": 53, "protocol": "UDP" }
+    ] } });
+    let v6 = json!({ "spec": { "ipFamilies": ["IPv6"] } });
+    let path_rule = "an HTTP path such as \"/healthz\": starting with /, of printable ASCII \
+                     without spaces (percent-encode the rest)";
+    let cases = [
+        (
+            json!({ "xlb.io/health-check": "HTTP" }),
+            json!({}),
+            "InvalidAnnotation",
+            "annotation xlb.io/health-check: \"HTTP\" is not one of \"tcp\", \"http\", \"none\""
+                .to_owned(),
+        ),
+        (
+            json!({ "xlb.io/health-check-path": "/healthz" }),
+            json!({}),
+            "InvalidAnnotation",
+            "annotation xlb.io/health-check-path: a path is for http checks \
+             (xlb.io/health-check: \"http\")"
+                .to_owned(),
+        ),
+        (
+            json!({ "xlb.io/health-check": "tcp", "xlb.io/health-check-path": "/healthz" }),
+            json!({}),
+            "InvalidAnnotation",
+            "annotation xlb.io/health-check-path: a path is for http checks \
+             (xlb.io/health-check: \"http\")"
+                .to_owned(),
+        ),
+        (
+            json!({ "xlb.io/health-check": "http", "xlb.io/health-check-path": "healthz" }),
+            json!({}),
+            "InvalidAnnotation",
+            format!("annotation xlb.io/health-check-path: \"healthz\" is not {path_rule}"),
+        ),
+        (
+            json!({ "xlb.io/health-check": "http", "xlb.io/health-check-path": "/a b" }),
+            json!({}),
+            "InvalidAnnotation",
+            format!("annotation xlb.io/health-check-path: \"/a b\" is not {path_rule}"),
+        ),
+        (
+            json!({ "xlb.io/health-check": "http" }),
+            udp,
+            "InvalidAnnotation",
+            "annotation xlb.io/health-check: http checks need TCP, but port 53 is UDP; use \
+             \"tcp\" or \"none\""
+                .to_owned(),
+        ),
+        (
+            json!({ "xlb.io/health-check": "tcp" }),
+            v6.clone(),
+            "NoProbeSource",
+            "health checks via \"dsr\" (the config's health.via) need a source address for \
+             probes to its IPv6 VIP, and none is set: set health.source_v6 or \
+             dataplane.ipip_source_v6 in the config, or health.via = \"direct\""
+                .to_owned(),
+        ),
+        (
+            json!({ "xlb.io/health-check": "tcp", "xlb.io/vip": "10.99.200.3,fd00::7" }),
+            json!({}),
+            "NoProbeSource",
+            "health checks via \"dsr\" (the config's health.via) need a source address for \
+             probes to its IPv6 VIP, and none is set: set health.source_v6 or \
+             dataplane.ipip_source_v6 in the config, or health.via = \"direct\""
+                .to_owned(),
+        ),
+    ];
+    for (annotations, extra, reason, message) in cases {
+        let mut extra = extra;
+        merge(
+            &mut extra,
+            json!({ "metadata": { "annotations": annotations } }),
+        );
+        let o = run(&[service("bad", "2026-01-01T00:00:00Z", extra)], &[], &s);
+        assert!(o.services.is_empty(), "{message}: served");
+        assert_eq!(o.refusals.len(), 1, "{message}");
+        assert_eq!(
+            (o.refusals[0].reason, o.refusals[0].message.as_str()),
+            (reason, message.as_str())
+        );
+        assert!(
+            !o.addresses.contains_key(&key("bad")),
+            "a refused Service holds no address"
+        );
+    }
+
+    // The same IPv6 Service, probed directly or with an IPv6 source.
+    let mut direct = settings(BackendTarget::Pod);
+    direct.health.via = crate::config::Via::Direct;
+    let mut sourced = settings(BackendTarget::Pod);
+    sourced.health.source_v6 = Some("fd00::fe".parse().unwrap());
+    let mut ann = v6;
+    merge(
+        &mut ann,
+        json!({ "metadata": { "annotations": { "xlb.io/health-check": "tcp" } } }),
+    );
+    for s in [direct, sourced] {
+        let o = run(
+            &[service("v6", "2026-01-01T00:00:00Z", ann.clone())],
+            &[],
+            &s,
+        );
+        assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+        let spec = &o.services[&vip("fd00:99::1", 80)];
+        assert!(spec.health.is_some());
+    }
 }
