@@ -114,15 +114,15 @@ async fn connect(p: &Probe) -> Result<TcpStream, Failure> {
         socket.set_mark(mark).map_err(network)?;
     }
     socket.set_nonblocking(true).map_err(network)?;
+    // A probe's socket is short-lived: closed with a reset, it leaves no
+    // TIME_WAIT on the router holding ports of a 1,000-backend check set.
+    socket.set_linger(Some(Duration::ZERO)).map_err(network)?;
     if let Some(source) = p.source {
         socket
             .bind(&SocketAddr::new(source, 0).into())
             .map_err(network)?;
     }
     let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
-    // A probe's socket is short-lived: no lingering in TIME_WAIT on the
-    // router's side holding ports of a 1,000-backend check set.
-    socket.set_linger(Some(Duration::ZERO)).map_err(network)?;
     socket.connect(p.to).await.map_err(io_failure)
 }
 

@@ -369,12 +369,6 @@ impl Collector for SnapshotCollector {
 }
 
 fn health(enc: &mut DescriptorEncoder, h: &HealthSample) -> fmt::Result {
-    let labels = |b: &BackendHealthSample| {
-        [
-            ("vip", LabelValue(&b.vip)),
-            ("backend", LabelValue(&b.backend)),
-        ]
-    };
     gauge_family(
         enc,
         "backend_health",
@@ -524,6 +518,13 @@ fn aws(enc: &mut DescriptorEncoder, a: &AwsSample) -> fmt::Result {
         None,
         a.backends_with_source_dest_check as i64,
     )
+}
+
+fn labels(b: &BackendHealthSample) -> [(&'static str, LabelValue<'_>); 2] {
+    [
+        ("vip", LabelValue(&b.vip)),
+        ("backend", LabelValue(&b.backend)),
+    ]
 }
 
 fn backend_labels(b: &BackendSample) -> [(&'static str, LabelValue<'_>); 2] {
@@ -777,6 +778,12 @@ pub(crate) mod tests {
             "xlb_aws_vip_in_place",
             "xlb_aws_vip_error",
             "xlb_aws_backends_source_dest_check",
+            "xlb_backend_health",
+            "xlb_health_checks",
+            "xlb_health_transitions",
+            "xlb_health_probe_duration_seconds",
+            "xlb_vip_fail_open",
+            "xlb_vips_fail_open",
         ] {
             let help = format!("# HELP {family} ");
             assert!(
@@ -786,7 +793,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 27);
+        assert_eq!(text.matches("# HELP ").count(), 33);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -797,6 +804,7 @@ pub(crate) mod tests {
         assert_eq!(render(&s), first);
         let mut later = s.clone();
         later.outcomes = vec![("tx", 5)];
+        later.health = None;
         let text = render(&later);
         assert!(
             text.lines()
