@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod desired;
+pub mod health;
 pub mod heap;
 pub mod ifaddr;
 pub mod ipvs;
