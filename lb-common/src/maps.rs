@@ -52,6 +52,8 @@ pub mod names {
     pub const LIVENESS: &str = "XLB_LIVENESS";
     pub const DECAP_VIPS: &str = "XLB_DECAP_VIPS";
     pub const DECAP_STATS: &str = "XLB_DECAP_STATS";
+    pub const PROBE_PATHS: &str = "XLB_PROBE_PATHS";
+    pub const PROBE_STATS: &str = "XLB_PROBE_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
     pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
     pub const GLOBAL_LOG: &str = "XLB_LOG";
@@ -282,7 +284,42 @@ pub struct Liveness {
     pub bound_ns: u64,
 }
 
+/// Health-check probes through the DSR path (`xlb-probe`, a tc egress
+/// program on the probe device). A probe socket's mark is a tag in the
+/// bits outside this mask, which a policy-routing rule matches to send the
+/// packet to the probe device, and the probe's id in these bits, which
+/// the program looks up in `XLB_PROBE_PATHS`.
+pub const PROBE_ID_MASK: u32 = 0x00ff_ffff;
+/// The default tag: an unassigned-looking top byte ('X'), so a probe's
+/// mark is unlikely to collide with marks other software sets.
+pub const DEFAULT_PROBE_MARK: u32 = 0x5800_0000;
+/// Default capacity of `XLB_PROBE_PATHS`: one path per (VIP, backend)
+/// being checked.
+pub const DEFAULT_MAX_PROBES: u32 = 4096;
+
+/// Value of `XLB_PROBE_PATHS`, keyed by probe id (`mark & PROBE_ID_MASK`):
+/// where and how the probe's packets are sent, the way the balancer sends a
+/// client's packets to that backend. Aligned to 8: the program moves the
+/// addresses as words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProbePath {
+    /// The backend (IPv4 in the first four bytes, the rest zero).
+    pub backend: [u8; 16],
+    /// Outer source of the IPIP header (the balancer's `ipip_source`);
+    /// unused for [`Encap::L2`].
+    pub outer_src: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]: of the backend, the outer source and
+    /// the probe's packets alike.
+    pub family: u8,
+    /// An [`Encap`] value.
+    pub encap: u8,
+    pub _pad: [u8; 6],
+}
+
 const _: () = {
+    assert!(size_of::<ProbePath>() == 40);
+    assert!(core::mem::offset_of!(ProbePath, outer_src) == 16);
     assert!(size_of::<OwnedKey>() == 24);
     assert!(size_of::<Owned>() == 8);
     assert!(size_of::<Liveness>() == 16);
@@ -322,4 +359,5 @@ mod user {
     unsafe impl aya::Pod for OwnedKey {}
     unsafe impl aya::Pod for Owned {}
     unsafe impl aya::Pod for Liveness {}
+    unsafe impl aya::Pod for ProbePath {}
 }

@@ -170,3 +170,67 @@ pub enum DecapOutcome {
 impl DecapOutcome {
     pub const COUNT: u32 = Self::Malformed as u32 + 1;
 }
+
+/// Outcomes of the probe-path program (`xlb-probe`), indexing its per-CPU
+/// counter array `XLB_PROBE_STATS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Encapsulated (IPv4-in-IPv4, IPv6-in-IPv6) and redirected towards
+    /// the backend.
+    Ipip = 0,
+    /// Redirected unchanged to the backend's MAC.
+    L2,
+    /// The mark's id has no path: dropped (unmarked packets, the ids of
+    /// removed paths).
+    NoPath,
+    /// Not an untagged IPv4/IPv6 frame whose IP lengths match the packet's.
+    Malformed,
+    /// The packet's family is not its path's.
+    WrongFamily,
+    /// No forwarding route to the backend (or forwarding disabled on the
+    /// probe device, which `bpf_fib_lookup` needs as its input interface).
+    NoRoute,
+    /// An `l2` path whose backend is behind a gateway.
+    NotOnLink,
+    /// Larger than the egress MTU once encapsulated.
+    TooBig,
+    /// A helper failed (adjust_room, redirect): should never count.
+    Internal,
+}
+
+impl ProbeOutcome {
+    pub const COUNT: u32 = Self::Internal as u32 + 1;
+
+    pub const ALL: [ProbeOutcome; Self::COUNT as usize] = [
+        Self::Ipip,
+        Self::L2,
+        Self::NoPath,
+        Self::Malformed,
+        Self::WrongFamily,
+        Self::NoRoute,
+        Self::NotOnLink,
+        Self::TooBig,
+        Self::Internal,
+    ];
+
+    /// Stable snake_case name, for logs and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipip => "ipip",
+            Self::L2 => "l2",
+            Self::NoPath => "no_path",
+            Self::Malformed => "malformed",
+            Self::WrongFamily => "wrong_family",
+            Self::NoRoute => "no_route",
+            Self::NotOnLink => "not_on_link",
+            Self::TooBig => "too_big",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the packet left towards its backend.
+    pub const fn redirected(self) -> bool {
+        matches!(self, Self::Ipip | Self::L2)
+    }
+}

@@ -65,7 +65,7 @@ use crate::{
     desired::Desired,
     health::{
         gate::Down,
-        path::{PROBE_DEVICE, PathSettings},
+        path::{DEFAULT_DEVICE, PathSettings},
         status::HealthStatus,
     },
     ifaddr,
@@ -525,7 +525,7 @@ fn checker_settings(cfg: &Config) -> health_checker::Settings {
             mark: h.mark,
             table: h.table,
             rule_priority: h.rule_priority,
-            device: PROBE_DEVICE.to_owned(),
+            device: DEFAULT_DEVICE.to_owned(),
         }),
         source_v4: h.source_v4.or(cfg.dataplane.ipip_source_v4),
         source_v6: h.source_v6.or(cfg.dataplane.ipip_source_v6),
