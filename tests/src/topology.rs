@@ -322,14 +322,20 @@ impl Topology {
     /// Kills the background program adopted or started as `what` (e.g.
     /// `"be1 servers"`, `"be2 decap"`) and waits for it to end.
     pub fn stop(&mut self, what: &str) {
+        let mut c = self.take(what);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Hands over the background program adopted or started as `what`:
+    /// the caller stops it, when it chooses.
+    pub fn take(&mut self, what: &str) -> Child {
         let i = self
             .children
             .iter()
             .position(|(w, _)| w == what)
             .unwrap_or_else(|| panic!("no background program {what:?}"));
-        let (_, mut c) = self.children.remove(i);
-        let _ = c.kill();
-        let _ = c.wait();
+        self.children.remove(i).1
     }
 
     /// Starts backend `i`'s HTTP server and sink again (after [`Self::stop`]).
