@@ -8,9 +8,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
     announce::{aws::status::AwsStatus, status::AnnounceStatus},
-    health::status::HealthStatus,
     config::{self, AnnounceMode, DataplaneMode, XdpMode},
     daemon,
+    health::status::HealthStatus,
     ipvs::IpvsDataplane,
     kubernetes::Leadership,
     runstate::RunState,

@@ -114,7 +114,13 @@ fn state_of(t: &Topology, vip: &str, backend: impl ToString) -> String {
 }
 
 /// Waits until `vip`'s `backend` is in `state`; how long that took.
-fn wait_state(t: &Topology, vip: &str, backend: impl ToString, state: &str, limit: Duration) -> Duration {
+fn wait_state(
+    t: &Topology,
+    vip: &str,
+    backend: impl ToString,
+    state: &str,
+    limit: Duration,
+) -> Duration {
     let backend = backend.to_string();
     let started = Instant::now();
     let deadline = started + patience(limit);
@@ -135,7 +141,12 @@ fn wait_state(t: &Topology, vip: &str, backend: impl ToString, state: &str, limi
 fn failure_of(t: &Topology, vip: &str, backend: impl ToString) -> String {
     let (m, _) = health(t);
     m.get(&(vip.to_owned(), backend.to_string()))
-        .map(|b| b["last_failure"]["failure"].as_str().unwrap_or("").to_owned())
+        .map(|b| {
+            b["last_failure"]["failure"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .unwrap_or_default()
 }
 
@@ -152,7 +163,8 @@ fn request(to: SocketAddr) -> Result<String, String> {
     let limit = Duration::from_millis(1_500);
     let mut s = TcpStream::connect_timeout(&to, limit).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(limit)).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut r = String::new();
     s.read_to_string(&mut r).map_err(|e| e.to_string())?;
     r.split("\r\n\r\n")
@@ -232,7 +244,13 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             std::thread::sleep(Duration::from_millis(300));
             let _ = servers.kill();
             let _ = servers.wait();
-            let detect = wait_state(&t, &v4vip(80), backend4(1), "down", bound + Duration::from_secs(2));
+            let detect = wait_state(
+                &t,
+                &v4vip(80),
+                backend4(1),
+                "down",
+                bound + Duration::from_secs(2),
+            );
             // The reconciler applies the verdict right after it is published.
             std::thread::sleep(patience(Duration::from_millis(200)));
             let applied = Instant::now();
@@ -246,9 +264,15 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             .iter()
             .filter(|(at, r)| *at >= applied && r.is_err())
             .collect();
-        assert!(after.is_empty(), "requests failed after be1 was down: {after:?}");
         assert!(
-            results.iter().filter(|(at, _)| *at >= applied).all(|(_, r)| r.as_deref() != Ok("be1")),
+            after.is_empty(),
+            "requests failed after be1 was down: {after:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .filter(|(at, _)| *at >= applied)
+                .all(|(_, r)| r.as_deref() != Ok("be1")),
             "be1 still served after it was down"
         );
         eprintln!(
@@ -257,7 +281,10 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             bound.as_secs_f64() * 1e3,
             results.len()
         );
-        assert!(detect <= patience(bound + Duration::from_millis(500)), "detected in {detect:?}");
+        assert!(
+            detect <= patience(bound + Duration::from_millis(500)),
+            "detected in {detect:?}"
+        );
         detections.push(detect);
         t.start_backend_servers(1);
         wait_state(&t, &v4vip(80), backend4(1), "up", Duration::from_secs(5));
@@ -272,8 +299,15 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         v4vip(80),
         backend4(1)
     );
-    assert_eq!(metric(&body, &series), Some(2.0 * cycles as f64 + 1.0), "{body}");
-    assert!(body.contains("xlb_health_probe_duration_seconds_count"), "{body}");
+    assert_eq!(
+        metric(&body, &series),
+        Some(2.0 * cycles as f64 + 1.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("xlb_health_probe_duration_seconds_count"),
+        "{body}"
+    );
     let mean = detections.iter().sum::<Duration>() / detections.len() as u32;
     let worst = detections.iter().max().unwrap();
     eprintln!(
@@ -333,12 +367,19 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
 
     // Every backend of :82 is down: all kept, and said so.
     let (_, whole) = health(&t);
-    assert_eq!(whole["fail_open"], serde_json::json!([v4vip(82)]), "{whole:#}");
+    assert_eq!(
+        whole["fail_open"],
+        serde_json::json!([v4vip(82)]),
+        "{whole:#}"
+    );
     assert!(t.log("lb.log").contains("every backend of the VIP is down"));
     let (_, body) = http_get(&t.lbs[0], metrics, "/metrics");
     assert_eq!(metric(&body, "xlb_vips_fail_open"), Some(1.0), "{body}");
     assert_eq!(
-        metric(&body, &format!("xlb_vip_fail_open{{vip=\"{}\"}}", v4vip(82))),
+        metric(
+            &body,
+            &format!("xlb_vip_fail_open{{vip=\"{}\"}}", v4vip(82))
+        ),
         Some(1.0)
     );
 
@@ -355,7 +396,11 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     // The direct probes still pass: they cannot see either fault.
     std::thread::sleep(Duration::from_millis(900));
     for i in 0..3 {
-        assert_eq!(state_of(&t, &v4vip(81), backend4(i)), "up", "direct check of be{i}");
+        assert_eq!(
+            state_of(&t, &v4vip(81), backend4(i)),
+            "up",
+            "direct check of be{i}"
+        );
     }
     assert_eq!(state_of(&t, &v4vip(80), backend4(0)), "up");
     // Clients of :80 reach only be0 now.
@@ -409,14 +454,17 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     lb.ip(&["link", "set", "sink0", "arp", "off", "up"]);
     lb.ip(&["route", "add", "10.78.0.0/16", "dev", "sink0"]);
     let mut backends = vec![format!("{{ address = \"{}\" }}", backend4(0))];
-    backends.extend((1..1_000).map(|i| format!("{{ address = \"10.78.{}.{}\" }}", i / 250, i % 250 + 1)));
+    backends.extend(
+        (1..1_000).map(|i| format!("{{ address = \"10.78.{}.{}\" }}", i / 250, i % 250 + 1)),
+    );
     let vips = format!(
         "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n[vip.health]\nkind = \"tcp\"\nvia = \"direct\"\n",
         backends.join(", ")
     );
     let pins = PinDir::new();
     let metrics = free_port();
-    let health_cfg = "interval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 1\njitter_percent = 10";
+    let health_cfg =
+        "interval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 1\njitter_percent = 10";
     let cfg = config(&t, &pins, metrics, health_cfg, &vips);
     let daemon = start_lb(&t, 0, &cfg, "lb.log");
     let pid = daemon.id();
@@ -425,10 +473,17 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     // Past the first round, where 999 backends go down at once: the steady
     // state is what is measured.
     std::thread::sleep(Duration::from_secs(2));
-    let capture = t
-        .lbs[0]
+    let capture = t.lbs[0]
         .command("tcpdump")
-        .args(["-i", "sink0", "-n", "-l", "-tt", "-p", "tcp[tcpflags] & tcp-syn != 0"])
+        .args([
+            "-i",
+            "sink0",
+            "-n",
+            "-l",
+            "-tt",
+            "-p",
+            "tcp[tcpflags] & tcp-syn != 0",
+        ])
         .stdout(std::fs::File::create(t.dir.join("syns.txt")).unwrap())
         .stderr(std::fs::File::create(t.dir.join("syns.err")).unwrap())
         .spawn()
@@ -436,7 +491,12 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     t.wait_log("syns.err", "listening on");
     let cpu = || -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
         // utime and stime, fields 14 and 15 of the file (11 and 12 here).
         let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
         ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
@@ -469,7 +529,10 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
          daemon CPU {:.1}% of one core",
         (cpu1 - cpu0) / took.as_secs_f64() * 100.0
     );
-    assert!(mean > 70.0 && mean < 130.0, "about 100 probes per 100 ms: {windows:?}");
+    assert!(
+        mean > 70.0 && mean < 130.0,
+        "about 100 probes per 100 ms: {windows:?}"
+    );
     assert!(f64::from(max) <= 2.0 * mean, "a burst: {windows:?}");
     let _ = IpAddr::V4(VIP4);
 }

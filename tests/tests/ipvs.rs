@@ -17,9 +17,7 @@ use std::{
 use xlb_tests::{
     daemon::{http_get, metric},
     netns::privileged,
-    topology::{
-        Ns, Topology, VIP4, VIP6, backend4, backend6, curl_port, lb4, lb6, workspace_bin,
-    },
+    topology::{Ns, Topology, VIP4, VIP6, backend4, backend6, curl_port, lb4, lb6, workspace_bin},
 };
 
 /// A service someone else made by hand; xlb must never touch it.
@@ -607,6 +605,28 @@ fn no_ipvs_in_the_kernel_is_a_clear_error() {
     );
 }
 
+/// A backend's state in the health checker's published status.
+fn health_state(t: &Topology, vip: &str, backend: &str) -> Option<String> {
+    let path = t.dir.join("state").join("health.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["backends"].as_array()?.iter().find_map(|b| {
+        (b["vip"] == vip && b["backend"] == backend)
+            .then(|| b["state"].as_str().unwrap().to_owned())
+    })
+}
+
+fn wait_health(t: &Topology, vip: &str, backend: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_state(t, vip, backend).as_deref() != Some(state) {
+        assert!(
+            Instant::now() < deadline,
+            "{vip} {backend} never {state}:\n{}",
+            t.log("lb.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Health checks on IPVS: the same `[health]` config, the same states; a
 /// backend whose server stops leaves the IPVS service and comes back. The
 /// DSR path cannot carry probes here (IPVS owns the VIP locally), so the
@@ -631,51 +651,52 @@ fn ipvs_health_checks_take_a_dead_backend_out() {
     let lb = run_lb(&t, &cfg, "lb.log", &[]);
     t.wait_log("lb.log", "reconciled");
     let health = t.dir.join("state").join("health.json");
-    let state_of = |vip: &str, backend: &str| -> Option<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&health).ok()?).ok()?;
-        v["backends"].as_array()?.iter().find_map(|b| {
-            (b["vip"] == vip && b["backend"] == backend).then(|| b["state"].as_str().unwrap().to_owned())
-        })
-    };
-    let wait = |vip: &str, backend: &str, state: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while state_of(vip, backend).as_deref() != Some(state) {
-            assert!(Instant::now() < deadline, "{vip} {backend} never {state}:\n{}", t.log("lb.log"));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     let vip80 = format!("{VIP4}:80/tcp");
     let be1 = backend4(1).to_string();
-    wait(&vip80, &be1, "up");
+    wait_health(&t, &vip80, &be1, "up");
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&health).unwrap()).unwrap();
     assert!(
-        status["backends"].as_array().unwrap().iter().all(|b| b["via"] == "direct"),
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["via"] == "direct"),
         "{status:#}"
     );
     t.stop("be1 servers");
-    wait(&vip80, &be1, "down");
+    wait_health(&t, &vip80, &be1, "down");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let lines = ipvsadm(&t);
-        let gone = !lines.iter().any(|l| l.starts_with(&format!("-> {be1}:80 ")));
+        let gone = !lines
+            .iter()
+            .any(|l| l.starts_with(&format!("-> {be1}:80 ")));
         if gone {
             break;
         }
-        assert!(Instant::now() < deadline, "be1 still an IPVS destination of :80: {lines:?}");
+        assert!(
+            Instant::now() < deadline,
+            "be1 still an IPVS destination of :80: {lines:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let seen = curl_port(&t, IpAddr::V4(VIP4), 80, 60);
     assert!(!seen.contains_key("be1"), "{seen:?}");
     t.start_backend_servers(1);
-    wait(&vip80, &be1, "up");
+    wait_health(&t, &vip80, &be1, "up");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !ipvsadm(&t).iter().any(|l| l.starts_with(&format!("-> {be1}:80 "))) {
+    while !ipvsadm(&t)
+        .iter()
+        .any(|l| l.starts_with(&format!("-> {be1}:80 ")))
+    {
         assert!(Instant::now() < deadline, "be1 never back in IPVS");
         std::thread::sleep(Duration::from_millis(50));
     }
     stop(lb);
-    let (code, out, err) = xlb_in_lb(&t, &["stop", "--state-dir", t.dir.join("state").to_str().unwrap()]);
+    let (code, out, err) = xlb_in_lb(
+        &t,
+        &["stop", "--state-dir", t.dir.join("state").to_str().unwrap()],
+    );
     assert_eq!(code, 0, "stop: {out}{err}");
 }

@@ -209,9 +209,10 @@ impl Checker {
         for b in have {
             let keep = spec.as_ref().is_some_and(|s| {
                 wanted.contains(&b)
-                    && self.targets.get(&(vip, b)).is_some_and(|t| {
-                        Some(&t.check) == s.health.as_ref() && t.encap == s.encap
-                    })
+                    && self
+                        .targets
+                        .get(&(vip, b))
+                        .is_some_and(|t| Some(&t.check) == s.health.as_ref() && t.encap == s.encap)
             });
             if !keep {
                 changed |= self.remove((vip, b));
@@ -403,7 +404,8 @@ impl Checker {
             }
             t.in_flight = true;
             let probe = t.probe.clone();
-            self.probes.spawn(async move { (key, generation, probe::run(&probe).await) });
+            self.probes
+                .spawn(async move { (key, generation, probe::run(&probe).await) });
         }
     }
 

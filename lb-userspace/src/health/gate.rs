@@ -116,7 +116,12 @@ mod tests {
         ServiceSpec {
             encap: lb_common::Encap::Ipip,
             scheduler: "mh".into(),
-            backends: Arc::new(backends.iter().map(|(b, w)| (b.parse().unwrap(), *w)).collect()),
+            backends: Arc::new(
+                backends
+                    .iter()
+                    .map(|(b, w)| (b.parse().unwrap(), *w))
+                    .collect(),
+            ),
             announce: Default::default(),
             health,
         }
@@ -135,9 +140,15 @@ mod tests {
 
     #[test]
     fn a_down_backend_leaves_and_the_rest_stay() {
-        let d = desired(vec![(vip(80), spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], Some(check(true))))]);
+        let d = desired(vec![(
+            vip(80),
+            spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], Some(check(true))),
+        )]);
         let served = gate(&d, &Down::from([(vip(80), down(&["10.1.0.2"]))]));
-        assert_eq!(served.services[&vip(80)], spec(&[("10.1.0.1", 1)], Some(check(true))));
+        assert_eq!(
+            served.services[&vip(80)],
+            spec(&[("10.1.0.1", 1)], Some(check(true)))
+        );
     }
 
     #[test]
@@ -156,14 +167,20 @@ mod tests {
 
     #[test]
     fn a_vip_without_a_check_is_never_touched() {
-        let d = desired(vec![(vip(80), spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], None))]);
+        let d = desired(vec![(
+            vip(80),
+            spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], None),
+        )]);
         assert_eq!(gate(&d, &Down::from([(vip(80), down(&["10.1.0.1"]))])), d);
     }
 
     #[test]
     fn verdicts_for_vanished_vips_and_backends_are_ignored() {
         let d = desired(vec![(vip(80), spec(&[("10.1.0.1", 1)], Some(check(true))))]);
-        let stale = Down::from([(vip(81), down(&["10.1.0.1"])), (vip(80), down(&["10.9.9.9"]))]);
+        let stale = Down::from([
+            (vip(81), down(&["10.1.0.1"])),
+            (vip(80), down(&["10.9.9.9"])),
+        ]);
         assert_eq!(gate(&d, &stale), d);
     }
 }

@@ -225,13 +225,19 @@ mod tests {
         run(&probe(at, http(200, 299))).await.unwrap();
         let req = req.await.unwrap();
         assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
-        assert!(req.to_ascii_lowercase().contains("host: svc.example\r\n"), "{req}");
+        assert!(
+            req.to_ascii_lowercase().contains("host: svc.example\r\n"),
+            "{req}"
+        );
     }
 
     #[tokio::test]
     async fn an_http_answer_out_of_range_fails_with_its_status() {
         let (at, _req) = server("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(run(&probe(at, http(200, 399))).await, Err(Failure::Status(503)));
+        assert_eq!(
+            run(&probe(at, http(200, 399))).await,
+            Err(Failure::Status(503))
+        );
     }
 
     #[tokio::test]

@@ -69,10 +69,19 @@ mod tests {
     fn waits_stay_within_the_jitter() {
         let mut rng = Rng::new(7);
         let interval = Duration::from_millis(2_000);
-        let waits: Vec<Duration> = (0..10_000).map(|_| next_wait(interval, 10, &mut rng)).collect();
-        assert!(waits.iter().all(|w| *w >= Duration::from_millis(1_800) && *w <= Duration::from_millis(2_200)));
+        let waits: Vec<Duration> = (0..10_000)
+            .map(|_| next_wait(interval, 10, &mut rng))
+            .collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_millis(1_800) && *w <= Duration::from_millis(2_200))
+        );
         let mean = waits.iter().sum::<Duration>() / waits.len() as u32;
-        assert!(mean > Duration::from_millis(1_980) && mean < Duration::from_millis(2_020), "{mean:?}");
+        assert!(
+            mean > Duration::from_millis(1_980) && mean < Duration::from_millis(2_020),
+            "{mean:?}"
+        );
         assert_eq!(next_wait(interval, 0, &mut rng), interval);
     }
 }

@@ -128,7 +128,10 @@ mod tests {
             let changes = results.iter().filter_map(|&r| t.record(r)).count();
             let (state, expected_changes) = oracle(rise, fall, &results);
             assert_eq!(t.state(), state, "rise {rise} fall {fall} {results:?}");
-            assert_eq!(changes, expected_changes, "rise {rise} fall {fall} {results:?}");
+            assert_eq!(
+                changes, expected_changes,
+                "rise {rise} fall {fall} {results:?}"
+            );
         }
     }
 }

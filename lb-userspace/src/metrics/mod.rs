@@ -433,7 +433,13 @@ impl EncodeMetric for ProbeLatency<'_> {
             .copied()
             .chain([f64::MAX]);
         let buckets: Vec<(f64, u64)> = bounds
-            .zip(self.0.latency_buckets.iter().copied().chain(std::iter::repeat(0)))
+            .zip(
+                self.0
+                    .latency_buckets
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0)),
+            )
             .collect();
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             self.0.latency_sum_seconds,
