@@ -994,3 +994,85 @@ fn a_missing_lease_namespace_is_said_once_and_serving_goes_on() {
     });
     assert_eq!(said(&d), 1, "log:\n{}", d.log_text());
 }
+
+/// A Service that asks for a health check (`xlb.io/health-check`) is gated
+/// on it in addition to readiness: of two ready endpoints, the one whose
+/// probe fails is not served; when both fail, both are kept (fail open).
+/// A Service without the annotation is not checked at all.
+#[test]
+fn a_health_check_annotation_gates_ready_endpoints_on_their_probes() {
+    if !privileged("a_health_check_annotation_gates_ready_endpoints_on_their_probes") {
+        return;
+    }
+    let l = lab("health", 1);
+    // The client's namespace plays a live backend: TCP 53 answers there;
+    // 10.0.0.17 is a neighbour that never answers.
+    let bin = xlb_tests::topology::workspace_bin("xlb-tests", "xlb-backend");
+    let log = std::fs::File::create(l.dir.join("backend.log")).unwrap();
+    let mut live = l
+        .client
+        .command(&bin)
+        .args(["live", "--http", "53", "--sink", "9053"])
+        .stderr(log)
+        .spawn()
+        .expect("xlb-backend");
+    wait_until("the backend listening", Duration::from_secs(10), || {
+        std::fs::read_to_string(l.dir.join("backend.log")).is_ok_and(|t| t.contains("http on"))
+    });
+    l.api.apply(service(
+        "dns",
+        53,
+        "UDP",
+        json!({ "xlb.io/health-check": "tcp" }),
+    ));
+    let both = vec![
+        endpoint("10.0.0.2", true, true, false),
+        endpoint("10.0.0.17", true, true, false),
+    ];
+    l.api.apply(slice("dns", both));
+    let r = router(
+        &l,
+        "router-a",
+        "lb0",
+        "[health]\nvia = \"direct\"\ninterval_ms = 300\ntimeout_ms = 200\nrise = 1\nfall = 2\n",
+    );
+    let d = start(&l, &r, "xlb.log");
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.2", 1)])),
+        "the dead endpoint is out",
+    );
+    let health = || -> Value {
+        std::fs::read_to_string(r.state.join("health.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let h = health();
+    let states: BTreeMap<String, String> = h["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["backend"].as_str().unwrap().into(),
+                b["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(states["10.0.0.17"], "down", "{h:#}");
+    assert_eq!(states["10.0.0.2"], "up", "{h:#}");
+
+    // Both fail: both are kept, and that is said.
+    let _ = live.kill();
+    let _ = live.wait();
+    await_served(
+        &r,
+        Some(backends(&[("10.0.0.2", 1), ("10.0.0.17", 1)])),
+        "every endpoint down: fail open",
+    );
+    wait_until("fail_open in the status", Duration::from_secs(10), || {
+        health()["fail_open"] == json!([format!("{VIP}:53/udp")])
+    });
+    drop(d);
+}
