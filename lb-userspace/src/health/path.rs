@@ -242,121 +242,29 @@ impl ProbePaths {
         settings.validate()?;
         let mut chan = Channel::open(netlink_sys::constants::NETLINK_ROUTE)
             .map_err(ProbePathError::Netlink)?;
-        let dev = settings.device.clone();
         remove_rules(&mut chan, settings)?;
-        remove_device(&mut chan, &dev)?;
-        let kind = create_device(&mut chan, &dev)?;
-        let ifindex = link_index(&mut chan, &dev)?.ok_or_else(|| ProbePathError::Device {
-            device: dev.clone(),
-            action: "finding the new",
-            source: io::ErrorKind::NotFound.into(),
-        })?;
-        // No link-local address: the device would otherwise send MLD and
-        // router solicitations, counted as packets without a path.
-        let ipv6 = match set_link(
-            &mut chan,
-            ifindex,
-            LinkFlags::empty(),
-            vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-            )])],
-        ) {
-            Ok(()) => true,
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => false,
-            Err(source) => {
-                return Err(ProbePathError::Device {
-                    device: dev,
-                    action: "turning off IPv6 address generation on",
-                    source,
-                });
-            }
-        };
-        forwarding(&dev, "ipv4")?;
-        if ipv6 {
-            forwarding(&dev, "ipv6")?;
-        }
-        set_link(&mut chan, ifindex, LinkFlags::Up, Vec::new()).map_err(|source| {
-            ProbePathError::Device {
-                device: dev.clone(),
-                action: "bringing up",
-                source,
-            }
-        })?;
-
-        let mut ebpf = EbpfLoader::new().load(objects::PROBE)?;
-        let program = |source| ProbePathError::Program {
-            device: dev.clone(),
-            source,
-        };
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROBE_PROGRAM)
-            .ok_or(ProbePathError::Missing(PROBE_PROGRAM))?
-            .try_into()
-            .map_err(program)?;
-        prog.load().map_err(program)?;
-        // Needed before Linux 6.6, where aya attaches through netlink (a
-        // tcx link from 6.6 on needs none, and is not hindered by one).
-        match tc::qdisc_add_clsact(&dev) {
-            Ok(()) | Err(tc::TcError::AlreadyAttached) => {}
-            Err(source) => {
-                return Err(ProbePathError::Qdisc {
-                    device: dev,
-                    source,
-                });
+        remove_device(&mut chan, &settings.device)?;
+        let kind = create_device(&mut chan, &settings.device)?;
+        match set_up(&mut chan, settings) {
+            Ok(parts) => Ok(Self {
+                settings: settings.clone(),
+                chan,
+                ifindex: parts.ifindex,
+                kind,
+                ipv6: parts.ipv6,
+                paths: parts.paths,
+                stats: parts.stats,
+                ebpf: parts.ebpf,
+            }),
+            Err(e) => {
+                // Nothing half made stays behind (the next open would
+                // clear it, but an operator looking meanwhile would not
+                // know what it is).
+                let _ = remove_rules(&mut chan, settings);
+                let _ = remove_device(&mut chan, &settings.device);
+                Err(e)
             }
         }
-        prog.attach(&dev, TcAttachType::Egress).map_err(program)?;
-        let map = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(ProbePathError::Missing(name))
-        };
-        let paths = HashMap::try_from(map(&mut ebpf, names::PROBE_PATHS)?).map_err(|source| {
-            ProbePathError::Map {
-                name: names::PROBE_PATHS,
-                source,
-            }
-        })?;
-        let stats =
-            PerCpuArray::try_from(map(&mut ebpf, names::PROBE_STATS)?).map_err(|source| {
-                ProbePathError::Map {
-                    name: names::PROBE_STATS,
-                    source,
-                }
-            })?;
-
-        let mut paths = Self {
-            settings: settings.clone(),
-            chan,
-            ifindex,
-            kind,
-            ipv6,
-            paths,
-            stats,
-            ebpf,
-        };
-        for (family, name) in FAMILIES {
-            if family == AddressFamily::Inet6 && !paths.ipv6 {
-                continue;
-            }
-            let route = paths.default_route(family);
-            paths
-                .chan
-                .request(
-                    RouteNetlinkMessage::NewRoute(route),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                    false,
-                )
-                .map_err(|source| paths.table_error(name, "adding", source))?;
-            let rule = rule(settings, family);
-            paths
-                .chan
-                .request(
-                    RouteNetlinkMessage::NewRule(rule),
-                    NLM_F_CREATE | NLM_F_EXCL,
-                    false,
-                )
-                .map_err(|source| rule_error(settings, name, "adding", source))?;
-        }
-        Ok(paths)
     }
 
     /// Sends probe `id`'s packets to `route.backend`.
@@ -438,14 +346,14 @@ impl ProbePaths {
             if family == AddressFamily::Inet6 && !self.ipv6 {
                 continue;
             }
-            let route = self.default_route(family);
+            let route = default_route(&self.settings, self.ifindex, family);
             match self
                 .chan
                 .request(RouteNetlinkMessage::DelRoute(route), 0, false)
             {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(source) => return Err(self.table_error(name, "removing", source)),
+                Err(source) => return Err(table_error(&self.settings, name, "removing", source)),
             }
         }
         let device = self.settings.device.clone();
@@ -484,35 +392,139 @@ impl ProbePaths {
                 })?;
         Ok(values.iter().sum())
     }
+}
 
-    fn default_route(&self, family: AddressFamily) -> RouteMessage {
-        let mut m = RouteMessage::default();
-        m.header.address_family = family;
-        m.header.destination_prefix_length = 0;
-        m.header.table = short_table(self.settings.table);
-        m.header.protocol = RouteProtocol::Other(RTPROT_XLB);
-        m.header.scope = RouteScope::Link;
-        m.header.kind = RouteType::Unicast;
-        m.attributes = vec![
-            RouteAttribute::Table(self.settings.table),
-            RouteAttribute::Oif(self.ifindex),
-        ];
-        m
-    }
+/// What `open` makes once the device exists.
+struct Parts {
+    ifindex: u32,
+    ipv6: bool,
+    paths: HashMap<MapData, u32, ProbePath>,
+    stats: PerCpuArray<MapData, u64>,
+    ebpf: Ebpf,
+}
 
-    fn table_error(
-        &self,
-        family: &'static str,
-        action: &'static str,
-        source: io::Error,
-    ) -> ProbePathError {
-        ProbePathError::Table {
-            table: self.settings.table,
-            device: self.settings.device.clone(),
-            family,
-            action,
-            source,
+/// The new device configured and up, the program on its egress, the
+/// routes and rules in place.
+fn set_up(chan: &mut Channel, settings: &PathSettings) -> Result<Parts, ProbePathError> {
+    let dev = settings.device.as_str();
+    let device_error = |action, source| ProbePathError::Device {
+        device: dev.into(),
+        action,
+        source,
+    };
+    let ifindex = link_index(chan, dev)?
+        .ok_or_else(|| device_error("finding the new", io::ErrorKind::NotFound.into()))?;
+    // No link-local address: the device would otherwise send MLD and
+    // router solicitations, counted as packets without a path.
+    let ipv6 = match set_link(
+        chan,
+        ifindex,
+        LinkFlags::empty(),
+        vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )])],
+    ) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => false,
+        Err(source) => {
+            return Err(device_error(
+                "turning off IPv6 address generation on",
+                source,
+            ));
         }
+    };
+    forwarding(dev, "ipv4")?;
+    if ipv6 {
+        forwarding(dev, "ipv6")?;
+    }
+    set_link(chan, ifindex, LinkFlags::Up, Vec::new())
+        .map_err(|source| device_error("bringing up", source))?;
+
+    let mut ebpf = EbpfLoader::new().load(objects::PROBE)?;
+    let program = |source| ProbePathError::Program {
+        device: dev.into(),
+        source,
+    };
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(PROBE_PROGRAM)
+        .ok_or(ProbePathError::Missing(PROBE_PROGRAM))?
+        .try_into()
+        .map_err(program)?;
+    prog.load().map_err(program)?;
+    // Needed before Linux 6.6, where aya attaches through netlink (a tcx
+    // link from 6.6 on needs none, and is not hindered by one).
+    match tc::qdisc_add_clsact(dev) {
+        Ok(()) | Err(tc::TcError::AlreadyAttached) => {}
+        Err(source) => {
+            return Err(ProbePathError::Qdisc {
+                device: dev.into(),
+                source,
+            });
+        }
+    }
+    prog.attach(dev, TcAttachType::Egress).map_err(program)?;
+    let map = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbePathError::Missing(name))
+    };
+    let map_error = |name| move |source| ProbePathError::Map { name, source };
+    let paths = HashMap::try_from(map(&mut ebpf, names::PROBE_PATHS)?)
+        .map_err(map_error(names::PROBE_PATHS))?;
+    let stats = PerCpuArray::try_from(map(&mut ebpf, names::PROBE_STATS)?)
+        .map_err(map_error(names::PROBE_STATS))?;
+
+    for (family, name) in FAMILIES {
+        if family == AddressFamily::Inet6 && !ipv6 {
+            continue;
+        }
+        chan.request(
+            RouteNetlinkMessage::NewRoute(default_route(settings, ifindex, family)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            false,
+        )
+        .map_err(|source| table_error(settings, name, "adding", source))?;
+        chan.request(
+            RouteNetlinkMessage::NewRule(rule(settings, family)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            false,
+        )
+        .map_err(|source| rule_error(settings, name, "adding", source))?;
+    }
+    Ok(Parts {
+        ifindex,
+        ipv6,
+        paths,
+        stats,
+        ebpf,
+    })
+}
+
+fn default_route(settings: &PathSettings, ifindex: u32, family: AddressFamily) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family;
+    m.header.destination_prefix_length = 0;
+    m.header.table = short_table(settings.table);
+    m.header.protocol = RouteProtocol::Other(RTPROT_XLB);
+    m.header.scope = RouteScope::Link;
+    m.header.kind = RouteType::Unicast;
+    m.attributes = vec![
+        RouteAttribute::Table(settings.table),
+        RouteAttribute::Oif(ifindex),
+    ];
+    m
+}
+
+fn table_error(
+    settings: &PathSettings,
+    family: &'static str,
+    action: &'static str,
+    source: io::Error,
+) -> ProbePathError {
+    ProbePathError::Table {
+        table: settings.table,
+        device: settings.device.clone(),
+        family,
+        action,
+        source,
     }
 }
 
