@@ -115,35 +115,64 @@ const fn bytes4(a: u8, b: u8, c: u8, d: u8) -> u32 {
 /// one per packet. With DF the ID is 0 (RFC 6864: atomic datagrams).
 #[inline(always)]
 pub fn ipip4(ctx: &XdpContext, pkt: &Packet, hop: &NextHop, src: &Addr, dst: &Addr) -> Step<()> {
-    let id = if pkt.df == 0 {
-        let r = unsafe { bpf_get_prandom_u32() } as u16;
-        (r | (r == 0) as u16).to_be_bytes()
-    } else {
-        [0, 0]
-    };
     grow_head(ctx, IPIP4_OVERHEAD as i32)?;
     write_l2(ctx, Mac::of(&hop.dmac), Mac::of(&hop.smac), ETH_P_IP)?;
     let h = ptr::at::<[u8; 20]>(ctx, ETH_LEN).ok_or(INTERNAL)? as usize;
-    let len = (pkt.ip_len + IPIP4_OVERHEAD).to_be_bytes();
-    let w = [
-        bytes4(0x45, pkt.tos, len[0], len[1]),
-        bytes4(id[0], id[1], pkt.df << 6, 0),
-        bytes4(TTL, PROTO_IPIP, 0, 0),
-        addr::v4_word(src),
-        addr::v4_word(dst),
-    ];
-    // The one's-complement sum is byte-order independent: summed as
-    // loaded, folded, it is the checksum as it lies in memory.
-    let sum = w[0] as u64 + w[1] as u64 + w[2] as u64 + w[3] as u64 + w[4] as u64;
-    let w2 = w[2] | ((csum::fold(sum) as u32) << 16);
-    unsafe {
-        ptr::store::<u32>(h, w[0]);
-        ptr::store::<u32>(h + 4, w[1]);
-        ptr::store::<u32>(h + 8, w2);
-        ptr::store::<u32>(h + 12, w[3]);
-        ptr::store::<u32>(h + 16, w[4]);
-    }
+    let outer = Ipip4 {
+        tos: pkt.tos,
+        len: pkt.ip_len + IPIP4_OVERHEAD,
+        df: pkt.df,
+    };
+    // SAFETY: `h` is 20 bytes of packet, checked just above.
+    unsafe { outer.store(h, src, dst) };
     Ok(())
+}
+
+/// The outer IPv4 header of IPv4-in-IPv4, as the balancer and the probe
+/// path both write it.
+pub struct Ipip4 {
+    /// Copied from the inner header.
+    pub tos: u8,
+    /// Total length, outer header included.
+    pub len: u16,
+    /// 1 when the inner header has DF (copied).
+    pub df: u8,
+}
+
+impl Ipip4 {
+    /// Writes the header, checksum included, at `h`.
+    ///
+    /// # Safety
+    /// `h` must be the start of 20 writable bytes of packet the verifier
+    /// knows to be in bounds.
+    #[inline(always)]
+    pub unsafe fn store(&self, h: usize, src: &Addr, dst: &Addr) {
+        let id = if self.df == 0 {
+            let r = unsafe { bpf_get_prandom_u32() } as u16;
+            (r | (r == 0) as u16).to_be_bytes()
+        } else {
+            [0, 0]
+        };
+        let len = self.len.to_be_bytes();
+        let w = [
+            bytes4(0x45, self.tos, len[0], len[1]),
+            bytes4(id[0], id[1], self.df << 6, 0),
+            bytes4(TTL, PROTO_IPIP, 0, 0),
+            addr::v4_word(src),
+            addr::v4_word(dst),
+        ];
+        // The one's-complement sum is byte-order independent: summed as
+        // loaded, folded, it is the checksum as it lies in memory.
+        let sum = w[0] as u64 + w[1] as u64 + w[2] as u64 + w[3] as u64 + w[4] as u64;
+        let w2 = w[2] | ((csum::fold(sum) as u32) << 16);
+        unsafe {
+            ptr::store::<u32>(h, w[0]);
+            ptr::store::<u32>(h + 4, w[1]);
+            ptr::store::<u32>(h + 8, w2);
+            ptr::store::<u32>(h + 12, w[3]);
+            ptr::store::<u32>(h + 16, w[4]);
+        }
+    }
 }
 
 /// IPv6-in-IPv6. The flow label carries a hash of the flow, so routers

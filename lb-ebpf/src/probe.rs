@@ -25,7 +25,7 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams, bpf_redir_neigh,
     },
     btf_maps::{HashMap, PerCpuArray},
-    helpers::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_redirect_neigh, bpf_skb_adjust_room},
+    helpers::{bpf_fib_lookup, bpf_redirect_neigh, bpf_skb_adjust_room},
     macros::btf_map,
     programs::TcContext,
 };
@@ -35,10 +35,10 @@ use lb_common::{
 };
 
 use crate::{
-    addr, csum,
-    encap::TTL,
+    addr,
+    encap::{Ipip4, TTL},
     fib,
-    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6},
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, PROTO_IPV6},
     ptr,
 };
 
@@ -264,12 +264,6 @@ fn grow(ctx: &TcContext, len: u16, flag: u32) -> Step<()> {
 /// fragments must be told from others'), 0 with DF (RFC 6864), TTL 64.
 #[inline(always)]
 fn ipip4(ctx: &TcContext, path: &ProbePath, inner: &Inner) -> Step<()> {
-    let id = if inner.df == 0 {
-        let r = unsafe { bpf_get_prandom_u32() } as u16;
-        (r | (r == 0) as u16).to_be_bytes()
-    } else {
-        [0, 0]
-    };
     let len = inner.len.wrapping_add(IPIP4_OVERHEAD);
     if len < inner.len {
         return Err(ProbeOutcome::TooBig);
@@ -277,25 +271,13 @@ fn ipip4(ctx: &TcContext, path: &ProbePath, inner: &Inner) -> Step<()> {
     grow(ctx, IPIP4_OVERHEAD, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)?;
     // Every packet pointer is invalid after adjust_room: found again.
     let h = at::<[u8; 20]>(ctx, ETH_LEN).ok_or(ProbeOutcome::Internal)?;
-    let len = len.to_be_bytes();
-    let w = [
-        bytes4(0x45, inner.tos, len[0], len[1]),
-        bytes4(id[0], id[1], inner.df << 6, 0),
-        bytes4(TTL, PROTO_IPIP, 0, 0),
-        addr::v4_word(&path.outer_src),
-        addr::v4_word(&path.backend),
-    ];
-    // The one's-complement sum is byte-order independent: summed as
-    // loaded, folded, it is the checksum as it lies in memory.
-    let sum = w[0] as u64 + w[1] as u64 + w[2] as u64 + w[3] as u64 + w[4] as u64;
-    let w2 = w[2] | ((csum::fold(sum) as u32) << 16);
-    unsafe {
-        ptr::store::<u32>(h, w[0]);
-        ptr::store::<u32>(h + 4, w[1]);
-        ptr::store::<u32>(h + 8, w2);
-        ptr::store::<u32>(h + 12, w[3]);
-        ptr::store::<u32>(h + 16, w[4]);
-    }
+    let outer = Ipip4 {
+        tos: inner.tos,
+        len,
+        df: inner.df,
+    };
+    // SAFETY: `h` is 20 bytes of packet, checked just above.
+    unsafe { outer.store(h, &path.outer_src, &path.backend) };
     Ok(())
 }
 
