@@ -14,14 +14,14 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use lb_common::Encap;
 use tokio::{sync::watch, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::reconciler::Applied;
+use super::reconciler::{Applied, sleep_until, unix_now};
 use crate::{
     config::{HealthCheck, Probe as Kind, Via},
     desired::{ServiceSpec, Services},
@@ -504,17 +504,4 @@ impl Checker {
         self.changed_state = false;
         self.last_publish = Instant::now();
     }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
