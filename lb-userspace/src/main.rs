@@ -350,6 +350,14 @@ fn show_health(h: &HealthStatus) {
     for vip in &h.fail_open {
         println!("  FAIL-OPEN {vip}: every backend is down; all kept in rotation");
     }
+    let reasons: std::collections::BTreeSet<&str> = h
+        .backends
+        .iter()
+        .filter_map(|b| b.why_direct.as_deref())
+        .collect();
+    for why in reasons {
+        println!("  probed direct although via = dsr: {why}");
+    }
     println!(
         "  {:<28} {:<40} {:<5} {:<7} {:<8} {:<10} last",
         "VIP", "backend", "kind", "via", "state", "since"

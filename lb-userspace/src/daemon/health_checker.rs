@@ -83,6 +83,8 @@ struct Checker {
     paths: Option<ProbePaths>,
     /// Why DSR-path probes cannot run, once found.
     paths_broken: Option<String>,
+    /// Reasons for probing direct already logged.
+    said: BTreeSet<String>,
     free_ids: Vec<u32>,
     next_id: u32,
     generation: u64,
@@ -105,6 +107,15 @@ pub(super) async fn run(
 ) {
     let mut c = Checker {
         paths_broken: s.dsr.as_ref().err().cloned(),
+        said: BTreeSet::new(),
+        status: HealthStatus {
+            dsr_path: s
+                .dsr
+                .as_ref()
+                .err()
+                .map(|why| format!("unavailable: {why}")),
+            ..HealthStatus::default()
+        },
         s,
         targets: HashMap::new(),
         specs: BTreeMap::new(),
@@ -117,7 +128,6 @@ pub(super) async fn run(
         generation: 0,
         down: Down::new(),
         fail_open: BTreeSet::new(),
-        status: HealthStatus::default(),
         dirty: true,
         changed_state: false,
         last_publish: Instant::now(),
@@ -254,8 +264,11 @@ impl Checker {
                 (_, Err(why)) => note = Some(why),
             }
         }
-        if let Some(why) = &note {
-            tracing::warn!(%vip, %backend, "probing the backend's own address: the DSR path is unavailable ({why})");
+        if let Some(why) = &note
+            && self.said.insert(why.clone())
+        {
+            // Once per reason, not once per backend of a 1,000-backend set.
+            tracing::warn!(%vip, %backend, "DSR-path checks probe the backends' own addresses instead: {why}");
         }
         let (to, mark, source) = match path_id {
             Some(id) => (
@@ -294,6 +307,7 @@ impl Checker {
             }
             .into(),
             via: if path_id.is_some() { "dsr" } else { "direct" }.into(),
+            why_direct: note,
             target: to.to_string(),
             state: State::Unknown,
             since_unix: unix_now(),
@@ -396,7 +410,14 @@ impl Checker {
                 continue;
             }
             let wait = schedule::next_wait(t.check.interval, t.check.jitter_percent, &mut self.rng);
-            self.queue.push(Reverse((at + wait, key, generation)));
+            // After a stall (a suspended VM, a starved daemon), probes
+            // restart spread over an interval rather than all at once.
+            let next = if at + wait > now {
+                at + wait
+            } else {
+                now + schedule::phase(&(key, at), t.check.interval)
+            };
+            self.queue.push(Reverse((next, key, generation)));
             // A probe still running (a jittered interval shorter than the
             // timeout) is not doubled.
             if t.in_flight {

@@ -42,6 +42,10 @@ pub struct BackendHealth {
     pub kind: String,
     /// `dsr` or `direct`: how it is actually probed.
     pub via: String,
+    /// Why a backend whose check asks for `dsr` is probed direct (the
+    /// data plane cannot carry DSR-path probes, no source address, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_direct: Option<String>,
     /// Where the probes go (the VIP, or the backend's own address).
     pub target: String,
     pub state: State,
