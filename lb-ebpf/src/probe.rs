@@ -142,7 +142,8 @@ fn try_run(ctx: &TcContext) -> Step<ProbeOutcome> {
                 return Err(ProbeOutcome::NotOnLink);
             }
             // The IP destination stays the VIP; the next hop whose MAC the
-            // frame goes to is the backend (bpf_redir_neigh: Linux 5.11).
+            // frame goes to is the backend (the helper has taken one
+            // since it arrived, in 5.10: Debian 11's kernel runs this).
             let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
             if path.family == FAMILY_V4 {
                 nh.nh_family = AF_INET as u32;

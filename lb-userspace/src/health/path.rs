@@ -31,6 +31,10 @@
 //! drops them unless the node's route to the VIP points out of that
 //! interface; loose mode (2) needs some route to the VIP; 0 needs none.
 //!
+//! This serves the XDP data plane. The IPVS one makes each VIP a `local`
+//! route, whose rule (priority 0) precedes the probe rule: a probe to the
+//! VIP would stay on this node.
+//!
 //! Everything here belongs to the network namespace of the thread that
 //! calls [`ProbePaths::open`]: its netlink socket, the sysctls it writes
 //! and the device it makes.
@@ -221,7 +225,9 @@ pub struct ProbePaths {
     ipv6: bool,
     paths: HashMap<MapData, u32, ProbePath>,
     stats: PerCpuArray<MapData, u64>,
-    // Last: the program (and its tc link) outlives nothing it refers to.
+    /// The program and its tc attachment: dropped, a tcx link (6.6+)
+    /// detaches, while a netlink filter (older kernels) stays on the
+    /// device until the device goes.
     ebpf: Ebpf,
 }
 

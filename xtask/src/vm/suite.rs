@@ -35,11 +35,11 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
         Some("http_through_both_dsr_modes_ipv4_and_ipv6"),
         ALL,
     ),
-    // The probe path: real sockets through the tc program, on a kernel
-    // with the dummy driver and (6.1) aya's netlink attachment rather than
-    // tcx. Not on 5.10: its bpf_redirect_neigh takes no next hop, which
-    // the l2 path needs (5.11).
-    ("probe_path", None, &["6.1", "6.12"]),
+    // The probe path: real sockets through the tc program, on kernels
+    // with the dummy driver (the host has only ifb), attached through
+    // netlink before 6.6 and with tcx after, down to the oldest kernel
+    // with bpf_redirect_neigh (5.10).
+    ("probe_path", None, ALL),
     // The probe program frame by frame (a tc test run with a context).
     ("probe_fuzz", None, &["6.1"]),
     // 5.10's share of what the table checks without test runs: maps pinned
