@@ -298,9 +298,9 @@ impl Default for Health {
             host: None,
             source_v4: None,
             source_v6: None,
-            mark: 0x5800_0000,
-            table: 4242,
-            rule_priority: 90,
+            mark: lb_common::DEFAULT_PROBE_MARK,
+            table: crate::health::path::DEFAULT_TABLE,
+            rule_priority: crate::health::path::DEFAULT_RULE_PRIORITY,
         }
     }
 }

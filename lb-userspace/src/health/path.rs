@@ -70,10 +70,11 @@ use crate::{ipvs::vip_routes::RTPROT_XLB, maglev::addr_bytes, netlink::Channel, 
 /// The probe program's name in its object.
 pub const PROBE_PROGRAM: &str = "xlb_probe";
 pub const DEFAULT_DEVICE: &str = "xlbprobe0";
-pub const DEFAULT_TABLE: u32 = 88;
+/// The defaults of `[health] table` and `rule_priority`.
+pub const DEFAULT_TABLE: u32 = 4242;
 /// Ahead of `main` (32766) and of the rules distributions install by
 /// default; behind `local` (0), so the node's own addresses stay local.
-pub const DEFAULT_RULE_PRIORITY: u32 = 88;
+pub const DEFAULT_RULE_PRIORITY: u32 = 90;
 /// The bits of a mark the rule matches: the tag's.
 pub const TAG_MASK: u32 = !PROBE_ID_MASK;
 /// MTU of the probe device: a probe packet plus the larger tunnel header
