@@ -16,6 +16,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod neigh;
 pub mod netlink;
+pub mod owned_routes;
 pub mod runstate;
 pub mod state_file;
 pub mod vip;

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use lb_userspace::{
+    announce::bgp::BgpStatus,
     announce::{aws::status::AwsStatus, status::AnnounceStatus},
     config::{self, AnnounceMode, DataplaneMode, XdpMode},
     daemon,
     health::status::HealthStatus,
     ipvs::IpvsDataplane,
     kubernetes::Leadership,
+    owned_routes::{Kind, OwnedRoutes},
     runstate::RunState,
     xdp::{Balancer, Decapsulator, Maps, Settings, attach, pins::PinDir, status as xdp_status},
 };
@@ -79,6 +81,23 @@ enum Command {
         pin_path: PathBuf,
         #[arg(long, default_value = "/run/xlb")]
         state_dir: PathBuf,
+    },
+    /// Maintenance: withdraw every BGP route of this node and keep them
+    /// withdrawn (across restarts) until `xlb undrain`; waits until the
+    /// running daemon has withdrawn them.
+    Drain {
+        #[arg(long, default_value = "/run/xlb")]
+        state_dir: PathBuf,
+        /// How long to wait for the daemon (seconds).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// End a drain: the daemon announces again what it may.
+    Undrain {
+        #[arg(long, default_value = "/run/xlb")]
+        state_dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
     /// Check that the XDP balancer loads through this kernel's verifier.
     Verify,
@@ -160,10 +179,20 @@ fn run(cmd: Command) -> Result<()> {
                 c.vips.len()
             );
         }
+        Command::Drain { state_dir, timeout } => drain(&state_dir, true, timeout)?,
+        Command::Undrain { state_dir, timeout } => drain(&state_dir, false, timeout)?,
         Command::Stop {
             pin_path,
             state_dir,
         } => {
+            // Stopping for good: the network must stop sending here first.
+            if let Some(b) = BgpStatus::read(&state_dir) {
+                let mut routes = OwnedRoutes::open(b.table, b.protocol, Kind::Blackhole)?;
+                for addr in routes.list()? {
+                    routes.remove(addr)?;
+                    println!("withdrew the BGP route for {addr} (table {})", b.table);
+                }
+            }
             let ipvs_owned = state_dir.join(lb_userspace::ipvs::ownership::FILE).exists();
             let pins = PinDir::new(&pin_path);
             let xdp = pins.has_maps() || !pins.links().is_empty();
@@ -250,6 +279,7 @@ fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bo
     let announce = AnnounceStatus::read(state_dir);
     let aws = AwsStatus::read(state_dir);
     let health = HealthStatus::read(state_dir);
+    let bgp = BgpStatus::read(state_dir);
     if json {
         let mut v = serde_json::to_value(status)?;
         if let (Some(l), Some(obj)) = (&leaders, v.as_object_mut()) {
@@ -263,6 +293,9 @@ fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bo
         }
         if let (Some(h), Some(obj)) = (&health, v.as_object_mut()) {
             obj.insert("health".to_owned(), serde_json::to_value(h)?);
+        }
+        if let (Some(b), Some(obj)) = (&bgp, v.as_object_mut()) {
+            obj.insert("bgp".to_owned(), serde_json::to_value(b)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -282,6 +315,7 @@ fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bo
                 AnnounceMode::None => "none",
                 AnnounceMode::L2 => "l2",
                 AnnounceMode::Aws => "aws",
+                AnnounceMode::Bgp => "bgp",
             };
             let last = v.last_announcement_unix.map_or("-".to_owned(), |t| {
                 let ago = std::time::SystemTime::now()
@@ -300,6 +334,9 @@ fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bo
     }
     if let Some(a) = aws.filter(|a| !a.vips.is_empty()) {
         show_aws(&a);
+    }
+    if let Some(b) = bgp.filter(|b| !b.vips.is_empty() || b.draining) {
+        show_bgp(&b);
     }
     if let Some(h) = health.filter(|h| !h.backends.is_empty()) {
         show_health(&h);
@@ -335,6 +372,72 @@ fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
     let maps = Maps::open_pinned(pin_path, maglev)?;
     let s = xdp_status::read(&maps, &pins)?;
     show(&s, xdp_status::render(&s), state_dir, json)
+}
+
+/// Starts (`on`) or ends a drain and waits until the daemon's status shows
+/// it: every route withdrawn, or the drain over.
+fn drain(state_dir: &Path, on: bool, timeout: u64) -> Result<()> {
+    let marker = state_dir.join(lb_userspace::announce::bgp::DRAIN_FILE);
+    if on {
+        std::fs::create_dir_all(state_dir)?;
+        std::fs::write(&marker, b"xlb drain\n")
+            .with_context(|| format!("writing {}", marker.display()))?;
+    } else if let Err(e) = std::fs::remove_file(&marker)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e).with_context(|| format!("removing {}", marker.display()));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        if let Some(b) = BgpStatus::read(state_dir)
+            && b.draining == on
+            && (!on || b.announced() == 0)
+        {
+            if on {
+                println!(
+                    "drained: no VIP announced from this node ({} withheld); `xlb undrain` ends it",
+                    b.vips.len()
+                );
+            } else {
+                println!("undrained: {} VIP addresses announced", b.announced());
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "no running daemon confirmed the {} within {timeout} s (it is recorded in {} and \
+                 takes effect when one starts)",
+                if on { "drain" } else { "end of the drain" },
+                marker.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The `bgp` announcer's view: per VIP address, announced or why not.
+fn show_bgp(b: &BgpStatus) {
+    println!(
+        "\nbgp (table {}, protocol {}{}; {} announced, {} withdrawn since start)",
+        b.table,
+        b.protocol,
+        if b.draining { ", DRAINING" } else { "" },
+        b.announcements,
+        b.withdrawals
+    );
+    if let Some(e) = &b.error {
+        println!("  error: {e}");
+    }
+    for (addr, why) in &b.vips {
+        println!(
+            "  {:<40} {}",
+            addr.to_string(),
+            why.map_or("announced".to_owned(), |w| format!(
+                "withheld: {}",
+                w.as_str()
+            ))
+        );
+    }
 }
 
 /// Each checked backend: its state, since when, and its last probe.

@@ -11,9 +11,12 @@
 //!   plane the [`responder`]'s threads, with [`answer`] (the same contract
 //!   in userspace).
 //! - [`aws`]: the `aws` mode's parts (secondary private IPs, Elastic IPs).
+//! - [`bgp`]: the `bgp` mode: which addresses this node announces, and why
+//!   not the others.
 
 pub mod answer;
 pub mod aws;
+pub mod bgp;
 pub mod claimer;
 pub mod frames;
 pub mod link;

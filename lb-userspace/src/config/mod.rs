@@ -35,7 +35,7 @@ pub use error::{ConfigError, ErrorKind};
 pub use health::{CheckKind, Health, HealthCheck, HttpProbe, Probe, StatusRange, Via};
 pub use model::{
     AddressPool, AllocationId, Announce, AnnounceMode, Announcement, Aws, Backend, BackendTarget,
-    Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
+    Bgp, Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
 };
 
 use doc::Doc;

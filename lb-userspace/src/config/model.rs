@@ -317,6 +317,33 @@ pub struct Announce {
     /// The `aws` mode's settings (see docs/aws.md).
     #[serde(deserialize_with = "check::table")]
     pub aws: Aws,
+    /// The `bgp` mode's settings (see docs/bgp.md).
+    #[serde(deserialize_with = "check::table")]
+    pub bgp: Bgp,
+}
+
+/// `[announce.bgp]`: where the VIP routes the node's routing daemon
+/// exports are written. No `ip rule` points at the table, so the node's
+/// own forwarding never sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bgp {
+    /// The kernel routing table (not 0, nor the kernel's 253-255).
+    #[serde(deserialize_with = "check::route_table")]
+    pub table: u32,
+    /// The route protocol number that marks xlb's routes in it (what the
+    /// routing daemon may filter on; not one of the kernel's own, 0-4).
+    #[serde(deserialize_with = "check::range::<_, 5, 255>")]
+    pub protocol: u32,
+}
+
+impl Default for Bgp {
+    fn default() -> Self {
+        Self {
+            table: 4243,
+            protocol: 178,
+        }
+    }
 }
 
 /// `[announce.aws]`. Everything left out is found the way an EC2 instance
@@ -405,6 +432,9 @@ pub enum AnnounceMode {
     /// An AWS secondary private IP and Elastic IP, moved by the elected
     /// router.
     Aws,
+    /// A route in a kernel table that the node's routing daemon exports
+    /// over BGP: every healthy router announces (no election).
+    Bgp,
 }
 
 /// How one VIP is announced: the mode with what that mode needs, so an
@@ -420,6 +450,7 @@ pub enum Announcement {
     Aws {
         eip: Option<AllocationId>,
     },
+    Bgp,
 }
 
 impl Announcement {
@@ -429,6 +460,7 @@ impl Announcement {
             AnnounceMode::None => Self::None,
             AnnounceMode::L2 => Self::L2,
             AnnounceMode::Aws => Self::Aws { eip },
+            AnnounceMode::Bgp => Self::Bgp,
         }
     }
 
@@ -437,6 +469,7 @@ impl Announcement {
             Self::None => AnnounceMode::None,
             Self::L2 => AnnounceMode::L2,
             Self::Aws { .. } => AnnounceMode::Aws,
+            Self::Bgp => AnnounceMode::Bgp,
         }
     }
 
@@ -578,6 +611,7 @@ impl Default for Announce {
             gratuitous_interval_ms: 1_000,
             refresh_interval_ms: 0,
             aws: Aws::default(),
+            bgp: Bgp::default(),
         }
     }
 }

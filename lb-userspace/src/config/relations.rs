@@ -227,6 +227,7 @@ fn aws(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mu
                 if let Some(at) = alloc_at {
                     let mode = match other.mode() {
                         AnnounceMode::L2 => "l2",
+                        AnnounceMode::Bgp => "bgp",
                         _ => "none",
                     };
                     let message = format!(

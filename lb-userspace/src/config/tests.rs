@@ -341,6 +341,10 @@ fn unusual_values_round_trip() {
                 reconcile_interval_ms: 1_000,
                 check_private_ip: false,
             },
+            bgp: Bgp {
+                table: 100,
+                protocol: 200,
+            },
         },
         health: Health {
             kind: CheckKind::Http,
@@ -548,7 +552,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "announce: unknown field `mode `, expected one of `mode`, `static_leader`, \
-         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`",
+         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`, `bgp`",
     );
 }
 
@@ -708,17 +712,29 @@ fn bad_enum_values_list_the_accepted_ones() {
         "vip.encap: unknown variant `IPIP`, expected `ipip` or `l2`",
     );
     rejects(
-        "[announce]\nmode = \"bgp\"\n",
+        "[announce]\nmode = \"ospf\"\n",
         2,
         8,
-        "announce.mode: unknown variant `bgp`, expected one of `none`, `l2`, `aws`",
+        "announce.mode: unknown variant `ospf`, expected one of `none`, `l2`, `aws`, `bgp`",
     );
     // Whichever TOML quotes the file used.
     rejects(
         "[announce]\nmode = \"\"\"\nbgp\n\"\"\"\n",
         2,
         8,
-        "announce.mode: unknown variant `bgp\n`, expected one of `none`, `l2`, `aws`",
+        "announce.mode: unknown variant `bgp\n`, expected one of `none`, `l2`, `aws`, `bgp`",
+    );
+    rejects(
+        "[announce.bgp]\ntable = 254\n",
+        2,
+        9,
+        "announce.bgp.table: invalid value: integer `254`, expected a routing table id from 1 to 4294967295 other than 253, 254 and 255 (the kernel's default, main and local tables)",
+    );
+    rejects(
+        "[announce.bgp]\nprotocol = 2\n",
+        2,
+        12,
+        "announce.bgp.protocol: invalid value: integer `2`, expected an integer from 5 to 255",
     );
 }
 
@@ -1390,7 +1406,7 @@ fn columns_count_characters() {
         "[announce]\n\"m\u{e9}de\" = \"arp\"\n",
         2,
         1,
-        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`",
+        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`, `bgp`",
     );
     rejects(
         "kubernetes = { load_balancer_class = \"\u{e9}\u{e9}\u{e9}\", enabled = \"yes\" }\n",

@@ -34,6 +34,7 @@
 
 mod announcer;
 mod aws_announcer;
+mod bgp_announcer;
 mod file_source;
 mod health_checker;
 mod kubernetes_link;
@@ -60,7 +61,9 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    announce::{aws::status::AwsStatus, claimer::Claimer, responder, status::AnnounceStatus},
+    announce::{
+        aws::status::AwsStatus, bgp::BgpStatus, claimer::Claimer, responder, status::AnnounceStatus,
+    },
     config::{self, Config, DataplaneMode},
     desired::Desired,
     health::{
@@ -184,6 +187,7 @@ impl Daemon {
         let announce = announcer_settings(&cfg, &interfaces);
         let aws = aws_settings(&cfg);
         let checks = checker_settings(&cfg);
+        let bgp = bgp_settings(&cfg);
         let (down_tx, down_rx) = watch::channel(Arc::new(Down::new()));
 
         // Sources.
@@ -202,8 +206,19 @@ impl Daemon {
         self.link_kubernetes(&state_dir, &applied, file_rx);
         let announced = self.start_announcer(announce, &applied)?;
         let aws = self.start_aws_announcer(aws, &applied);
+        let bgp = self.start_bgp_announcer(bgp, &applied, &queries);
         let health = self.start_health_checker(checks, &applied, down_tx);
-        let endpoints = endpoints(queries, rejected, self.leaders(), announced, aws, health);
+        let endpoints = endpoints(
+            queries,
+            rejected,
+            self.leaders(),
+            Announcers {
+                l2: announced,
+                aws,
+                bgp,
+            },
+            health,
+        );
         self.serve_metrics(listen, endpoints).await
     }
 
@@ -393,6 +408,28 @@ impl Daemon {
         rx
     }
 
+    /// The `bgp` announcer, when some VIP may ask for it (the config's, or
+    /// a Kubernetes Service's annotation).
+    fn start_bgp_announcer(
+        &mut self,
+        s: Option<bgp_announcer::Settings>,
+        applied: &watch::Receiver<Applied>,
+        queries: &Queries,
+    ) -> watch::Receiver<BgpStatus> {
+        let (tx, rx) = watch::channel(BgpStatus::default());
+        if let Some(s) = s {
+            let task = bgp_announcer::run(
+                s,
+                applied.clone(),
+                queries.dataplane.clone(),
+                tx,
+                self.stop.clone(),
+            );
+            self.spawn("bgp announcer", task);
+        }
+        rx
+    }
+
     fn leaders(&self) -> Option<LeaderFeed> {
         self.kubernetes.as_ref().map(|k| k.leaders.clone())
     }
@@ -462,15 +499,26 @@ struct Queries {
     progress: watch::Receiver<reconciler::Progress>,
 }
 
+/// What the announcers publish of themselves.
+struct Announcers {
+    l2: watch::Receiver<AnnounceStatus>,
+    aws: watch::Receiver<AwsStatus>,
+    bgp: watch::Receiver<BgpStatus>,
+}
+
 /// `/metrics` and `/healthz`, answered from their owners' published state.
 fn endpoints(
     q: Queries,
     rejected: Arc<AtomicU64>,
     leaders: Option<LeaderFeed>,
-    announced: watch::Receiver<AnnounceStatus>,
-    aws: watch::Receiver<AwsStatus>,
+    announcers: Announcers,
     health_status: watch::Receiver<HealthStatus>,
 ) -> metrics::Endpoints {
+    let Announcers {
+        l2: announced,
+        aws,
+        bgp,
+    } = announcers;
     let scrape = q.clone();
     metrics::Endpoints {
         scrape: Arc::new(move || {
@@ -487,6 +535,7 @@ fn endpoints(
             }
             s.announce = announce_sample(&announced.borrow());
             s.aws = aws_sample(&aws.borrow());
+            s.bgp = bgp_sample(&bgp.borrow());
             s.health = health_sample(&health_status.borrow());
             Ok(s)
         }),
@@ -516,6 +565,38 @@ fn announcer_settings(cfg: &Config, interfaces: &[String]) -> announcer::Setting
         interfaces: interfaces.to_vec(),
         state_dir: cfg.dataplane.state_dir.clone(),
     }
+}
+
+/// `None` when no VIP can be announced with `bgp`: neither the config's
+/// nor, without Kubernetes, any Service's.
+fn bgp_settings(cfg: &Config) -> Option<bgp_announcer::Settings> {
+    let needed = cfg.announce.mode == config::AnnounceMode::Bgp
+        || cfg.kubernetes.enabled
+        || cfg
+            .vips
+            .iter()
+            .any(|v| v.announce == config::Announcement::Bgp);
+    needed.then(|| bgp_announcer::Settings {
+        table: cfg.announce.bgp.table,
+        protocol: u8::try_from(cfg.announce.bgp.protocol).unwrap_or(u8::MAX),
+        state_dir: cfg.dataplane.state_dir.clone(),
+    })
+}
+
+fn bgp_sample(b: &BgpStatus) -> Option<metrics::BgpSample> {
+    if b.vips.is_empty() && !b.draining {
+        return None;
+    }
+    Some(metrics::BgpSample {
+        vips: b
+            .vips
+            .iter()
+            .map(|(a, w)| (a.to_string(), w.map_or("", |w| w.as_str())))
+            .collect(),
+        draining: b.draining,
+        announcements: b.announcements,
+        withdrawals: b.withdrawals,
+    })
 }
 
 fn checker_settings(cfg: &Config) -> health_checker::Settings {

@@ -44,6 +44,9 @@ pub(super) struct Applied {
     /// checker holds down included (the data plane serves it without them,
     /// and the checker keeps probing them).
     pub(super) desired: Arc<Desired>,
+    /// What the data plane serves: `desired` without the backends held
+    /// down (what the `bgp` announcer gates on).
+    pub(super) served: Arc<Desired>,
     /// The Kubernetes part it included (remembered across restarts).
     pub(super) kubernetes: Arc<Outcome>,
 }
@@ -342,6 +345,7 @@ impl Worker {
                 });
                 self.applied.send_replace(Applied {
                     desired: Arc::new(desired),
+                    served: Arc::new(served),
                     kubernetes: self.k8s_part.clone(),
                 });
                 // A large apply (a start, a resync) leaves its scratch freed.

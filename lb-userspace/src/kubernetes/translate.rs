@@ -517,13 +517,14 @@ impl Translator {
                 Some("none") => AnnounceMode::None,
                 Some("l2") => AnnounceMode::L2,
                 Some("aws") => AnnounceMode::Aws,
+                Some("bgp") => AnnounceMode::Bgp,
                 Some(other) => {
                     refuse(
                         &mut refusals,
                         svc,
                         "InvalidAnnotation",
                         format!(
-                            "annotation {ANNOUNCE_ANNOTATION}: \"{other}\" is not one of \"none\", \"l2\", \"aws\""
+                            "annotation {ANNOUNCE_ANNOTATION}: \"{other}\" is not one of \"none\", \"l2\", \"aws\", \"bgp\""
                         ),
                     );
                     continue;

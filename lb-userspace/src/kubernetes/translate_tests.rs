@@ -473,7 +473,7 @@ fn bad_annotations_are_refused_by_name() {
         (
             json!({ "xlb.io/announce": "arp" }),
             "InvalidAnnotation",
-            "annotation xlb.io/announce: \"arp\" is not one of \"none\", \"l2\", \"aws\"",
+            "annotation xlb.io/announce: \"arp\" is not one of \"none\", \"l2\", \"aws\", \"bgp\"",
         ),
         (
             json!({ "xlb.io/health-check": "icmp" }),

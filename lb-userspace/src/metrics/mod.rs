@@ -35,6 +35,9 @@
 //! | `xlb_aws_vip_in_place` | gauge | `vip` |
 //! | `xlb_aws_vip_error` | gauge | `vip` |
 //! | `xlb_aws_backends_source_dest_check` | gauge | |
+//! | `xlb_vip_announced` | gauge (1 announced over BGP, 0 withheld) | `vip`, `reason` |
+//! | `xlb_bgp_draining` | gauge | |
+//! | `xlb_bgp_announcements_total`, `xlb_bgp_withdrawals_total` | counter | |
 //! | `xlb_backend_health` | gauge (1 for the current state) | `vip`, `backend`, `state` |
 //! | `xlb_health_checks_total` | counter | `vip`, `backend`, `outcome` |
 //! | `xlb_health_transitions_total` | counter | `vip`, `backend` |
@@ -94,6 +97,18 @@ pub struct Snapshot {
     pub aws: Option<AwsSample>,
     /// The health checker, once some backend has a check.
     pub health: Option<HealthSample>,
+    /// The `bgp` announcer, once it has a VIP (or drains).
+    pub bgp: Option<BgpSample>,
+}
+
+/// What the `bgp` announcer does.
+#[derive(Clone, Debug, Default)]
+pub struct BgpSample {
+    /// Per VIP address: why it is withheld ("" when announced).
+    pub vips: Vec<(String, &'static str)>,
+    pub draining: bool,
+    pub announcements: u64,
+    pub withdrawals: u64,
 }
 
 /// What the health checker found.
@@ -364,8 +379,45 @@ impl Collector for SnapshotCollector {
         if let Some(h) = &s.health {
             health(&mut enc, h)?;
         }
+        if let Some(b) = &s.bgp {
+            bgp(&mut enc, b)?;
+        }
         Ok(())
     }
+}
+
+fn bgp(enc: &mut DescriptorEncoder, b: &BgpSample) -> fmt::Result {
+    gauge_family(
+        enc,
+        "vip_announced",
+        "1 while this node announces the VIP address over BGP (its route is in the exported table), 0 while withheld; reason says why.",
+        None,
+        b.vips.iter().map(|(vip, why)| {
+            (
+                [("vip", LabelValue(vip)), ("reason", LabelValue(why))],
+                i64::from(why.is_empty()),
+            )
+        }),
+    )?;
+    gauge(
+        enc,
+        "bgp_draining",
+        "1 while the node is drained (xlb drain): every BGP route withdrawn.",
+        None,
+        i64::from(b.draining),
+    )?;
+    counter(
+        enc,
+        "bgp_announcements",
+        "VIP routes added to the exported table.",
+        b.announcements,
+    )?;
+    counter(
+        enc,
+        "bgp_withdrawals",
+        "VIP routes removed from the exported table.",
+        b.withdrawals,
+    )
 }
 
 fn health(enc: &mut DescriptorEncoder, h: &HealthSample) -> fmt::Result {
@@ -689,6 +741,15 @@ pub(crate) mod tests {
                 vips: vec![("10.0.1.200".into(), true, true, false)],
                 backends_with_source_dest_check: 1,
             }),
+            bgp: Some(BgpSample {
+                vips: vec![
+                    ("10.99.0.1".into(), ""),
+                    ("10.99.0.2".into(), "no active backend"),
+                ],
+                draining: false,
+                announcements: 2,
+                withdrawals: 1,
+            }),
             health: Some(HealthSample {
                 backends: vec![BackendHealthSample {
                     vip: "10.99.0.1:80/tcp".into(),
@@ -745,6 +806,10 @@ pub(crate) mod tests {
             "xlb_health_probe_duration_seconds_count 7",
             r#"xlb_vip_fail_open{vip="10.99.0.1:80/tcp"} 1"#,
             "xlb_vips_fail_open 1",
+            r#"xlb_vip_announced{vip="10.99.0.1",reason=""} 1"#,
+            r#"xlb_vip_announced{vip="10.99.0.2",reason="no active backend"} 0"#,
+            "xlb_bgp_draining 0",
+            "xlb_bgp_withdrawals_total 1",
             "# TYPE xlb_vip_leader gauge",
             "# TYPE xlb_dataplane_info gauge",
             "# TYPE xlb_packets counter",
@@ -790,6 +855,10 @@ pub(crate) mod tests {
             "xlb_health_probe_duration_seconds",
             "xlb_vip_fail_open",
             "xlb_vips_fail_open",
+            "xlb_vip_announced",
+            "xlb_bgp_draining",
+            "xlb_bgp_announcements",
+            "xlb_bgp_withdrawals",
         ] {
             let help = format!("# HELP {family} ");
             assert!(
@@ -799,7 +868,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 33);
+        assert_eq!(text.matches("# HELP ").count(), 37);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -811,6 +880,7 @@ pub(crate) mod tests {
         let mut later = s.clone();
         later.outcomes = vec![("tx", 5)];
         later.health = None;
+        later.bgp = None;
         let text = render(&later);
         assert!(
             text.lines()

@@ -1,0 +1,174 @@
+//! The `bgp` mode: which VIP addresses this node announces, and why not
+//! the others. Every healthy router announces (no election); the routes go
+//! into a kernel table the node's routing daemon exports
+//! ([`crate::owned_routes`], blackhole routes). See docs/bgp.md.
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{config::AnnounceMode, desired::Desired};
+
+/// The file `xlb status`, `xlb drain` and `xlb stop` read, in the state
+/// directory.
+pub const FILE: &str = "bgp.json";
+/// Present in the state directory: withdraw everything and keep it
+/// withdrawn (maintenance), across restarts, until removed (`xlb undrain`).
+pub const DRAIN_FILE: &str = "drain";
+
+/// Why an address is not announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withheld {
+    /// The node is being drained (`xlb drain`).
+    Draining,
+    /// The data plane is not in place (XDP detached, IPVS gone).
+    DataplaneDown,
+    /// No VIP at the address has a backend that takes new flows (none
+    /// configured, all drained, all held down by health checks).
+    NoActiveBackend,
+}
+
+impl Withheld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draining => "draining",
+            Self::DataplaneDown => "data plane not attached",
+            Self::NoActiveBackend => "no active backend",
+        }
+    }
+}
+
+/// Per `bgp` VIP address: announced, or withheld and why.
+pub fn decide(
+    served: &Desired,
+    draining: bool,
+    attached: bool,
+) -> BTreeMap<IpAddr, Option<Withheld>> {
+    let mut out: BTreeMap<IpAddr, Option<Withheld>> = BTreeMap::new();
+    for (vip, spec) in &served.services {
+        if spec.announce.mode() != AnnounceMode::Bgp {
+            continue;
+        }
+        let active = spec.backends.values().any(|w| *w > 0);
+        let verdict = if draining {
+            Some(Withheld::Draining)
+        } else if !attached {
+            Some(Withheld::DataplaneDown)
+        } else if active {
+            None
+        } else {
+            Some(Withheld::NoActiveBackend)
+        };
+        // Several VIPs share an address (ports): one that can serve is
+        // enough to announce it.
+        out.entry(vip.address)
+            .and_modify(|v| {
+                if verdict.is_none() {
+                    *v = None;
+                }
+            })
+            .or_insert(verdict);
+    }
+    out
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// Where the routes are: `xlb stop` removes them from there.
+    pub table: u32,
+    pub protocol: u8,
+    pub draining: bool,
+    /// Per `bgp` VIP address: `None` announced, else why not.
+    pub vips: BTreeMap<IpAddr, Option<Withheld>>,
+    /// Routes added and removed since start.
+    pub announcements: u64,
+    pub withdrawals: u64,
+    /// The last failure writing the table, if the last write failed.
+    pub error: Option<String>,
+}
+
+impl BgpStatus {
+    pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
+        crate::state_file::write(state_dir, FILE, self)
+    }
+
+    pub fn read(state_dir: &Path) -> Option<Self> {
+        crate::state_file::read(state_dir, FILE)
+    }
+
+    pub fn announced(&self) -> usize {
+        self.vips.values().filter(|v| v.is_none()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{config::Announcement, desired::ServiceSpec, vip::Vip};
+
+    fn vip(a: &str, port: u16) -> Vip {
+        Vip {
+            address: a.parse().unwrap(),
+            port,
+            protocol: lb_common::PROTO_TCP,
+        }
+    }
+
+    fn spec(weights: &[u32], announce: Announcement) -> ServiceSpec {
+        ServiceSpec {
+            encap: lb_common::Encap::Ipip,
+            scheduler: "mh".into(),
+            backends: Arc::new(
+                weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (IpAddr::from([10, 1, 0, i as u8 + 1]), *w))
+                    .collect(),
+            ),
+            announce,
+            health: None,
+        }
+    }
+
+    #[test]
+    fn an_address_is_announced_when_one_of_its_vips_can_serve() {
+        let d = Desired {
+            services: [
+                (vip("10.0.0.1", 80), spec(&[0, 0], Announcement::Bgp)),
+                (vip("10.0.0.1", 443), spec(&[1], Announcement::Bgp)),
+                (vip("10.0.0.2", 80), spec(&[0], Announcement::Bgp)),
+                (vip("10.0.0.3", 80), spec(&[], Announcement::Bgp)),
+                (vip("10.0.0.4", 80), spec(&[1], Announcement::L2)),
+            ]
+            .into_iter()
+            .collect(),
+            ..Desired::default()
+        };
+        let got = decide(&d, false, true);
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(got[&a("10.0.0.1")], None);
+        assert_eq!(
+            got[&a("10.0.0.2")],
+            Some(Withheld::NoActiveBackend),
+            "drained"
+        );
+        assert_eq!(
+            got[&a("10.0.0.3")],
+            Some(Withheld::NoActiveBackend),
+            "empty"
+        );
+        assert!(!got.contains_key(&a("10.0.0.4")), "not a bgp VIP");
+        assert!(
+            decide(&d, true, true)
+                .values()
+                .all(|v| *v == Some(Withheld::Draining))
+        );
+        assert_eq!(
+            decide(&d, false, false)[&a("10.0.0.1")],
+            Some(Withheld::DataplaneDown)
+        );
+    }
+}
