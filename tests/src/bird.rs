@@ -62,6 +62,10 @@ pub struct Timers {
     pub bfd_interval: Duration,
     /// Missed BFD packets that take a session down.
     pub bfd_multiplier: u32,
+    /// Seconds between the router node's full scans of the kernel table.
+    /// bird hears of each change at once over netlink; the scan catches
+    /// up if a notification was lost (the socket's buffer overran).
+    pub kernel_scan: u32,
 }
 
 impl Timers {
@@ -73,6 +77,7 @@ impl Timers {
         connect: 1,
         bfd_interval: Duration::from_millis(100),
         bfd_multiplier: 3,
+        kernel_scan: 1,
     };
 
     fn bgp(&self) -> String {
@@ -153,14 +158,13 @@ impl RouterNode {
             table = self.table,
             protocol = self.protocol,
         );
-        // `learn`: take routes that bird did not make. The scan is the
-        // fallback; on Linux bird hears of changes at once over netlink.
+        // `learn`: take routes that bird did not make.
         for (name, family) in [(KERNEL4, "ipv4"), (KERNEL6, "ipv6")] {
             let _ = writeln!(
                 s,
-                "protocol kernel {name} {{\n    kernel table {};\n    learn;\n    scan time 10;\n    \
+                "protocol kernel {name} {{\n    kernel table {};\n    learn;\n    scan time {};\n    \
                  {family} {{ import all; export none; }};\n}}\n",
-                self.table
+                self.table, self.timers.kernel_scan
             );
         }
         if self.bfd {
