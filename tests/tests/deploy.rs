@@ -2,7 +2,9 @@
 //! (no API server can run here): every manifest validates strictly against
 //! Kubernetes 1.33's schemas with kubernetes-validate, the ConfigMap's
 //! xlb.toml passes `xlb check`, and the DaemonSets hold what the daemon
-//! needs (and what xlb.toml names) and nothing more.
+//! needs (and what xlb.toml names) and nothing more. The BGP component
+//! (deploy/bgp) adds a bird2 container and changes nothing else; that
+//! container, run with only its capabilities, holds BGP and BFD sessions.
 //!
 //! The YAML is read with python3's PyYAML, which kubernetes-validate
 //! brings; without it these tests skip with the reason, except under CI
