@@ -4,6 +4,8 @@
 
 pub mod aws;
 pub mod bench_k8s;
+pub mod bgp_topology;
+pub mod bird;
 pub mod daemon;
 pub mod dump;
 pub mod k8s_objects;

@@ -122,6 +122,47 @@ fn set_by_cargo_for_a_crate(name: &str) -> bool {
         || name.starts_with("CARGO_BIN_EXE_")
 }
 
+/// A veth from `ns` (as eth0, with MAC `mac` and addresses `v4` and `v6`,
+/// prefix lengths included) to port `port` of the bridge `br0` in `bridge`.
+pub fn plug(bridge: &NetNs, ns: &NetNs, port: &str, mac: &str, v4: &str, v6: &str) {
+    bridge.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ]);
+    bridge.ip(&["link", "set", port, "master", "br0", "up"]);
+    ns.ip(&["link", "set", "eth0", "address", mac]);
+    ns.ip(&["addr", "add", v4, "dev", "eth0"]);
+    ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    checksums_in_software(ns, "eth0");
+}
+
+/// veth "offloads" transmit checksums: the frame carries only the
+/// pseudo-header sum and the peer is told not to check. XDP forwards the
+/// bytes as they are, so the backend would see a bad checksum. Real NICs
+/// put the real checksum on the wire; so must these.
+pub fn checksums_in_software(ns: &NetNs, dev: &str) {
+    ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+}
+
+/// Native XDP_TX on a veth delivers only if the peer (`port`, in `ns`) runs
+/// NAPI, which it does once GRO is *requested*: GRO is on by default
+/// without being requested, so turn it off and on again.
+pub fn request_gro(ns: &NetNs, port: &str) {
+    ns.exec(&["ethtool", "-K", port, "gro", "off"]);
+    ns.exec(&["ethtool", "-K", port, "gro", "on"]);
+}
+
+/// Makes `be` a DSR backend: both VIPs on lo, and ARP answered only for
+/// eth0's own address, never the VIP.
+pub fn dsr_backend(be: &NetNs) {
+    be.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    be.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+    for k in ["all", "eth0"] {
+        be.sysctl(&format!("net.ipv4.conf.{k}.arp_ignore"), "1");
+        be.sysctl(&format!("net.ipv4.conf.{k}.arp_announce"), "2");
+    }
+}
+
 pub struct Topology {
     pub bridge: NetNs,
     pub client: NetNs,
@@ -171,13 +212,7 @@ impl Topology {
                 &format!("{}/24", lb4(i)),
                 &format!("{}/64", lb6(i)),
             );
-            // Native XDP_TX on a veth delivers only if the peer runs NAPI,
-            // which it does once GRO is *requested*: GRO is on by default
-            // without being requested, so turn it off and on again.
-            t.bridge
-                .exec(&["ethtool", "-K", &format!("p-l{i}"), "gro", "off"]);
-            t.bridge
-                .exec(&["ethtool", "-K", &format!("p-l{i}"), "gro", "on"]);
+            request_gro(&t.bridge, &format!("p-l{i}"));
         }
         for (i, be) in t.backends.iter().enumerate() {
             t.plug(
@@ -187,34 +222,14 @@ impl Topology {
                 &format!("{}/24", backend4(i)),
                 &format!("{}/64", backend6(i)),
             );
-            be.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
-            be.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
-            // DSR: answer ARP only for eth0's own address, never the VIP.
-            for k in ["all", "eth0"] {
-                be.sysctl(&format!("net.ipv4.conf.{k}.arp_ignore"), "1");
-                be.sysctl(&format!("net.ipv4.conf.{k}.arp_announce"), "2");
-            }
+            dsr_backend(be);
         }
         t.route_via(&[0]);
         t
     }
 
-    /// A veth from `ns` (as eth0) to bridge port `port`.
     fn plug(&self, ns: &NetNs, port: &str, mac: &str, v4: &str, v6: &str) {
-        self.bridge.ip(&[
-            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
-        self.bridge
-            .ip(&["link", "set", port, "master", "br0", "up"]);
-        ns.ip(&["link", "set", "eth0", "address", mac]);
-        ns.ip(&["addr", "add", v4, "dev", "eth0"]);
-        ns.ip(&["addr", "add", v6, "dev", "eth0", "nodad"]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        // veth "offloads" transmit checksums: the frame carries only the
-        // pseudo-header sum and the peer is told not to check. XDP forwards
-        // the bytes as they are, so the backend would see a bad checksum.
-        // Real NICs put the real checksum on the wire; so must these.
-        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+        plug(&self.bridge, ns, port, mac, v4, v6);
     }
 
     /// Routes the client's traffic for the VIPs through these load

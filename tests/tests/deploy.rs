@@ -2,7 +2,9 @@
 //! (no API server can run here): every manifest validates strictly against
 //! Kubernetes 1.33's schemas with kubernetes-validate, the ConfigMap's
 //! xlb.toml passes `xlb check`, and the DaemonSets hold what the daemon
-//! needs (and what xlb.toml names) and nothing more.
+//! needs (and what xlb.toml names) and nothing more. The BGP component
+//! (deploy/bgp) adds a bird2 container and changes nothing else; that
+//! container, run with only its capabilities, holds BGP and BFD sessions.
 //!
 //! The YAML is read with python3's PyYAML, which kubernetes-validate
 //! brings; without it these tests skip with the reason, except under CI
@@ -794,5 +796,420 @@ cat "$LOG"
         out.contains("decapsulating"),
         "xlb decap did not attach:\n{out}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The BGP component's capabilities for the bird container.
+const BIRD_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
+
+/// A copy of deploy/ in a temporary directory, removed on drop.
+struct DeployCopy(PathBuf);
+
+impl DeployCopy {
+    /// deploy/ with the BGP component included the way docs/bgp.md says:
+    /// `components: [bgp]` added to its kustomization.
+    fn with_bgp() -> Self {
+        let dir = std::env::temp_dir().join(format!("xlb-deploy-bgp-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(deploy_dir())
+            .arg(&dir)
+            .status()
+            .expect("running cp");
+        assert!(status.success(), "copying deploy/ to {}", dir.display());
+        let k = dir.join("kustomization.yaml");
+        let mut text = std::fs::read_to_string(&k).expect("reading the copy's kustomization");
+        text.push_str("components:\n  - bgp\n");
+        std::fs::write(&k, text).expect("writing the copy's kustomization");
+        Self(dir)
+    }
+}
+
+impl Drop for DeployCopy {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// `kubectl kustomize DIR` as JSON documents, or `None` without kubectl.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let rendered = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .ok()?;
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let path = dir.with_extension("rendered.yaml");
+    std::fs::write(&path, &rendered.stdout).expect("writing the rendered manifests");
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
+        .args(["--kubernetes-version", KUBERNETES_VERSION])
+        .arg(&path)
+        .output()
+        .expect("running kubernetes-validate");
+    let docs = yaml_documents(&path);
+    std::fs::remove_file(&path).ok();
+    assert!(
+        out.status.success(),
+        "kustomize's output for {} does not validate:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Some(docs)
+}
+
+/// deploy/bgp's bird container, as its patch spells it.
+fn bird_container() -> Container {
+    let mut docs = yaml_documents(&deploy_dir().join("bgp/router-bird.yaml"));
+    assert_eq!(docs.len(), 1, "router-bird.yaml holds one patch");
+    let containers = docs.remove(0)["spec"]["template"]["spec"]["containers"].take();
+    let mut containers: Vec<Container> =
+        serde_json::from_value(containers).expect("router-bird.yaml's containers");
+    assert_eq!(containers.len(), 1, "router-bird.yaml adds one container");
+    containers.remove(0)
+}
+
+#[test]
+fn the_bgp_component_adds_bird_beside_xlb_and_changes_nothing_else() {
+    let test = "the_bgp_component_adds_bird_beside_xlb_and_changes_nothing_else";
+    if !python_has(test, "kubernetes_validate") || !python_has(test, "yaml") {
+        return;
+    }
+    let copy = DeployCopy::with_bgp();
+    let (Some(base), Some(bgp)) = (kustomize(&deploy_dir()), kustomize(&copy.0)) else {
+        eprintln!("SKIPPED {test}: no kubectl");
+        return;
+    };
+    let name = |d: &Value| {
+        format!(
+            "{} {}",
+            d["kind"].as_str().unwrap_or_default(),
+            d["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    };
+    let is_router = |d: &Value| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "xlb-router";
+
+    // Everything of the base is there unchanged, but the router DaemonSet.
+    for d in base.iter().filter(|d| !is_router(d)) {
+        assert!(bgp.contains(d), "the component changed {}", name(d));
+    }
+    let extra: Vec<&Value> = bgp
+        .iter()
+        .filter(|d| !is_router(d) && !base.contains(d))
+        .collect();
+    assert_eq!(
+        extra.len(),
+        1,
+        "{:?}",
+        extra.iter().map(|d| name(d)).collect::<Vec<_>>()
+    );
+    let cm = extra[0];
+    assert_eq!(cm["kind"], "ConfigMap");
+    let cm_name = cm["metadata"]["name"].as_str().expect("a name");
+    assert!(
+        cm_name.starts_with("xlb-bird-"),
+        "{cm_name}: named with a hash"
+    );
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/name"], "xlb");
+    let template =
+        std::fs::read_to_string(deploy_dir().join("bgp/bird.conf")).expect("reading bird.conf");
+    assert_eq!(cm["data"]["bird.conf"], template.as_str());
+
+    // The router pod: the same, plus the bird container and its volumes.
+    let pod = |docs: &[Value]| -> PodSpec {
+        let ds: DaemonSet = serde_json::from_value(
+            docs.iter()
+                .find(|d| is_router(d))
+                .expect("the router")
+                .clone(),
+        )
+        .expect("a DaemonSet");
+        pod_spec(&ds).clone()
+    };
+    let (base_pod, bgp_pod) = (pod(&base), pod(&bgp));
+    let router: &Value = bgp.iter().find(|d| is_router(d)).expect("the router");
+    assert_eq!(
+        router["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"],
+        "xlb"
+    );
+    let names: Vec<&str> = bgp_pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let xlb = bgp_pod.containers.iter().find(|c| c.name == "xlb");
+    assert_eq!(
+        xlb,
+        Some(&base_pod.containers[0]),
+        "the xlb container changed"
+    );
+    let bird = bgp_pod
+        .containers
+        .iter()
+        .find(|c| c.name == "bird")
+        .expect("a bird container");
+    assert_unprivileged(bird, &BIRD_CAPABILITIES);
+    assert!(
+        bird.image
+            .as_deref()
+            .is_some_and(|i| i.contains("xlb-bird")),
+        "{:?}",
+        bird.image
+    );
+    let volumes = bgp_pod.volumes.as_ref().expect("volumes");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == Some(cm_name)),
+        "the router mounts {cm_name}"
+    );
+    for v in base_pod.volumes.iter().flatten() {
+        assert!(
+            volumes.contains(v),
+            "the component changed volume {}",
+            v.name
+        );
+    }
+    for mount in bird.volume_mounts.iter().flatten() {
+        assert!(
+            volumes.iter().any(|v| v.name == mount.name),
+            "bird mounts {}, which is no volume",
+            mount.name
+        );
+    }
+    let rest = |p: &PodSpec| PodSpec {
+        containers: Vec::new(),
+        volumes: None,
+        ..p.clone()
+    };
+    assert_eq!(
+        rest(&bgp_pod),
+        rest(&base_pod),
+        "the component changed the pod"
+    );
+    assert_host_network(&bgp_pod, "xlb.io/router");
+}
+
+/// Kills a process on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_bird_container_holds_its_sessions_with_only_what_its_manifest_grants() {
+    use std::time::{Duration, Instant};
+    use xlb_tests::{
+        bird::{self, Bird, Session, Timers},
+        netns::NetNs,
+    };
+    let test = "the_bird_container_holds_its_sessions_with_only_what_its_manifest_grants";
+    if !xlb_tests::netns::privileged(test) || !bird::available(test) || !python_has(test, "yaml") {
+        return;
+    }
+    let c = bird_container();
+    let command: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .cloned()
+        .collect();
+    assert_eq!(command[..2], ["/bin/sh", "-euc"], "{command:?}");
+    let dir = std::env::temp_dir().join(format!("xlb-deploy-bird-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("template")).expect("a temporary directory");
+    std::fs::create_dir_all(dir.join("run")).expect("a temporary directory");
+    // The container's script with its two directories moved here.
+    let script = command[2]
+        .replace(
+            "/etc/bird/template",
+            &dir.join("template").display().to_string(),
+        )
+        .replace("/run/bird", &dir.join("run").display().to_string());
+    let template =
+        std::fs::read_to_string(deploy_dir().join("bgp/bird.conf")).expect("reading bird.conf");
+    let caps = setpriv_caps(&c);
+    let contained = |ns: &NetNs, log: &str| {
+        let log = std::fs::File::create(dir.join(log)).expect("a log");
+        ns.command("setpriv")
+            .arg(format!("--bounding-set=-all,{caps}"))
+            .arg(format!("--inh-caps=-all,{caps}"))
+            .arg(format!("--ambient-caps=-all,{caps}"))
+            .args(["/bin/sh", "-euc", &script])
+            .env_clear()
+            // The image's (Debian's) PATH.
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("NODE_IP", "10.250.0.2")
+            .stdout(log.try_clone().expect("a log"))
+            .stderr(log)
+            .spawn()
+            .expect("running setpriv")
+    };
+
+    // Unfilled, the template stops the container with the names left.
+    let template_file = dir.join("template/bird.conf");
+    std::fs::write(&template_file, &template).expect("writing the template");
+    let node = NetNs::new();
+    let status = Killed(contained(&node, "unfilled.log"))
+        .0
+        .wait()
+        .expect("waiting");
+    let log = std::fs::read_to_string(dir.join("unfilled.log")).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "bird started with placeholders left:\n{log}"
+    );
+    assert!(
+        log.contains("@LOCAL_AS@") && !log.contains("@NODE_IP@"),
+        "{log}"
+    );
+
+    // Filled in, it holds BGP and BFD sessions with an upstream, and
+    // announces table 4243's routes of protocol 178, no others.
+    let upstream = NetNs::new();
+    upstream.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &node.name,
+    ]);
+    for (ns, v4, v6) in [
+        (&upstream, "10.250.0.1", "fd25::1"),
+        (&node, "10.250.0.2", "fd25::2"),
+    ] {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+    }
+    let mut filled = template.clone();
+    for (from, to) in [
+        ("@LOCAL_AS@", "65001"),
+        ("@PEER_IP4@", "10.250.0.1"),
+        ("@PEER_IP6@", "fd25::1"),
+        ("@PEER_AS@", "65000"),
+    ] {
+        assert!(filled.contains(from), "bird.conf has no {from}");
+        filled = filled.replace(from, to);
+    }
+    std::fs::write(&template_file, filled).expect("writing the template");
+    let vip4: IpAddr = "10.99.0.1".parse().expect("an address");
+    let vip6: IpAddr = "fd99::1".parse().expect("an address");
+    bird::add_vip_route(&node, vip4);
+    bird::add_vip_route(&node, vip6);
+    node.ip(&[
+        "route",
+        "add",
+        "blackhole",
+        "10.99.0.2/32",
+        "table",
+        "4243",
+        "proto",
+        "static",
+    ]);
+    let session = |name: &str, local: &str, neighbor: &str| Session {
+        name: name.into(),
+        local: local.parse().expect("an address"),
+        neighbor: neighbor.parse().expect("an address"),
+        neighbor_as: 65001,
+    };
+    let upstream_bird = Bird::start(
+        &upstream,
+        "upstream",
+        &bird::Upstream {
+            router_id: "10.250.0.1".parse().expect("an address"),
+            local_as: 65000,
+            sessions: vec![
+                session("node_4", "10.250.0.1", "10.250.0.2"),
+                session("node_6", "fd25::1", "fd25::2"),
+            ],
+            bfd: true,
+            timers: Timers::FAST,
+        }
+        .render(),
+    );
+    let sidecar = Killed(contained(&node, "bird.log"));
+    let sidecar_log = || std::fs::read_to_string(dir.join("bird.log")).unwrap_or_default();
+    for p in ["node_4", "node_6"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !upstream_bird
+            .protocols()
+            .iter()
+            .any(|r| r.name == p && r.is_established())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{p} never came up:\n{}\nthe sidecar's log:\n{}",
+                upstream_bird.show_protocols(),
+                sidecar_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let start = Instant::now();
+    bird::wait_next_hops(
+        &upstream,
+        "10.99.0.1/32",
+        &["10.250.0.2".parse().expect("an address")],
+        start,
+        Duration::from_secs(30),
+    );
+    bird::wait_next_hops(
+        &upstream,
+        "fd99::1/128",
+        &["fd25::2".parse().expect("an address")],
+        start,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        bird::route(&upstream, "10.99.0.2/32"),
+        None,
+        "a route of another protocol was announced"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bfd = upstream_bird.birdc(&["show", "bfd", "sessions"]);
+        if bfd.lines().filter(|l| l.contains(" Up ")).count() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BFD sessions not up:\n{bfd}\n{}",
+            sidecar_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", sidecar.0.id())).expect("bird's status");
+    // NET_ADMIN (12), NET_BIND_SERVICE (10), nothing else.
+    assert!(status.contains("CapEff:\t0000000000001400"), "{status}");
+    // The probes' command answers.
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .expect("an exec readiness probe");
+    let probe: Vec<String> = probe
+        .iter()
+        .map(|a| a.replace("/run/bird", &dir.join("run").display().to_string()))
+        .collect();
+    let out = Command::new(&probe[0])
+        .args(&probe[1..])
+        .output()
+        .expect("running the probe");
+    assert!(
+        out.status.success(),
+        "the readiness probe fails: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(sidecar);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -12,6 +12,9 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "libcap2-bin",
+    // The BGP tests (tests/tests/bgp.rs) run bird2 in namespaces: the
+    // router nodes announce VIPs with it, the upstream router learns them.
+    "bird2",
 ];
 
 pub(super) fn ensure(is_root: bool) -> Result<()> {

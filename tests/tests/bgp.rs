@@ -1,0 +1,251 @@
+//! BGP announcement without xlb: bird2 on two router nodes and on their
+//! upstream, the VIP routes put in table 4243 by hand as the daemon would
+//! (tests/src/bird.rs has the contract). What the upstream does with them
+//! is what a network does with xlb's announcements: one ECMP route through
+//! every node announcing a VIP, a node dropped when it withdraws the VIP,
+//! when its bird dies, and when it vanishes from the network.
+//!
+//! The convergence times are printed, never asserted: this machine may be
+//! busy. `cargo test -p xlb-tests --test bgp -- --nocapture` shows them.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use xlb_tests::{
+    bgp_topology::{BgpTopology, VIP4, VIP6, backend4, backend6, node4, node6},
+    bird::{self, Bird},
+    netns::privileged,
+};
+
+/// Sessions coming up, routes appearing after a change: seconds here, but
+/// generous for a machine that is busy compiling.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn prefixes() -> [(String, IpAddr); 2] {
+    [
+        (bird::host_prefix(VIP4.into()), VIP4.into()),
+        (bird::host_prefix(VIP6.into()), VIP6.into()),
+    ]
+}
+
+/// Node `i`'s address in the family of `vip`: the upstream's next hop.
+fn hop(vip: IpAddr, i: usize) -> IpAddr {
+    if vip.is_ipv4() {
+        node4(i).into()
+    } else {
+        node6(i).into()
+    }
+}
+
+fn hops(vip: IpAddr, nodes: &[usize]) -> Vec<IpAddr> {
+    nodes.iter().map(|&i| hop(vip, i)).collect()
+}
+
+struct Lab {
+    t: BgpTopology,
+    upstream: Bird,
+    nodes: Vec<Bird>,
+    bfd: bool,
+}
+
+impl Lab {
+    /// Two router nodes announcing both VIPs, sessions up, and the
+    /// upstream routing each VIP through both.
+    fn new(bfd: bool) -> Self {
+        let t = BgpTopology::new(2, 3);
+        let upstream = t.start_upstream_bird(bfd);
+        let nodes: Vec<Bird> = (0..2).map(|i| t.start_node_bird(i, bfd)).collect();
+        for (i, node) in t.nodes.iter().enumerate() {
+            for (_, vip) in prefixes() {
+                bird::add_vip_route(node, vip);
+            }
+            let table = bird::table_routes(node, bird::TABLE);
+            assert_eq!(table.len(), 2, "node{i}'s table {}: {table:?}", bird::TABLE);
+            assert!(
+                table.iter().all(|r| r.kind == "blackhole"),
+                "node{i}: {table:?}"
+            );
+        }
+        let lab = Self {
+            t,
+            upstream,
+            nodes,
+            bfd,
+        };
+        for i in 0..2 {
+            lab.wait_sessions(i);
+        }
+        lab.wait_hops(&[0, 1], Instant::now());
+        lab
+    }
+
+    fn wait_sessions(&self, i: usize) {
+        self.t
+            .wait_sessions(&self.upstream, &self.nodes[i], i, PATIENCE);
+    }
+
+    /// Waits until the upstream routes both VIPs through exactly `nodes`;
+    /// how long after `since` each family got there.
+    fn wait_hops(&self, nodes: &[usize], since: Instant) -> [Duration; 2] {
+        prefixes().map(|(prefix, vip)| {
+            bird::wait_next_hops(
+                &self.t.upstream,
+                &prefix,
+                &hops(vip, nodes),
+                since,
+                PATIENCE,
+            )
+        })
+    }
+
+    fn report(&self, what: &str, took: [Duration; 2]) {
+        let bfd = if self.bfd { "BFD on" } else { "BFD off" };
+        eprintln!(
+            "{what} ({bfd}): the upstream routes through one node after {:.3} s (IPv4), {:.3} s (IPv6)",
+            took[0].as_secs_f64(),
+            took[1].as_secs_f64()
+        );
+    }
+
+    /// Restarts node `i`'s bird after a kill, and waits until the upstream
+    /// routes through both nodes again.
+    fn restart_node_bird(&mut self, i: usize) {
+        self.nodes[i] = self.t.start_node_bird(i, self.bfd);
+        self.wait_sessions(i);
+        self.wait_hops(&[0, 1], Instant::now());
+    }
+
+    /// Kills node 1's bird as a crash would; how long until the upstream
+    /// routes through node 0 only.
+    fn crash_node_1(&mut self) -> [Duration; 2] {
+        let start = Instant::now();
+        self.nodes[1].kill_hard();
+        self.wait_hops(&[0], start)
+    }
+
+    /// Takes node 1 off the network silently; how long until the upstream
+    /// routes through node 0 only, and why the upstream's sessions to it
+    /// ended (both families). The link is back when this returns.
+    fn vanish_node_1(&mut self) -> ([Duration; 2], Vec<String>) {
+        let start = Instant::now();
+        self.t.cut_link(1);
+        let took = self.wait_hops(&[0], start);
+        // bird shows a session's last error until it is established again.
+        let why = self
+            .upstream
+            .protocols()
+            .into_iter()
+            .filter(|p| p.name.starts_with("node1_"))
+            .map(|p| p.info)
+            .collect();
+        self.t.restore_link(1);
+        (took, why)
+    }
+}
+
+#[test]
+fn the_upstream_balances_over_every_node_announcing_and_drops_one_that_withdraws_or_fails() {
+    let test =
+        "the_upstream_balances_over_every_node_announcing_and_drops_one_that_withdraws_or_fails";
+    if !privileged(test) || !bird::available(test) {
+        return;
+    }
+    let mut lab = Lab::new(true);
+    for i in 0..2 {
+        for p in lab.nodes[i].protocols() {
+            assert!(
+                p.proto != "BGP" || p.is_established(),
+                "node{i}: {p:?}\n{}",
+                lab.nodes[i].show_protocols()
+            );
+        }
+    }
+
+    // One route per VIP, through both nodes; learned over BGP, not left in
+    // the nodes' main tables (no ip rule reads table 4243).
+    for (prefix, vip) in prefixes() {
+        let route = bird::route(&lab.t.upstream, &prefix)
+            .unwrap_or_else(|| panic!("the upstream has no route to {prefix}"));
+        assert_eq!(route.protocol, "bird", "{route:?}");
+        assert_eq!(
+            bird::next_hops(&lab.t.upstream, &prefix),
+            hops(vip, &[0, 1])
+        );
+        for node in &lab.t.nodes {
+            assert_eq!(bird::route(node, &prefix), None, "{}", node.name);
+        }
+        let learned = lab.nodes[0].birdc(&["show", "route", "protocol", bird_kernel(vip)]);
+        assert!(learned.contains(&prefix), "node0's bird: {learned}");
+    }
+
+    // The client reaches the backends through the upstream, and they
+    // answer it the same way: the path DSR replies take.
+    lab.t.start_backends(false);
+    for i in 0..lab.t.backends.len() {
+        assert_eq!(lab.t.http_get(backend4(i).into()), format!("be{i}"));
+        assert_eq!(lab.t.http_get(backend6(i).into()), format!("be{i}"));
+    }
+
+    // The daemon withdraws a VIP: it deletes its route.
+    let start = Instant::now();
+    for (_, vip) in prefixes() {
+        bird::del_vip_route(&lab.t.nodes[1], vip);
+    }
+    let took = lab.wait_hops(&[0], start);
+    lab.report("node1 deletes its VIP routes", took);
+    for (_, vip) in prefixes() {
+        bird::add_vip_route(&lab.t.nodes[1], vip);
+    }
+    let took = lab.wait_hops(&[0, 1], Instant::now());
+    eprintln!(
+        "node1 adds them back: the upstream routes through both nodes after {:.3} s, {:.3} s",
+        took[0].as_secs_f64(),
+        took[1].as_secs_f64()
+    );
+
+    let took = lab.crash_node_1();
+    lab.report("node1's bird killed (SIGKILL)", took);
+    lab.restart_node_bird(1);
+
+    let (took, why) = lab.vanish_node_1();
+    lab.report("node1 cut off the network", took);
+    assert!(
+        why.len() == 2 && why.iter().all(|w| w.contains("BFD session down")),
+        "{why:?}"
+    );
+    lab.wait_sessions(1);
+    lab.wait_hops(&[0, 1], Instant::now());
+}
+
+#[test]
+fn without_bfd_a_vanished_node_is_dropped_when_the_hold_time_runs_out() {
+    let test = "without_bfd_a_vanished_node_is_dropped_when_the_hold_time_runs_out";
+    if !privileged(test) || !bird::available(test) {
+        return;
+    }
+    let mut lab = Lab::new(false);
+    // A crash closes bird's TCP connections: the upstream sees it at once,
+    // BFD or not.
+    let took = lab.crash_node_1();
+    lab.report("node1's bird killed (SIGKILL)", took);
+    lab.restart_node_bird(1);
+    // A node gone silent is seen only when the hold time runs out.
+    let (took, why) = lab.vanish_node_1();
+    lab.report("node1 cut off the network", took);
+    assert!(
+        why.len() == 2 && why.iter().all(|w| w.contains("Hold timer expired")),
+        "{why:?}"
+    );
+    lab.wait_sessions(1);
+    lab.wait_hops(&[0, 1], Instant::now());
+}
+
+fn bird_kernel(vip: IpAddr) -> &'static str {
+    if vip.is_ipv4() {
+        bird::KERNEL4
+    } else {
+        bird::KERNEL6
+    }
+}
