@@ -63,8 +63,8 @@ impl Lab {
         let mut t = BgpTopology::new(2, 3);
         t.start_backends(true);
         let nodes: Vec<Node> = (0..2).map(|i| node_config(&t, i)).collect();
-        for i in 0..2 {
-            start_xlb(&mut t, &nodes[i], i, "xlb.log");
+        for (i, n) in nodes.iter().enumerate() {
+            start_xlb(&mut t, n, i, "xlb.log");
         }
         let upstream = t.start_upstream_bird(bfd);
         let birds: Vec<Bird> = (0..2).map(|i| t.start_node_bird(i, bfd)).collect();
