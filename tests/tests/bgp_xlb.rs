@@ -378,10 +378,22 @@ fn two_xlb_routers_over_bgp_share_drain_and_fail_over_without_breaking_connectio
             "run {run}: undrain: both next hops after {:.3} s",
             back.as_secs_f64()
         );
+        // Which router the held connections reach now: each node's
+        // packets for the VIP while every held connection makes one
+        // request. ECMP moved about half of them back to node 0; every
+        // one keeps its backend.
+        let before = [lab.vip_packets(0), lab.vip_packets(1)];
         lab.t.client.run(|| {
             check_held(&mut held, "after the undrain");
             check_held(&mut held6, "after the undrain (IPv6)");
         });
+        let moved = lab.vip_packets(0) - before[0];
+        let stayed = lab.vip_packets(1) - before[1];
+        eprintln!(
+            "run {run}: after the undrain node0 carries {:.0}% of the held connections' packets \
+             (moved back by ECMP), all on their backends",
+            100.0 * moved / (moved + stayed).max(1.0)
+        );
 
         // Hard failure: node 0 vanishes from the network (BFD on).
         let load = Load {
