@@ -86,19 +86,7 @@ impl BgpTopology {
     /// Builds the client, the upstream, `nodes` router nodes and `backends`
     /// DSR backends, addressed and routed; nothing runs yet.
     pub fn new(nodes: usize, backends: usize) -> Self {
-        let bridge = NetNs::new();
-        bridge.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        bridge.ip(&["link", "set", "br0", "up"]);
-        let dir = std::env::temp_dir().join(format!("{}-bgp", bridge.name));
-        std::fs::create_dir_all(&dir).expect("topology dir");
+        let (bridge, dir) = crate::topology::bridge("bgp");
         let t = Self {
             client: NetNs::new(),
             upstream: NetNs::new(),

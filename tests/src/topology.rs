@@ -172,23 +172,31 @@ pub struct Topology {
     pub dir: PathBuf,
 }
 
+/// The namespace holding a topology's bridge `br0` (multicast snooping
+/// off: every port sees neighbour solicitations), and a directory for the
+/// topology's logs named after it.
+pub fn bridge(kind: &str) -> (NetNs, PathBuf) {
+    let bridge = NetNs::new();
+    bridge.ip(&[
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    bridge.ip(&["link", "set", "br0", "up"]);
+    let dir = std::env::temp_dir().join(format!("{}-{kind}", bridge.name));
+    std::fs::create_dir_all(&dir).expect("topology dir");
+    (bridge, dir)
+}
+
 impl Topology {
     /// Builds `lbs` load balancers and `backends` backends, with the client
     /// routing the VIPs through load balancer 0.
     pub fn new(lbs: usize, backends: usize) -> Self {
-        let bridge = NetNs::new();
-        bridge.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        bridge.ip(&["link", "set", "br0", "up"]);
-        let dir = std::env::temp_dir().join(format!("{}-e2e", bridge.name));
-        std::fs::create_dir_all(&dir).expect("topology dir");
+        let (bridge, dir) = bridge("e2e");
         let t = Self {
             client: NetNs::new(),
             lbs: (0..lbs).map(|_| NetNs::new()).collect(),

@@ -74,6 +74,13 @@ fn the_route_table_follows_backends_drain_and_stop_but_not_restarts() {
     let pins = PinDir::new();
     let state = t.dir.join("state");
     let state = state.to_str().unwrap();
+    let status_args = [
+        "status",
+        "--pin-path",
+        pins.path.to_str().unwrap(),
+        "--state-dir",
+        state,
+    ];
     let cfg = lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", ANNOUNCE);
     let lb = start_lb(&t, 0, &cfg, "lb.log");
     wait_table(&t, &both(), "after start");
@@ -81,16 +88,7 @@ fn the_route_table_follows_backends_drain_and_stop_but_not_restarts() {
     // Every backend drained: nothing takes new flows, nothing is announced.
     lb_config(&t, &pins, "ipip", &[0, 0, 0], "generic", ANNOUNCE);
     wait_table(&t, &BTreeSet::new(), "all backends drained");
-    let status = xlb(
-        &t,
-        &[
-            "status",
-            "--pin-path",
-            pins.path.to_str().unwrap(),
-            "--state-dir",
-            state,
-        ],
-    );
+    let status = xlb(&t, &status_args);
     assert!(status.contains("withheld: no active backend"), "{status}");
     lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", ANNOUNCE);
     wait_table(&t, &both(), "backends back");
@@ -103,16 +101,7 @@ fn the_route_table_follows_backends_drain_and_stop_but_not_restarts() {
         BTreeSet::new(),
         "xlb drain returned before the withdrawal"
     );
-    let status = xlb(
-        &t,
-        &[
-            "status",
-            "--pin-path",
-            pins.path.to_str().unwrap(),
-            "--state-dir",
-            state,
-        ],
-    );
+    let status = xlb(&t, &status_args);
     assert!(status.contains("DRAINING"), "{status}");
     xlb(&t, &["undrain", "--state-dir", state]);
     wait_table(&t, &both(), "undrained");
