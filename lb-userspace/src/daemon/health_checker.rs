@@ -29,6 +29,7 @@ use crate::{
         gate::{self, Down, Fate},
         path::{PathSettings, ProbePaths, ProbeRoute},
         probe::{self, Ask, Failure, Probe},
+        rp_filter,
         schedule::{self, Rng},
         status::{BackendHealth, HealthStatus},
         tracker::{State, Tracker},
@@ -52,6 +53,8 @@ pub(super) struct Settings {
     pub(super) source_v4: Option<Ipv4Addr>,
     pub(super) source_v6: Option<Ipv6Addr>,
     pub(super) state_dir: PathBuf,
+    /// The data plane's interfaces, where the answers arrive.
+    pub(super) interfaces: Vec<String>,
 }
 
 type Key = (Vip, IpAddr);
@@ -348,10 +351,22 @@ impl Checker {
             match ProbePaths::open(settings) {
                 Ok(p) => {
                     tracing::info!(device = %settings.device, mark = format_args!("{:#x}", settings.mark), table = settings.table, "health checks' DSR path ready");
-                    self.status.dsr_path = Some(format!(
+                    let mut said = format!(
                         "device {}, mark {:#x}, table {}",
                         settings.device, settings.mark, settings.table
-                    ));
+                    );
+                    let strict = rp_filter::strict_on(&self.s.interfaces);
+                    if !strict.is_empty() {
+                        let why = format!(
+                            "strict rp_filter on {}: backends' answers (from the VIPs) are dropped \
+                             unless a route to each VIP points out of that interface; set \
+                             rp_filter to 2 (loose) there (docs/health.md)",
+                            strict.join(", ")
+                        );
+                        tracing::warn!("health checks through the DSR path: {why}");
+                        said = format!("{said}; {why}");
+                    }
+                    self.status.dsr_path = Some(said);
                     self.paths = Some(p);
                 }
                 Err(e) => {

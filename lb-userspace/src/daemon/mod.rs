@@ -186,7 +186,7 @@ impl Daemon {
         let listen = o.metrics.unwrap_or(cfg.metrics.listen);
         let announce = announcer_settings(&cfg, &interfaces);
         let aws = aws_settings(&cfg);
-        let checks = checker_settings(&cfg);
+        let checks = checker_settings(&cfg, &interfaces);
         let bgp = bgp_settings(&cfg);
         let (down_tx, down_rx) = watch::channel(Arc::new(Down::new()));
 
@@ -599,7 +599,7 @@ fn bgp_sample(b: &BgpStatus) -> Option<metrics::BgpSample> {
     })
 }
 
-fn checker_settings(cfg: &Config) -> health_checker::Settings {
+fn checker_settings(cfg: &Config, interfaces: &[String]) -> health_checker::Settings {
     let h = &cfg.health;
     health_checker::Settings {
         dsr: Ok(PathSettings {
@@ -611,6 +611,7 @@ fn checker_settings(cfg: &Config) -> health_checker::Settings {
         source_v4: h.source_v4.or(cfg.dataplane.ipip_source_v4),
         source_v6: h.source_v6.or(cfg.dataplane.ipip_source_v6),
         state_dir: cfg.dataplane.state_dir.clone(),
+        interfaces: interfaces.to_vec(),
     }
 }
 

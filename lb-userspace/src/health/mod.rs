@@ -7,6 +7,7 @@
 pub mod gate;
 pub mod path;
 pub mod probe;
+pub mod rp_filter;
 pub mod schedule;
 pub mod status;
 pub mod tracker;
