@@ -600,7 +600,7 @@ fn bgp_sample(b: &BgpStatus) -> Option<metrics::BgpSample> {
 }
 
 fn checker_settings(cfg: &Config, interfaces: &[String]) -> health_checker::Settings {
-    let h = &cfg.health;
+    let h = cfg.health.with_probe_sources(&cfg.dataplane);
     health_checker::Settings {
         dsr: Ok(PathSettings {
             mark: h.mark,
@@ -608,8 +608,8 @@ fn checker_settings(cfg: &Config, interfaces: &[String]) -> health_checker::Sett
             rule_priority: h.rule_priority,
             device: DEFAULT_DEVICE.to_owned(),
         }),
-        source_v4: h.source_v4.or(cfg.dataplane.ipip_source_v4),
-        source_v6: h.source_v6.or(cfg.dataplane.ipip_source_v6),
+        source_v4: h.source_v4,
+        source_v6: h.source_v6,
         state_dir: cfg.dataplane.state_dir.clone(),
         interfaces: interfaces.to_vec(),
     }
