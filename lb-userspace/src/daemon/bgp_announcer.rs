@@ -83,12 +83,15 @@ pub(super) async fn run(
             .filter(|(_, w)| w.is_none())
             .map(|(a, _)| *a)
             .collect();
+        // Both decided before either changes `installed`.
+        let add: Vec<IpAddr> = wanted.difference(&installed).copied().collect();
+        let remove: Vec<IpAddr> = installed.difference(&wanted).copied().collect();
         let mut error = None;
-        for addr in wanted.difference(&installed.clone()) {
-            match routes.add(*addr) {
+        for addr in add {
+            match routes.add(addr) {
                 Ok(()) => {
                     tracing::info!(vip = %addr, table = s.table, "bgp: announced");
-                    installed.insert(*addr);
+                    installed.insert(addr);
                     status.announcements += 1;
                 }
                 Err(e) => {
@@ -99,16 +102,16 @@ pub(super) async fn run(
                 }
             }
         }
-        for addr in installed.clone().difference(&wanted) {
+        for addr in remove {
             let why = decided
-                .get(addr)
+                .get(&addr)
                 .copied()
                 .flatten()
                 .map_or("no longer a bgp VIP", |w| w.as_str());
-            match routes.remove(*addr) {
+            match routes.remove(addr) {
                 Ok(()) => {
                     tracing::info!(vip = %addr, table = s.table, "bgp: withdrawn ({why})");
-                    installed.remove(addr);
+                    installed.remove(&addr);
                     status.withdrawals += 1;
                 }
                 Err(e) => {
