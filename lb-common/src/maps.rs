@@ -10,8 +10,12 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// Default Maglev table size (prime), as in the Maglev paper.
+/// Default largest Maglev table a VIP gets (prime), as in the Maglev
+/// paper. Each VIP's own size is chosen from its backend count, up to this.
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
+/// Maglev slots per element of `XLB_MAGLEV`: the kernel stores an array's
+/// elements 8 bytes apart, so a u32 slot alone would waste half of each.
+pub const MAGLEV_SLOTS_PER_ENTRY: u32 = 2;
 /// Default capacity of the VIP map and of the per-VIP arrays.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 /// Default capacity of the backend array (id 0 is reserved for "none").
@@ -55,7 +59,6 @@ pub mod names {
     pub const PROBE_PATHS: &str = "XLB_PROBE_PATHS";
     pub const PROBE_STATS: &str = "XLB_PROBE_STATS";
     /// Load-time constants (`.rodata`), set with `EbpfLoader::override_global`.
-    pub const GLOBAL_MAGLEV_SIZE: &str = "XLB_MAGLEV_SIZE";
     pub const GLOBAL_LOG: &str = "XLB_LOG";
     pub const GLOBAL_BENCH_STOP: &str = "XLB_BENCH_STOP";
     pub const GLOBAL_FILTER_SHIFT: &str = "XLB_FILTER_SHIFT";
@@ -97,13 +100,27 @@ pub struct VipKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VipInfo {
-    /// Index into the Maglev array (row `vip_id`) and the per-VIP counters.
+    /// Index into the per-VIP counters.
     pub vip_id: u32,
     /// An [`Encap`] value.
     pub encap: u8,
     pub _pad: [u8; 3],
     /// This incarnation of the VIP, see [`Backend::tag`].
     pub tag: u32,
+    /// The VIP's Maglev table: `maglev_size` slots from slot
+    /// `maglev_start` of `XLB_MAGLEV` (slot `i` is half `i % 2` of entry
+    /// `i / 2`). Each VIP has its own size (prime), so the array holds the
+    /// sum of the VIPs' tables, not the largest table for every VIP.
+    pub maglev_start: u32,
+    /// 0: no table (no new flow is balanced).
+    pub maglev_size: u32,
+}
+
+/// The slot of the Maglev table a flow with hash `hash` takes in a table of
+/// `size` slots (the program's choice; tests predict it with this).
+#[inline(always)]
+pub const fn maglev_slot(hash: u32, size: u32) -> u32 {
+    hash % size
 }
 
 /// Value of the backend array, indexed by backend id. One entry per (VIP,
@@ -214,7 +231,7 @@ pub const CONFIG_WILDCARDS: u32 = 1;
 
 /// Bumped whenever a map's layout or meaning changes: pinned maps written
 /// under another version are replaced, never reinterpreted.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Value of the interface maps, by ifindex: what the program needs of an
 /// interface it runs on. Only frames to `mac` are balanced.
@@ -324,7 +341,7 @@ const _: () = {
     assert!(size_of::<Owned>() == 8);
     assert!(size_of::<Liveness>() == 16);
     assert!(size_of::<VipKey>() == 20);
-    assert!(size_of::<VipInfo>() == 12);
+    assert!(size_of::<VipInfo>() == 20);
     assert!(size_of::<Backend>() == 32);
     assert!(size_of::<FlowKey>() == 40);
     assert!(size_of::<FlowValue>() == 12);

@@ -4,6 +4,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BACKEND_ACTIVE, Backend, CONFIG_WILDCARDS, Encap, FAMILY_V4, FlowKey, FlowValue,
     IPIP4_OVERHEAD, IPIP6_OVERHEAD, NO_BACKEND, Outcome, PROTO_TCP, PROTO_UDP, VipInfo, VipKey,
+    maglev_slot,
 };
 
 use crate::{
@@ -12,8 +13,8 @@ use crate::{
     fib::{self, Hop},
     filter, icmp,
     maps::{
-        XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_MAGLEV_SIZE,
-        XLB_VIP_STATS, XLB_VIPS, add, bench_stop, count, stop,
+        XLB_BACKENDS, XLB_BE_STATS, XLB_CONFIG, XLB_FLOWS, XLB_MAGLEV, XLB_VIP_STATS, XLB_VIPS,
+        add, bench_stop, count, stop,
     },
     neighbour,
     parse::{self, ETH_LEN, ETH_P_IP, ETH_P_IPV6, FRAG_LATER, FRAG_NONE, PROTO_ICMP, PROTO_ICMPV6},
@@ -332,11 +333,14 @@ fn new_flow(key: &FlowKey, track: Track) -> Step<Chosen> {
 
 #[inline(always)]
 fn maglev(vip: &VipInfo, hash: u32) -> Step<u32> {
-    let m = XLB_MAGLEV_SIZE.load();
-    let slot = hash.checked_rem(m).ok_or(INTERNAL)?;
-    let id = *XLB_MAGLEV
-        .get(vip.vip_id.wrapping_mul(m).wrapping_add(slot))
-        .ok_or(INTERNAL)?;
+    if vip.maglev_size == 0 {
+        return Err(Verdict::drop(Outcome::DropNoBackend));
+    }
+    let slot = vip
+        .maglev_start
+        .wrapping_add(maglev_slot(hash, vip.maglev_size));
+    let pair = XLB_MAGLEV.get(slot >> 1).ok_or(INTERNAL)?;
+    let id = if slot & 1 == 0 { pair[0] } else { pair[1] };
     if id == NO_BACKEND {
         return Err(Verdict::drop(Outcome::DropNoBackend));
     }

@@ -13,11 +13,6 @@ use lb_common::{
     Outcome, Owned, OwnedKey, VipInfo, VipKey,
 };
 
-/// Maglev table size M, fixed at load time. In `.rodata`, which the loader
-/// freezes, so the verifier knows it as a constant.
-#[unsafe(no_mangle)]
-pub static XLB_MAGLEV_SIZE: Global<u32> = Global::new(lb_common::DEFAULT_MAGLEV_SIZE);
-
 /// Non-zero to log every verdict through aya-log (debugging only). Frozen
 /// in `.rodata` like the table size: when zero the verifier proves the
 /// logging branch dead and removes it, so the fast path does not pay for it.
@@ -52,12 +47,15 @@ pub static XLB_VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = H
 #[btf_map]
 pub static XLB_BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
 
-/// Row `vip_id` (M entries) holds that VIP's Maglev lookup table of backend
-/// ids. One flat array, as in Katran: one lookup per new flow, no map-in-map.
-/// The loader sizes it to max_vips * M; userspace writes rows through an
-/// mmap (one memcpy per VIP instead of M update syscalls).
+/// Every VIP's Maglev lookup table of backend ids, one after another: a
+/// VIP's table is `VipInfo::maglev_size` slots from `maglev_start`. One
+/// flat array, as in Katran: one lookup per new flow, no map-in-map. Two
+/// slots per entry ([`lb_common::MAGLEV_SLOTS_PER_ENTRY`]): the kernel
+/// spaces entries 8 bytes apart, and the tables are most of the balancer's
+/// kernel memory. The loader sizes it; userspace writes tables through an
+/// mmap (stores, not one update syscall per slot).
 #[btf_map]
-pub static XLB_MAGLEV: Array<u32, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
+pub static XLB_MAGLEV: Array<[u32; 2], 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// The flow table: one LRU hash shared by all CPUs, so every CPU sees every
 /// flow (an RSS change, or an ICMP error hashed to another queue, still

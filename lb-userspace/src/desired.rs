@@ -35,6 +35,24 @@ pub struct ServiceSpec {
     /// source's word (config weights, Kubernetes readiness) alone decides.
     /// Shared, like the backends: one check serves every VIP of a Service.
     pub health: Option<Arc<HealthCheck>>,
+    /// The size of its Maglev table (the XDP data plane's business).
+    pub table: TableSize,
+}
+
+/// How large a VIP's Maglev table is. Decided by the VIP's configured
+/// backends, never by what a node's health checks found: nodes that
+/// disagree on a backend's health still give every other backend the
+/// same slots, and a backend going down moves no one else's flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TableSize {
+    /// Chosen from the number of backends ([`crate::maglev::table_size`]).
+    #[default]
+    Auto,
+    /// Chosen as for this many backends: what the health gate leaves when
+    /// it takes backends out.
+    ForBackends(u32),
+    /// Set by the operator (`[[vip]] maglev_table_size`, a prime).
+    Fixed(u32),
 }
 
 /// VIPs and how each is served: a persistent map, so a copy (a source
@@ -72,6 +90,9 @@ impl Desired {
                         backends,
                         announce: v.announce.clone(),
                         health: v.health.clone().map(Arc::new),
+                        table: v
+                            .maglev_table_size
+                            .map_or(TableSize::Auto, TableSize::Fixed),
                     },
                 )
             })

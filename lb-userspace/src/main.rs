@@ -361,15 +361,7 @@ fn status(pin_path: &Path, state_dir: &Path, json: bool) -> Result<()> {
             pin_path.display()
         );
     }
-    // The Maglev row length is the ratio of the pinned array sizes.
-    let size = |name: &str| -> Result<u32> {
-        Ok(aya::maps::MapData::from_pin(pin_path.join(name))
-            .and_then(|m| m.info())
-            .with_context(|| format!("reading {name} under {}", pin_path.display()))?
-            .max_entries())
-    };
-    let maglev = size(lb_common::names::MAGLEV)? / size(lb_common::names::VIPS)?.max(1);
-    let maps = Maps::open_pinned(pin_path, maglev)?;
+    let maps = Maps::open_pinned(pin_path)?;
     let s = xdp_status::read(&maps, &pins)?;
     show(&s, xdp_status::render(&s), state_dir, json)
 }

@@ -323,13 +323,13 @@ fn poll<T>(
     }
 }
 
-fn open_maps(l: &mut Lab, m: u32) -> Result<()> {
+fn open_maps(l: &mut Lab) -> Result<()> {
     let maps = poll(
         l,
         "pinned maps",
         Duration::from_secs(30),
         Duration::from_millis(10),
-        |l| Maps::open_pinned(&l.pins.path, m).ok(),
+        |l| Maps::open_pinned(&l.pins.path).ok(),
     )?;
     l.maps = Some(maps);
     Ok(())
@@ -626,7 +626,7 @@ fn visible(maps: &Maps, key: &VipKey, change: Change) -> bool {
     let Ok(info) = maps.vips.get(key, 0) else {
         return false;
     };
-    let Ok(row) = maps.read_maglev(info.vip_id) else {
+    let Ok(row) = maps.read_maglev(&info) else {
         return false;
     };
     let mut ids: Vec<u32> = Vec::new();
@@ -709,7 +709,7 @@ fn case(n: usize, events: usize) -> Result<Case> {
     start(&mut l, &cfg);
     wait_log(&mut l, "Kubernetes watches synced", SETTLE)?;
     let listed = spawned.elapsed();
-    open_maps(&mut l, M)?;
+    open_maps(&mut l)?;
     let every = Duration::from_millis(20);
     poll(&mut l, "every VIP in the maps", SETTLE, every, |l| {
         (vip_count(l) == n).then_some(())

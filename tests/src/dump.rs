@@ -22,8 +22,11 @@ pub fn dump(m: &Maps) -> Dump {
         .map(|i| (i, m.backend(i).expect("backend entry")))
         .filter(|(_, b)| *b != Backend::default())
         .collect();
-    let rows = (0..m.max_vips())
-        .map(|i| (i, m.read_maglev(i).expect("Maglev row")))
+    let rows = m
+        .vips
+        .iter()
+        .map(|e| e.expect("VIP map entry").1)
+        .map(|v| (v.vip_id, m.read_maglev(&v).expect("Maglev row")))
         .filter(|(_, r)| r.iter().any(|&s| s != NO_BACKEND))
         .collect();
     Dump {

@@ -19,7 +19,7 @@ use lb_common::{
 };
 use lb_userspace::{
     maglev::{Weighted, addr_bytes},
-    xdp::{Balancer, Settings},
+    xdp::{Balancer, Settings, slots::Row},
 };
 
 use crate::netns::NetNs;
@@ -149,6 +149,19 @@ pub fn run(prog: &Xdp, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.return_value, out)
 }
 
+/// The backend an IPIP-encapsulated frame was sent to (its outer
+/// destination).
+pub fn outer_dst(frame: &[u8]) -> IpAddr {
+    use crate::packet::{ETH_P_IP, ETH_P_IPV6};
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP => IpAddr::V4(Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])),
+        ETH_P_IPV6 => IpAddr::V6(std::net::Ipv6Addr::from(
+            <[u8; 16]>::try_from(&frame[38..54]).expect("an IPv6 header"),
+        )),
+        t => panic!("not an IP frame: ethertype {t:#x}"),
+    }
+}
+
 /// `struct xdp_md` for BPF_PROG_TEST_RUN: data 0, data_end = len, no
 /// metadata, the receiving interface, queue 0.
 pub fn xdp_md(ifindex: u32, len: usize) -> [u8; 24] {
@@ -234,9 +247,8 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
                 .expect("backend");
             weighted.push((id, Weighted { addr, weight }));
         }
-        b.maps
-            .program_maglev(vip.id, &weighted)
-            .expect("maglev row");
+        let row = row(b, vip.id);
+        b.maps.program_maglev(row, &weighted).expect("maglev row");
         b.maps
             .set_vip(
                 &vip.key(),
@@ -245,6 +257,8 @@ pub fn program(b: &mut Balancer, vips: &[Vip]) {
                     encap: vip.encap as u8,
                     _pad: [0; 3],
                     tag: tag(vip.id),
+                    maglev_start: row.start,
+                    maglev_size: row.size,
                 },
             )
             .expect("vip");
@@ -270,9 +284,21 @@ pub fn tag(vip_id: u32) -> u32 {
     vip_id + 1
 }
 
-/// Settings used by the lab: the default table size, a small VIP array.
+/// The lab's VIPs all have tables of the largest size (the default,
+/// 65,537 slots unless a test sets another), VIP `id`'s from slot `id * M`.
+pub fn row(b: &Balancer, vip_id: u32) -> Row {
+    let size = b.settings.maglev_size;
+    Row {
+        start: vip_id * size,
+        size,
+    }
+}
+
+/// Settings used by the lab: the default table size, a small VIP array,
+/// and a Maglev array holding a largest table for each.
 pub fn settings() -> Settings {
     Settings {
+        maglev_slots: 32 * lb_common::DEFAULT_MAGLEV_SIZE,
         max_vips: 32,
         max_backends: 64,
         flow_table_size: 65_536,

@@ -126,7 +126,7 @@ fn start(t: &Topo, cfg: &Path, extra: &[&str], log: &str) -> Daemon {
 }
 
 fn maps(t: &Topo) -> Maps {
-    Maps::open_pinned(&t.pins.path, 251).expect("pinned maps")
+    Maps::open_pinned(&t.pins.path).expect("pinned maps")
 }
 
 /// Sends UDP datagrams of one flow to the VIP from the client namespace
@@ -576,15 +576,18 @@ fn pins_from_an_incompatible_build_are_replaced_with_a_reason() {
     let cfg = write_config(&t, &config(&t, TWO));
     let mut d = start(&t, &cfg, &[], "stale1.log");
     assert_eq!(d.terminate(), Some(0));
-    // Another table size changes the Maglev array's shape: not adoptable.
+    // Another Maglev array size changes its shape: not adoptable.
     let cfg = write_config(
         &t,
-        &config(&t, TWO).replace("maglev_table_size = 251", "maglev_table_size = 509"),
+        &config(&t, TWO).replace(
+            "maglev_table_size = 251",
+            "maglev_table_size = 251\nmaglev_slots = 3000",
+        ),
     );
     let mut d = start(&t, &cfg, &["--log-format", "json"], "stale2.log");
     let log = d.log_text();
     assert!(
-        log.contains("replacing pinned maps from an incompatible xlb: XLB_MAGLEV is Array key 4 value 4 max 2008, this build wants Array key 4 value 4 max 4072"),
+        log.contains("replacing pinned maps from an incompatible xlb: XLB_MAGLEV is Array key 4 value 8 max 2048, this build wants Array key 4 value 8 max 1500"),
         "{log}"
     );
     for line in log.lines() {
@@ -596,12 +599,10 @@ fn pins_from_an_incompatible_build_are_replaced_with_a_reason() {
         );
     }
     assert_eq!(
-        Maps::open_pinned(&t.pins.path, 509)
+        Maps::open_pinned(&t.pins.path)
             .expect("new pins")
-            .read_maglev(0)
-            .unwrap()
-            .len(),
-        509
+            .maglev_slots(),
+        3000
     );
     assert_eq!(d.terminate(), Some(0));
     let _ = xlb(

@@ -59,7 +59,7 @@ fn http_through_both_dsr_modes_ipv4_and_ipv6() {
             replies.len(),
             &replies[..replies.len().min(3)]
         );
-        let m = Maps::open_pinned(&pins.path, 4099).unwrap();
+        let m = Maps::open_pinned(&pins.path).unwrap();
         let tx = m.outcome(Outcome::Tx).unwrap();
         let vip_packets = m.vip_counters(0).unwrap().packets + m.vip_counters(1).unwrap().packets;
         assert_eq!(
@@ -342,7 +342,7 @@ fn bad_interface_and_unreachable_backend_are_named_and_the_rest_keeps_serving() 
         code, 0,
         "a VIP whose only backend is unreachable cannot answer"
     );
-    let m = Maps::open_pinned(&pins.path, 4099).unwrap();
+    let m = Maps::open_pinned(&pins.path).unwrap();
     assert!(
         m.outcome(Outcome::DropNoRoute).unwrap() >= 1,
         "the unreachable backend's flow was counted as drop_no_route"
@@ -377,7 +377,7 @@ fn ecmp_two_balancers_connections_survive_losing_one() {
         (held, before)
     });
     let vip_packets = |p: &PinDir| {
-        let m = Maps::open_pinned(&p.path, 4099).unwrap();
+        let m = Maps::open_pinned(&p.path).unwrap();
         m.vip_counters(0).unwrap().packets + m.vip_counters(1).unwrap().packets
     };
     let (n0, n1) = (vip_packets(&p0), vip_packets(&p1));

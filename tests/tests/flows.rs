@@ -43,21 +43,10 @@ fn syn6(client: Ipv6Addr, sport: u16) -> Vec<u8> {
     )
 }
 
-/// The backend an encapsulated frame was sent to (outer destination).
-fn outer_dst(frame: &[u8]) -> IpAddr {
-    match u16::from_be_bytes([frame[12], frame[13]]) {
-        ETH_P_IP => IpAddr::V4(Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])),
-        ETH_P_IPV6 => IpAddr::V6(Ipv6Addr::from(
-            <[u8; 16]>::try_from(&frame[38..54]).unwrap(),
-        )),
-        t => panic!("not an IP frame: ethertype {t:#x}"),
-    }
-}
-
 fn send(b: &Balancer, frame: &[u8]) -> IpAddr {
     let (action, out) = lab::run(b.program(), lab::ifindex("lb0"), frame);
     assert_eq!(action, XDP_TX, "frame was not forwarded");
-    outer_dst(&out)
+    lab::outer_dst(&out)
 }
 
 fn key4(client: Ipv4Addr, sport: u16) -> FlowKey {
@@ -94,7 +83,7 @@ fn flows_keep_their_backend_when_the_set_changes() {
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&lab::settings()).expect("load");
-        let m = b.maps.maglev_size();
+        let m = b.settings.maglev_size;
         let old = [(21, be(0x11)), (22, be(0x12)), (23, be(0x13))];
         lab::program(&mut b, &[multi(1, IpAddr::V4(VIP), &old)]);
         let flows: Vec<(Ipv4Addr, u16)> = (0..300)
@@ -249,7 +238,7 @@ fn icmp_errors_follow_the_flow_table() {
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&lab::settings()).expect("load");
-        let m = b.maps.maglev_size();
+        let m = b.settings.maglev_size;
         let set = [(21, be(0x11)), (22, be(0x12)), (23, be(0x13))];
         lab::program(&mut b, &[multi(1, IpAddr::V4(VIP), &set)]);
         let k = key4(CLIENT_V4, 41_000);

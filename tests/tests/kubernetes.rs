@@ -213,7 +213,7 @@ fn served(d: &Dump) -> Result<Served, String> {
 }
 
 fn maps(r: &Router) -> Maps {
-    Maps::open_pinned(&r.pins.path, M).expect("pinned maps")
+    Maps::open_pinned(&r.pins.path).expect("pinned maps")
 }
 
 fn ip(s: &str) -> IpAddr {

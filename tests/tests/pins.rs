@@ -53,12 +53,15 @@ fn pinned_maps_are_reused_and_bpftool_prints_field_names() {
             encap: Encap::L2 as u8,
             _pad: [0; 3],
             tag: xlb_tests::lab::tag(3),
+            maglev_start: 3 * 65_537,
+            maglev_size: 65_537,
         }
     );
+    let info = second.maps.vips.get(&vip.key(), 0).unwrap();
     assert_eq!(
         second
             .maps
-            .read_maglev(3)
+            .read_maglev(&info)
             .unwrap()
             .iter()
             .filter(|&&s| s == 5)

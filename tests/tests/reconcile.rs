@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use lb_common::{BACKEND_ACTIVE, Encap, NO_BACKEND, VipKey};
+use lb_common::{BACKEND_ACTIVE, Backend, Encap, NO_BACKEND, VipKey};
 use lb_userspace::{
     desired::{Desired, ServiceSpec},
     maglev::{self, Weighted},
@@ -29,6 +29,7 @@ const M: u32 = 251;
 fn settings(max_vips: u32, max_backends: u32) -> Settings {
     Settings {
         maglev_size: M,
+        maglev_slots: lb_userspace::xdp::loader::default_maglev_slots(max_vips, M),
         max_vips,
         max_backends,
         flow_table_size: 4096,
@@ -55,6 +56,7 @@ fn spec(encap: Encap, backends: &[(u32, u32)]) -> ServiceSpec {
         backends: std::sync::Arc::new(backends.iter().map(|&(b, w)| (be(b), w)).collect()),
         announce: Default::default(),
         health: None,
+        table: Default::default(),
     }
 }
 
@@ -78,21 +80,23 @@ fn assert_holds(m: &Maps, d: &Desired) {
         "VIP map keys"
     );
     let mut active = 0;
+    // Active backend entries by the VIP they serve, gathered once.
+    let mut by_vip: BTreeMap<u32, Vec<(u32, Backend)>> = BTreeMap::new();
+    for (id, b) in &dm.backends {
+        if b.flags & BACKEND_ACTIVE != 0 {
+            by_vip.entry(b.vip_id).or_default().push((*id, *b));
+        }
+    }
     for (s, spec) in &d.services {
         let info = dm.vips[&VipKey::from(*s)];
         assert_eq!(Encap::from_u8(info.encap), Some(spec.encap), "{s}: encap");
-        let mine: BTreeMap<IpAddr, (u32, u32)> = dm
-            .backends
+        let entries = by_vip.get(&info.vip_id).map_or(&[][..], Vec::as_slice);
+        let mine: BTreeMap<IpAddr, (u32, u32)> = entries
             .iter()
-            .filter(|(_, b)| b.flags & BACKEND_ACTIVE != 0 && b.vip_id == info.vip_id)
             .map(|(id, b)| (backend_addr(b), (*id, b.weight)))
             .collect();
         active += mine.len();
-        for (id, b) in dm
-            .backends
-            .iter()
-            .filter(|(_, b)| b.flags & BACKEND_ACTIVE != 0 && b.vip_id == info.vip_id)
-        {
+        for (id, b) in entries {
             assert_eq!(b.encap, info.encap, "{s}: backend {id} encap");
             assert_eq!(b.tag, info.tag, "{s}: backend {id} tag");
         }
@@ -109,7 +113,12 @@ fn assert_holds(m: &Maps, d: &Desired) {
             })
             .collect();
         let ids: Vec<u32> = mine.values().map(|(id, _)| *id).collect();
-        let row: Vec<u32> = maglev::build(&list, M)
+        assert_eq!(
+            info.maglev_size,
+            maglev::table_size(spec.backends.len(), M),
+            "{s}: table size"
+        );
+        let row: Vec<u32> = maglev::build(&list, info.maglev_size)
             .unwrap()
             .iter()
             .map(|&i| {
@@ -120,7 +129,7 @@ fn assert_holds(m: &Maps, d: &Desired) {
                 }
             })
             .collect();
-        assert_eq!(m.read_maglev(info.vip_id).unwrap(), row, "{s}: Maglev row");
+        assert_eq!(m.read_maglev(&info).unwrap(), row, "{s}: Maglev row");
     }
     let all_active = dm
         .backends
@@ -156,7 +165,7 @@ fn diffs_touch_only_what_changed() {
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&settings(16, 256)).expect("load");
-        let mut a = Applied::empty(16, 256);
+        let mut a = Applied::empty(&settings(16, 256));
         let (s1, s2, s3) = (svc(1, 80), svc(2, 80), svc(3, 0));
         let base = vec![
             (s1, spec(Encap::Ipip, &[(11, 1), (12, 1), (13, 1)])),
@@ -168,16 +177,22 @@ fn diffs_touch_only_what_changed() {
         assert_eq!((r.vips_added, r.writes()), (3, 13));
         step(&mut a, &mut b, &d, (0, 0, 0, 0));
 
-        // Remove a backend: its entry retired, one row rewritten.
+        // Remove a backend: its entry retired; two backends take a smaller
+        // table (211 slots, not 251), so a new row and the VIP entry
+        // pointing at it.
         let mut v = base.clone();
         v[0].1 = spec(Encap::Ipip, &[(11, 1), (13, 1)]);
         let d = desired(v.clone());
-        step(&mut a, &mut b, &d, (0, 1, 1, 0));
-        // Add one back (a new entry) and reweight another.
+        step(&mut a, &mut b, &d, (1, 1, 1, 0));
+        // Add one back (a new entry, the larger table again) and reweight
+        // another.
         v[0].1 = spec(Encap::Ipip, &[(11, 3), (13, 1), (14, 1)]);
-        step(&mut a, &mut b, &desired(v.clone()), (0, 2, 1, 0));
+        step(&mut a, &mut b, &desired(v.clone()), (1, 2, 1, 0));
+        // Reweight only: the same size, the row rewritten in place.
+        v[0].1 = spec(Encap::Ipip, &[(11, 2), (13, 1), (14, 1)]);
+        step(&mut a, &mut b, &desired(v.clone()), (0, 1, 1, 0));
         // Drain: weight 0 keeps the entry active, leaves the row.
-        v[0].1 = spec(Encap::Ipip, &[(11, 3), (13, 0), (14, 1)]);
+        v[0].1 = spec(Encap::Ipip, &[(11, 2), (13, 0), (14, 1)]);
         step(&mut a, &mut b, &desired(v.clone()), (0, 1, 1, 0));
         // Encap change: the VIP entry and its two backend entries, which
         // carry the encapsulation for established flows; no row.
@@ -191,7 +206,9 @@ fn diffs_touch_only_what_changed() {
             lb_common::CONFIG_WILDCARDS,
             "a port-0 VIP raises the wildcard flag"
         );
-        step(&mut a, &mut b, &desired(v.clone()), (2, 3, 1, 1));
+        // (Rows are read through the VIP entries: the gone VIP's row no
+        // longer shows, the new one's does.)
+        step(&mut a, &mut b, &desired(v.clone()), (2, 3, 2, 1));
         assert_eq!(
             b.maps.config().unwrap().flags,
             0,
@@ -203,7 +220,7 @@ fn diffs_touch_only_what_changed() {
         step(&mut a, &mut b, &d, (0, 0, 0, 1));
 
         // A restarted daemon reads the same state back and writes nothing.
-        let mut adopted = Applied::read(&b.maps, 16, 256).expect("read back");
+        let mut adopted = Applied::read(&b.maps, &settings(16, 256)).expect("read back");
         let before = dump(&b.maps);
         let r = adopted.reconcile(&mut b.maps, &d).unwrap();
         assert_eq!((r.writes(), dump(&b.maps)), (0, before));
@@ -219,7 +236,7 @@ fn ten_thousand_vips() {
     lab.ns.run(|| {
         let n = 10_000u32;
         let mut b = Balancer::load(&settings(n, 3 * n + 1)).expect("load");
-        let mut a = Applied::empty(n, 3 * n + 1);
+        let mut a = Applied::empty(&settings(n, 3 * n + 1));
         let all: Vec<(Vip, ServiceSpec)> = (0..n)
             .map(|i| {
                 (
@@ -243,6 +260,15 @@ fn ten_thousand_vips() {
         v[5_000].1 = spec(Encap::Ipip, &[(15_001, 1), (15_003, 2)]);
         let before = dump(&b.maps);
         let r = a.reconcile(&mut b.maps, &desired(v.clone())).unwrap();
+        // Two backends take a smaller table (211 slots, not 251): a new
+        // row, and the VIP entry pointing at it.
+        assert_eq!(r.writes(), 3);
+        assert_eq!(changed(&before, &dump(&b.maps)), (1, 1, 1, 0));
+        assert_holds(&b.maps, &desired(v.clone()));
+        // A weight change keeps the size: the row is rewritten in place.
+        v[6_000].1 = spec(Encap::Ipip, &[(18_001, 1), (18_002, 1), (18_003, 1)]);
+        let before = dump(&b.maps);
+        let r = a.reconcile(&mut b.maps, &desired(v.clone())).unwrap();
         assert_eq!(r.writes(), 2);
         assert_eq!(changed(&before, &dump(&b.maps)), (0, 1, 1, 0));
         assert_holds(&b.maps, &desired(v));
@@ -257,7 +283,7 @@ fn full_tables_are_refused_with_the_vip_named() {
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&settings(2, 8)).expect("load");
-        let mut a = Applied::empty(2, 8);
+        let mut a = Applied::empty(&settings(2, 8));
         let d = desired(
             (0..3)
                 .map(|i| (svc(i, 80), spec(Encap::L2, &[(i, 1)])))
@@ -272,7 +298,7 @@ fn full_tables_are_refused_with_the_vip_named() {
             svc(0, 80),
             spec(Encap::L2, &(1..=9).map(|i| (i, 1)).collect::<Vec<_>>()),
         )]);
-        let mut a = Applied::empty(2, 8);
+        let mut a = Applied::empty(&settings(2, 8));
         let mut b = Balancer::load(&settings(2, 8)).expect("load");
         let e = a.reconcile(&mut b.maps, &d).unwrap_err().to_string();
         assert!(e.contains("max_backends 8"), "{e}");
@@ -302,7 +328,7 @@ fn a_removed_vip_leaves_nothing_for_its_flows() {
         let mut b = Balancer::load(&settings(1, 2)).expect("load");
         lab::register_ifaces(&mut b);
         let ifx = lab::ifindex("lb0");
-        let mut a = Applied::empty(1, 2);
+        let mut a = Applied::empty(&settings(1, 2));
         let (http, https) = (svc(1, 80), svc(1, 443));
         let client = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
         let frame = |port| lab::tcp_frame(client, 40_000, http.address, port, TCP_SYN, &[]);
@@ -358,7 +384,7 @@ fn a_removed_vip_leaves_nothing_for_its_flows() {
         assert_ne!(send(&b, 443).0, XDP_PASS, "the new VIP is not forwarded");
 
         // Two VIPs share the address's bit: it goes with the last one.
-        let mut two = Applied::empty(2, 8);
+        let mut two = Applied::empty(&settings(2, 8));
         let mut b = Balancer::load(&settings(2, 8)).expect("load");
         let both = vec![
             (http, spec(Encap::Ipip, &[(0x11, 1)])),
@@ -398,7 +424,7 @@ fn derived_states_take_the_diff_and_the_maps_follow() {
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&settings(256, 2048)).expect("load");
-        let mut a = Applied::empty(256, 2048);
+        let mut a = Applied::empty(&settings(256, 2048));
         let mut d = desired(Vec::new());
         for round in 0..300 {
             match next(20) {

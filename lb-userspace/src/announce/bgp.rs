@@ -130,6 +130,7 @@ mod tests {
             ),
             announce,
             health: None,
+            table: Default::default(),
         }
     }
 

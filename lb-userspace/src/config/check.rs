@@ -112,6 +112,10 @@ pub(super) fn prime<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     )
 }
 
+pub(super) fn prime_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    prime(d).map(Some)
+}
+
 /// A table. serde would also read a struct from an array of its fields in
 /// order, and say of `[[metrics]]` that it is not a socket address.
 pub(super) fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {

@@ -68,8 +68,19 @@ pub struct Dataplane {
     /// IPVS data plane reads it; XDP always uses Maglev.
     #[serde(deserialize_with = "check::scheduler")]
     pub scheduler: String,
+    /// The largest Maglev table a VIP gets: each VIP's is chosen from its
+    /// backend count (about 100 slots per backend), up to this.
     #[serde(deserialize_with = "check::prime")]
     pub maglev_table_size: u32,
+    /// Slots of the Maglev array, which holds every VIP's table (4 bytes
+    /// of kernel memory each); unset, 512 per VIP of `max_vips` and at
+    /// least two of the largest tables.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "check::range_option::<_, 2, { crate::xdp::loader::MAX_MAGLEV_SLOTS }>"
+    )]
+    pub maglev_slots: Option<u32>,
     #[serde(deserialize_with = "check::range::<_, 1, { 1 << 28 }>")]
     pub flow_table_size: u32,
     #[serde(deserialize_with = "check::range::<_, 1, 65_536>")]
@@ -130,6 +141,10 @@ pub struct Vip {
     /// Written back as a `health` table of every key, or `kind = "none"`.
     #[serde(serialize_with = "health::serialize_vip")]
     pub health: Option<HealthCheck>,
+    /// This VIP's Maglev table size (a prime), instead of the one chosen
+    /// from its backend count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maglev_table_size: Option<u32>,
 }
 
 /// A `[[vip]]` as written.
@@ -154,6 +169,8 @@ pub(super) struct VipEntry {
     backends: Vec<Backend>,
     #[serde(default, deserialize_with = "check::table")]
     health: VipHealth,
+    #[serde(default, deserialize_with = "check::prime_option")]
+    maglev_table_size: Option<u32>,
 }
 
 impl VipEntry {
@@ -174,6 +191,7 @@ impl VipEntry {
             announce: Announcement::new(self.announce.unwrap_or(announce.mode), self.allocation_id),
             backends: self.backends,
             health: self.health.over(health).defaults(),
+            maglev_table_size: self.maglev_table_size,
         }
     }
 }
@@ -563,6 +581,7 @@ impl Default for Dataplane {
             encap: Encap::Ipip,
             scheduler: "mh".to_owned(),
             maglev_table_size: lb_common::DEFAULT_MAGLEV_SIZE,
+            maglev_slots: None,
             flow_table_size: lb_common::DEFAULT_FLOW_TABLE_SIZE,
             max_vips: lb_common::DEFAULT_MAX_VIPS,
             max_backends: lb_common::DEFAULT_MAX_BACKENDS,

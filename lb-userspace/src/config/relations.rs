@@ -38,25 +38,18 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
 fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
     let dp = &config.dataplane;
     let (max_vips, table_size, max_backends) = (dp.max_vips, dp.maglev_table_size, dp.max_backends);
-    let array = u64::from(max_vips) * u64::from(table_size);
-    if array > u64::from(u32::MAX) {
-        // Whichever of the two comes later is the one that broke the limit;
-        // at least one is set, since the defaults fit.
-        let at = doc
-            .start("dataplane.max_vips")
-            .max(doc.start("dataplane.maglev_table_size"));
-        let message = format!(
-            "`dataplane.max_vips` × `dataplane.maglev_table_size` = {max_vips} × {table_size} = \
-             {array} exceeds 4294967295, the largest Maglev array the data plane can index"
-        );
-        found.push((at.unwrap_or(0), message));
-    }
+    let maglev_slots = dp
+        .maglev_slots
+        .unwrap_or_else(|| crate::xdp::loader::default_maglev_slots(max_vips, table_size));
+    // The Maglev array holds every VIP's table, each sized as the data
+    // plane will size it.
+    let mut slots_needed = 0u64;
+    let mut overflowed = false;
 
     let mut first_vip: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
     // The data plane stores one backend entry per (VIP, backend), so the
     // same address under two VIPs takes two entries.
     let mut entries = 0;
-    let mut largest: Option<(usize, &Vip)> = None;
     for (index, vip) in config.vips.iter().enumerate() {
         let at = doc.start(&format!("vip.{index}.address")).unwrap_or(0);
         let name = vip_name(vip);
@@ -117,29 +110,54 @@ fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, fou
                 found.push((at, message));
             }
         }
-        if largest.is_none_or(|(_, l)| vip.backends.len() > l.backends.len()) {
-            largest = Some((index, vip));
+        // Draining backends count too: they hold no slot now but get one
+        // back when their weight returns, and the table size cannot change
+        // then.
+        let backends = vip.backends.len();
+        let size = vip
+            .maglev_table_size
+            .unwrap_or_else(|| crate::maglev::table_size(backends, table_size));
+        if (size as usize) < 2 * backends {
+            let vip_line = line(at);
+            let message = match vip.maglev_table_size {
+                Some(own) => format!(
+                    "`maglev_table_size` = {own} of VIP {name} is too small for its {backends} \
+                     backends: it needs at least {} slots, 2 per backend",
+                    2 * backends
+                ),
+                None => format!(
+                    "`dataplane.maglev_table_size` = {table_size} is too small for VIP {name} \
+                     (line {vip_line}) with {backends} backends: it needs at least {} slots, 2 \
+                     per backend; use a larger prime such as 65537, 131071 or 262147",
+                    2 * backends
+                ),
+            };
+            let at = match vip.maglev_table_size {
+                Some(_) => doc.start(&format!("vip.{index}.maglev_table_size")),
+                None => doc
+                    .start("dataplane.maglev_table_size")
+                    .or_else(|| doc.start(&format!("vip.{index}.backends"))),
+            };
+            found.push((at.unwrap_or(0), message));
         }
-    }
-
-    // Draining backends count too: they hold no slot now but get one back
-    // when their weight returns, and the table size cannot change then.
-    if let Some((index, vip)) = largest
-        && (table_size as usize) < 2 * vip.backends.len()
-    {
-        let address = doc.start(&format!("vip.{index}.address")).unwrap_or(0);
-        let at = doc
-            .start("dataplane.maglev_table_size")
-            .or_else(|| doc.start(&format!("vip.{index}.backends")))
-            .unwrap_or(address);
-        let (name, vip_line, backends) = (vip_name(vip), line(address), vip.backends.len());
-        let message = format!(
-            "`dataplane.maglev_table_size` = {table_size} is too small for VIP {name} (line \
-             {vip_line}) with {backends} backends: it needs at least {} slots, 2 per backend; use \
-             a larger prime such as 65537, 131071 or 262147",
-            2 * backends
-        );
-        found.push((at, message));
+        slots_needed += u64::from(size);
+        if !overflowed && slots_needed > u64::from(maglev_slots) {
+            overflowed = true;
+            let why = match dp.maglev_slots {
+                Some(_) => String::new(),
+                None => format!(
+                    " (unset: {} per VIP of `dataplane.max_vips`, at least twice the largest \
+                     table)",
+                    crate::xdp::loader::DEFAULT_MAGLEV_SLOTS_PER_VIP
+                ),
+            };
+            let message = format!(
+                "VIP {name}'s Maglev table of {size} slots does not fit: the VIPs up to it \
+                 need {slots_needed} slots, `dataplane.maglev_slots` is {maglev_slots}{why}; \
+                 raise it (4 bytes of kernel memory per slot)"
+            );
+            found.push((at, message));
+        }
     }
 }
 

@@ -296,6 +296,7 @@ fn unusual_values_round_trip() {
             scheduler: "wrr".into(),
             announce: Announcement::L2,
             backends: Vec::new(),
+            maglev_table_size: None,
             health: Some(HealthCheck {
                 probe: Probe::Tcp,
                 port: Some(53),
@@ -509,7 +510,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         3,
         "dataplane: unknown field `maglev_size`, expected one of `mode`, `interfaces`, \
          `xdp_mode`, `pin_path`, `state_dir`, `encap`, `scheduler`, `maglev_table_size`, \
-         `flow_table_size`, `max_vips`, `max_backends`, `ipip_source_v4`, `ipip_source_v6`, \
+         `maglev_slots`, `flow_table_size`, `max_vips`, `max_backends`, `ipip_source_v4`, `ipip_source_v6`, \
          `nexthop_ttl_ms`",
     );
     assert!(matches!(kind, ErrorKind::Invalid { .. }));
@@ -531,7 +532,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "vip: unknown field `adress`, expected one of `address`, `port`, `protocol`, `encap`, \
-         `scheduler`, `announce`, `allocation_id`, `backends`, `health`",
+         `scheduler`, `announce`, `allocation_id`, `backends`, `health`, `maglev_table_size`",
     );
     rejects(
         "[[vip]]\naddress = \"10.0.0.1\"\nbackends = [{ address = \"10.0.0.2\", wieght = 2 }]\n",
@@ -612,7 +613,7 @@ fn every_key_is_read_and_has_a_message() {
             keys::<health::VipHealth>(),
         ),
     ];
-    assert_eq!(keys::<Dataplane>().len(), 14, "the introspection works");
+    assert_eq!(keys::<Dataplane>().len(), 15, "the introspection works");
     assert_eq!(keys::<Health>().len(), 17);
     assert_eq!(keys::<health::VipHealth>().len(), 12);
     for (header, table, keys) in tables {
@@ -1229,31 +1230,52 @@ fn numbers_out_of_range() {
 }
 
 #[test]
-fn maglev_array_must_be_indexable_by_u32() {
+fn maglev_tables_must_fit_the_array() {
+    // Three VIPs of 3 backends take 307 slots each.
+    let vip = |i: u32| {
+        format!(
+            "address = \"10.0.0.{i}\"\nbackends = [{{ address = \"10.0.1.1\" }}, \
+             {{ address = \"10.0.1.2\" }}, {{ address = \"10.0.1.3\" }}]"
+        )
+    };
+    let (a, b, c) = (vip(1), vip(2), vip(3));
     let kind = rejects(
-        "[dataplane]\nmax_vips = 65536\nmaglev_table_size = 65537\n",
-        3,
-        21,
-        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
-         exceeds 4294967295, the largest Maglev array the data plane can index",
+        &with_vips("maglev_slots = 900", &[&a, &b, &c]),
+        10,
+        11,
+        "VIP 10.0.0.3:*/tcp's Maglev table of 307 slots does not fit: the VIPs up to it need 921 \
+         slots, `dataplane.maglev_slots` is 900; raise it (4 bytes of kernel memory per slot)",
     );
     assert!(matches!(kind, ErrorKind::Conflict { .. }));
-    // Reported at whichever of the two is written last, or the one written.
+    accepts(&with_vips("maglev_slots = 921", &[&a, &b, &c]));
+    // A VIP's own size counts instead of the chosen one, and must be prime.
+    let own = format!("{c}\nmaglev_table_size = 101");
+    accepts(&with_vips("maglev_slots = 715", &[&a, &b, &own]));
     rejects(
-        "[dataplane]\nmaglev_table_size = 65537\nmax_vips = 65536\n",
-        3,
-        12,
-        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
-         exceeds 4294967295, the largest Maglev array the data plane can index",
+        &with_vips("", &[&format!("{a}\nmaglev_table_size = 100")]),
+        6,
+        21,
+        "vip.maglev_table_size: invalid value: integer `100`, expected a prime number such as \
+         65537, 131071 or 262147",
     );
     rejects(
-        "[dataplane]\nmax_vips = 65536\n",
-        2,
-        12,
-        "`dataplane.max_vips` × `dataplane.maglev_table_size` = 65536 × 65537 = 4295032832 \
-         exceeds 4294967295, the largest Maglev array the data plane can index",
+        &with_vips("", &[&format!("{a}\nmaglev_table_size = 5")]),
+        6,
+        21,
+        "`maglev_table_size` = 5 of VIP 10.0.0.1:*/tcp is too small for its 3 backends: it \
+         needs at least 6 slots, 2 per backend",
     );
-    accepts("[dataplane]\nmax_vips = 65536\nmaglev_table_size = 65521\n");
+    // Unset, the array's size follows max_vips: 512 slots per VIP, and at
+    // least two of the largest tables.
+    rejects(
+        &with_vips("", &[&format!("{a}\nmaglev_table_size = 262147")]),
+        4,
+        11,
+        "VIP 10.0.0.1:*/tcp's Maglev table of 262147 slots does not fit: the VIPs up to it need \
+         262147 slots, `dataplane.maglev_slots` is 131074 (unset: 512 per VIP of \
+         `dataplane.max_vips`, at least twice the largest table); raise it (4 bytes of kernel \
+         memory per slot)",
+    );
 }
 
 #[test]

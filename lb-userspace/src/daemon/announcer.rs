@@ -369,6 +369,7 @@ mod tests {
                     backends: Arc::default(),
                     announce: Announcement::new(*mode, Option::None),
                     health: None,
+                    table: Default::default(),
                 },
             );
         }

@@ -150,6 +150,7 @@ mod tests {
             backends: Arc::new([(backend.parse().unwrap(), 1)].into()),
             announce: Default::default(),
             health: None,
+            table: Default::default(),
         }
     }
 

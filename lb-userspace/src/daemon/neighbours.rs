@@ -134,6 +134,7 @@ mod tests {
                     backends: Arc::new(backends.iter().map(|b| (b.parse().unwrap(), 1)).collect()),
                     announce: Default::default(),
                     health: None,
+                    table: Default::default(),
                 },
             );
         }

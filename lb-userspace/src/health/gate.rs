@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    desired::{Desired, ServiceSpec},
+    desired::{Desired, ServiceSpec, TableSize},
     vip::Vip,
 };
 
@@ -77,6 +77,11 @@ pub fn gate(d: &Desired, down: &Down) -> Desired {
                 *vip,
                 ServiceSpec {
                     backends: Arc::new(backends),
+                    // Sized for what is configured, not for what is left.
+                    table: match spec.table {
+                        TableSize::Auto => TableSize::ForBackends(spec.backends.len() as u32),
+                        kept => kept,
+                    },
                     ..spec.clone()
                 },
             );
@@ -124,6 +129,7 @@ mod tests {
             ),
             announce: Default::default(),
             health,
+            table: Default::default(),
         }
     }
 
@@ -147,7 +153,11 @@ mod tests {
         let served = gate(&d, &Down::from([(vip(80), down(&["10.1.0.2"]))]));
         assert_eq!(
             served.services[&vip(80)],
-            spec(&[("10.1.0.1", 1)], Some(check(true)))
+            ServiceSpec {
+                table: TableSize::ForBackends(2),
+                ..spec(&[("10.1.0.1", 1)], Some(check(true)))
+            },
+            "the table keeps the size of two backends"
         );
     }
 
@@ -161,7 +171,10 @@ mod tests {
         let d = desired(vec![(vip(80), spec(&backends, Some(check(false))))]);
         assert_eq!(
             gate(&d, &all).services[&vip(80)],
-            spec(&[("10.1.0.2", 0)], Some(check(false)))
+            ServiceSpec {
+                table: TableSize::ForBackends(2),
+                ..spec(&[("10.1.0.2", 0)], Some(check(false)))
+            }
         );
     }
 

@@ -97,6 +97,7 @@ pub fn load(state_dir: &Path) -> Services {
                 backends: std::sync::Arc::new(e.backends.into_iter().collect()),
                 announce: crate::config::Announcement::new(e.announce, e.allocation_id),
                 health: e.health.map(std::sync::Arc::new),
+                table: Default::default(),
             };
             (key, spec)
         })
@@ -132,6 +133,7 @@ mod tests {
                     eip: crate::config::AllocationId::parse("eipalloc-0123456789abcdef0"),
                 },
                 health: None,
+                table: Default::default(),
             },
         );
         // Every key of a check that is not a default, and one of defaults.
@@ -159,6 +161,7 @@ mod tests {
                     backends: std::sync::Arc::default(),
                     announce: crate::config::Announcement::None,
                     health: Some(std::sync::Arc::new(check.unwrap())),
+                    table: Default::default(),
                 },
             );
         }

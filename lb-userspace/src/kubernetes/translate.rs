@@ -421,6 +421,7 @@ impl Translator {
                         backends: Arc::new(backends),
                         announce: a.announce.clone(),
                         health: a.health.clone(),
+                        table: Default::default(),
                     },
                 );
             }

@@ -55,14 +55,14 @@ impl XdpDataplane {
         }
         let mut balancer = Balancer::load(settings)?;
         let applied = if adopt {
-            let a = Applied::read(&balancer.maps, settings.max_vips, settings.max_backends)?;
+            let a = Applied::read(&balancer.maps, settings)?;
             tracing::info!(
                 vips = a.vip_count(),
                 "adopted pinned maps: established flows keep their backends"
             );
             a
         } else {
-            Applied::empty(settings.max_vips, settings.max_backends)
+            Applied::empty(settings)
         };
         // One interface that cannot be used (missing, driver refuses) is
         // reported and skipped: the VIPs still reach the others.

@@ -46,9 +46,13 @@ pub enum LoadError {
 /// Sizes and switches fixed when the program is loaded.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Maglev table size M (prime).
+    /// The largest Maglev table a VIP gets (prime); each VIP's own size is
+    /// chosen from its backend count up to this ([`maglev::table_size`]).
     pub maglev_size: u32,
-    /// VIP map capacity; also the number of Maglev rows.
+    /// Slots of the Maglev array, which holds every VIP's table (4 bytes
+    /// of kernel memory each).
+    pub maglev_slots: u32,
+    /// VIP map capacity.
     pub max_vips: u32,
     /// Backend array capacity (ids 1..max_backends; 0 means "none").
     pub max_backends: u32,
@@ -67,6 +71,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             maglev_size: DEFAULT_MAGLEV_SIZE,
+            maglev_slots: default_maglev_slots(DEFAULT_MAX_VIPS, DEFAULT_MAGLEV_SIZE),
             max_vips: DEFAULT_MAX_VIPS,
             max_backends: DEFAULT_MAX_BACKENDS,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
@@ -76,6 +81,25 @@ impl Default for Settings {
         }
     }
 }
+
+/// Slots per VIP the Maglev array has by default: room for tables of up
+/// to 4 backends ([`maglev::table_size`] gives 3 backends 307 slots, 4
+/// backends 401) and for VIPs whose table is being resized.
+pub const DEFAULT_MAGLEV_SLOTS_PER_VIP: u32 = 512;
+
+/// The Maglev array's default size: [`DEFAULT_MAGLEV_SLOTS_PER_VIP`] per
+/// VIP, and at least two of the largest tables (one being replaced by its
+/// successor), rounded to whole entries of two slots.
+pub fn default_maglev_slots(max_vips: u32, largest: u32) -> u32 {
+    let slots = (u64::from(max_vips) * u64::from(DEFAULT_MAGLEV_SLOTS_PER_VIP))
+        .max(2 * u64::from(largest))
+        .min(u64::from(MAX_MAGLEV_SLOTS));
+    (slots + slots % 2) as u32
+}
+
+/// The most slots the Maglev array may have: 4 GiB of kernel memory, far
+/// beyond a router's, and well inside the program's 32-bit slot numbers.
+pub const MAX_MAGLEV_SLOTS: u32 = 1 << 30;
 
 impl Settings {
     /// Bits in the VIP filter: about 32 per VIP (a few percent of non-VIP
@@ -96,12 +120,10 @@ impl Settings {
         if !maglev::is_prime(self.maglev_size) {
             return Err(maglev::Error::NotPrime(self.maglev_size).into());
         }
-        let slots = u64::from(self.max_vips) * u64::from(self.maglev_size);
-        // The program indexes rows with 32-bit arithmetic.
-        if self.max_vips == 0 || slots > u64::from(u32::MAX) {
+        if self.max_vips == 0 || self.maglev_slots < 2 || self.maglev_slots > MAX_MAGLEV_SLOTS {
             return Err(LoadError::Settings(format!(
-                "max_vips {} x maglev_table_size {} = {slots} Maglev slots: must be between 1 and 2^32-1",
-                self.max_vips, self.maglev_size
+                "max_vips ({}) must be at least 1 and maglev_slots ({}) between 2 and {MAX_MAGLEV_SLOTS}",
+                self.max_vips, self.maglev_slots
             )));
         }
         if self.max_backends < 2 || self.flow_table_size == 0 {
@@ -136,18 +158,19 @@ impl Balancer {
         consts: &[(&str, u8)],
     ) -> Result<Self, LoadError> {
         settings.validate()?;
-        let maglev_slots = settings.max_vips * settings.maglev_size;
+        let maglev_entries = settings
+            .maglev_slots
+            .div_ceil(lb_common::MAGLEV_SLOTS_PER_ENTRY);
         let log = u8::from(settings.log);
         let filter_shift = settings.filter_shift();
         let mut loader = EbpfLoader::new();
         loader
-            .override_global(names::GLOBAL_MAGLEV_SIZE, &settings.maglev_size, true)
             .override_global(names::GLOBAL_LOG, &log, false)
             .override_global(names::GLOBAL_FILTER_SHIFT, &filter_shift, true)
             .map_max_entries(names::VIP_FILTER, settings.filter_bits() / 64)
             .map_max_entries(names::VIPS, settings.max_vips)
             .map_max_entries(names::VIP_STATS, settings.max_vips)
-            .map_max_entries(names::MAGLEV, maglev_slots)
+            .map_max_entries(names::MAGLEV, maglev_entries)
             .map_max_entries(names::BACKENDS, settings.max_backends)
             .map_max_entries(names::BACKEND_STATS, settings.max_backends)
             .map_max_entries(names::NEXTHOPS, settings.max_backends)
@@ -180,7 +203,7 @@ impl Balancer {
             name: BALANCER_PROGRAM,
             source,
         })?;
-        let maps = Maps::take(&mut ebpf, settings.maglev_size)?;
+        let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf,
             maps,

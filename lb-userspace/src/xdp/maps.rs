@@ -1,5 +1,10 @@
 //! Typed access to the balancer's maps.
 
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+};
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -9,7 +14,7 @@ use lb_common::{
     VipInfo, VipKey, names,
 };
 
-use super::{LoadError, mapped::MappedArray};
+use super::{LoadError, mapped::MappedArray, slots::Row};
 use crate::maglev;
 
 /// The balancer's maps, taken out of the loaded object.
@@ -52,12 +57,23 @@ pub enum MapsError {
         name: &'static str,
         source: aya::maps::MapError,
     },
-    #[error("VIP id {vip_id} is outside the Maglev array (max_vips {max_vips})")]
-    VipIdOutOfRange { vip_id: u32, max_vips: u32 },
+    #[error("Maglev row of {size} slots from slot {start} is outside the array of {slots} slots")]
+    RowOutside { start: u32, size: u32, slots: u64 },
+    #[error("mapping XLB_MAGLEV into memory: {0}")]
+    Mmap(std::io::Error),
     #[error("counting possible CPUs: {0}")]
     Cpus(std::io::Error),
-    #[error("a Maglev row has {got} slots, the table size is {want}")]
+    #[error("a Maglev table has {got} slots, its row {want}")]
     RowSize { got: usize, want: u32 },
+}
+
+/// Why a Maglev table was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error(transparent)]
+    Maglev(#[from] maglev::Error),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
@@ -65,7 +81,7 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError 
 }
 
 impl Maps {
-    pub(super) fn take(ebpf: &mut Ebpf, maglev_size: u32) -> Result<Self, LoadError> {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         let flows = match ebpf.take_map(names::FLOWS) {
             Some(aya::maps::Map::LruHashMap(data)) => data,
             _ => return Err(LoadError::Missing(names::FLOWS)),
@@ -99,7 +115,7 @@ impl Maps {
             nexthops: take(ebpf, names::NEXTHOPS)?,
             ifaces: take(ebpf, names::IFACES)?,
             ifaces_low: take(ebpf, names::IFACES_LOW)?,
-            maglev: MaglevRows::new(maglev_map, maglev_size)?,
+            maglev: MaglevRows::new(maglev_map)?,
             filter: VipFilter::new(match ebpf.take_map(names::VIP_FILTER) {
                 Some(aya::maps::Map::Array(data)) => data,
                 _ => return Err(LoadError::Missing(names::VIP_FILTER)),
@@ -109,7 +125,7 @@ impl Maps {
 
     /// The maps pinned under `dir` by a running or stopped balancer, for
     /// readers that load no program (`xlb status`).
-    pub fn open_pinned(dir: &std::path::Path, maglev_size: u32) -> Result<Self, LoadError> {
+    pub fn open_pinned(dir: &std::path::Path) -> Result<Self, LoadError> {
         fn open(dir: &std::path::Path, name: &'static str) -> Result<MapData, LoadError> {
             MapData::from_pin(dir.join(name)).map_err(|source| LoadError::Map { name, source })
         }
@@ -140,18 +156,19 @@ impl Maps {
             nexthops: typed(dir, names::NEXTHOPS, M::PerCpuArray)?,
             ifaces: typed(dir, names::IFACES, M::HashMap)?,
             ifaces_low: typed(dir, names::IFACES_LOW, M::Array)?,
-            maglev: MaglevRows::new(open(dir, names::MAGLEV)?, maglev_size)?,
+            maglev: MaglevRows::new(open(dir, names::MAGLEV)?)?,
             filter: VipFilter::new(open(dir, names::VIP_FILTER)?)?,
         })
     }
 
-    pub fn maglev_size(&self) -> u32 {
-        self.maglev.size
+    /// Slots of the Maglev array: the sum of the VIPs' tables fits in it.
+    pub fn maglev_slots(&self) -> u64 {
+        self.maglev.slots()
     }
 
-    /// Capacity of the VIP map (Maglev rows).
+    /// Capacity of the VIP map.
     pub fn max_vips(&self) -> u32 {
-        (self.maglev.slots / self.maglev.size as usize) as u32
+        self.vip_stats.len()
     }
 
     pub fn flows_capacity(&self) -> u32 {
@@ -206,25 +223,36 @@ impl Maps {
         self.vips.remove(key).map_err(map_err(names::VIPS))
     }
 
-    /// Writes VIP `vip_id`'s Maglev row (backend ids, [`NO_BACKEND`] for none).
-    pub fn write_maglev(&mut self, vip_id: u32, row: &[u32]) -> Result<(), MapsError> {
-        self.maglev.write(vip_id, row)
+    /// Writes a Maglev table (backend ids, [`NO_BACKEND`] for none) into
+    /// `row`.
+    pub fn write_maglev(&mut self, row: Row, table: &[u32]) -> Result<(), MapsError> {
+        self.maglev.write(row, table)
     }
 
-    pub fn read_maglev(&self, vip_id: u32) -> Result<Vec<u32>, MapsError> {
-        self.maglev.read(vip_id)
+    /// The Maglev table of a VIP entry.
+    pub fn read_maglev(&self, vip: &VipInfo) -> Result<Vec<u32>, MapsError> {
+        self.maglev.read(Row {
+            start: vip.maglev_start,
+            size: vip.maglev_size,
+        })
     }
 
-    /// Builds the VIP's Maglev table from `(backend id, weighted backend)`
-    /// and writes it. Returns the row written.
+    /// Unmaps the window the last Maglev reads and writes went through,
+    /// so the array leaves the daemon's resident set (after a reconcile).
+    pub fn unmap_maglev(&mut self) {
+        self.maglev.unmap();
+    }
+
+    /// Builds a Maglev table of `row.size` slots from `(backend id,
+    /// weighted backend)` and writes it into `row`. Returns the table.
     pub fn program_maglev(
         &mut self,
-        vip_id: u32,
+        row: Row,
         backends: &[(u32, maglev::Weighted)],
-    ) -> Result<Vec<u32>, crate::maglev::Error> {
+    ) -> Result<Vec<u32>, ProgramError> {
         let weighted: Vec<_> = backends.iter().map(|(_, w)| *w).collect();
-        let table = maglev::build(&weighted, self.maglev.size)?;
-        let row: Vec<u32> = table
+        let table = maglev::build(&weighted, row.size)?;
+        let table: Vec<u32> = table
             .iter()
             .map(|&i| {
                 if i == maglev::EMPTY {
@@ -234,10 +262,8 @@ impl Maps {
                 }
             })
             .collect();
-        self.maglev
-            .write(vip_id, &row)
-            .expect("row built with the map's own size");
-        Ok(row)
+        self.maglev.write(row, &table)?;
+        Ok(table)
     }
 
     /// Lets the program balance frames for `mac` arriving on `ifindex`.
@@ -329,55 +355,197 @@ fn sum(map: &PerCpuArray<MapData, Counters>, i: u32) -> Result<Counters, aya::ma
     }))
 }
 
-/// The Maglev array, mapped into our memory (BPF_F_MMAPABLE): a row is one
-/// pass of stores, not M update syscalls. A u32 slot occupies 8 bytes, its
-/// value in the low half (little-endian).
+/// The Maglev array (`XLB_MAGLEV`, BPF_F_MMAPABLE): every VIP's table, two
+/// u32 slots per 8-byte entry. Tables are written through a window of the
+/// array mapped into our memory (plain stores, not one update syscall per
+/// slot), and only while they are written: the array is most of the
+/// balancer's kernel memory, and mapped whole it would count in the
+/// daemon's resident set for as long as it runs.
 struct MaglevRows {
-    array: MappedArray,
-    slots: usize,
-    size: u32,
+    map: MapData,
+    /// Entries (two slots each).
+    entries: u64,
+    window: Option<Window>,
 }
 
+/// Pages `[first_page, first_page + pages)` of the array, mapped.
+struct Window {
+    base: NonNull<u64>,
+    /// The first entry mapped.
+    first: u64,
+    /// Entries mapped.
+    len: u64,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is owned by its `MaglevRows` and only touched through
+// `&mut self`.
+unsafe impl Send for MaglevRows {}
+unsafe impl Sync for MaglevRows {}
+
+const PAGE: u64 = 4096;
+/// Entries per page of the array (8 bytes each).
+const PAGE_ENTRIES: u64 = PAGE / 8;
+/// The smallest window mapped: rows written one after another (a start
+/// into empty maps) mostly reuse it.
+const WINDOW_PAGES: u64 = 1024;
+
 impl MaglevRows {
-    fn new(map: MapData, size: u32) -> Result<Self, LoadError> {
-        let array = MappedArray::new(map, names::MAGLEV)?;
+    fn new(map: MapData) -> Result<Self, LoadError> {
+        let info = map.info().map_err(|source| LoadError::Map {
+            name: names::MAGLEV,
+            source,
+        })?;
         Ok(Self {
-            slots: array.len,
-            array,
-            size,
+            entries: u64::from(info.max_entries()),
+            map,
+            window: None,
         })
     }
 
-    fn row(&self, vip_id: u32) -> Result<usize, MapsError> {
-        let start = vip_id as usize * self.size as usize;
-        if start + self.size as usize > self.slots {
-            return Err(MapsError::VipIdOutOfRange {
-                vip_id,
-                max_vips: (self.slots / self.size as usize) as u32,
-            });
-        }
-        Ok(start)
+    fn slots(&self) -> u64 {
+        self.entries * u64::from(lb_common::MAGLEV_SLOTS_PER_ENTRY)
     }
 
-    fn write(&mut self, vip_id: u32, row: &[u32]) -> Result<(), MapsError> {
-        if row.len() != self.size as usize {
-            return Err(MapsError::RowSize {
-                got: row.len(),
-                want: self.size,
+    fn check(&self, row: Row) -> Result<(), MapsError> {
+        if row.size == 0 || u64::from(row.start) + u64::from(row.size) > self.slots() {
+            return Err(MapsError::RowOutside {
+                start: row.start,
+                size: row.size,
+                slots: self.slots(),
             });
-        }
-        let start = self.row(vip_id)?;
-        for (i, v) in row.iter().enumerate() {
-            self.array.set(start + i, u64::from(*v));
         }
         Ok(())
     }
 
-    fn read(&self, vip_id: u32) -> Result<Vec<u32>, MapsError> {
-        let start = self.row(vip_id)?;
-        Ok((0..self.size as usize)
-            .map(|i| self.array.get(start + i) as u32)
-            .collect())
+    /// The window holding entries `first..=last`, mapped if it is not.
+    fn window(&mut self, first: u64, last: u64) -> Result<&Window, MapsError> {
+        let mapped = self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.first <= first && last < w.first + w.len);
+        if !mapped {
+            self.unmap();
+            let first_page = first / PAGE_ENTRIES;
+            let total_pages = (self.entries * 8).div_ceil(PAGE);
+            let pages = (last / PAGE_ENTRIES - first_page + 1)
+                .max(WINDOW_PAGES)
+                .min(total_pages - first_page);
+            let bytes = (pages * PAGE) as usize;
+            let fd = self.map.fd().as_fd().as_raw_fd();
+            // SAFETY: a shared mapping of whole pages inside a
+            // BPF_F_MMAPABLE array, at a page-aligned offset.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    (first_page * PAGE) as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(MapsError::Mmap(std::io::Error::last_os_error()));
+            }
+            self.window = Some(Window {
+                base: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+                first: first_page * PAGE_ENTRIES,
+                len: (bytes as u64 / 8).min(self.entries - first_page * PAGE_ENTRIES),
+                bytes,
+            });
+        }
+        Ok(self.window.as_ref().expect("mapped above"))
+    }
+
+    /// Drops the window: the array leaves our resident set.
+    fn unmap(&mut self) {
+        if let Some(w) = self.window.take() {
+            // SAFETY: unmapping exactly what `window` mapped.
+            unsafe { libc::munmap(w.base.as_ptr().cast(), w.bytes) };
+        }
+    }
+
+    /// Writes `row`'s slots. Entries it shares with a neighbouring row
+    /// keep the neighbour's half; every entry is one aligned 8-byte store,
+    /// so the program sees each old or new, never torn.
+    fn write(&mut self, row: Row, values: &[u32]) -> Result<(), MapsError> {
+        if values.len() != row.size as usize {
+            return Err(MapsError::RowSize {
+                got: values.len(),
+                want: row.size,
+            });
+        }
+        self.check(row)?;
+        let (start, end) = (
+            u64::from(row.start),
+            u64::from(row.start) + u64::from(row.size),
+        );
+        let w = self.window(start / 2, (end - 1) / 2)?;
+        for entry in start / 2..=(end - 1) / 2 {
+            // SAFETY: `window` mapped every entry of the row.
+            let p = unsafe { w.base.as_ptr().add((entry - w.first) as usize) };
+            // SAFETY: as above.
+            let old = unsafe { std::ptr::read_volatile(p) };
+            let half = |slot: u64, old: u32| {
+                if (start..end).contains(&slot) {
+                    values[(slot - start) as usize]
+                } else {
+                    old
+                }
+            };
+            let lo = half(entry * 2, old as u32);
+            let hi = half(entry * 2 + 1, (old >> 32) as u32);
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(p, u64::from(lo) | u64::from(hi) << 32) };
+        }
+        Ok(())
+    }
+
+    /// Reads `row` through a mapping of its own, so readers (status,
+    /// tests) need no `&mut` and leave no window behind.
+    fn read(&self, row: Row) -> Result<Vec<u32>, MapsError> {
+        self.check(row)?;
+        let (start, end) = (
+            u64::from(row.start),
+            u64::from(row.start) + u64::from(row.size),
+        );
+        let first_page = start / 2 / PAGE_ENTRIES;
+        let bytes = (((end - 1) / 2 / PAGE_ENTRIES - first_page + 1) * PAGE) as usize;
+        let fd = self.map.fd().as_fd().as_raw_fd();
+        // SAFETY: a read-only shared mapping of whole pages inside the
+        // array, at a page-aligned offset, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                (first_page * PAGE) as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MapsError::Mmap(std::io::Error::last_os_error()));
+        }
+        let base = p.cast::<u64>();
+        let slots = (start..end)
+            .map(|slot| {
+                let entry = (slot / 2 - first_page * PAGE_ENTRIES) as usize;
+                // SAFETY: inside the mapping made above.
+                let v = unsafe { std::ptr::read_volatile(base.add(entry)) };
+                (v >> (32 * (slot % 2))) as u32
+            })
+            .collect();
+        // SAFETY: unmapping exactly what was mapped above.
+        unsafe { libc::munmap(p, bytes) };
+        Ok(slots)
+    }
+}
+
+impl Drop for MaglevRows {
+    fn drop(&mut self) {
+        self.unmap();
     }
 }
 

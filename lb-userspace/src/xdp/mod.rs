@@ -13,6 +13,7 @@ pub mod objects;
 pub mod pins;
 pub mod reconcile;
 pub mod route_epoch;
+pub mod slots;
 pub mod status;
 
 pub use claims::Claims;

@@ -106,7 +106,13 @@ impl PinDir {
                 size_of::<Backend>(),
                 s.max_backends,
             ),
-            (names::MAGLEV, T::Array, 4, 4, s.max_vips * s.maglev_size),
+            (
+                names::MAGLEV,
+                T::Array,
+                4,
+                8,
+                s.maglev_slots.div_ceil(lb_common::MAGLEV_SLOTS_PER_ENTRY),
+            ),
             (
                 names::FLOWS,
                 T::LruHash,

@@ -10,9 +10,14 @@ use std::{
 
 use lb_common::{BACKEND_ACTIVE, Backend, Encap, LAYOUT_VERSION, VipInfo, VipKey};
 
-use super::{Maps, ids::IdPool, maps::MapsError};
+use super::{
+    Maps, Settings,
+    ids::IdPool,
+    maps::{MapsError, ProgramError},
+    slots::{Full, Row, Slots},
+};
 use crate::{
-    desired::Desired,
+    desired::{Desired, TableSize},
     maglev::{self, Weighted, addr_bytes},
     vip::Vip,
 };
@@ -29,6 +34,8 @@ pub enum ReconcileError {
     NoBackendSlot(Vip, usize),
     #[error("VIP {0}: {1}")]
     Maglev(Vip, maglev::Error),
+    #[error("VIP {0}: its Maglev table of {1} slots does not fit: {2}")]
+    NoMaglevRoom(Vip, u32, Full),
     #[error(
         "VIP {service}: no {family} source address for IPIP (set dataplane.ipip_source_{family})"
     )]
@@ -62,6 +69,9 @@ struct AppliedVip {
     /// This incarnation's [`Backend::tag`].
     tag: u32,
     encap: Encap,
+    /// Where its Maglev table is; `None` until one is written (or when an
+    /// adopted entry's row overlapped another's: it is written again).
+    row: Option<Row>,
     /// address -> (backend id, weight)
     backends: BTreeMap<IpAddr, (u32, u32)>,
 }
@@ -72,6 +82,10 @@ pub struct Applied {
     vips: BTreeMap<Vip, AppliedVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
+    /// The Maglev array's free runs.
+    slots: Slots,
+    /// The largest table a VIP gets ([`Settings::maglev_size`]).
+    largest_table: u32,
     config: lb_common::Config,
     /// Active backend entries whose VIP is gone (a crash mid-reconcile):
     /// retired by the next reconcile.
@@ -117,9 +131,11 @@ pub fn backend_addr(b: &Backend) -> IpAddr {
 
 impl Applied {
     /// Reads what the maps hold (adopted pins) into the mirror.
-    pub fn read(maps: &Maps, max_vips: u32, max_backends: u32) -> Result<Self, MapsError> {
+    pub fn read(maps: &Maps, settings: &Settings) -> Result<Self, MapsError> {
+        let (max_vips, max_backends) = (settings.max_vips, settings.max_backends);
         let mut vips = BTreeMap::new();
         let mut vip_ids = IdPool::new(0, max_vips);
+        let mut slots = Slots::new(maps.maglev_slots() as u32);
         let mut filter_users = HashMap::new();
         let mut by_id = HashMap::new();
         for entry in maps.vips.iter() {
@@ -132,12 +148,17 @@ impl Applied {
             *filter_users.entry(maps.filter.bit(&k.addr)).or_insert(0) += 1;
             by_id.insert(v.vip_id, svc);
             let encap = Encap::from_u8(v.encap).unwrap_or(Encap::Ipip);
+            let row = Row {
+                start: v.maglev_start,
+                size: v.maglev_size,
+            };
             vips.insert(
                 svc,
                 AppliedVip {
                     id: v.vip_id,
                     tag: v.tag,
                     encap,
+                    row: slots.claim(row).then_some(row),
                     backends: BTreeMap::new(),
                 },
             );
@@ -161,6 +182,8 @@ impl Applied {
             vips,
             vip_ids,
             backend_ids,
+            slots,
+            largest_table: settings.maglev_size,
             config: maps.config()?,
             orphans,
             tags: Tags::new(),
@@ -169,11 +192,13 @@ impl Applied {
         })
     }
 
-    pub fn empty(max_vips: u32, max_backends: u32) -> Self {
+    pub fn empty(settings: &Settings) -> Self {
         Self {
             vips: BTreeMap::new(),
-            vip_ids: IdPool::new(0, max_vips),
-            backend_ids: IdPool::new(1, max_backends),
+            vip_ids: IdPool::new(0, settings.max_vips),
+            backend_ids: IdPool::new(1, settings.max_backends),
+            slots: Slots::new(settings.maglev_slots),
+            largest_table: settings.maglev_size,
             config: lb_common::Config::default(),
             orphans: Vec::new(),
             tags: Tags::new(),
@@ -186,6 +211,21 @@ impl Applied {
         self.vips.len()
     }
 
+    /// Slots of the Maglev array in use, and its capacity.
+    pub fn maglev_slots(&self) -> (u64, u32) {
+        (self.slots.used(), self.slots.capacity())
+    }
+
+    /// The Maglev table size for `spec`: the same on every node given the
+    /// same config, whatever each node's health checks found.
+    fn table_size(&self, spec: &crate::desired::ServiceSpec) -> u32 {
+        match spec.table {
+            TableSize::Fixed(m) => m,
+            TableSize::Auto => maglev::table_size(spec.backends.len(), self.largest_table),
+            TableSize::ForBackends(n) => maglev::table_size(n as usize, self.largest_table),
+        }
+    }
+
     /// Writes the difference between the maps and `desired`. On error the
     /// mirror still matches what was written, so the next call resumes.
     pub fn reconcile(
@@ -193,6 +233,15 @@ impl Applied {
         maps: &mut Maps,
         desired: &Desired,
     ) -> Result<Report, ReconcileError> {
+        let r = self.apply(maps, desired);
+        // The array leaves our resident set until the next reconcile.
+        maps.unmap_maglev();
+        r
+    }
+
+    fn apply(&mut self, maps: &mut Maps, desired: &Desired) -> Result<Report, ReconcileError> {
+        // Rows the last reconcile moved away from are free from now.
+        self.slots.settle();
         let mut r = Report::default();
         let cfg = lb_common::Config {
             ipip_src_v4: desired
@@ -263,7 +312,10 @@ impl Applied {
                 gone.push(*k);
             }
             match have.next_if(|(k, _)| *k == svc) {
-                Some((_, cur)) if cur.encap == spec.encap && same_backends(cur, spec) => {}
+                Some((_, cur))
+                    if cur.encap == spec.encap
+                        && same_backends(cur, spec)
+                        && cur.row.map(|r| r.size) == Some(self.table_size(spec)) => {}
                 _ => todo.push(*svc),
             }
         }
@@ -290,6 +342,9 @@ impl Applied {
         }
         r.vips_removed += 1;
         self.vip_ids.release(v.id);
+        if let Some(row) = v.row {
+            self.slots.release(row);
+        }
         self.vips.remove(svc);
         for (id, _) in v.backends.values() {
             maps.set_backend(*id, &Backend::default())?;
@@ -319,6 +374,7 @@ impl Applied {
                     id,
                     tag,
                     encap: spec.encap,
+                    row: None,
                     backends: BTreeMap::new(),
                 },
             );
@@ -349,6 +405,26 @@ impl Applied {
                 }
             }
         }
+        // A table of a new size goes into a new row, found before anything
+        // is written, like the ids.
+        let size = self.table_size(spec);
+        let moved = match cur.row {
+            Some(row) if row.size == size => None,
+            _ => match self.slots.alloc_settling(size) {
+                Ok(row) => Some(row),
+                Err(full) => {
+                    for (_, id) in fresh {
+                        self.backend_ids.release(id);
+                    }
+                    if is_new {
+                        self.vip_ids.release(cur.id);
+                        self.vips.remove(svc);
+                    }
+                    return Err(ReconcileError::NoMaglevRoom(*svc, size, full));
+                }
+            },
+        };
+        let row = moved.or(cur.row).expect("a row kept or found");
         let fresh: BTreeMap<IpAddr, u32> = fresh.into_iter().collect();
         // New and reweighted backend entries before the row that names them.
         let mut next = BTreeMap::new();
@@ -381,17 +457,27 @@ impl Applied {
                 .map(|(a, (_, w))| (*a, *w))
                 .collect()
         };
-        if is_new || weighted(&cur.backends) != weighted(&next) || ids_changed(&cur.backends, &next)
+        if moved.is_some()
+            || weighted(&cur.backends) != weighted(&next)
+            || ids_changed(&cur.backends, &next)
         {
             let list: Vec<(u32, Weighted)> = next
                 .iter()
                 .map(|(&addr, &(id, weight))| (id, Weighted { addr, weight }))
                 .collect();
-            maps.program_maglev(cur.id, &list)
-                .map_err(|e| ReconcileError::Maglev(*svc, e))?;
+            if let Err(e) = maps.program_maglev(row, &list) {
+                // Nothing names the new row yet: it is free again.
+                if let Some(row) = moved {
+                    self.slots.release(row);
+                }
+                return Err(match e {
+                    ProgramError::Maglev(e) => ReconcileError::Maglev(*svc, e),
+                    ProgramError::Maps(e) => ReconcileError::Maps(e),
+                });
+            }
             r.maglev_rows += 1;
         }
-        if is_new || cur.encap != spec.encap {
+        if is_new || cur.encap != spec.encap || moved.is_some() {
             let key = VipKey::from(*svc);
             if is_new {
                 *self
@@ -406,9 +492,16 @@ impl Applied {
                     encap: spec.encap as u8,
                     _pad: [0; 3],
                     tag: cur.tag,
+                    maglev_start: row.start,
+                    maglev_size: row.size,
                 },
             )?;
             r.vip_writes += 1;
+            // The old row is unnamed from here on; reused only after the
+            // next settle.
+            if let (Some(_), Some(old)) = (moved, cur.row) {
+                self.slots.release(old);
+            }
         }
         // Retire backends that left, now that no row names them.
         for (addr, (id, _)) in &cur.backends {
@@ -425,6 +518,7 @@ impl Applied {
         }
         let v = self.vips.get_mut(svc).expect("present");
         v.encap = spec.encap;
+        v.row = Some(row);
         v.backends = next;
         Ok(())
     }

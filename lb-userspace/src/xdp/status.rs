@@ -23,7 +23,9 @@ pub struct Status {
     pub outcomes: BTreeMap<&'static str, u64>,
     pub flow_entries: u64,
     pub flow_capacity: u64,
-    pub maglev_table_size: u32,
+    /// Slots of the Maglev array the VIPs' tables take, and its capacity.
+    pub maglev_slots_used: u64,
+    pub maglev_slots: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -35,6 +37,8 @@ pub struct VipStatus {
     pub protocol: &'static str,
     pub encap: &'static str,
     pub id: u32,
+    /// Slots of its Maglev table.
+    pub maglev_table_size: u32,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
@@ -54,6 +58,7 @@ pub struct BackendStatus {
 
 pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
     let mut vips = BTreeMap::new();
+    let mut maglev_slots_used = 0;
     for entry in maps.vips.iter() {
         let (k, v) = entry.map_err(|source| MapsError::Map {
             name: lb_common::names::VIPS,
@@ -62,6 +67,7 @@ pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
         let svc = crate::vip::Vip::from(&k);
         let address = svc.address;
         let c = maps.vip_counters(v.vip_id)?;
+        maglev_slots_used += u64::from(v.maglev_size);
         vips.insert(
             v.vip_id,
             VipStatus {
@@ -79,6 +85,7 @@ pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
                     "ipip"
                 },
                 id: v.vip_id,
+                maglev_table_size: v.maglev_size,
                 packets: c.packets,
                 bytes: c.bytes,
                 backends: Vec::new(),
@@ -117,7 +124,8 @@ pub fn read(maps: &Maps, pins: &PinDir) -> Result<Status, MapsError> {
         outcomes: Outcome::ALL.iter().map(|o| o.name()).zip(totals).collect(),
         flow_entries: maps.flow_entries(),
         flow_capacity: u64::from(maps.flows_capacity()),
-        maglev_table_size: maps.maglev_size(),
+        maglev_slots_used,
+        maglev_slots: maps.maglev_slots(),
     })
 }
 
@@ -137,9 +145,15 @@ pub fn render(s: &Status) -> String {
         "flows      {} of {} flow-table entries",
         s.flow_entries, s.flow_capacity
     );
+    let _ = writeln!(
+        o,
+        "maglev     {} of {} slots",
+        s.maglev_slots_used, s.maglev_slots
+    );
     let mut rows = vec![[
         "VIP".to_string(),
         "ENCAP".into(),
+        "TABLE".into(),
         "BACKEND".into(),
         "WEIGHT".into(),
         "STATE".into(),
@@ -150,6 +164,7 @@ pub fn render(s: &Status) -> String {
         rows.push([
             v.vip.clone(),
             v.encap.into(),
+            v.maglev_table_size.to_string(),
             "-".into(),
             "-".into(),
             "-".into(),
@@ -158,6 +173,7 @@ pub fn render(s: &Status) -> String {
         ]);
         for b in &v.backends {
             rows.push([
+                String::new(),
                 String::new(),
                 String::new(),
                 b.address.to_string(),

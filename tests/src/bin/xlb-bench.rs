@@ -608,6 +608,7 @@ fn xdp(args: &Args) -> Result<()> {
 fn many_vips(ifx: u32, calls: usize, set4: &[(u32, IpAddr)]) -> Result<Vec<Row>> {
     let settings = Settings {
         maglev_size: 13,
+        maglev_slots: (MANY_VIPS + 1) * 14,
         max_vips: MANY_VIPS + 1,
         max_backends: MANY_VIPS + 16,
         flow_table_size: 1 << 20,
@@ -644,8 +645,12 @@ fn many_vips(ifx: u32, calls: usize, set4: &[(u32, IpAddr)]) -> Result<Vec<Row>>
                 tag: lab::tag(i),
             },
         )?;
+        let row = lb_userspace::xdp::slots::Row {
+            start: i * 13,
+            size: 13,
+        };
         many.maps.program_maglev(
-            i,
+            row,
             &[(
                 backend,
                 Weighted {
@@ -666,6 +671,8 @@ fn many_vips(ifx: u32, calls: usize, set4: &[(u32, IpAddr)]) -> Result<Vec<Row>>
                 encap: Encap::Ipip as u8,
                 _pad: [0; 3],
                 tag: lab::tag(i),
+                maglev_start: row.start,
+                maglev_size: row.size,
             },
         )?;
     }
@@ -795,7 +802,7 @@ fn reconcile_bench() -> Result<ReconcileNumbers> {
         pin_dir: None,
         ..settings
     })?;
-    let mut a = Applied::empty(1_000, 10_001);
+    let mut a = Applied::empty(&b.settings);
     a.reconcile(&mut b.maps, &Desired::from_config(&cfg))?;
     let mut ms = Vec::new();
     for i in 0..100 {
@@ -820,7 +827,7 @@ fn reconcile_bench() -> Result<ReconcileNumbers> {
         pin_dir: None,
         ..settings
     })?;
-    let mut a = Applied::empty(10_000, 100_001);
+    let mut a = Applied::empty(&b.settings);
     let d = Desired::from_config(&cfg);
     let t = Instant::now();
     let r = a.reconcile(&mut b.maps, &d)?;
