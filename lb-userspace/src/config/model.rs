@@ -72,7 +72,7 @@ pub struct Dataplane {
     pub maglev_table_size: u32,
     #[serde(deserialize_with = "check::range::<_, 1, { 1 << 28 }>")]
     pub flow_table_size: u32,
-    #[serde(deserialize_with = "check::range::<_, 1, 65_536>")]
+    #[serde(deserialize_with = "check::max_vips")]
     pub max_vips: u32,
     /// Backend id 0 means "no backend", so one backend needs two entries.
     #[serde(deserialize_with = "check::range::<_, 2, { 1 << 24 }>")]

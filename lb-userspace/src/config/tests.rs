@@ -798,11 +798,11 @@ fn wrong_types_name_the_field_and_what_it_takes() {
         "dataplane.state_dir: invalid type: integer `1`, expected an absolute path",
     );
     rejects(
-        "[dataplane]\nmax_vips = 1.5\n",
+        "[dataplane]\nmax_backends = 1.5\n",
         2,
-        12,
-        "dataplane.max_vips: invalid type: floating point `1.5`, expected an integer from 1 to \
-         65536",
+        16,
+        "dataplane.max_backends: invalid type: floating point `1.5`, expected an integer from 2 \
+         to 16777216",
     );
     rejects(
         "dataplane = 5\n",
@@ -1193,8 +1193,6 @@ fn numbers_out_of_range() {
             268_435_456,
             "value: integer `268435457`",
         ),
-        ("max_vips = 0", 1, 65_536, "value: integer `0`"),
-        ("max_vips = 65_537", 1, 65_536, "value: integer `65537`"),
         ("max_backends = 1", 2, 16_777_216, "value: integer `1`"),
         (
             "max_backends = -4096",
@@ -1226,6 +1224,34 @@ fn numbers_out_of_range() {
          max_backends = 16777216\nnexthop_ttl_ms = 60000\n",
     );
     assert_eq!(config.dataplane.max_vips, 65_536);
+}
+
+#[test]
+fn max_vips_is_what_a_kernel_hash_map_holds() {
+    let why = "the most entries the kernel allows a BPF hash map such as the VIP map: it refuses \
+               more with E2BIG, as their buckets would not fit in 4 GiB";
+    for (value, found) in [
+        ("0", "value: integer `0`"),
+        ("134_217_729", "value: integer `134217729`"),
+        ("4294967296", "value: integer `4294967296`"),
+        ("1.5", "type: floating point `1.5`"),
+    ] {
+        let kind = rejects(
+            &format!("[dataplane]\nmaglev_table_size = 31\nmax_vips = {value}\n"),
+            3,
+            12,
+            &format!(
+                "dataplane.max_vips: invalid {found}, expected an integer from 1 to 134217728 \
+                 (2^27), {why}"
+            ),
+        );
+        assert!(matches!(kind, ErrorKind::Invalid { .. }));
+    }
+    // A small Maglev table keeps max_vips × maglev_table_size indexable.
+    let config = accepts("[dataplane]\nmaglev_table_size = 251\nmax_vips = 1_000_000\n");
+    assert_eq!(config.dataplane.max_vips, 1_000_000);
+    let config = accepts("[dataplane]\nmaglev_table_size = 31\nmax_vips = 134_217_728\n");
+    assert_eq!(config.dataplane.max_vips, lb_common::MAX_HASH_ENTRIES);
 }
 
 #[test]
