@@ -143,6 +143,13 @@ pub(super) fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Res
     d.deserialize_map(Table(PhantomData))
 }
 
+/// A table, for a key that may be left out.
+pub(super) fn table_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    table(d).map(Some)
+}
+
 pub(super) fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     struct Name(String);
 
