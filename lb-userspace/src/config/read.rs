@@ -15,7 +15,7 @@ use toml::de::DeTable;
 
 use super::doc::{self, Doc};
 use super::error::Fault;
-use super::model::File;
+use super::model::{File, VipEntry};
 use super::parts::Parts;
 
 pub(super) fn read(text: &str) -> Result<(File, Doc<'_>), Fault> {
@@ -63,8 +63,8 @@ fn by_parts(text: &str) -> Option<Result<(File, Doc<'_>), Fault>> {
             vip.insert(key, value);
         }
         let vip = Spanned::new(root.span(), vip);
-        match File::deserialize(toml::de::Deserializer::from(vip)) {
-            Ok(file) => vips.extend(file.vip),
+        match VipPart::deserialize(toml::de::Deserializer::from(vip)) {
+            Ok(part) => vips.extend(part.vip),
             Err(e) => vip_error = Some(doc::invalid(&e, offset)),
         }
     }
@@ -91,4 +91,11 @@ fn by_parts(text: &str) -> Option<Result<(File, Doc<'_>), Fault>> {
         file.vip = vips;
     }
     Some(Ok((file, doc)))
+}
+
+/// A part's `[[vip]]` as [`File`] reads it, without the rest of a `File`
+/// to build, move and drop for every VIP.
+#[derive(Deserialize)]
+struct VipPart {
+    vip: Vec<VipEntry>,
 }
