@@ -8,11 +8,10 @@
 //! 2. serde reads the tree into the [`model`] types, in the order the file
 //!    is written: unknown and missing keys, values of the wrong type, and
 //!    each value's own checks (`deserialize_with`, see `check`); the first
-//!    error stops it, and is reported in serde's words at toml's span;
-//!
-//!    both a `[[vip]]` at a time when the file has them (`read`), so that
-//!    memory follows one VIP's tree and not the whole file's, keeping only
-//!    where each value starts (`doc`);
+//!    error stops it, and is reported in serde's words at toml's span
+//!    (steps 1 and 2 go a `[[vip]]` at a time, see `read`, so that memory
+//!    follows one VIP's tree and not the whole file's; of the trees, only
+//!    where each value starts is kept, see `doc`);
 //! 3. `relations` checks what holds between the values: duplicates,
 //!    address families, capacities. The earliest conflict in the file is
 //!    reported.
