@@ -18,6 +18,10 @@ fn check_reads_many_vips_and_says_what_it_cost() {
         let text = ManyVips::new(vips, 3, 251).toml();
         std::fs::write(&path, &text).expect("write config");
         let start = Instant::now();
+        #[expect(
+            clippy::zombie_processes,
+            reason = "reaped by wait4, which also says its peak RSS"
+        )]
         let child = Command::new(&xlb)
             .arg("check")
             .arg("--config")
