@@ -18,6 +18,13 @@ pub const DEFAULT_MAGLEV_SIZE: u32 = 65_537;
 pub const MAGLEV_SLOTS_PER_ENTRY: u32 = 2;
 /// Default capacity of the VIP map and of the per-VIP arrays.
 pub const DEFAULT_MAX_VIPS: u32 = 64;
+/// The most entries the kernel gives a BPF hash map (the VIP and owned
+/// maps): `htab_map_alloc` rounds max_entries up to a power of two of
+/// 16-byte buckets and refuses with E2BIG a bucket array whose size does
+/// not fit in 32 bits, so 2^27 is the largest that loads (checked on 6.18
+/// with `bpftool map create ... type hash ... flags 1`: 2^27 loads, 2^27 + 1
+/// fails with E2BIG; 5.10's hashtab.c has the same check).
+pub const MAX_HASH_ENTRIES: u32 = 1 << 27;
 /// Default capacity of the backend array (id 0 is reserved for "none").
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
 /// Capacity of the interface map (interfaces the program runs on).

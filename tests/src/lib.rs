@@ -11,6 +11,7 @@ pub mod dump;
 pub mod k8s_objects;
 pub mod kube_api;
 pub mod lab;
+pub mod many_vips;
 pub mod netns;
 pub mod packet;
 pub mod topology;

@@ -103,7 +103,8 @@ fn assert_holds(m: &Maps, d: &Desired) {
         assert_ne!(info.tag, 0, "{s}: tag");
         let bit = m.filter.bit(&VipKey::from(*s).addr);
         assert!(m.filter.is_set(bit), "{s}: VIP filter bit {bit} clear");
-        let want: BTreeMap<IpAddr, u32> = mine.iter().map(|(a, (_, w))| (*a, *w)).collect();
+        let want: lb_userspace::desired::Backends =
+            mine.iter().map(|(a, (_, w))| (*a, *w)).collect();
         assert_eq!(want, *spec.backends, "{s}: backends and weights");
         let list: Vec<Weighted> = mine
             .iter()

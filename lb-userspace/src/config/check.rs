@@ -22,6 +22,17 @@ pub(super) fn range<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
     int(d, &expected, |n| (MIN..=MAX).contains(&n))
 }
 
+/// The VIP map's capacity: what the kernel lets a hash map hold, and the
+/// reason, since nothing else about the number says why it stops there.
+pub(super) fn max_vips<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    const MAX: u32 = lb_common::MAX_HASH_ENTRIES;
+    let expected = format!(
+        "an integer from 1 to {MAX} (2^27), the most entries the kernel allows a BPF hash map \
+         such as the VIP map: it refuses more with E2BIG, as their buckets would not fit in 4 GiB"
+    );
+    int(d, &expected, |n| (1..=MAX).contains(&n))
+}
+
 /// An optional key's integer from `MIN` to `MAX`.
 pub(super) fn range_option<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
     d: D,
@@ -134,6 +145,13 @@ pub(super) fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Res
     }
 
     d.deserialize_map(Table(PhantomData))
+}
+
+/// A table, for a key that may be left out.
+pub(super) fn table_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    table(d).map(Some)
 }
 
 pub(super) fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -8,7 +8,10 @@
 //! 2. serde reads the tree into the [`model`] types, in the order the file
 //!    is written: unknown and missing keys, values of the wrong type, and
 //!    each value's own checks (`deserialize_with`, see `check`); the first
-//!    error stops it, and is reported in serde's words at toml's span;
+//!    error stops it, and is reported in serde's words at toml's span
+//!    (steps 1 and 2 go a `[[vip]]` at a time, see `read`, so that memory
+//!    follows one VIP's tree and not the whole file's; of the trees, only
+//!    where each value starts is kept, see `doc`);
 //! 3. `relations` checks what holds between the values: duplicates,
 //!    address families, capacities. The earliest conflict in the file is
 //!    reported.
@@ -18,14 +21,14 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 mod check;
 mod doc;
 mod error;
 mod health;
 mod model;
+mod parts;
 mod pool;
+mod read;
 mod relations;
 
 #[cfg(test)]
@@ -38,7 +41,6 @@ pub use model::{
     Bgp, Config, Dataplane, DataplaneMode, Kubernetes, Metrics, Protocol, Vip, XdpMode,
 };
 
-use doc::Doc;
 use error::{Fault, locate};
 
 /// Reads and parses the config at `path`. Errors, including the file not
@@ -69,7 +71,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses config `text`; `origin` names it in errors (normally its path).
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    check(text).map_err(|fault| locate(fault, text, origin))
+    // Where values start is kept in 32 bits (`doc`).
+    if u32::try_from(text.len()).is_err() {
+        let kind = ErrorKind::Syntax {
+            message: "the config is larger than 4 GiB".to_owned(),
+        };
+        return Err(locate((0, kind), "", origin));
+    }
+    check(text, read::read).map_err(|fault| locate(fault, text, origin))
+}
+
+/// [`parse`], but never a `[[vip]]` at a time: the tests hold the two to
+/// the same result.
+#[cfg(test)]
+fn parse_at_once(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    check(text, read::at_once).map_err(|fault| locate(fault, text, origin))
 }
 
 /// The config as a config file that [`parse`] reads to the same `Config`:
@@ -78,21 +94,12 @@ pub fn to_toml(config: &Config) -> String {
     toml::to_string(config).expect("a Config is always representable in TOML")
 }
 
-fn check(text: &str) -> Result<Config, Fault> {
-    let doc = Doc::parse(text)?;
-    let file = model::File::deserialize(doc.deserializer()).map_err(|e| doc::invalid(&e))?;
-    let config = Config {
-        vips: file
-            .vip
-            .into_iter()
-            .map(|v| v.resolve(&file.dataplane, &file.announce, &file.health))
-            .collect(),
-        dataplane: file.dataplane,
-        metrics: file.metrics,
-        kubernetes: file.kubernetes,
-        announce: file.announce,
-        health: file.health,
-    };
+fn check<'i>(
+    text: &'i str,
+    read: fn(&'i str) -> Result<(model::File, doc::Doc<'i>), Fault>,
+) -> Result<Config, Fault> {
+    let (file, doc) = read(text)?;
+    let config = file.into_config();
     relations::check(&config, &doc, text)?;
     Ok(config)
 }

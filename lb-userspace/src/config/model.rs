@@ -29,21 +29,58 @@ pub struct Config {
 }
 
 /// The file as written: [`Config`] but for VIPs, whose encap and scheduler
-/// default to the data plane's, so they are resolved after reading.
+/// default to the data plane's, so they are resolved after reading. A file
+/// read in parts (see `read`) is one of these per part, merged: a table
+/// left out is `None`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct File {
-    #[serde(deserialize_with = "check::table")]
-    pub(super) dataplane: Dataplane,
-    #[serde(deserialize_with = "check::table")]
-    pub(super) metrics: Metrics,
+    #[serde(deserialize_with = "check::table_option")]
+    pub(super) dataplane: Option<Dataplane>,
+    #[serde(deserialize_with = "check::table_option")]
+    pub(super) metrics: Option<Metrics>,
     pub(super) vip: Vec<VipEntry>,
-    #[serde(deserialize_with = "check::table")]
-    pub(super) kubernetes: Kubernetes,
-    #[serde(deserialize_with = "check::table")]
-    pub(super) announce: Announce,
-    #[serde(deserialize_with = "check::table")]
-    pub(super) health: Health,
+    #[serde(deserialize_with = "check::table_option")]
+    pub(super) kubernetes: Option<Kubernetes>,
+    #[serde(deserialize_with = "check::table_option")]
+    pub(super) announce: Option<Announce>,
+    #[serde(deserialize_with = "check::table_option")]
+    pub(super) health: Option<Health>,
+}
+
+impl File {
+    /// This part and a later one, which sets none of the tables this one
+    /// sets (but `vip`).
+    pub(super) fn merge(&mut self, later: Self) {
+        fn take<T>(this: &mut Option<T>, later: Option<T>) {
+            debug_assert!(this.is_none() || later.is_none());
+            *this = this.take().or(later);
+        }
+        take(&mut self.dataplane, later.dataplane);
+        take(&mut self.metrics, later.metrics);
+        take(&mut self.kubernetes, later.kubernetes);
+        take(&mut self.announce, later.announce);
+        take(&mut self.health, later.health);
+        self.vip.extend(later.vip);
+    }
+
+    pub(super) fn into_config(self) -> Config {
+        let dataplane = self.dataplane.unwrap_or_default();
+        let announce = self.announce.unwrap_or_default();
+        let health = self.health.unwrap_or_default();
+        Config {
+            vips: self
+                .vip
+                .into_iter()
+                .map(|v| v.resolve(&dataplane, &announce, &health))
+                .collect(),
+            dataplane,
+            metrics: self.metrics.unwrap_or_default(),
+            kubernetes: self.kubernetes.unwrap_or_default(),
+            announce,
+            health,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +120,7 @@ pub struct Dataplane {
     pub maglev_slots: Option<u32>,
     #[serde(deserialize_with = "check::range::<_, 1, { 1 << 28 }>")]
     pub flow_table_size: u32,
-    #[serde(deserialize_with = "check::range::<_, 1, 65_536>")]
+    #[serde(deserialize_with = "check::max_vips")]
     pub max_vips: u32,
     /// Backend id 0 means "no backend", so one backend needs two entries.
     #[serde(deserialize_with = "check::range::<_, 2, { 1 << 24 }>")]

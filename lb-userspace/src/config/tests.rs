@@ -26,6 +26,11 @@ fn pool(first: &str, last: &str) -> AddressPool {
 fn rejects(text: &str, line: usize, column: usize, message: &str) -> ErrorKind {
     let err = parse(text, "xlb.toml").expect_err("the config should be rejected");
     assert_eq!(
+        Err(err.clone()),
+        parse_at_once(text, "xlb.toml"),
+        "read at once"
+    );
+    assert_eq!(
         (err.line, err.column, err.kind.to_string().as_str()),
         (line, column, message),
         "for {err}"
@@ -39,7 +44,13 @@ fn rejects(text: &str, line: usize, column: usize, message: &str) -> ErrorKind {
 
 #[track_caller]
 fn accepts(text: &str) -> Config {
-    parse(text, "xlb.toml").unwrap_or_else(|e| panic!("{e}"))
+    let config = parse(text, "xlb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        Ok(&config),
+        parse_at_once(text, "xlb.toml").as_ref(),
+        "read at once"
+    );
+    config
 }
 
 /// `[dataplane]` with `extra` lines added, and one VIP per `vips` entry.
@@ -799,11 +810,11 @@ fn wrong_types_name_the_field_and_what_it_takes() {
         "dataplane.state_dir: invalid type: integer `1`, expected an absolute path",
     );
     rejects(
-        "[dataplane]\nmax_vips = 1.5\n",
+        "[dataplane]\nmax_backends = 1.5\n",
         2,
-        12,
-        "dataplane.max_vips: invalid type: floating point `1.5`, expected an integer from 1 to \
-         65536",
+        16,
+        "dataplane.max_backends: invalid type: floating point `1.5`, expected an integer from 2 \
+         to 16777216",
     );
     rejects(
         "dataplane = 5\n",
@@ -1194,8 +1205,6 @@ fn numbers_out_of_range() {
             268_435_456,
             "value: integer `268435457`",
         ),
-        ("max_vips = 0", 1, 65_536, "value: integer `0`"),
-        ("max_vips = 65_537", 1, 65_536, "value: integer `65537`"),
         ("max_backends = 1", 2, 16_777_216, "value: integer `1`"),
         (
             "max_backends = -4096",
@@ -1227,6 +1236,33 @@ fn numbers_out_of_range() {
          max_backends = 16777216\nnexthop_ttl_ms = 60000\n",
     );
     assert_eq!(config.dataplane.max_vips, 65_536);
+}
+
+#[test]
+fn max_vips_is_what_a_kernel_hash_map_holds() {
+    let why = "the most entries the kernel allows a BPF hash map such as the VIP map: it refuses \
+               more with E2BIG, as their buckets would not fit in 4 GiB";
+    for (value, found) in [
+        ("0", "value: integer `0`"),
+        ("134_217_729", "value: integer `134217729`"),
+        ("4294967296", "value: integer `4294967296`"),
+        ("1.5", "type: floating point `1.5`"),
+    ] {
+        let kind = rejects(
+            &format!("[dataplane]\nmaglev_table_size = 31\nmax_vips = {value}\n"),
+            3,
+            12,
+            &format!(
+                "dataplane.max_vips: invalid {found}, expected an integer from 1 to 134217728 \
+                 (2^27), {why}"
+            ),
+        );
+        assert!(matches!(kind, ErrorKind::Invalid { .. }));
+    }
+    let config = accepts("[dataplane]\nmaglev_table_size = 251\nmax_vips = 1_000_000\n");
+    assert_eq!(config.dataplane.max_vips, 1_000_000);
+    let config = accepts("[dataplane]\nmaglev_table_size = 31\nmax_vips = 134_217_728\n");
+    assert_eq!(config.dataplane.max_vips, lb_common::MAX_HASH_ENTRIES);
 }
 
 #[test]
@@ -2860,4 +2896,92 @@ fn health_round_trips_through_to_toml_and_json() {
     }
     let none: Result<HealthCheck, _> = serde_json::from_str("{\"kind\":\"none\"}");
     assert!(none.is_err());
+}
+
+// --- Read a [[vip]] at a time --------------------------------------------------
+
+#[test]
+fn parts_are_cut_before_top_level_vip_headers_only() {
+    let cuts = |text: &str| -> Vec<usize> { parts::Parts::new(text).map(|(at, _)| at).collect() };
+    assert_eq!(cuts(""), [0]);
+    assert_eq!(cuts("a = 1\n"), [0]);
+    assert_eq!(cuts("[[vip]]\na = 1\n"), [0, 0]);
+    assert_eq!(
+        cuts("a = 1\n[[vip]]\nb = 2\n  [[ vip ]] # x\n[[vip]]\n"),
+        [0, 6, 22, 36]
+    );
+    assert_eq!(cuts("\u{feff}[[vip]]\r\n[[vip]]\r\n"), [0, 3, 12]);
+    // Not headers of `vip`, or not headers at all.
+    for text in [
+        "s = \"\"\"\n[[vip]]\n\"\"\"\n",
+        "s = '''\n[[vip]]\n'''\n",
+        "a = [\n[[vip]]\n]\n",
+        "a = { b = [\n[[vip]]\n] }\n",
+        "# [[vip]]\n",
+        "a = 1 [[vip]]\n",
+        "[[vip.health]]\n[[vipx]]\n[vip]\n[[\"vip\"]]\n",
+        // Nothing is cut after a stray closing bracket.
+        "a = ]\n[[vip]]\n",
+    ] {
+        assert_eq!(cuts(text), [0], "{text:?}");
+    }
+    // Every byte is in one part.
+    let text = "a = 1\n[[vip]]\nb = 2\n[[vip]]\n";
+    let joined: String = parts::Parts::new(text).map(|(_, part)| part).collect();
+    assert_eq!(joined, text);
+}
+
+#[test]
+fn tables_around_and_after_vips_read_as_written_together() {
+    let config = accepts(
+        "[announce]\nmode = \"l2\"\n\n[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nbackends = [{ address = \
+         \"10.1.0.1\" }]\n[vip.health]\nkind = \"tcp\"\nvia = \"direct\"\n\n[announce.bgp]\ntable = 7\n\n\
+         [dataplane]\nmax_vips = 8\nencap = \"l2\"\n\n[[vip]]\naddress = \"10.0.0.2\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:1\"\n",
+    );
+    assert_eq!(config.announce.mode, AnnounceMode::L2);
+    assert_eq!(config.announce.bgp.table, 7);
+    assert_eq!(config.dataplane.max_vips, 8);
+    assert_eq!(config.metrics.listen, "127.0.0.1:1".parse().unwrap());
+    assert_eq!(config.vips.len(), 2);
+    // Resolved against tables written after them.
+    assert!(config.vips.iter().all(|v| v.encap == Encap::L2));
+    assert!(config.vips[0].health.is_some() && config.vips[1].health.is_none());
+}
+
+#[test]
+fn errors_around_vips_come_in_the_order_serde_reads_the_file() {
+    let vip = |address: &str| format!("[[vip]]\naddress = \"{address}\"\n");
+    let bad_mode = "[dataplane]\nmode = \"fast\"\n";
+    let mode = "dataplane.mode: unknown variant `fast`, expected one of `auto`, `xdp`, `ipvs`";
+    let address = "vip.address: invalid IP address syntax";
+    // The tables before the first VIP, then the VIPs, then the tables after.
+    rejects(&format!("{bad_mode}{}", vip("x")), 2, 8, mode);
+    rejects(
+        &format!("{}{}{bad_mode}", vip("10.0.0.1"), vip("x")),
+        4,
+        11,
+        address,
+    );
+    rejects(
+        &format!("{}{bad_mode}{}", vip("10.0.0.1"), vip("10.0.0.2")),
+        4,
+        8,
+        mode,
+    );
+    // A table set before and after the VIPs is toml's error, where toml
+    // puts it.
+    rejects(
+        &format!("{bad_mode}{}[dataplane]\nmax_vips = 2\n", vip("10.0.0.1")),
+        5,
+        2,
+        "invalid TOML: duplicate key `dataplane`",
+    );
+    // And a syntax error in a VIP, at its place in the file.
+    rejects(
+        &format!("{}{}backends = [\n", vip("10.0.0.1"), vip("10.0.0.2")),
+        5,
+        13,
+        "invalid TOML: unclosed array, expected `]`",
+    );
 }

@@ -23,13 +23,25 @@ use crate::{
 /// One valid config and the desired state it describes.
 #[derive(Debug)]
 pub(super) struct FileState {
+    /// The config but its VIPs, which live on in `desired` only: kept in
+    /// both they cost about 300 bytes more a VIP, 30 MB at 100,000 VIPs.
     pub(super) config: Config,
     pub(super) desired: Desired,
 }
 
-/// Modification time, size and content, so an edit that keeps the mtime
-/// (or an atomic rename) is still noticed.
-type Fingerprint = Option<(SystemTime, u64, Vec<u8>)>;
+impl FileState {
+    fn new(mut config: Config, interfaces: &[String]) -> Self {
+        let desired = desired_of(&config, interfaces);
+        config.vips = Vec::new();
+        Self { config, desired }
+    }
+}
+
+/// Modification time, size and a hash of the content, so an edit that
+/// keeps the mtime (or an atomic rename) is still noticed. A hash, not the
+/// content itself: that would be the whole file kept for the daemon's
+/// lifetime (16 MB at 100,000 VIPs).
+type Fingerprint = Option<(SystemTime, u64, u64)>;
 
 /// The task that owns the config file's state.
 pub(super) struct FileSource {
@@ -50,8 +62,7 @@ impl FileSource {
         every: Duration,
     ) -> Self {
         let seen = fingerprint(&path);
-        let desired = desired_of(&config, &interfaces);
-        let (current, _) = watch::channel(Arc::new(FileState { config, desired }));
+        let (current, _) = watch::channel(Arc::new(FileState::new(config, &interfaces)));
         Self {
             path,
             interfaces,
@@ -127,15 +138,17 @@ impl FileSource {
                  the next start"
             );
         }
-        let desired = desired_of(&next, &self.interfaces);
-        self.current.send_replace(Arc::new(FileState {
-            config: next,
-            desired,
-        }));
+        self.current
+            .send_replace(Arc::new(FileState::new(next, &self.interfaces)));
     }
 }
 
 fn fingerprint(path: &std::path::Path) -> Fingerprint {
+    use std::hash::{Hash as _, Hasher as _};
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len(), std::fs::read(path).ok()?))
+    // SipHash: an edit that keeps mtime and size and collides in 64 bits
+    // is not worth guarding against.
+    let mut content = std::hash::DefaultHasher::new();
+    std::fs::read(path).ok()?.hash(&mut content);
+    Some((meta.modified().ok()?, meta.len(), content.finish()))
 }

@@ -393,10 +393,22 @@ pub(super) fn unix_now() -> f64 {
 /// The config file's VIPs with the Kubernetes ones; the config file wins a
 /// VIP both name (the source has already refused such Services).
 pub(super) fn merge(statics: &Desired, k8s: &Services) -> Desired {
-    // The larger map shared (O(1)), then the few file VIPs on top.
-    let mut services = k8s.clone();
-    for (k, v) in &statics.services {
-        services.insert(*k, v.clone());
+    // The larger map shared (O(1)), then the other's VIPs on top: a copy of
+    // the larger would cost its every node again (about 190 bytes a VIP)
+    // and its every insertion on each event.
+    let mut services;
+    if k8s.len() > statics.services.len() {
+        services = k8s.clone();
+        for (k, v) in &statics.services {
+            services.insert(*k, v.clone());
+        }
+    } else {
+        services = statics.services.clone();
+        for (k, v) in k8s {
+            if !services.contains_key(k) {
+                services.insert(*k, v.clone());
+            }
+        }
     }
     Desired {
         services,
@@ -457,5 +469,17 @@ mod tests {
         );
         let addrs: Vec<String> = backends(&d).iter().map(ToString::to_string).collect();
         assert_eq!(addrs, ["10.1.0.1", "10.2.0.2"], "sorted, each once");
+
+        // The same when the file has more VIPs (its map is the one shared).
+        file.services.insert(vip("10.0.0.3"), spec(&["10.1.0.3"]));
+        file.services.insert(vip("10.0.0.4"), spec(&["10.1.0.4"]));
+        let d = merge(&file, &k8s);
+        assert_eq!(d.services.len(), 4);
+        assert_eq!(d.services[&vip("10.0.0.1")], spec(&["10.1.0.1"]));
+        assert_eq!(
+            d.services[&vip("10.0.0.2")],
+            spec(&["10.2.0.2", "10.1.0.1"])
+        );
+        assert_eq!(d.services[&vip("10.0.0.4")], spec(&["10.1.0.4"]));
     }
 }

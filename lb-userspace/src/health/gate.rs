@@ -44,7 +44,7 @@ pub fn fate(spec: &ServiceSpec, down: Option<&BTreeSet<IpAddr>>) -> Fate {
     if gone.is_empty() {
         return Fate::Untouched;
     }
-    let serving = |b: &&IpAddr| spec.backends.get(*b).is_some_and(|w| *w > 0);
+    let serving = |b: &&IpAddr| spec.backends.get(b).is_some_and(|w| *w > 0);
     let any_serving = spec.backends.keys().any(|b| serving(&b));
     let any_left = spec
         .backends

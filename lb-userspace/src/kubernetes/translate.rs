@@ -418,7 +418,7 @@ impl Translator {
                     ServiceSpec {
                         encap: a.encap,
                         scheduler: self.scheduler.clone(),
-                        backends: Arc::new(backends),
+                        backends: Arc::new(backends.into()),
                         announce: a.announce.clone(),
                         health: a.health.clone(),
                         table: Default::default(),

@@ -142,8 +142,9 @@ fn backends(o: &Outcome, v: Vip) -> BTreeMap<IpAddr, u32> {
         .get(&v)
         .unwrap_or_else(|| panic!("{v} not served: {o:#?}"))
         .backends
-        .as_ref()
-        .clone()
+        .iter()
+        .map(|(address, weight)| (*address, *weight))
+        .collect()
 }
 
 fn key(name: &str) -> ObjKey {
@@ -522,7 +523,7 @@ fn ready_serve_terminating_drains_the_rest_are_left_out() {
     assert_eq!(spec.encap, Encap::L2);
     assert_eq!(
         *spec.backends,
-        BTreeMap::from([
+        crate::desired::Backends::from([
             (ip("10.244.0.1"), 1),
             (ip("10.244.0.2"), 1),
             (ip("10.244.0.3"), 0)

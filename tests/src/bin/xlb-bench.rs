@@ -767,29 +767,11 @@ struct ReconcileNumbers {
 
 /// A config of `vips` VIPs with 10 backends each; VIP 0 has `first_backends`.
 fn big_config(vips: u32, first_backends: u32) -> String {
-    use std::fmt::Write as _;
-    let mut t = format!(
-        "[dataplane]\nmaglev_table_size = {RECONCILE_M}\nmax_vips = {vips}\nmax_backends = {}\nflow_table_size = 1024\nipip_source_v4 = \"10.0.0.1\"\n",
-        vips * 10 + 1
-    );
-    for v in 0..vips {
-        let n = if v == 0 { first_backends } else { 10 };
-        let a = Ipv4Addr::from(0x0a40_0000 + v);
-        let _ = write!(
-            t,
-            "\n[[vip]]\naddress = \"{a}\"\nport = 80\nprotocol = \"tcp\"\nbackends = ["
-        );
-        for b in 0..n {
-            let be = Ipv4Addr::from(0x0a80_0000 + v * 16 + b);
-            let _ = write!(
-                t,
-                "{}{{ address = \"{be}\" }}",
-                if b > 0 { ", " } else { "" }
-            );
-        }
-        t.push_str("]\n");
+    xlb_tests::many_vips::ManyVips {
+        first_backends,
+        ..xlb_tests::many_vips::ManyVips::new(vips, 10, RECONCILE_M)
     }
-    t
+    .toml()
 }
 
 fn reconcile_bench() -> Result<ReconcileNumbers> {
