@@ -55,6 +55,27 @@ pub fn eq(a: &Addr, b: &Addr) -> bool {
     }
 }
 
+/// Whether IPv6 address `a` is multicast (ff00::/8), link-local
+/// (fe80::/10) or loopback (::1): the addresses a router forwards neither
+/// to nor from, which `bpf_fib_lookup` refuses (`rt6_need_strict`).
+#[inline(always)]
+pub fn is_v6_never_forwarded(a: &Addr) -> bool {
+    let loopback = u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0, 1]);
+    a[0] == 0xff
+        || (a[0] == 0xfe && a[1] & 0xc0 == 0x80)
+        || unsafe { words(a).read() == 0 && words(a).add(1).read() == loopback }
+}
+
+/// `a` := the unspecified address (`::`, or 0.0.0.0).
+#[inline(always)]
+pub fn clear(a: &mut Addr) {
+    let p = a.as_mut_ptr().cast::<u64>();
+    unsafe {
+        p.write(0);
+        p.add(1).write(0);
+    }
+}
+
 /// The first four bytes as one word, as loaded from memory (network order
 /// in memory, so storing it back writes the IPv4 address unchanged).
 #[inline(always)]

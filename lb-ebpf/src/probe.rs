@@ -90,7 +90,8 @@ fn at<T>(ctx: &TcContext, off: usize) -> Option<usize> {
 /// refuses misaligned stack access.
 #[repr(C, align(8))]
 struct Inner {
-    /// Source address, for the route lookup of an `l2` path.
+    /// Source address, for the route lookup of an `l2` path: the probe's,
+    /// or unspecified for one `bpf_fib_lookup` refuses (see `parse`).
     src: addr::Addr,
     /// IP total length (IPv4 `tot_len`; IPv6 40 + payload length).
     len: u16,
@@ -232,6 +233,17 @@ fn parse(ctx: &TcContext, family: u8) -> Step<Inner> {
         inner.tos = (w0 >> 20) as u8;
         inner.label = w0 & 0x000f_ffff;
         addr::set_v6_from(&mut inner.src, h + 8);
+        // bpf_fib_lookup answers "not forwarded" for a multicast,
+        // link-local or loopback IPv6 source (a router forwards from none),
+        // but a probe is a local packet, which the kernel routes whatever
+        // its source: such a source is left out of the lookup, so the
+        // probe goes as any other on its path (only rules and routes that
+        // select by source would have told it apart), and a backend that
+        // has a route is not counted `no_route`. The IPv4 helper refuses
+        // no source.
+        if addr::is_v6_never_forwarded(&inner.src) {
+            addr::clear(&mut inner.src);
+        }
     }
     unsafe {
         ptr::store::<u32>(eth, 0);
