@@ -295,6 +295,34 @@ fn full_tables_are_refused_with_the_vip_named() {
             e.contains("10.99.0.2:80/tcp") && e.contains("max_vips 2"),
             "{e}"
         );
+        assert_eq!(dump(&b.maps).vips.len(), 2, "the VIPs that fit are in");
+        // A table the Maglev array cannot hold refuses that VIP alone: the
+        // ones after it still come in.
+        let small = Settings {
+            maglev_slots: 300,
+            ..settings(4, 64)
+        };
+        let mut a = Applied::empty(&small);
+        let mut b = Balancer::load(&small).expect("load");
+        let d = desired(vec![
+            (svc(0, 80), spec(Encap::L2, &[(1, 1)])),
+            (
+                svc(1, 80),
+                spec(Encap::L2, &[(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]),
+            ),
+            (svc(2, 80), spec(Encap::L2, &[(7, 1)])),
+        ]);
+        let e = a.reconcile(&mut b.maps, &d).unwrap_err().to_string();
+        assert!(
+            e.contains("1 VIPs left out")
+                && e.contains("10.99.0.1:80/tcp")
+                && e.contains("251 slots")
+                && e.contains("dataplane.maglev_slots"),
+            "{e}"
+        );
+        let vips = dump(&b.maps).vips;
+        assert_eq!(vips.len(), 2, "the VIPs before and after it are in");
+        assert!(!vips.contains_key(&VipKey::from(svc(1, 80))));
         let d = desired(vec![(
             svc(0, 80),
             spec(Encap::L2, &(1..=9).map(|i| (i, 1)).collect::<Vec<_>>()),

@@ -36,10 +36,25 @@ pub enum ReconcileError {
     Maglev(Vip, maglev::Error),
     #[error("VIP {0}: its Maglev table of {1} slots does not fit: {2}")]
     NoMaglevRoom(Vip, u32, Full),
+    #[error("{count} VIPs left out, the rest applied; the first: {first}")]
+    Refused {
+        count: usize,
+        first: Box<ReconcileError>,
+    },
     #[error(
         "VIP {service}: no {family} source address for IPIP (set dataplane.ipip_source_{family})"
     )]
     NoIpipSource { service: Vip, family: &'static str },
+}
+
+impl ReconcileError {
+    /// The data plane's tables cannot hold the VIP: it alone is refused.
+    fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            Self::NoVipSlot(..) | Self::NoBackendSlot(..) | Self::NoMaglevRoom(..)
+        )
+    }
 }
 
 /// What one reconcile wrote.
@@ -282,8 +297,14 @@ impl Applied {
         for svc in gone {
             self.remove(maps, &svc, &mut r)?;
         }
+        // A VIP the tables cannot hold is left out (its old state, if any,
+        // kept), not a stop: the VIPs after it in order still come in.
+        let mut refused = Vec::new();
         for svc in todo {
-            self.upsert(maps, &svc, &desired.services[&svc], &mut r)?;
+            match self.upsert(maps, &svc, &desired.services[&svc], &mut r) {
+                Err(e) if e.is_capacity() => refused.push(e),
+                other => other?,
+            }
         }
         if cfg != self.config {
             maps.set_config(&cfg)?;
@@ -294,6 +315,15 @@ impl Applied {
             maps.set_backend(id, &Backend::default())?;
             self.backend_ids.release(id);
             r.backend_writes += 1;
+        }
+        if !refused.is_empty() {
+            // The mirror matches the maps but not `desired`: the next
+            // reconcile walks every VIP again, and retries these.
+            let count = refused.len();
+            return Err(ReconcileError::Refused {
+                count,
+                first: Box::new(refused.swap_remove(0)),
+            });
         }
         self.last = Some(desired.clone());
         Ok(r)
