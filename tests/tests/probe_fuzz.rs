@@ -171,6 +171,15 @@ fn lab() -> NetNs {
     ns
 }
 
+/// The probe path, opened in the current namespace, with `paths` set.
+fn open(paths: &[Path]) -> ProbePaths {
+    let mut probe = ProbePaths::open(&PathSettings::default()).expect("the probe path opens");
+    for p in paths {
+        probe.set(p.id, &p.route).unwrap();
+    }
+    probe
+}
+
 #[test]
 fn fuzz_probe_path() {
     if !privileged("fuzz_probe_path") {
@@ -182,10 +191,7 @@ fn fuzz_probe_path() {
     let ns = lab();
     let paths = lab_paths();
     ns.run(|| {
-        let mut probe = ProbePaths::open(&PathSettings::default()).expect("the probe path opens");
-        for p in &paths {
-            probe.set(p.id, &p.route).unwrap();
-        }
+        let probe = open(&paths);
         let before = counters(&probe);
         let mut fuzz = Fuzz::new(&paths, &probe);
         for index in 0..frames {
@@ -307,10 +313,7 @@ fn probe_path_sources() {
     let ns = lab();
     let paths = lab_paths();
     ns.run(|| {
-        let mut probe = ProbePaths::open(&PathSettings::default()).expect("the probe path opens");
-        for p in &paths {
-            probe.set(p.id, &p.route).unwrap();
-        }
+        let probe = open(&paths);
         let mut fuzz = Fuzz::new(&paths, &probe);
         for (index, case) in source_cases().iter().enumerate() {
             // The oracle first: the case says what the contract says.

@@ -60,6 +60,14 @@ fn spec(first: u32, n: u32) -> ServiceSpec {
     }
 }
 
+/// The lab, with every [`backend`] routed through its gateway.
+fn lab() -> Lab {
+    let lab = Lab::new();
+    lab.ns
+        .ip(&["route", "add", "10.3.0.0/16", "via", "10.0.0.254"]);
+    lab
+}
+
 fn svc(i: u32) -> Vip {
     Vip {
         address: IpAddr::V4(vip_addr(i)),
@@ -160,9 +168,7 @@ fn separately_loaded_balancers_agree_at_every_table_size() {
     if !privileged("separately_loaded_balancers_agree_at_every_table_size") {
         return;
     }
-    let lab = Lab::new();
-    lab.ns
-        .ip(&["route", "add", "10.3.0.0/16", "via", "10.0.0.254"]);
+    let lab = lab();
     lab.ns.run(|| {
         let (want, classes) = config();
         let s = settings();
@@ -237,9 +243,7 @@ fn a_table_size_change_moves_no_established_flow() {
     if !privileged("a_table_size_change_moves_no_established_flow") {
         return;
     }
-    let lab = Lab::new();
-    lab.ns
-        .ip(&["route", "add", "10.3.0.0/16", "via", "10.0.0.254"]);
+    let lab = lab();
     lab.ns.run(|| {
         let s = Settings {
             max_vips: 16,
