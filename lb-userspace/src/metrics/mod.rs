@@ -23,6 +23,8 @@
 //! | `xlb_backend_bytes_total` | counter | `vip`, `backend` |
 //! | `xlb_flow_table_entries` | gauge | |
 //! | `xlb_flow_table_capacity` | gauge | |
+//! | `xlb_maglev_slots_used` | gauge | |
+//! | `xlb_maglev_slots_capacity` | gauge | |
 //! | `xlb_last_reconcile_timestamp_seconds` | gauge | |
 //! | `xlb_last_reconcile_duration_seconds` | gauge | |
 //! | `xlb_reconciles_total` | counter | |
@@ -81,6 +83,10 @@ pub struct Snapshot {
     pub flow_entries: u64,
     /// Flow-table size.
     pub flow_capacity: u64,
+    /// Slots of the Maglev array the VIPs' tables take (XDP).
+    pub maglev_slots_used: u64,
+    /// Slots of the Maglev array.
+    pub maglev_slots: u64,
     /// Unix time of the last applied reconcile; 0 before the first.
     pub last_reconcile_unix_seconds: f64,
     /// How long the last reconcile took.
@@ -290,6 +296,20 @@ impl Collector for SnapshotCollector {
             "Capacity of the flow (connection tracking) table.",
             None,
             saturating_i64(s.flow_capacity),
+        )?;
+        gauge(
+            &mut enc,
+            "maglev_slots_used",
+            "Slots of the Maglev array the VIPs' lookup tables take.",
+            None,
+            saturating_i64(s.maglev_slots_used),
+        )?;
+        gauge(
+            &mut enc,
+            "maglev_slots_capacity",
+            "Slots of the Maglev array (dataplane.maglev_slots).",
+            None,
+            saturating_i64(s.maglev_slots),
         )?;
         gauge(
             &mut enc,
@@ -705,6 +725,8 @@ pub(crate) mod tests {
             ],
             flow_entries: 7,
             flow_capacity: 65536,
+            maglev_slots_used: 614,
+            maglev_slots: 32768,
             last_reconcile_unix_seconds: 1_700_000_000.25,
             last_reconcile_duration_seconds: 0.0125,
             reconciles: 4,
@@ -782,6 +804,8 @@ pub(crate) mod tests {
             r#"xlb_backend_bytes_total{vip="10.99.0.1:80/tcp",backend="10.0.0.3:8080"} 500"#,
             "xlb_flow_table_entries 7",
             "xlb_flow_table_capacity 65536",
+            "xlb_maglev_slots_used 614",
+            "xlb_maglev_slots_capacity 32768",
             "xlb_last_reconcile_timestamp_seconds 1700000000.25",
             "xlb_last_reconcile_duration_seconds 0.0125",
             "xlb_reconciles_total 4",
@@ -830,6 +854,8 @@ pub(crate) mod tests {
             "xlb_backend_bytes",
             "xlb_flow_table_entries",
             "xlb_flow_table_capacity",
+            "xlb_maglev_slots_used",
+            "xlb_maglev_slots_capacity",
             "xlb_last_reconcile_timestamp_seconds",
             "xlb_last_reconcile_duration_seconds",
             "xlb_reconciles",
@@ -868,7 +894,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 37);
+        assert_eq!(text.matches("# HELP ").count(), 39);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -182,6 +182,8 @@ impl Dataplane for XdpDataplane {
             outcomes: status.outcomes.iter().map(|(n, v)| (*n, *v)).collect(),
             flow_entries: status.flow_entries,
             flow_capacity: status.flow_capacity,
+            maglev_slots_used: status.maglev_slots_used,
+            maglev_slots: status.maglev_slots,
             ..Snapshot::default()
         };
         for v in &status.vips {
