@@ -173,10 +173,17 @@ fn run(cmd: Command) -> Result<()> {
         Command::Check { config } => {
             let c = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+            let largest = c.dataplane.maglev_table_size;
+            let slots: u64 = c
+                .vips
+                .iter()
+                .map(|v| u64::from(v.maglev_table_size(largest)))
+                .sum();
             println!(
-                "{}: ok ({} VIPs, {backends} backends)",
+                "{}: ok ({} VIPs, {backends} backends); Maglev tables take {slots} of {} slots",
                 config.display(),
-                c.vips.len()
+                c.vips.len(),
+                c.dataplane.maglev_slots()
             );
         }
         Command::Drain { state_dir, timeout } => drain(&state_dir, true, timeout)?,

@@ -607,6 +607,25 @@ fn encap_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Encap>, D::Err
     EncapName::deserialize(d).map(Some)
 }
 
+impl Dataplane {
+    /// Slots of the Maglev array: `maglev_slots`, or its default.
+    pub fn maglev_slots(&self) -> u32 {
+        self.maglev_slots.unwrap_or_else(|| {
+            crate::xdp::loader::default_maglev_slots(self.max_vips, self.maglev_table_size)
+        })
+    }
+}
+
+impl Vip {
+    /// The slots of this VIP's Maglev table, as the data plane sizes it
+    /// (its own size, or the one chosen from its backends up to
+    /// `largest`).
+    pub fn maglev_table_size(&self, largest: u32) -> u32 {
+        self.maglev_table_size
+            .unwrap_or_else(|| crate::maglev::table_size(self.backends.len(), largest))
+    }
+}
+
 impl Default for Dataplane {
     fn default() -> Self {
         Self {

@@ -38,9 +38,7 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
 fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
     let dp = &config.dataplane;
     let (max_vips, table_size, max_backends) = (dp.max_vips, dp.maglev_table_size, dp.max_backends);
-    let maglev_slots = dp
-        .maglev_slots
-        .unwrap_or_else(|| crate::xdp::loader::default_maglev_slots(max_vips, table_size));
+    let maglev_slots = dp.maglev_slots();
     // The Maglev array holds every VIP's table, each sized as the data
     // plane will size it.
     let mut slots_needed = 0u64;
@@ -114,9 +112,7 @@ fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, fou
         // back when their weight returns, and the table size cannot change
         // then.
         let backends = vip.backends.len();
-        let size = vip
-            .maglev_table_size
-            .unwrap_or_else(|| crate::maglev::table_size(backends, table_size));
+        let size = vip.maglev_table_size(table_size);
         if (size as usize) < 2 * backends {
             let vip_line = line(at);
             let message = match vip.maglev_table_size {

@@ -779,9 +779,7 @@ pub fn settings(cfg: &Config, pin_path: Option<&Path>) -> xdp::Settings {
     let d = &cfg.dataplane;
     xdp::Settings {
         maglev_size: d.maglev_table_size,
-        maglev_slots: d
-            .maglev_slots
-            .unwrap_or_else(|| xdp::loader::default_maglev_slots(d.max_vips, d.maglev_table_size)),
+        maglev_slots: d.maglev_slots(),
         max_vips: d.max_vips,
         max_backends: d.max_backends,
         flow_table_size: d.flow_table_size,
