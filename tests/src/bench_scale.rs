@@ -400,10 +400,7 @@ fn case(plan: &Plan) -> Result<Case> {
 /// `xlb check --config FILE`: wall time and peak RSS in bytes.
 fn check(config: &Path) -> Result<(Duration, u64)> {
     let t = Instant::now();
-    #[expect(
-        clippy::zombie_processes,
-        reason = "reaped by wait4, which also says its peak RSS"
-    )]
+    // Reaped by wait4, which also says its peak RSS.
     let child = Command::new(xlb_bin())
         .arg("check")
         .arg("--config")
@@ -531,7 +528,7 @@ fn daemon_maps(pid: i32) -> Vec<(String, u64)> {
             (name, bytes)
         })
         .collect();
-    maps.sort_by(|a, b| b.1.cmp(&a.1));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.1));
     maps
 }
 
