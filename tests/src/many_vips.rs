@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 /// A config of `vips` TCP VIPs on port 80 (10.64.0.0 onwards), each with
 /// `backends` backends of weight 1 (10.128.0.0 onwards, 16 addresses per
-/// VIP), but the first VIP, which has `first_backends`; `[dataplane]`
+/// VIP: past 524,288 VIPs they go on into 11.0.0.0/8), but the first VIP, which has `first_backends`; `[dataplane]`
 /// holds exactly them (no `maglev_table_size` when it is `None`: the
 /// default), and whatever else [`ManyVips::toml_with`] is given.
 #[derive(Clone, Copy, Debug)]
