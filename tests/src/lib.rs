@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod bench_k8s;
+pub mod bench_scale;
 pub mod bgp_topology;
 pub mod bird;
 pub mod daemon;
@@ -14,5 +15,6 @@ pub mod lab;
 pub mod many_vips;
 pub mod netns;
 pub mod packet;
+pub mod test_run;
 pub mod topology;
 pub mod vm;

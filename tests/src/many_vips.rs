@@ -6,14 +6,15 @@ use std::net::Ipv4Addr;
 
 /// A config of `vips` TCP VIPs on port 80 (10.64.0.0 onwards), each with
 /// `backends` backends of weight 1 (10.128.0.0 onwards, 16 addresses per
-/// VIP), but the first VIP, which has `first_backends`; `[dataplane]`
-/// holds exactly them.
+/// VIP: past 524,288 VIPs they go on into 11.0.0.0/8), but the first VIP, which has `first_backends`; `[dataplane]`
+/// holds exactly them (no `maglev_table_size` when it is `None`: the
+/// default), and whatever else [`ManyVips::toml_with`] is given.
 #[derive(Clone, Copy, Debug)]
 pub struct ManyVips {
     pub vips: u32,
     pub backends: u32,
     pub first_backends: u32,
-    pub maglev_table_size: u32,
+    pub maglev_table_size: Option<u32>,
 }
 
 impl ManyVips {
@@ -22,11 +23,17 @@ impl ManyVips {
             vips,
             backends,
             first_backends: backends,
-            maglev_table_size,
+            maglev_table_size: Some(maglev_table_size),
         }
     }
 
     pub fn toml(&self) -> String {
+        self.toml_with("")
+    }
+
+    /// The config with `dataplane` (whole lines of `[dataplane]` keys)
+    /// added to its `[dataplane]` table.
+    pub fn toml_with(&self, dataplane: &str) -> String {
         assert!(
             self.backends.max(self.first_backends) <= 16,
             "at most 16 backends a VIP"
@@ -34,11 +41,14 @@ impl ManyVips {
         let most = self.backends.max(self.first_backends);
         // About 160 bytes a VIP of 3 backends.
         let mut t = String::with_capacity(self.vips as usize * (100 + 20 * most as usize));
+        t.push_str("[dataplane]\n");
+        if let Some(m) = self.maglev_table_size {
+            let _ = writeln!(t, "maglev_table_size = {m}");
+        }
         let _ = write!(
             t,
-            "[dataplane]\nmaglev_table_size = {}\nmax_vips = {}\nmax_backends = {}\n\
-             flow_table_size = 1024\nipip_source_v4 = \"10.0.0.1\"\n",
-            self.maglev_table_size,
+            "max_vips = {}\nmax_backends = {}\n\
+             flow_table_size = 1024\nipip_source_v4 = \"10.0.0.1\"\n{dataplane}",
             self.vips.max(1),
             self.vips * most + 1,
         );
@@ -62,4 +72,17 @@ impl ManyVips {
         }
         t
     }
+}
+
+/// Waits for the child `pid`; its exit status and peak RSS in KiB (the
+/// kernel's rusage, VmHWM at exit).
+pub fn wait_with_peak(pid: u32) -> (std::process::ExitStatus, i64) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a pointer to a live local for each out-parameter.
+    let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid as i32, "wait4: {}", std::io::Error::last_os_error());
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
 }

@@ -2,9 +2,12 @@
 //! for a config of many VIPs: time and peak memory, printed, not asserted
 //! (they depend on the build profile and on the machine).
 
-use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Instant};
+use std::{process::Command, time::Instant};
 
-use xlb_tests::{daemon::xlb_bin, many_vips::ManyVips};
+use xlb_tests::{
+    daemon::xlb_bin,
+    many_vips::{ManyVips, wait_with_peak},
+};
 
 #[test]
 fn check_reads_many_vips_and_says_what_it_cost() {
@@ -41,16 +44,4 @@ fn check_reads_many_vips_and_says_what_it_cost() {
         std::fs::remove_file(&path).expect("remove config");
     }
     let _ = std::fs::remove_dir(&dir);
-}
-
-/// Waits for the child `pid`; its exit status and peak RSS in KiB (the
-/// kernel's rusage, VmHWM at exit).
-fn wait_with_peak(pid: u32) -> (std::process::ExitStatus, i64) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a pointer to a live local for each out-parameter.
-    let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid as i32, "wait4: {}", std::io::Error::last_os_error());
-    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
 }

@@ -1,15 +1,13 @@
 //! `cargo xtask bench`: ns/packet of the balancer by BPF_PROG_TEST_RUN, beside
 //! two floors measured in the same run, and Maglev table build times
 //! (`xdp`); then the Kubernetes source end to end (`k8s`,
-//! `xlb_tests::bench_k8s`). `cargo xtask bench k8s` runs only the latter.
+//! `xlb_tests::bench_k8s`); then what the number of VIPs costs, from 1 to
+//! 1,000,000 (`scale`, `xlb_tests::bench_scale`). Naming parts runs only
+//! those.
 //!
-//! Each class is timed over many calls with repeat=1, each on a fresh copy
-//! of the frame (the kernel copies `data_in` per call): with repeat > 1 the
-//! kernel would rerun the program on the buffer it had just rewritten, and
-//! an encapsulating program would time its own output. The figure is the
-//! median of the kernel's per-call duration, which includes ~30 ns of timer
-//! overhead on every class alike, floors included. Every call's return
-//! value is checked.
+//! Each class is timed as `xlb_tests::test_run` says: many calls with
+//! repeat=1 on fresh copies of the frame, the median of the kernel's
+//! per-call duration (~30 ns of timer overhead included, floors too).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -17,10 +15,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::{
-    include_bytes_aligned,
-    programs::{TestRun as _, TestRunOptions, Xdp},
-};
+use aya::{include_bytes_aligned, programs::Xdp};
 use lb_common::{Encap, FlowKey, FlowValue, Outcome, PROTO_TCP, PROTO_UDP, names};
 use lb_userspace::{
     maglev::{self, Weighted},
@@ -29,10 +24,10 @@ use lb_userspace::{
 use xlb_tests::{
     lab::{self, Lab, v4, v6},
     packet::*,
+    test_run::{
+        FrameFor, Subject, XDP_PASS, XDP_TX, measure, new_client, subject, tcp4_frame, tcp6_frame,
+    },
 };
-
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 /// The targets of the data plane v2 issue, as ratios to the floors:
 /// Katran's own ratios on this machine kind, times 0.8.
@@ -67,19 +62,21 @@ fn load_stopped(settings: &Settings, stage: u8) -> Result<Balancer, LoadError> {
 struct Args {
     calls: usize,
     /// The parts to run: the data plane (`xdp`), the Kubernetes source
-    /// (`k8s`); both when none is named.
+    /// (`k8s`), the number of VIPs (`scale`); all when none is named.
     xdp: bool,
     k8s: bool,
+    scale: bool,
 }
 
 fn args() -> Result<Args> {
     let mut calls = 100_000;
-    let (mut xdp, mut k8s) = (false, false);
+    let (mut xdp, mut k8s, mut scale) = (false, false, false);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "xdp" => xdp = true,
             "k8s" => k8s = true,
+            "scale" => scale = true,
             "--calls" => {
                 calls = it
                     .next()
@@ -89,121 +86,22 @@ fn args() -> Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "xlb-bench [xdp] [k8s] [--calls N]   (parts: the XDP program, the Kubernetes source; default both, 100000 calls per class; needs root)"
+                    "xlb-bench [xdp] [k8s] [scale] [--calls N]   (parts: the XDP program, the Kubernetes source, 1 to 1,000,000 VIPs; default all, 100000 calls per class; needs root)"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    if !xdp && !k8s {
-        (xdp, k8s) = (true, true);
+    if !xdp && !k8s && !scale {
+        (xdp, k8s, scale) = (true, true, true);
     }
-    Ok(Args { calls, xdp, k8s })
-}
-
-/// Writes the frame for call `i` into the buffer.
-type FrameFor<'a> = Box<dyn FnMut(usize, &mut Vec<u8>) + 'a>;
-
-/// One program under measurement: its frames, and the action it must return.
-struct Subject<'a> {
-    prog: &'a Xdp,
-    want: u32,
-    frame_for: FrameFor<'a>,
-}
-
-fn subject<'a>(
-    prog: &'a Xdp,
-    want: u32,
-    frame_for: impl FnMut(usize, &mut Vec<u8>) + 'a,
-) -> Subject<'a> {
-    Subject {
-        prog,
-        want,
-        frame_for: Box::new(frame_for),
-    }
-}
-
-/// Median kernel-measured ns of each subject over `calls` rounds. In every
-/// round each subject runs once, in turn: a shared, noisy machine's drift
-/// then falls on a class and its floor alike, and their ratio holds.
-fn measure(ifindex: u32, calls: usize, subjects: &mut [Subject<'_>]) -> Result<Vec<f64>> {
-    let mut frame = Vec::new();
-    let mut out = vec![0u8; 4096];
-    let mut ns = vec![Vec::with_capacity(calls); subjects.len()];
-    for i in 0..calls {
-        for (j, s) in subjects.iter_mut().enumerate() {
-            (s.frame_for)(i, &mut frame);
-            let ctx = lab::xdp_md(ifindex, frame.len());
-            let r = s.prog.test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::new()
-            })?;
-            ensure!(
-                r.return_value == s.want,
-                "subject {j}, call {i}: action {} instead of {}",
-                r.return_value,
-                s.want
-            );
-            ns[j].push(r.duration.as_nanos() as u64);
-        }
-    }
-    Ok(ns
-        .into_iter()
-        .map(|mut v| {
-            v.sort_unstable();
-            v[v.len() / 2] as f64
-        })
-        .collect())
-}
-
-fn tcp4_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr) -> Vec<u8> {
-    lab::tcp_frame(
-        IpAddr::V4(src),
-        sport,
-        IpAddr::V4(dst),
-        80,
-        TCP_ACK,
-        &[0x61; 64],
-    )
-}
-
-fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr) -> Vec<u8> {
-    lab::tcp_frame(
-        IpAddr::V6(src),
-        sport,
-        IpAddr::V6(dst),
-        80,
-        TCP_ACK,
-        &[0x61; 64],
-    )
-}
-
-/// Rewrites the client address of a frame built by `tcp4_frame`/`tcp6_frame`
-/// so that call `i` is a flow never seen before. The program verifies the
-/// IPv4 header checksum (not the TCP one), so that one is made right again.
-fn new_client(frame: &mut [u8], i: usize, class: u8) {
-    let i = i as u32;
-    match u16::from_be_bytes([frame[12], frame[13]]) {
-        ETH_P_IP => {
-            frame[26] = 100 + class;
-            frame[27..30].copy_from_slice(&i.to_be_bytes()[1..]);
-            frame[24..26].fill(0);
-            let sum = frame[14..34]
-                .chunks(2)
-                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-                .sum::<u32>();
-            let folded = (sum & 0xffff) + (sum >> 16);
-            let folded = (folded & 0xffff) + (folded >> 16);
-            frame[24..26].copy_from_slice(&(!(folded as u16)).to_be_bytes());
-        }
-        _ => {
-            frame[22 + 12] = class;
-            frame[22 + 13..22 + 16].copy_from_slice(&i.to_be_bytes()[1..]);
-        }
-    }
+    Ok(Args {
+        calls,
+        xdp,
+        k8s,
+        scale,
+    })
 }
 
 /// The same backends under other ids (+10).
@@ -228,6 +126,9 @@ fn main() -> Result<()> {
     }
     if args.k8s {
         xlb_tests::bench_k8s::run()?;
+    }
+    if args.scale {
+        xlb_tests::bench_scale::run(args.calls)?;
     }
     Ok(())
 }
