@@ -50,6 +50,7 @@ use lb_userspace::{
 };
 use serde_json::{Value, json};
 
+use crate::procfs::{Memory, cpu_time, mb, memory};
 use crate::{
     daemon::{Daemon, free_port},
     k8s_objects,
@@ -386,20 +387,6 @@ fn map_bytes(pins: &Path) -> u64 {
         .sum()
 }
 
-/// The daemon's CPU time so far (user + system), from /proc/PID/stat.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which may hold spaces: utime is 14th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 /// The daemon's own timings of its map writes: `seconds=` of each
 /// "reconciled" log line after the first `skip` lines.
 fn reconcile_seconds(log: &str, skip: usize) -> Vec<f64> {
@@ -586,33 +573,6 @@ fn translate_cost(api: &KubeApi, config: &Path, stride: usize) -> Result<Transla
         replan_ms: at(&replan_ms, 0.5),
         full_ms: at(&full, 0.5),
     })
-}
-
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss: u64,
-    hwm: u64,
-    anon: u64,
-    file: u64,
-}
-
-/// VmRSS, VmHWM, RssAnon and RssFile of a process, in bytes.
-fn memory(pid: i32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Memory {
-        rss: kb("VmRSS:"),
-        hwm: kb("VmHWM:"),
-        anon: kb("RssAnon:"),
-        file: kb("RssFile:"),
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -869,10 +829,6 @@ fn wait_log(l: &mut Lab, needle: &str, limit: Duration) -> Result<()> {
             .is_some_and(|d| d.log_text().contains(needle))
             .then_some(())
     })
-}
-
-fn mb(b: u64) -> f64 {
-    b as f64 / 1e6
 }
 
 fn print(cases: &[Case]) {

@@ -49,6 +49,7 @@ use lb_userspace::xdp::{
     loader::{MAX_MAGLEV_SLOTS, default_maglev_slots},
 };
 
+use crate::procfs::{Memory, cpu_time, mb, memory};
 use crate::{
     daemon::{Daemon, free_port, xlb_bin},
     lab::{self, Lab},
@@ -466,20 +467,6 @@ fn spawn_until_serving(s: &mut Scratch, args: &[&str], log: &str, n: u32) -> Res
     })
 }
 
-/// A process's CPU time so far (user + system), from /proc/PID/stat.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which may hold spaces: utime is 14th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 /// The value of `key=` in a log line.
 fn field(line: &str, key: &str) -> Option<f64> {
     line.split_whitespace()
@@ -552,31 +539,6 @@ fn daemon_maps(pid: i32) -> Vec<(String, u64)> {
         .collect();
     maps.sort_by_key(|m| std::cmp::Reverse(m.1));
     maps
-}
-
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss: u64,
-    hwm: u64,
-    anon: u64,
-}
-
-/// VmRSS, VmHWM and RssAnon of a process, in bytes.
-fn memory(pid: i32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    Memory {
-        rss: kb("VmRSS:"),
-        hwm: kb("VmHWM:"),
-        anon: kb("RssAnon:"),
-    }
 }
 
 /// The in-process part: per size, the reconcile into empty maps and the
@@ -683,10 +645,6 @@ fn packets(plans: &[Plan], calls: usize) -> Result<Vec<Packets>> {
             })
             .collect())
     })
-}
-
-fn mb(b: u64) -> f64 {
-    b as f64 / 1e6
 }
 
 fn print(cases: &[Case], packets: &[Packets], stopped: Option<&str>) {
