@@ -35,26 +35,8 @@ impl MappedArray {
         let len = info.max_entries() as usize;
         let page = 4096usize;
         let len_bytes = (len * size_of::<u64>()).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array of `len`
-        // 8-byte elements.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(LoadError::Mmap {
-                name,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let base = NonNull::new(p.cast::<u64>()).expect("mmap never returns null on success");
+        let base = map_pages(&map, 0, len_bytes, libc::PROT_READ | libc::PROT_WRITE)
+            .map_err(|source| LoadError::Mmap { name, source })?;
         Ok(Self {
             _map: map,
             base,
@@ -75,6 +57,35 @@ impl MappedArray {
         // SAFETY: in bounds of the mapping; one aligned store.
         unsafe { std::ptr::write_volatile(self.base.as_ptr().add(i), v) }
     }
+}
+
+/// Maps `bytes` (whole pages) of a BPF_F_MMAPABLE array's values, from
+/// byte `offset` (page-aligned), shared with the kernel: stores land in the
+/// map. The caller unmaps it.
+pub(super) fn map_pages(
+    map: &MapData,
+    offset: u64,
+    bytes: usize,
+    prot: libc::c_int,
+) -> std::io::Result<NonNull<u64>> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    // SAFETY: a new shared mapping of whole pages of the map's values,
+    // inside the array (the callers size it), at a page-aligned offset;
+    // nothing of ours is overwritten.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            prot,
+            libc::MAP_SHARED,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast()).expect("mmap never returns null on success"))
 }
 
 impl Drop for MappedArray {

@@ -1,9 +1,6 @@
 //! Typed access to the balancer's maps.
 
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-};
+use std::ptr::NonNull;
 
 use aya::{
     Ebpf,
@@ -14,7 +11,11 @@ use lb_common::{
     VipInfo, VipKey, names,
 };
 
-use super::{LoadError, mapped::MappedArray, slots::Row};
+use super::{
+    LoadError,
+    mapped::{MappedArray, map_pages},
+    slots::Row,
+};
 use crate::maglev;
 
 /// The balancer's maps, taken out of the loaded object.
@@ -432,24 +433,15 @@ impl MaglevRows {
                 .max(WINDOW_PAGES)
                 .min(total_pages - first_page);
             let bytes = (pages * PAGE) as usize;
-            let fd = self.map.fd().as_fd().as_raw_fd();
-            // SAFETY: a shared mapping of whole pages inside a
-            // BPF_F_MMAPABLE array, at a page-aligned offset.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    (first_page * PAGE) as libc::off_t,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(MapsError::Mmap(std::io::Error::last_os_error()));
-            }
+            let base = map_pages(
+                &self.map,
+                first_page * PAGE,
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+            .map_err(MapsError::Mmap)?;
             self.window = Some(Window {
-                base: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+                base,
                 first: first_page * PAGE_ENTRIES,
                 len: (bytes as u64 / 8).min(self.entries - first_page * PAGE_ENTRIES),
                 bytes,
@@ -512,23 +504,10 @@ impl MaglevRows {
         );
         let first_page = start / 2 / PAGE_ENTRIES;
         let bytes = (((end - 1) / 2 / PAGE_ENTRIES - first_page + 1) * PAGE) as usize;
-        let fd = self.map.fd().as_fd().as_raw_fd();
-        // SAFETY: a read-only shared mapping of whole pages inside the
-        // array, at a page-aligned offset, unmapped below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                (first_page * PAGE) as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(MapsError::Mmap(std::io::Error::last_os_error()));
-        }
-        let base = p.cast::<u64>();
+        // Read-only, unmapped below.
+        let base = map_pages(&self.map, first_page * PAGE, bytes, libc::PROT_READ)
+            .map_err(MapsError::Mmap)?
+            .as_ptr();
         let slots = (start..end)
             .map(|slot| {
                 let entry = (slot / 2 - first_page * PAGE_ENTRIES) as usize;
@@ -538,7 +517,7 @@ impl MaglevRows {
             })
             .collect();
         // SAFETY: unmapping exactly what was mapped above.
-        unsafe { libc::munmap(p, bytes) };
+        unsafe { libc::munmap(base.cast(), bytes) };
         Ok(slots)
     }
 }

@@ -226,11 +226,6 @@ impl Applied {
         self.vips.len()
     }
 
-    /// Slots of the Maglev array in use, and its capacity.
-    pub fn maglev_slots(&self) -> (u64, u32) {
-        (self.slots.used(), self.slots.capacity())
-    }
-
     /// The Maglev table size for `spec`: the same on every node given the
     /// same config, whatever each node's health checks found.
     fn table_size(&self, spec: &crate::desired::ServiceSpec) -> u32 {

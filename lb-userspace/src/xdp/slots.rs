@@ -55,10 +55,6 @@ impl Slots {
         s
     }
 
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// Slots in use (released ones count until they settle).
     pub fn used(&self) -> u64 {
         u64::from(self.capacity) - self.free
