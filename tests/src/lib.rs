@@ -15,6 +15,7 @@ pub mod lab;
 pub mod many_vips;
 pub mod netns;
 pub mod packet;
+pub mod peers;
 pub mod procfs;
 pub mod test_run;
 pub mod topology;
