@@ -8,13 +8,19 @@
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
+    ops::Range,
     path::{Path as FsPath, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context as _;
 use plotters::{
-    coord::{Shift, ranged1d::AsRangedCoord, ranged1d::ValueFormatter},
+    coord::{
+        Shift,
+        combinators::BindKeyPoints,
+        ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter},
+        types::RangedCoordf64,
+    },
     prelude::{
         ChartBuilder, Circle, DrawingArea, EmptyElement, IntoDrawingArea, IntoFont, IntoLogRange,
         LineSeries, PathElement, RGBColor, Rectangle, SVGBackend, Text, WHITE,
@@ -43,7 +49,7 @@ const LEGACY: Path = Path::Iptables(IptablesBackend::Legacy);
 /// `## ...` heading above it).
 pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
-    // Writing to a String cannot fail; the `let _` keep clippy quiet.
+    // Writing to a String cannot fail, hence the `let _ = writeln!`s.
     let _ = writeln!(
         out,
         "Measured on {}, Linux {}, on {}, with `{}`. Ratios divide a row's \
@@ -67,12 +73,7 @@ pub fn markdown(r: &Report) -> String {
         };
         let direct = at(Path::Direct);
         let legacy = at(LEGACY);
-        let _ = writeln!(
-            out,
-            "\n### {} Service{}\n",
-            thousands(n as f64),
-            if n == 1 { "" } else { "s" }
-        );
+        let _ = writeln!(out, "\n### {}\n", services_label(n));
         out.push_str(
             "| Configuration | Rule load (s) | Connect p50 (µs) | Connect p99 (µs) \
              | Connect p50 vs direct / iptables (legacy) | HTTP req/s | HTTP vs direct \
@@ -158,10 +159,12 @@ fn micros(us: f64) -> String {
 fn number(v: f64) -> String {
     match v.abs() {
         a if !a.is_finite() => "-".to_owned(),
+        0.0 => "0".to_owned(),
         a if a < 1.0 => format!("{v:.3}"),
         a if a < 10.0 => format!("{v:.2}"),
         a if a < 100.0 => format!("{v:.1}"),
-        _ => format!("{v:.0}"),
+        a if a < 1_000.0 => format!("{v:.0}"),
+        _ => thousands(v),
     }
 }
 
@@ -186,6 +189,15 @@ fn thousands(v: f64) -> String {
         out.insert(0, '-');
     }
     out
+}
+
+/// "1 Service", "10,000 Services".
+fn services_label(n: usize) -> String {
+    format!(
+        "{} Service{}",
+        thousands(n as f64),
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 /// The numbers of Services measured, smallest first.
@@ -224,14 +236,7 @@ pub fn charts(r: &Report, dir: &FsPath) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the chart directory {}", dir.display()))?;
     let largest = services(r).last().copied();
-    let at_largest = |n: Option<usize>| match n {
-        Some(n) => format!(
-            " at {} Service{}",
-            thousands(n as f64),
-            if n == 1 { "" } else { "s" }
-        ),
-        None => String::new(),
-    };
+    let at_largest = largest.map_or_else(String::new, |n| format!(" at {}", services_label(n)));
     let files: Vec<PathBuf> = CHARTS.iter().map(|name| dir.join(name)).collect();
 
     let connect = series(r, |row| Some(row.connect_us.median));
@@ -258,10 +263,7 @@ pub fn charts(r: &Report, dir: &FsPath) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     bar_chart(
         &files[2],
-        &format!(
-            "UDP delivered{} (kpps, higher is better)",
-            at_largest(largest)
-        ),
+        &format!("UDP delivered{} (kpps, higher is better)", at_largest),
         &bars(&largest_rows, |row| row.udp_pps / 1e3),
         number,
     )?;
@@ -269,17 +271,14 @@ pub fn charts(r: &Report, dir: &FsPath) -> anyhow::Result<Vec<PathBuf>> {
         &files[3],
         &format!(
             "CPU per million packets{} (ms, lower is better)",
-            at_largest(largest)
+            at_largest
         ),
         &bars(&largest_rows, |row| row.cpu_ms_per_mpkt),
         number,
     )?;
     bar_chart(
         &files[4],
-        &format!(
-            "HTTP requests per second{} (higher is better)",
-            at_largest(largest)
-        ),
+        &format!("HTTP requests per second{} (higher is better)", at_largest),
         &bars(&largest_rows, |row| row.http.requests_per_s),
         thousands,
     )?;
@@ -332,12 +331,17 @@ fn no_data(area: &Area<'_>, title: &str) -> anyhow::Result<()> {
 
 /// Values against Services, y on a log scale; x too when there are
 /// several numbers of Services (a single one gets a plain axis around it).
+/// Ticks are placed by hand: plotters' own log ticks start at the first
+/// power of ten inside the range, leaving e.g. 20 to 99 µs unlabelled.
 fn line_chart(file: &FsPath, title: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
     let root = SVGBackend::new(file, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let xs: BTreeSet<u64> = series
+    let xs: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0 as u64))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|n| n as f64)
         .collect();
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (y_min, y_max) = ys.fold((f64::INFINITY, 0.0_f64), |(lo, hi), y| {
@@ -350,51 +354,66 @@ fn line_chart(file: &FsPath, title: &str, y_desc: &str, series: &[Series]) -> an
         return Ok(());
     };
     // Room above and below the extreme points so markers are not cut.
-    let y = (y_min / 1.6)..(y_max * 1.6);
-    let (x_min, x_max) = (x_min as f64, x_max as f64);
+    let (y_lo, y_hi) = (y_min / 1.6, y_max * 1.6);
+    let y = (y_lo..y_hi)
+        .log_scale()
+        .with_key_points(log_ticks(y_lo, y_hi));
     if xs.len() > 1 {
-        let x = ((x_min / 1.8)..(x_max * 1.8)).log_scale();
-        draw_lines(
-            &root,
-            title,
-            "Services (log scale)",
-            y_desc,
-            x,
-            y,
-            series,
-            &|v| thousands(*v),
-        )?;
+        let x = ((x_min / 1.8)..(x_max * 1.8))
+            .log_scale()
+            .with_key_points(xs.clone());
+        draw_lines(&root, title, "Services (log scale)", y_desc, x, y, series)?;
     } else {
-        // A lone number of Services: a plain axis labelled only there.
         let step = (x_min / 2.0).max(1.0);
-        let x = (x_min - step)..(x_max + step);
-        draw_lines(&root, title, "Services", y_desc, x, y, series, &move |v| {
-            if (v - x_min).abs() < step / 4.0 {
-                thousands(x_min)
-            } else {
-                String::new()
-            }
-        })?;
+        let x = OneTick {
+            range: (x_min - step)..(x_max + step),
+            at: x_min,
+        };
+        draw_lines(&root, title, "Services", y_desc, x, y, series)?;
     }
     root.present()
         .with_context(|| format!("writing {}", file.display()))?;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw_lines<X>(
+/// A plain axis whose one tick is the one number of Services measured
+/// (plotters' `with_key_points` on a linear f64 axis loses the label
+/// formatter the mesh needs).
+#[derive(Clone)]
+struct OneTick {
+    range: Range<f64>,
+    at: f64,
+}
+
+impl Ranged for OneTick {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        RangedCoordf64::from(self.range.clone()).map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        vec![self.at]
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
+}
+
+fn draw_lines<X, Y>(
     root: &Area<'_>,
     title: &str,
     x_desc: &str,
     y_desc: &str,
     x: X,
-    y: std::ops::Range<f64>,
+    y: Y,
     series: &[Series],
-    x_label: &dyn Fn(&f64) -> String,
 ) -> anyhow::Result<()>
 where
-    X: AsRangedCoord<Value = f64>,
-    X::CoordDescType: ValueFormatter<f64>,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let root = root.titled(title, ("sans-serif", 20))?;
     let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
@@ -402,21 +421,19 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(x, y.log_scale())?;
+        .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_labels(5)
-        .y_labels(30)
-        .x_label_formatter(x_label)
-        .y_label_formatter(&log_label)
+        .max_light_lines(0)
+        .x_label_formatter(&|v| thousands(*v))
+        .y_label_formatter(&|v| tick_label(*v))
         .draw()?;
     for s in series {
         let c = colour(s.path);
-        chart.draw_series(
-            LineSeries::new(s.points.iter().copied(), c.stroke_width(2)).point_size(4),
-        )?;
+        chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?;
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
     }
     let font = ("sans-serif", 14).into_font();
     for (i, s) in series.iter().enumerate() {
@@ -433,14 +450,36 @@ where
     Ok(())
 }
 
-/// Log-axis tick labels only at 1, 2 and 5 times a power of ten, so a
-/// narrow range still gets labels and a wide one is not crowded.
-fn log_label(v: &f64) -> String {
-    let mantissa = v / 10f64.powf(v.log10().floor());
-    if [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6) {
-        number(*v)
+/// 1, 2 and 5 times the powers of ten within `lo..=hi`; powers of ten
+/// alone when that would crowd the axis (more than three decades).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mantissas: &[f64] = if last - first > 3 {
+        &[1.0]
     } else {
-        String::new()
+        &[1.0, 2.0, 5.0]
+    };
+    (first..=last)
+        .flat_map(|e| mantissas.iter().map(move |m| power_of_ten(*m, e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
+/// `m` times ten to the `e`, dividing for negative `e` so that 5e-3 prints
+/// as 0.005 and not 0.005000000000000001.
+fn power_of_ten(m: f64, e: i32) -> f64 {
+    if e < 0 {
+        m / 10f64.powi(-e)
+    } else {
+        m * 10f64.powi(e)
+    }
+}
+
+fn tick_label(v: f64) -> String {
+    if v.abs() >= 1_000.0 {
+        thousands(v)
+    } else {
+        format!("{v}")
     }
 }
 
@@ -470,6 +509,7 @@ fn bar_chart(
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .max_light_lines(0)
             .y_labels(0)
             .x_labels(6)
             .x_label_formatter(&|v| label(*v))
@@ -601,6 +641,12 @@ mod tests {
         assert_eq!(excess(1.0, None), "-");
         assert_eq!(seconds(Duration::from_millis(12)), "0.012");
         assert_eq!(number(4.2), "4.20");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(2_550.0), "2,550");
+        assert_eq!(log_ticks(18.75, 881.0), [20.0, 50.0, 100.0, 200.0, 500.0]);
+        assert_eq!(log_ticks(0.5, 2e5), [1.0, 10.0, 100.0, 1e3, 1e4, 1e5]);
+        assert_eq!(tick_label(power_of_ten(5.0, -3)), "0.005");
+        assert_eq!(tick_label(power_of_ten(1.0, 4)), "10,000");
     }
 
     #[test]
@@ -754,6 +800,9 @@ mod tests {
         charts(&full(), &dir.join("full")).expect("charts");
         let paths = [Path::Direct, NATIVE_IPIP, LEGACY];
         charts(&report(&paths, &[1_000], true), &dir.join("one-n")).expect("charts");
+        let mut empty = full();
+        empty.rows.clear();
+        charts(&empty, &dir.join("empty")).expect("charts");
         std::fs::write(dir.join("full.md"), markdown(&full())).expect("markdown");
     }
 }
