@@ -51,7 +51,7 @@ fn random_services(rng: &mut Rng, count: usize) -> Vec<Service> {
                     next_node_port += 1;
                     ServicePort {
                         name: format!("p{p}"),
-                        protocol: if rng.next() % 2 == 0 {
+                        protocol: if rng.next() & 1 == 0 {
                             Protocol::Tcp
                         } else {
                             Protocol::Udp

@@ -101,10 +101,14 @@ pub struct Service {
     pub endpoints: Vec<Ipv4Addr>,
 }
 
-/// `count` decoy Services, 3 endpoints each, one TCP port (80, node port
-/// 30000 + i mod 2768): numbered from 10.97.0.0 (cluster IPs), 10.98.0.0
-/// (load balancer IPs) and 10.200.0.0 (endpoints, never reached), so a
-/// caller's traffic-carrying Service elsewhere never collides with them.
+/// `count` decoy Services, 3 endpoints each, one TCP port (80): numbered
+/// from 10.97.0.0 (cluster IPs), 10.98.0.0 (load balancer IPs), 10.200.0.0
+/// (endpoints, never reached) and node port 32768, so a caller's
+/// traffic-carrying Service elsewhere (node port below 32768) never
+/// collides with them. Node ports must be distinct (nft refuses a second
+/// `service-nodeports` element), and 10,000 of them do not fit the default
+/// 30000-32767 range: such a cluster runs with a wider
+/// `--service-node-port-range`. At most 32,767 decoys.
 pub fn decoys(count: usize) -> Vec<Service> {
     (0..count).map(decoy).collect()
 }
@@ -124,7 +128,7 @@ fn decoy(i: usize) -> Service {
             name: "http".into(),
             protocol: Protocol::Tcp,
             port: 80,
-            node_port: 30000 + u16::try_from(i % 2768).unwrap_or(0),
+            node_port: 32768 + u16::try_from(i).unwrap_or(u16::MAX - 32768),
             target_port: 8080,
         }],
         endpoints: (0..3)
