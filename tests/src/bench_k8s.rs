@@ -124,6 +124,33 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// The time from `xlb run`'s start until every one of `n` LoadBalancer
+/// Services (`endpoints` ready endpoints each, written before the start)
+/// has its VIP in the maps: what the peers benchmark sets beside
+/// kube-proxy's rule load times. Needs root.
+pub fn sync_time(n: usize, endpoints: u32) -> Result<Duration> {
+    let max_vips = (n as u32).max(1_024).next_multiple_of(1_024);
+    let max_backends = (n as u32 * (endpoints + 2))
+        .max(8_192)
+        .next_multiple_of(1_024);
+    let mut l = lab(&format!("sync{n}"));
+    populate(&l.api, n, endpoints);
+    let cfg = config(&l, M, max_vips, max_backends);
+    let spawned = Instant::now();
+    start(&mut l, &cfg);
+    open_maps(&mut l)?;
+    poll(
+        &mut l,
+        "every VIP in the maps",
+        SETTLE,
+        Duration::from_millis(5),
+        |l| (vip_count(l) == n).then_some(()),
+    )?;
+    let synced = spawned.elapsed();
+    l.done = true;
+    Ok(synced)
+}
+
 /// One namespace pair, the API server and a scratch directory; the daemon
 /// (when any) is stopped before the rest goes.
 struct Lab {

@@ -70,16 +70,15 @@ fn answer(c: TcpStream, name: &str) {
             }
         }
         let body = format!("{name}\n");
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+        // One write: head and body in two would meet Nagle's algorithm
+        // and the client's delayed ACK on a kept-alive connection, 40 ms
+        // per request.
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
-        if w.write_all(head.as_bytes())
-            .and_then(|()| w.write_all(body.as_bytes()))
-            .is_err()
-            || close
-        {
+        if w.write_all(answer.as_bytes()).is_err() || close {
             return;
         }
     }

@@ -66,17 +66,27 @@ struct Args {
     xdp: bool,
     k8s: bool,
     scale: bool,
+    /// xlb beside kube-proxy's modes and the direct floor (`peers`).
+    peers: bool,
+    /// `peers --quick`: the smoke run (every path verified, briefly driven).
+    quick: bool,
+    /// Where `peers` writes its SVG charts.
+    charts: std::path::PathBuf,
 }
 
 fn args() -> Result<Args> {
     let mut calls = 100_000;
-    let (mut xdp, mut k8s, mut scale) = (false, false, false);
+    let (mut xdp, mut k8s, mut scale, mut peers, mut quick) = (false, false, false, false, false);
+    let mut charts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "xdp" => xdp = true,
             "k8s" => k8s = true,
             "scale" => scale = true,
+            "peers" => peers = true,
+            "--quick" => quick = true,
+            "--charts" => charts = it.next().context("--charts needs a directory")?.into(),
             "--calls" => {
                 calls = it
                     .next()
@@ -86,21 +96,27 @@ fn args() -> Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "xlb-bench [xdp] [k8s] [scale] [--calls N]   (parts: the XDP program, the Kubernetes source, 1 to 1,000,000 VIPs; default all, 100000 calls per class; needs root)"
+                    "xlb-bench [xdp] [k8s] [scale] [peers [--quick] [--charts DIR]] [--calls N]\n\
+                     parts: the XDP program, the Kubernetes source, 1 to 1,000,000 VIPs, xlb beside\n\
+                     kube-proxy's iptables and nftables modes (charts into DIR, default docs/);\n\
+                     default all, 100000 calls per class; needs root"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    if !xdp && !k8s && !scale {
-        (xdp, k8s, scale) = (true, true, true);
+    if !xdp && !k8s && !scale && !peers {
+        (xdp, k8s, scale, peers) = (true, true, true, true);
     }
     Ok(Args {
         calls,
         xdp,
         k8s,
         scale,
+        peers,
+        quick,
+        charts,
     })
 }
 
@@ -129,6 +145,34 @@ fn main() -> Result<()> {
     }
     if args.scale {
         xlb_tests::bench_scale::run(args.calls)?;
+    }
+    if args.peers {
+        peers(&args)?;
+    }
+    Ok(())
+}
+
+/// The `peers` part: the run, its Markdown on stdout, its charts.
+fn peers(args: &Args) -> Result<()> {
+    use xlb_tests::peers::{self, Options, report};
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (network namespaces, BPF, netfilter)"
+    );
+    let (options, command) = if args.quick {
+        (Options::quick(), "cargo xtask bench peers --quick")
+    } else {
+        (Options::full(), "cargo xtask bench peers")
+    };
+    let r = peers::run(&options, command)?;
+    println!(
+        "\n## xlb beside kube-proxy (peers)\n\n{}",
+        report::markdown(&r)
+    );
+    std::fs::create_dir_all(&args.charts)
+        .with_context(|| format!("create {}", args.charts.display()))?;
+    for f in report::charts(&r, &args.charts)? {
+        println!("chart: {}", f.display());
     }
     Ok(())
 }

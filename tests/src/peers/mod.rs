@@ -9,10 +9,17 @@
 //! drives the traffic and reads the clocks; [`report`] turns the rows into
 //! the Markdown table and the SVG charts of docs/benchmarks.md.
 
+pub mod bed;
 pub mod kube_proxy;
+pub mod load;
 pub mod report;
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
 
 /// What carries the client's traffic in one measured configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,9 +159,10 @@ pub struct Row {
     pub http: Http,
     /// UDP datagrams per second reaching the backends, the sender flat out.
     pub udp_pps: f64,
-    /// CPU time of the whole machine per million datagrams delivered, at a
-    /// fixed offered load, in milliseconds (the floor's share included:
-    /// the sender and receivers run on the same machine).
+    /// Kernel CPU time of the whole machine per million datagrams
+    /// delivered, at a fixed offered load, in milliseconds, less the same
+    /// machine's kernel time over as long with no traffic (the floor's
+    /// share included: the sender and receivers run on the same machine).
     pub cpu_ms_per_mpkt: f64,
 }
 
@@ -181,4 +189,152 @@ pub struct Report {
     pub quick: bool,
     pub rows: Vec<Row>,
     pub k8s_sync: Vec<K8sSync>,
+}
+
+/// What a run measures, and how much.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Numbers of Services, each a round of every path.
+    pub services: Vec<usize>,
+    pub paths: Vec<Path>,
+    pub effort: bed::Effort,
+    /// Numbers of Services xlb's Kubernetes source syncs, timed.
+    pub k8s_sync: Vec<usize>,
+    pub quick: bool,
+}
+
+impl Options {
+    /// The measurement: 1, 1,000 and 10,000 Services (about 10 minutes).
+    pub fn full() -> Self {
+        Self {
+            services: vec![1, 1_000, 10_000],
+            paths: Path::ALL.to_vec(),
+            effort: bed::Effort {
+                connects: 3_000,
+                http: Duration::from_secs(5),
+                http_connections: 16,
+                udp: Duration::from_secs(3),
+                paced_pps: 50_000,
+                flows: 64,
+            },
+            k8s_sync: vec![1, 1_000, 10_000],
+            quick: false,
+        }
+    }
+
+    /// The smoke run of `cargo xtask test`: every path verified at 1,000
+    /// Services and briefly driven; numbers, but no measurement.
+    pub fn quick() -> Self {
+        Self {
+            services: vec![1_000],
+            paths: Path::ALL.to_vec(),
+            effort: bed::Effort {
+                connects: 200,
+                http: Duration::from_secs(1),
+                http_connections: 4,
+                udp: Duration::from_millis(300),
+                paced_pps: 20_000,
+                flows: 16,
+            },
+            k8s_sync: Vec::new(),
+            quick: true,
+        }
+    }
+}
+
+/// Builds the bed, then for each number of Services puts each path in
+/// charge in turn: install (timed), verify, measure, uninstall. Fails on
+/// the first path that does not forward as it should.
+pub fn run(o: &Options, command: &str) -> Result<Report> {
+    bed::prebuild();
+    let bed = bed::Bed::build();
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for &n in &o.services {
+        let services = bed::services(n);
+        for &path in &o.paths {
+            let (installed, load) = bed::install(&bed, path, &services)
+                .with_context(|| format!("{path}, {n} Services: set-up"))?;
+            let measured = bed::verify(&bed, path)
+                .and_then(|()| bed::measure(&bed, path, &o.effort))
+                .with_context(|| format!("{path}, {n} Services"));
+            bed::uninstall(&bed, installed).with_context(|| format!("{path}: tear-down"))?;
+            let m = measured?;
+            eprintln!(
+                "peers bench: {n} Services, {path}: load {}, connect p50 {:.1} us, {:.0} req/s, {:.0} kpps, {:.0} ms CPU/Mpkt ({:.0} s so far)",
+                load.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+                m.connect_us.median,
+                m.http.requests_per_s,
+                m.udp_pps / 1e3,
+                m.cpu_ms_per_mpkt,
+                started.elapsed().as_secs_f64()
+            );
+            rows.push(Row {
+                path,
+                services: n,
+                load,
+                connect_us: m.connect_us,
+                http: m.http,
+                udp_pps: m.udp_pps,
+                cpu_ms_per_mpkt: m.cpu_ms_per_mpkt,
+            });
+        }
+    }
+    drop(bed);
+    let mut k8s_sync = Vec::new();
+    for &n in &o.k8s_sync {
+        let synced = crate::bench_k8s::sync_time(n, 3)
+            .with_context(|| format!("xlb's Kubernetes source, {n} Services"))?;
+        eprintln!(
+            "peers bench: xlb's Kubernetes source synced {n} Services in {:.2} s",
+            synced.as_secs_f64()
+        );
+        k8s_sync.push(K8sSync {
+            services: n,
+            synced,
+        });
+    }
+    Ok(Report {
+        machine: machine(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        date: today(),
+        command: command.to_owned(),
+        quick: o.quick,
+        rows,
+        k8s_sync,
+    })
+}
+
+/// CPU model, cores and memory, from /proc.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            kb.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cpu}, {cores} cores, {mem_gb:.0} GB")
+}
+
+/// Today's UTC date, YYYY-MM-DD.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

@@ -15,6 +15,12 @@ const PACKAGES: &[&str] = &[
     // The BGP tests (tests/tests/bgp.rs) run bird2 in namespaces: the
     // router nodes announce VIPs with it, the upstream router learns them.
     "bird2",
+    // `cargo xtask bench peers` (tests/src/peers) measures xlb beside
+    // kube-proxy's rules on both iptables back-ends and nftables, and
+    // drives HTTP load with wrk.
+    "iptables",
+    "nftables",
+    "wrk",
 ];
 
 pub(super) fn ensure(is_root: bool) -> Result<()> {
