@@ -18,37 +18,11 @@ use xlb_tests::{
     daemon::{http_get, metric},
     netns::privileged,
     topology::{Ns, Topology, VIP4, VIP6, backend4, backend6, curl_port, lb4, lb6, workspace_bin},
+    vm::{ipvs_available, needs_ipvs},
 };
 
 /// A service someone else made by hand; xlb must never touch it.
 const FOREIGN: &str = "10.99.0.99:8080";
-
-fn ipvs_available() -> bool {
-    let _ = Command::new("modprobe")
-        .arg("ip_vs")
-        .stderr(std::process::Stdio::null())
-        .status();
-    Path::new("/proc/net/ip_vs").exists()
-}
-
-/// True when the test can run; otherwise says why (and fails inside the
-/// VM suite, where IPVS must be there).
-fn needs_ipvs(test: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    if ipvs_available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("XLB_IN_VM").is_none(),
-        "{test}: this guest kernel has no IPVS"
-    );
-    eprintln!(
-        "SKIPPED {test}: this kernel has no IPVS (CONFIG_IP_VS); `cargo xtask vm-test` runs it in Debian kernels"
-    );
-    false
-}
 
 struct Vip<'a> {
     address: IpAddr,

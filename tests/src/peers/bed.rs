@@ -119,7 +119,12 @@ pub fn install(
         Path::Direct => (Installed::Nothing, None),
         Path::Xlb { mode, encap } => {
             let peer = (mode == XdpMode::Native).then(|| peer_napi(bed));
-            let (daemon, pins, took) = start_xlb(bed, mode, encap, services)?;
+            let (daemon, pins, took) = start_xlb(bed, Engine::Xdp(mode), encap, services)?;
+            (Installed::Xlb { daemon, pins, peer }, Some(took))
+        }
+        Path::Ipvs(encap) => {
+            let (daemon, pins, took) = start_xlb(bed, Engine::Ipvs, encap, services)?;
+            let peer = None;
             (Installed::Xlb { daemon, pins, peer }, Some(took))
         }
         Path::Iptables(b) => {
@@ -157,10 +162,14 @@ pub fn uninstall(bed: &Bed, installed: Installed) -> Result<()> {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
             daemon.wait().context("wait for xlb")?;
+            // Detaches XDP and removes the pins, or deletes the IPVS
+            // services xlb made.
             let out = lb
                 .command(xlb_bin())
                 .args(["stop", "--pin-path"])
                 .arg(&pins.path)
+                .arg("--state-dir")
+                .arg(state_dir(bed))
                 .output()
                 .context("xlb stop")?;
             ensure!(
@@ -190,14 +199,25 @@ fn peer_napi(bed: &Bed) -> Child {
     c
 }
 
+/// Which of xlb's data planes runs a path.
+#[derive(Clone, Copy)]
+enum Engine {
+    Xdp(XdpMode),
+    Ipvs,
+}
+
+fn state_dir(bed: &Bed) -> PathBuf {
+    bed.t.dir.join("state")
+}
+
 fn start_xlb(
     bed: &Bed,
-    mode: XdpMode,
+    engine: Engine,
     encap: Encap,
     services: &[Service],
 ) -> Result<(Child, PinDir, Duration)> {
     let pins = PinDir::new();
-    let config = xlb_config(bed, &pins, mode, encap, services)?;
+    let config = xlb_config(bed, &pins, engine, encap, services)?;
     let name = config.file_stem().unwrap_or_default().to_string_lossy();
     let log = format!("{name}.log");
     let started = Instant::now();
@@ -234,7 +254,7 @@ fn start_xlb(
 fn xlb_config(
     bed: &Bed,
     pins: &PinDir,
-    mode: XdpMode,
+    engine: Engine,
     encap: Encap,
     services: &[Service],
 ) -> Result<PathBuf> {
@@ -243,9 +263,10 @@ fn xlb_config(
         .iter()
         .map(|s| s.ports.len() * s.endpoints.len())
         .sum();
-    let mode = match mode {
-        XdpMode::Generic => "generic",
-        XdpMode::Native => "native",
+    let (dataplane, mode) = match engine {
+        Engine::Xdp(XdpMode::Generic) => ("xdp", "generic"),
+        Engine::Xdp(XdpMode::Native) => ("xdp", "native"),
+        Engine::Ipvs => ("ipvs", "generic"),
     };
     let encap = match encap {
         Encap::Ipip => "ipip",
@@ -253,6 +274,7 @@ fn xlb_config(
     };
     let mut text = format!(
         r#"[dataplane]
+mode = "{dataplane}"
 interfaces = ["eth0"]
 xdp_mode = "{mode}"
 pin_path = "{pins}"
@@ -266,7 +288,7 @@ flow_table_size = 65536
 listen = "127.0.0.1:9810"
 "#,
         pins = pins.path.display(),
-        state = bed.t.dir.join("state").display(),
+        state = state_dir(bed).display(),
         max_vips = (vips + 8).next_multiple_of(1024),
         max_backends = (backends + 8).next_multiple_of(1024),
     );

@@ -33,6 +33,10 @@ pub enum Path {
     Iptables(IptablesBackend),
     /// kube-proxy's nftables mode (verdict maps), NAT like iptables.
     Nftables,
+    /// xlb's IPVS data plane (the kernel's IPVS, programmed by xlb over
+    /// netlink): DR for `l2`, TUN for `ipip`. Measured only inside the VM
+    /// harness: the host kernel has no IPVS.
+    Ipvs(Encap),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +61,21 @@ pub enum IptablesBackend {
 
 impl Path {
     /// Every configuration, in the order the tables list them.
-    pub const ALL: [Path; 8] = [
+    pub const ALL: [Path; 10] = [
+        Path::HOST[0],
+        Path::HOST[1],
+        Path::HOST[2],
+        Path::HOST[3],
+        Path::HOST[4],
+        Path::Ipvs(Encap::L2),
+        Path::Ipvs(Encap::Ipip),
+        Path::HOST[5],
+        Path::HOST[6],
+        Path::HOST[7],
+    ];
+
+    /// Every configuration this machine's kernel runs (no IPVS).
+    pub const HOST: [Path; 8] = [
         Path::Direct,
         Path::Xlb {
             mode: XdpMode::Native,
@@ -110,6 +128,8 @@ impl fmt::Display for Path {
             Path::Iptables(IptablesBackend::Legacy) => "iptables (legacy)",
             Path::Iptables(IptablesBackend::Nft) => "iptables (nft)",
             Path::Nftables => "nftables (kube-proxy)",
+            Path::Ipvs(Encap::L2) => "IPVS DR (xlb ipvs l2)",
+            Path::Ipvs(Encap::Ipip) => "IPVS TUN (xlb ipvs ipip)",
         })
     }
 }
@@ -209,7 +229,7 @@ impl Options {
     pub fn full() -> Self {
         Self {
             services: vec![1, 1_000, 10_000],
-            paths: Path::ALL.to_vec(),
+            paths: Path::HOST.to_vec(),
             effort: bed::Effort {
                 connects: 3_000,
                 http: Duration::from_secs(3),
@@ -228,7 +248,7 @@ impl Options {
     pub fn quick() -> Self {
         Self {
             services: vec![1_000],
-            paths: Path::ALL.to_vec(),
+            paths: Path::HOST.to_vec(),
             effort: bed::Effort {
                 connects: 200,
                 http: Duration::from_secs(1),

@@ -216,12 +216,14 @@ const LEGEND_WIDTH: u32 = 185;
 
 /// The same colour for a configuration in every chart; the floor in black.
 fn colour(path: Path) -> RGBColor {
-    const PALETTE: [RGBColor; 8] = [
+    const PALETTE: [RGBColor; Path::ALL.len()] = [
         RGBColor(0, 0, 0),
         RGBColor(31, 119, 180),
         RGBColor(23, 190, 207),
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
+        RGBColor(188, 189, 34),
+        RGBColor(127, 127, 127),
         RGBColor(214, 39, 40),
         RGBColor(255, 127, 14),
         RGBColor(140, 86, 75),

@@ -47,6 +47,9 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
     ("pins", None, &["5.10"]),
     // The IPVS data plane: DR and TUN, ownership, refusals, auto fallback.
     ("ipvs", None, &["6.1"]),
+    // xlb beside IPVS (DR and TUN) in one guest: the peers benchmark's
+    // IPVS section, which the host kernel cannot run.
+    ("peers_ipvs", None, &["6.1"]),
     // IPVS on the oldest and newest kernels: real HTTP by DR and TUN.
     (
         "ipvs",
