@@ -38,6 +38,8 @@ fn xlb_beside_ipvs_in_one_guest() {
             http_connections: 8,
             udp: Duration::from_secs(1),
             paced_pps: 5_000,
+            cpu_rounds: 3,
+            cpu_window: Duration::from_millis(500),
             flows: 16,
         },
         k8s_sync: Vec::new(),

@@ -39,8 +39,6 @@ pub const UDP_PORT: u16 = 7000;
 /// [`kube_proxy::decoys`] puts them in 10.200.0.0/16); the balancer routes
 /// it to a gateway so that xlb has one neighbour to keep.
 const POD_CIDR: &str = "10.128.0.0/9";
-/// Alternations of the CPU measurement (traffic, then none).
-const CPU_ROUNDS: u32 = 3;
 /// Longest wait for xlb to serve 10,000 Services.
 const START_LIMIT: Duration = Duration::from_secs(120);
 
@@ -99,12 +97,23 @@ pub fn services(n: usize) -> Vec<Service> {
 pub enum Installed {
     Nothing,
     Xlb {
-        daemon: Child,
+        daemon: Running,
         pins: PinDir,
         /// Native mode's XDP program on the veth peer (see [`peer_napi`]).
-        peer: Option<Child>,
+        peer: Option<Running>,
     },
     Rules(Backend),
+}
+
+/// A program the bed started, killed when dropped: a run that fails
+/// half-way (a panic in a check included) leaves no daemon behind.
+pub struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Puts `path` in charge of the balancer with `services`; how long the
@@ -155,13 +164,10 @@ pub fn uninstall(bed: &Bed, installed: Installed) -> Result<()> {
             pins,
             peer,
         } => {
-            if let Some(mut p) = peer {
-                let _ = p.kill();
-                let _ = p.wait();
-            }
+            drop(peer);
             // SAFETY: signalling our own child.
-            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-            daemon.wait().context("wait for xlb")?;
+            unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+            daemon.0.wait().context("wait for xlb")?;
             // Detaches XDP and removes the pins, or deletes the IPVS
             // services xlb made.
             let out = lb
@@ -188,13 +194,14 @@ pub fn uninstall(bed: &Bed, installed: Installed) -> Result<()> {
 /// without it). The program is xlb's decapsulator for an address no packet
 /// carries, so it passes every frame: what a native-mode user of veths
 /// needs, and only for native mode.
-fn peer_napi(bed: &Bed) -> Child {
+fn peer_napi(bed: &Bed) -> Running {
     let c = bed.t.spawn_in(
         Ns::Bridge,
         &xlb_bin(),
         &["decap", "--iface", "p-l0", "--vip", "192.0.2.99"],
         "peer-xdp.log",
     );
+    let c = Running(c);
     bed.t.wait_log("peer-xdp.log", "decapsulating");
     c
 }
@@ -215,29 +222,28 @@ fn start_xlb(
     engine: Engine,
     encap: Encap,
     services: &[Service],
-) -> Result<(Child, PinDir, Duration)> {
+) -> Result<(Running, PinDir, Duration)> {
     let pins = PinDir::new();
     let config = xlb_config(bed, &pins, engine, encap, services)?;
     let name = config.file_stem().unwrap_or_default().to_string_lossy();
     let log = format!("{name}.log");
     let started = Instant::now();
-    let mut daemon = bed.t.spawn_in(
+    let mut daemon = Running(bed.t.spawn_in(
         Ns::Lb(0),
         &xlb_bin(),
         &["run", "--config", config.to_str().context("UTF-8 path")?],
         &log,
-    );
+    ));
     let vips = services.iter().map(|s| s.ports.len()).sum::<usize>();
     let line = loop {
         let text = bed.t.log(&log);
         if let Some(l) = text.lines().find(|l| l.contains(" reconciled ")) {
             break l.to_owned();
         }
-        if let Ok(Some(status)) = daemon.try_wait() {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
             bail!("xlb exited ({status}) before serving; log:\n{text}");
         }
         if started.elapsed() > patience(START_LIMIT) {
-            let _ = daemon.kill();
             bail!("xlb not serving within {START_LIMIT:?}; log:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -431,10 +437,13 @@ pub struct Effort {
     /// wrk's run, and its connections.
     pub http: Duration,
     pub http_connections: u32,
-    /// Each UDP run (flat out; then at the fixed rate).
+    /// The UDP run flat out.
     pub udp: Duration,
-    /// The fixed offered load of the CPU measurement.
+    /// The fixed offered load of the CPU measurement, its rounds, and the
+    /// length of each of a round's two windows (traffic, then none).
     pub paced_pps: u64,
+    pub cpu_rounds: u32,
+    pub cpu_window: Duration,
     /// UDP flows (source ports) of every UDP run.
     pub flows: usize,
 }
@@ -466,15 +475,14 @@ pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
     let udp_pps = arrived_since(bed, before, sent)? as f64 / took.as_secs_f64();
 
     // Windows with the traffic alternate with windows as long without it:
-    // the second are what the rest of the machine spends anyway, taken off
-    // (alternating, so that drift falls on both).
-    let (mut busy, mut background, mut sent, mut delivered) =
-        (Duration::ZERO, Duration::ZERO, 0, 0);
-    let window = e.udp / CPU_ROUNDS;
-    for _ in 0..CPU_ROUNDS {
+    // the second are what the rest of the machine spends anyway, taken
+    // off. The median over the rounds keeps a burst of other work in one
+    // window out of the figure.
+    let (mut per_mpkt, mut sent, mut delivered) = (Vec::new(), 0, 0);
+    for _ in 0..e.cpu_rounds {
         let cpu0 = load::kernel_cpu()?;
-        std::thread::sleep(window);
-        background += load::kernel_cpu()? - cpu0;
+        std::thread::sleep(e.cpu_window);
+        let background = load::kernel_cpu()? - cpu0;
         let before = arrived(bed)?;
         let cpu0 = load::kernel_cpu()?;
         let n = load::udp_send(
@@ -482,17 +490,15 @@ pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
             &udp,
             e.flows,
             Rate::PerSecond(e.paced_pps),
-            window,
+            e.cpu_window,
         )?;
-        busy += load::kernel_cpu()? - cpu0;
+        let busy = load::kernel_cpu()? - cpu0;
+        let got = arrived_since(bed, before, n)?;
+        ensure!(got > 0, "{path}: no datagram arrived at the fixed rate");
+        per_mpkt.push(busy.saturating_sub(background).as_secs_f64() * 1e3 / (got as f64 / 1e6));
         sent += n;
-        delivered += arrived_since(bed, before, n)?;
+        delivered += got;
     }
-    let cpu = busy.saturating_sub(background);
-    ensure!(
-        delivered > 0,
-        "{path}: no datagram arrived at the fixed rate"
-    );
     if delivered * 100 < sent * 95 {
         eprintln!(
             "peers bench: {path}: only {delivered} of {sent} datagrams arrived at {} pps",
@@ -503,7 +509,7 @@ pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
         connect_us,
         http,
         udp_pps,
-        cpu_ms_per_mpkt: cpu.as_secs_f64() * 1e3 / (delivered as f64 / 1e6),
+        cpu_ms_per_mpkt: Quantiles::of(per_mpkt).median,
     })
 }
 

@@ -181,8 +181,9 @@ pub struct Row {
     pub udp_pps: f64,
     /// Kernel CPU time of the whole machine per million datagrams
     /// delivered, at a fixed offered load, in milliseconds, less the same
-    /// machine's kernel time over as long with no traffic (the floor's
-    /// share included: the sender and receivers run on the same machine).
+    /// machine's kernel time over as long with no traffic; the median of
+    /// several such rounds (the floor's share included: the sender and
+    /// receivers run on the same machine).
     pub cpu_ms_per_mpkt: f64,
 }
 
@@ -225,7 +226,7 @@ pub struct Options {
 
 impl Options {
     /// The measurement: 1, 1,000 and 10,000 Services (about 12 minutes,
-    /// half of it iptables-nft-restore and nft loading 10,000 Services).
+    /// 4 of them iptables-nft-restore and nft loading 10,000 Services).
     pub fn full() -> Self {
         Self {
             services: vec![1, 1_000, 10_000],
@@ -236,6 +237,8 @@ impl Options {
                 http_connections: 16,
                 udp: Duration::from_secs(2),
                 paced_pps: 50_000,
+                cpu_rounds: 5,
+                cpu_window: Duration::from_millis(800),
                 flows: 64,
             },
             k8s_sync: vec![1, 1_000, 10_000],
@@ -255,6 +258,8 @@ impl Options {
                 http_connections: 4,
                 udp: Duration::from_millis(300),
                 paced_pps: 20_000,
+                cpu_rounds: 3,
+                cpu_window: Duration::from_millis(100),
                 flows: 16,
             },
             k8s_sync: Vec::new(),
