@@ -128,7 +128,7 @@ const BATCH: usize = 32;
 pub enum Rate {
     /// As fast as one thread can.
     FlatOut,
-    /// About this many datagrams per second, in batches every millisecond.
+    /// About this many datagrams per second, a whole batch at a time.
     PerSecond(u64),
 }
 
@@ -157,20 +157,17 @@ pub fn udp_send(
         let mut sent = 0u64;
         let mut turn = 0usize;
         while start.elapsed() < duration {
-            let batch = match rate {
-                Rate::FlatOut => BATCH,
-                Rate::PerSecond(pps) => {
-                    // Behind the schedule by whole batches or less: send
-                    // what is due (at most a batch), else wait a little.
-                    let due = (start.elapsed().as_secs_f64() * pps as f64) as u64;
-                    if due <= sent {
-                        std::thread::sleep(Duration::from_micros(200));
-                        continue;
-                    }
-                    ((due - sent) as usize).min(BATCH)
+            if let Rate::PerSecond(pps) = rate {
+                // Always whole batches, each when it falls due: the system
+                // call's cost per datagram stays the same from run to run,
+                // however late the sleeps wake.
+                let due =
+                    start + Duration::from_secs_f64((sent + BATCH as u64) as f64 / pps as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
                 }
-            };
-            sent += send_batch(&socks[turn % socks.len()], batch) as u64;
+            }
+            sent += send_batch(&socks[turn % socks.len()], BATCH) as u64;
             turn += 1;
         }
         Ok(sent)
