@@ -156,18 +156,23 @@ pub fn udp_send(
         let start = Instant::now();
         let mut sent = 0u64;
         let mut turn = 0usize;
+        // Paced, always whole batches, each when it falls due: the system
+        // call's cost per datagram stays the same from run to run however
+        // late the sleeps wake. A batch is at most a millisecond's worth,
+        // so that a short run still takes turns over every flow.
+        let batch = match rate {
+            Rate::FlatOut => BATCH,
+            Rate::PerSecond(pps) => (pps / 1_000).clamp(1, BATCH as u64) as usize,
+        };
         while start.elapsed() < duration {
             if let Rate::PerSecond(pps) = rate {
-                // Always whole batches, each when it falls due: the system
-                // call's cost per datagram stays the same from run to run,
-                // however late the sleeps wake.
                 let due =
-                    start + Duration::from_secs_f64((sent + BATCH as u64) as f64 / pps as f64);
+                    start + Duration::from_secs_f64((sent + batch as u64) as f64 / pps as f64);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
             }
-            sent += send_batch(&socks[turn % socks.len()], BATCH) as u64;
+            sent += send_batch(&socks[turn % socks.len()], batch) as u64;
             turn += 1;
         }
         Ok(sent)
