@@ -375,7 +375,7 @@ pub fn verify(bed: &Bed, path: Path) -> Result<()> {
             via_lb.first()
         );
     }
-    let before = udp_counters(bed)?;
+    let before = quiet_udp_counters(bed)?;
     let sent = load::udp_send(
         &t.client,
         &targets(path, UDP_PORT),
@@ -399,6 +399,26 @@ pub fn verify(bed: &Bed, path: Path) -> Result<()> {
 
 fn udp_counters(bed: &Bed) -> Result<Vec<UdpCounters>> {
     bed.t.backends.iter().map(load::udp_counters).collect()
+}
+
+/// The backends' counters once they stand still: the last measurement's
+/// datagrams can still be on their way (in an emulated guest, for
+/// seconds), and a check that counts every datagram must not count them.
+fn quiet_udp_counters(bed: &Bed) -> Result<Vec<UdpCounters>> {
+    let deadline = Instant::now() + patience(Duration::from_secs(5));
+    let mut last = udp_counters(bed)?;
+    loop {
+        std::thread::sleep(patience(Duration::from_millis(100)));
+        let now = udp_counters(bed)?;
+        if now == last {
+            return Ok(now);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "UDP datagrams still arriving at the backends: {now:?}"
+        );
+        last = now;
+    }
 }
 
 /// Datagrams arrived at the backends so far, all together.
