@@ -17,6 +17,7 @@ pub mod netns;
 pub mod packet;
 pub mod peers;
 pub mod procfs;
+pub mod rng;
 pub mod test_run;
 pub mod topology;
 pub mod vm;

@@ -18,29 +18,12 @@ use xlb_tests::{
     peers::kube_proxy::{
         Backend, Protocol, Service, ServicePort, decoys, flush, iptables_restore, load, nftables,
     },
+    rng::SplitMix64,
 };
 
 const CIDR: &str = "10.244.0.0/16";
 
-/// splitmix64: small, seedable, good enough to pick Service shapes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in lo..=hi.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
-
-fn random_services(rng: &mut Rng, count: usize) -> Vec<Service> {
+fn random_services(rng: &mut SplitMix64, count: usize) -> Vec<Service> {
     let mut next_node_port = 30000;
     let mut next_endpoint = 0u32;
     (0..count)
@@ -51,7 +34,7 @@ fn random_services(rng: &mut Rng, count: usize) -> Vec<Service> {
                     next_node_port += 1;
                     ServicePort {
                         name: format!("p{p}"),
-                        protocol: if rng.next() & 1 == 0 {
+                        protocol: if rng.next_u64() & 1 == 0 {
                             Protocol::Tcp
                         } else {
                             Protocol::Udp
@@ -242,15 +225,7 @@ fn check_iptables_port(
             .ok_or(format!("{sep}: no DNAT"))?;
         reached.insert(dnat.to_owned());
     }
-    let want: BTreeSet<String> = s
-        .endpoints
-        .iter()
-        .map(|e| format!("{e}:{}", p.target_port))
-        .collect();
-    if reached != want {
-        return Err(format!("{svc} reaches {reached:?}, want {want:?}"));
-    }
-    Ok(())
+    reaches_its_endpoints(svc, &reached, s, p)
 }
 
 /// An nft script: declared chains, the rules of each chain, and the
@@ -260,6 +235,25 @@ struct Nft {
     chains: HashSet<String>,
     rules: HashMap<String, Vec<String>>,
     service_ips: HashMap<String, String>,
+}
+
+/// Whether the DNAT targets a port's rules reach are its endpoints, all
+/// of them and nothing else.
+fn reaches_its_endpoints(
+    svc: &str,
+    reached: &BTreeSet<String>,
+    s: &Service,
+    p: &ServicePort,
+) -> Result<(), String> {
+    let want: BTreeSet<String> = s
+        .endpoints
+        .iter()
+        .map(|e| format!("{e}:{}", p.target_port))
+        .collect();
+    if *reached != want {
+        return Err(format!("{svc} reaches {reached:?}, want {want:?}"));
+    }
+    Ok(())
 }
 
 fn parse_nft(text: &str) -> Nft {
@@ -380,15 +374,7 @@ fn check_nft_port(nft: &Nft, s: &Service, p: &ServicePort) -> Result<(), String>
             .ok_or(format!("{chain}: no dnat"))?;
         reached.insert(dnat.to_owned());
     }
-    let want: BTreeSet<String> = s
-        .endpoints
-        .iter()
-        .map(|e| format!("{e}:{}", p.target_port))
-        .collect();
-    if reached != want {
-        return Err(format!("{svc} reaches {reached:?}, want {want:?}"));
-    }
-    Ok(())
+    reaches_its_endpoints(svc, &reached, s, p)
 }
 
 #[test]
@@ -401,7 +387,7 @@ fn random_service_sets_make_well_formed_rules() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     for round in 0..200 {
         let count = rng.range(1, 8);
         let services = random_services(&mut rng, count);

@@ -441,15 +441,9 @@ fn derived_states_take_the_diff_and_the_maps_follow() {
     if !privileged("derived_states_take_the_diff_and_the_maps_follow") {
         return;
     }
-    // splitmix64, seeded: the same sequence every run.
-    let mut seed = 0x5eed_u64;
-    let mut next = move |n: u64| {
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    };
+    // Seeded: the same sequence every run.
+    let mut rng = xlb_tests::rng::SplitMix64(0x5eed);
+    let mut next = move |n: u64| rng.next_u64() % n;
     let lab = Lab::new();
     lab.ns.run(|| {
         let mut b = Balancer::load(&settings(256, 2048)).expect("load");

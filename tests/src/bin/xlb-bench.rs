@@ -685,17 +685,12 @@ fn many_vips(ifx: u32, calls: usize, set4: &[(u32, IpAddr)]) -> Result<Vec<Row>>
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("machine: {cpu}, {cores} cores, kernel {}", kernel.trim())
+    format!(
+        "machine: {}, kernel {}",
+        xlb_tests::peers::machine(),
+        kernel.trim()
+    )
 }
 
 /// Maglev table size for the control-plane benchmark: the default 65537
