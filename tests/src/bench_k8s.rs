@@ -129,10 +129,7 @@ pub fn run() -> Result<()> {
 /// has its VIP in the maps: what the peers benchmark sets beside
 /// kube-proxy's rule load times. Needs root.
 pub fn sync_time(n: usize, endpoints: u32) -> Result<Duration> {
-    let max_vips = (n as u32).max(1_024).next_multiple_of(1_024);
-    let max_backends = (n as u32 * (endpoints + 2))
-        .max(8_192)
-        .next_multiple_of(1_024);
+    let (max_vips, max_backends) = map_sizes(n, endpoints);
     let mut l = lab(&format!("sync{n}"));
     populate(&l.api, n, endpoints);
     let cfg = config(&l, M, max_vips, max_backends);
@@ -149,6 +146,16 @@ pub fn sync_time(n: usize, endpoints: u32) -> Result<Duration> {
     let synced = spawned.elapsed();
     l.done = true;
     Ok(synced)
+}
+
+/// `max_vips` and `max_backends` for `n` Services of `endpoints` each:
+/// room for the endpoints events add, in whole KiB, never tiny.
+fn map_sizes(n: usize, endpoints: u32) -> (u32, u32) {
+    let max_vips = (n as u32).max(1_024).next_multiple_of(1_024);
+    let max_backends = (n as u32 * (endpoints + 2))
+        .max(8_192)
+        .next_multiple_of(1_024);
+    (max_vips, max_backends)
 }
 
 /// One namespace pair, the API server and a scratch directory; the daemon
@@ -684,10 +691,7 @@ struct Case {
 
 fn case(n: usize, events: usize) -> Result<Case> {
     let t = Instant::now();
-    let max_vips = (n as u32).max(1_024).next_multiple_of(1_024);
-    let max_backends = (n as u32 * (ENDPOINTS + 2))
-        .max(8_192)
-        .next_multiple_of(1_024);
+    let (max_vips, max_backends) = map_sizes(n, ENDPOINTS);
     let mut l = lab(&format!("n{n}"));
     let mut eps = populate(&l.api, n, ENDPOINTS);
     let list_serve = list_time(&l)?;

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 use super::{
-    Encap, Http, IptablesBackend, Path, Quantiles, XdpMode,
+    Encap, IptablesBackend, Path, Quantiles, Row, XdpMode,
     kube_proxy::{self, Backend, Protocol, Service, ServicePort},
     load::{self, Rate, UdpCounters},
 };
@@ -133,22 +133,21 @@ pub fn install(
         }
         Path::Ipvs(encap) => {
             let (daemon, pins, took) = start_xlb(bed, Engine::Ipvs, encap, services)?;
-            let peer = None;
-            (Installed::Xlb { daemon, pins, peer }, Some(took))
-        }
-        Path::Iptables(b) => {
-            let backend = match b {
-                IptablesBackend::Legacy => Backend::IptablesLegacy,
-                IptablesBackend::Nft => Backend::IptablesNft,
+            let installed = Installed::Xlb {
+                daemon,
+                pins,
+                peer: None,
             };
-            let rules = kube_proxy::iptables_restore(services, POD_CIDR);
-            let took = kube_proxy::load(lb, backend, &rules)?;
-            (Installed::Rules(backend), Some(took))
+            (installed, Some(took))
         }
-        Path::Nftables => {
-            let rules = kube_proxy::nftables(services, POD_CIDR);
-            let took = kube_proxy::load(lb, Backend::Nftables, &rules)?;
-            (Installed::Rules(Backend::Nftables), Some(took))
+        Path::Iptables(_) | Path::Nftables => {
+            let backend = match path {
+                Path::Iptables(IptablesBackend::Legacy) => Backend::IptablesLegacy,
+                Path::Iptables(IptablesBackend::Nft) => Backend::IptablesNft,
+                _ => Backend::Nftables,
+            };
+            let took = kube_proxy::load(lb, backend, &backend.rules(services, POD_CIDR))?;
+            (Installed::Rules(backend), Some(took))
         }
     })
 }
@@ -317,10 +316,10 @@ listen = "127.0.0.1:9810"
             ));
         }
     }
-    let path = bed
-        .t
-        .dir
-        .join(format!("xlb-{mode}-{encap}-{}.toml", services.len()));
+    let path = bed.t.dir.join(format!(
+        "xlb-{dataplane}-{mode}-{encap}-{}.toml",
+        services.len()
+    ));
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
 }
@@ -343,18 +342,21 @@ pub fn targets(path: Path, port: u16) -> Vec<SocketAddr> {
 pub fn verify(bed: &Bed, path: Path) -> Result<()> {
     let t = &bed.t;
     let capture = capture_replies(t, 0);
-    let answered = match path {
+    // Per backend asked by its own address (the floor), or the VIP's.
+    let answered: Vec<(Option<usize>, _)> = match path {
         Path::Direct => (0..3)
-            .map(|i| (i, curl_port(t, IpAddr::V4(backend4(i)), 80, 5)))
+            .map(|i| (Some(i), curl_port(t, IpAddr::V4(backend4(i)), 80, 5)))
             .collect(),
-        _ => vec![(usize::MAX, curl_port(t, IpAddr::V4(VIP4), 80, 60))],
+        _ => vec![(None, curl_port(t, IpAddr::V4(VIP4), 80, 60))],
     };
     let via_lb = captured(t, 0, capture);
     for (i, got) in &answered {
-        ensure!(
-            *i == usize::MAX || got.keys().eq([format!("be{i}")].iter()),
-            "backend {i}'s own address answered as {got:?}"
-        );
+        if let Some(i) = i {
+            ensure!(
+                got.keys().eq([format!("be{i}")].iter()),
+                "backend {i}'s own address answered as {got:?}"
+            );
+        }
     }
     let answered: std::collections::BTreeSet<&String> =
         answered.iter().flat_map(|(_, got)| got.keys()).collect();
@@ -468,23 +470,19 @@ pub struct Effort {
     pub flows: usize,
 }
 
-/// What [`measure`] found.
-pub struct Measured {
-    pub connect_us: Quantiles,
-    pub http: Http,
-    pub udp_pps: f64,
-    pub cpu_ms_per_mpkt: f64,
-}
-
-/// Times `path`, already installed and verified.
-pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
+/// Times `path`, already installed and verified beside `services`
+/// Services after `load` (see [`install`]): its row of the report.
+pub fn measure(
+    bed: &Bed,
+    path: Path,
+    services: usize,
+    load: Option<Duration>,
+    e: &Effort,
+) -> Result<Row> {
     let t = &bed.t;
-    let connect_us = Quantiles::of(load::connect_times(
-        &t.client,
-        &targets(path, 80),
-        e.connects,
-    )?);
-    let url = format!("http://{}/", targets(path, 80)[0]);
+    let http_targets = targets(path, 80);
+    let connect_us = Quantiles::of(load::connect_times(&t.client, &http_targets, e.connects)?);
+    let url = format!("http://{}/", http_targets[0]);
     let http = load::wrk(&t.client, &url, e.http_connections, e.http)?;
     let udp = targets(path, UDP_PORT);
 
@@ -525,7 +523,10 @@ pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
             e.paced_pps
         );
     }
-    Ok(Measured {
+    Ok(Row {
+        path,
+        services,
+        load,
         connect_us,
         http,
         udp_pps,
@@ -533,7 +534,8 @@ pub fn measure(bed: &Bed, path: Path, e: &Effort) -> Result<Measured> {
     })
 }
 
-/// The backend's HTTP server binary (built before any clock starts).
+/// Builds (or brings up to date) the backends' server and the daemon
+/// before any clock starts.
 pub fn prebuild() {
     let _ = workspace_bin("xlb-tests", "xlb-backend");
     let _ = xlb_bin();

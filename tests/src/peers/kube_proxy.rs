@@ -48,7 +48,7 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     net::Ipv4Addr,
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -894,6 +894,18 @@ fn flush_iptables(ns: &NetNs, backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// The tables of `iptables-save` output: each one's name and the lines
+/// after its `*name` line, up to its COMMIT.
+fn saved_tables(saved: &str) -> impl Iterator<Item = (&str, std::str::Lines<'_>)> {
+    saved
+        .split("\nCOMMIT")
+        .filter_map(|t| t.split_once('*').map(|(_, t)| t))
+        .map(|table| {
+            let mut lines = table.lines();
+            (lines.next().unwrap_or("").trim(), lines)
+        })
+}
+
 const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 
 /// From `iptables-save` output, the restore input that removes the KUBE-*
@@ -901,12 +913,7 @@ const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "
 /// nothing refers to it any more when `-X` deletes it.
 fn iptables_removal(saved: &str) -> String {
     let mut out = String::new();
-    for table in saved
-        .split("\nCOMMIT")
-        .filter_map(|t| t.split_once('*').map(|(_, t)| t))
-    {
-        let mut lines = table.lines();
-        let name = lines.next().unwrap_or("").trim();
+    for (name, lines) in saved_tables(saved) {
         let mut chains = Vec::new();
         let mut unjumps = Vec::new();
         for l in lines {
@@ -945,12 +952,7 @@ fn iptables_removal(saved: &str) -> String {
 /// chain of their own (and keep the default ACCEPT policy).
 fn drop_empty_nft_tables(ns: &NetNs) -> Result<()> {
     let saved = run(ns, "iptables-nft-save", &[])?;
-    for table in saved
-        .split("\nCOMMIT")
-        .filter_map(|t| t.split_once('*').map(|(_, t)| t))
-    {
-        let mut lines = table.lines();
-        let name = lines.next().unwrap_or("").trim().to_owned();
+    for (name, lines) in saved_tables(&saved) {
         let empty = lines
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .all(|l| {
@@ -961,18 +963,8 @@ fn drop_empty_nft_tables(ns: &NetNs) -> Result<()> {
                 })
             });
         if empty && !name.is_empty() {
-            run(ns, "nft", &["delete", "table", "ip", &name])?;
+            run(ns, "nft", &["delete", "table", "ip", name])?;
         }
     }
     Ok(())
-}
-
-/// Checks that `program` runs at all, for a clear skip message.
-pub fn tool_present(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

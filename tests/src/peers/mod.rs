@@ -282,28 +282,20 @@ pub fn run(o: &Options, command: &str) -> Result<Report> {
             let (installed, load) = bed::install(&bed, path, &services)
                 .with_context(|| format!("{path}, {n} Services: set-up"))?;
             let measured = bed::verify(&bed, path)
-                .and_then(|()| bed::measure(&bed, path, &o.effort))
+                .and_then(|()| bed::measure(&bed, path, n, load, &o.effort))
                 .with_context(|| format!("{path}, {n} Services"));
             bed::uninstall(&bed, installed).with_context(|| format!("{path}: tear-down"))?;
-            let m = measured?;
+            let row = measured?;
             eprintln!(
                 "peers bench: {n} Services, {path}: load {}, connect p50 {:.1} us, {:.0} req/s, {:.0} kpps, {:.0} ms CPU/Mpkt ({:.0} s so far)",
                 load.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
-                m.connect_us.median,
-                m.http.requests_per_s,
-                m.udp_pps / 1e3,
-                m.cpu_ms_per_mpkt,
+                row.connect_us.median,
+                row.http.requests_per_s,
+                row.udp_pps / 1e3,
+                row.cpu_ms_per_mpkt,
                 started.elapsed().as_secs_f64()
             );
-            rows.push(Row {
-                path,
-                services: n,
-                load,
-                connect_us: m.connect_us,
-                http: m.http,
-                udp_pps: m.udp_pps,
-                cpu_ms_per_mpkt: m.cpu_ms_per_mpkt,
-            });
+            rows.push(row);
         }
     }
     drop(bed);
