@@ -18,3 +18,26 @@ impl SplitMix64 {
         lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
     }
 }
+
+/// A number from the environment, decimal or `0x` hex; none when unset,
+/// a panic naming the variable when it is not a number.
+pub fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    Some(if let Some(h) = v.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).unwrap_or_else(|e| panic!("{name}={v}: {e}"))
+    } else {
+        v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}"))
+    })
+}
+
+/// A seeded test's seed: `XLB_SEED` to replay one, else a fresh one from
+/// the clock and the process id. The test prints it on failure.
+pub fn seed() -> u64 {
+    env_u64("XLB_SEED").unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+    })
+}

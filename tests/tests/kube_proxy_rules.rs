@@ -379,14 +379,7 @@ fn check_nft_port(nft: &Nft, s: &Service, p: &ServicePort) -> Result<(), String>
 
 #[test]
 fn random_service_sets_make_well_formed_rules() {
-    let seed = std::env::var("XLB_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+    let seed = xlb_tests::rng::seed();
     let mut rng = SplitMix64(seed);
     for round in 0..200 {
         let count = rng.range(1, 8);

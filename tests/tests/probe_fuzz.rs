@@ -41,6 +41,7 @@ use lb_userspace::health::path::{PathSettings, ProbePaths, ProbeRoute};
 use xlb_tests::{
     netns::{NetNs, privileged},
     packet::{self, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, V4, V6},
+    rng::env_u64,
 };
 
 use crate::rng::Rng;
@@ -186,7 +187,7 @@ fn fuzz_probe_path() {
         return;
     }
     let frames = env_u64("XLB_FUZZ_FRAMES").unwrap_or(DEFAULT_FRAMES);
-    let seed = env_u64("XLB_SEED").unwrap_or_else(fresh_seed);
+    let seed = xlb_tests::rng::seed();
     eprintln!("probe fuzz: seed {seed:#018x}, {frames} frames (replay: XLB_SEED={seed:#x})");
     let ns = lab();
     let paths = lab_paths();
@@ -782,21 +783,4 @@ fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
 
 fn hex(b: &[u8]) -> String {
     b.iter().take(80).map(|x| format!("{x:02x}")).collect()
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    Some(if let Some(h) = v.strip_prefix("0x") {
-        u64::from_str_radix(h, 16).unwrap_or_else(|e| panic!("{name}={v}: {e}"))
-    } else {
-        v.parse().unwrap_or_else(|e| panic!("{name}={v}: {e}"))
-    })
-}
-
-fn fresh_seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
 }
