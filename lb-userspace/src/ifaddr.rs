@@ -61,8 +61,11 @@ pub fn mac(iface: &str) -> std::io::Result<[u8; 6]> {
         return Err(std::io::Error::last_os_error());
     }
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // ioctl's request is an unsigned long in glibc and an int in musl (the
+    // static aarch64 build); `Ioctl` names whichever this libc takes.
+    let request = libc::SIOCGIFHWADDR as libc::Ioctl;
     // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel filled the hwaddr member of the union.

@@ -1,12 +1,13 @@
 //! `cargo xtask test`: formatting, lints (host and eBPF), the tests, then
-//! the tests inside other kernels (`cargo xtask vm-test`). Every step runs
-//! even when an earlier one fails; a summary lists them all.
+//! the tests inside other kernels (`cargo xtask vm-test`): x86_64's, then
+//! arm64's (emulated, on the static aarch64 build). Every step runs even
+//! when an earlier one fails; a summary lists them all.
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::{cmd::Cmd, vm, workspace};
+use crate::{arch::Arch, cmd::Cmd, vm, workspace};
 
 /// One boot's limit in the VM step: the slowest kernel's share takes
 /// about a third of it on a 2-core machine.
@@ -50,7 +51,8 @@ pub(crate) fn run(test_args: &[String]) -> Result<()> {
     // Test arguments narrow the run to some host tests: the VM suite,
     // which selects its own, is for the full run.
     let vm_suite = test_args.is_empty();
-    let total = steps.len() + usize::from(vm_suite);
+    let arches = [Arch::X86_64, Arch::Arm64];
+    let total = steps.len() + if vm_suite { arches.len() } else { 0 };
 
     let mut failures = Vec::new();
     let mut summary = Vec::new();
@@ -67,17 +69,15 @@ pub(crate) fn run(test_args: &[String]) -> Result<()> {
     }
 
     if vm_suite {
-        let name = "VM tests (cargo xtask vm-test)";
-        eprintln!("==> {name}");
-        match vm::test(
-            vm::KERNELS.iter().collect::<Vec<_>>().as_slice(),
-            &[],
-            VM_BOOT_TIMEOUT,
-        ) {
-            Ok(()) => summary.push(format!("  ok    {name}")),
-            Err(err) => {
-                summary.push(format!("  FAIL  {name}: {err:#}"));
-                failures.push("`cargo xtask vm-test`".to_owned());
+        for arch in arches {
+            let name = format!("VM tests, {} (cargo xtask vm-test --arch {0})", arch.name());
+            eprintln!("==> {name}");
+            match vm::test(arch, &vm::kernels_of(arch), &[], VM_BOOT_TIMEOUT) {
+                Ok(()) => summary.push(format!("  ok    {name}")),
+                Err(err) => {
+                    summary.push(format!("  FAIL  {name}: {err:#}"));
+                    failures.push(format!("`cargo xtask vm-test --arch {}`", arch.name()));
+                }
             }
         }
     } else {

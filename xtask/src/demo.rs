@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::{build, workspace};
 
 pub(crate) fn run(once: bool) -> Result<()> {
-    build::run(false)?;
+    build::run(false, None)?;
     workspace::cargo()
         .args([
             "run",

@@ -3,6 +3,8 @@
 
 mod bpf_linker;
 mod bpffs;
+mod cross;
+mod guest_root;
 mod packages;
 mod python;
 mod toolchain;
@@ -12,7 +14,11 @@ use std::fs;
 
 use anyhow::{Context as _, Result};
 
-pub(crate) use self::vm::Image;
+pub(crate) use self::{
+    guest_root::{BIN_MOUNT, SCRIPT_MOUNT},
+    vm::Image,
+};
+use crate::arch::Arch;
 
 pub(crate) fn run() -> Result<()> {
     let root = is_root()?;
@@ -24,13 +30,21 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-/// What booting other kernels needs on top of `run`: QEMU, virtme-ng and
-/// the kernels of `suites` (Debian suite names), returned in that order.
-pub(crate) fn vm(suites: &[&str]) -> Result<Vec<Image>> {
-    vm::ensure_tools(is_root()?)?;
+/// What building the static `xlb` for `arch` needs on top of `run`: the
+/// Rust target and a C compiler for it.
+pub(crate) fn cross(arch: Arch) -> Result<()> {
+    cross::ensure(is_root()?, arch)
+}
+
+/// What booting other kernels of `arch` needs on top of `run`: QEMU,
+/// virtme-ng, for a foreign architecture a root directory of its own
+/// userland, and the kernels of `suites` (Debian suite names), returned in
+/// that order.
+pub(crate) fn vm(arch: Arch, suites: &[&str]) -> Result<Vec<Image>> {
+    vm::ensure_tools(is_root()?, arch)?;
     suites
         .iter()
-        .map(|suite| vm::ensure_kernel(suite))
+        .map(|suite| vm::ensure_kernel(suite, arch))
         .collect()
 }
 

@@ -1,7 +1,9 @@
 //! `cargo xtask vm-run` and `cargo xtask vm-test`: commands and tests
 //! inside Debian's own kernels, booted with virtme-ng on the host's
 //! filesystem. This machine's kernel has no IPVS and loads no modules;
-//! these kernels have both, and they are the ones users run.
+//! these kernels have both, and they are the ones users run. Debian's arm64
+//! kernels (AWS Graviton's architecture) boot the same way, emulated, on a
+//! root directory of arm64 Debian.
 
 mod guest;
 mod suite;
@@ -10,72 +12,127 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Result, bail};
 
-use crate::{setup, workspace};
+use crate::{arch::Arch, setup};
 
-/// A kernel the VM tasks can boot: the current `linux-image-amd64` of a
+/// A kernel the VM tasks can boot: the current `linux-image-<arch>` of a
 /// Debian suite.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Kernel {
-    /// What `--kernel` takes and the test table names.
+    pub(crate) arch: Arch,
+    /// What `--kernel` takes.
     pub(crate) name: &'static str,
     pub(crate) suite: &'static str,
 }
 
+impl Kernel {
+    /// How the test table and the reports name it: `6.1` for x86_64,
+    /// `arm64/6.1` for another architecture.
+    pub(crate) fn key(&self) -> String {
+        if self.arch == Arch::HOST {
+            self.name.to_owned()
+        } else {
+            format!("{}/{}", self.arch.name(), self.name)
+        }
+    }
+}
+
 pub(crate) const KERNELS: &[Kernel] = &[
     Kernel {
+        arch: Arch::X86_64,
         name: "5.10",
         suite: "bullseye",
     },
     Kernel {
+        arch: Arch::X86_64,
         name: "6.1",
         suite: "bookworm",
     },
     Kernel {
+        arch: Arch::X86_64,
+        name: "6.12",
+        suite: "trixie",
+    },
+    Kernel {
+        arch: Arch::Arm64,
+        name: "6.1",
+        suite: "bookworm",
+    },
+    Kernel {
+        arch: Arch::Arm64,
         name: "6.12",
         suite: "trixie",
     },
 ];
 
-/// `--kernel` for vm-run: one of the table's names.
-pub(crate) fn parse_kernel(name: &str) -> Result<&'static Kernel, String> {
-    KERNELS.iter().find(|k| k.name == name).ok_or_else(|| {
-        let names: Vec<_> = KERNELS.iter().map(|k| k.name).collect();
-        format!("unknown kernel {name:?}; one of {}", names.join(", "))
-    })
+/// The kernels of `arch`.
+pub(crate) fn kernels_of(arch: Arch) -> Vec<&'static Kernel> {
+    KERNELS.iter().filter(|k| k.arch == arch).collect()
 }
 
-/// Kernels picked by `--kernel` (one, or all).
-#[derive(Clone, Debug)]
-pub(crate) struct Selection(pub(crate) Vec<&'static Kernel>);
+/// `--kernel`: a name from the table (checked against `--arch` once both
+/// are known), or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Choice {
+    All,
+    One(&'static str),
+}
 
-/// `--kernel` for vm-test: a name from the table, or `all`.
-pub(crate) fn parse_kernels(name: &str) -> Result<Selection, String> {
+pub(crate) fn parse_choice(name: &str) -> Result<Choice, String> {
     if name == "all" {
-        return Ok(Selection(KERNELS.iter().collect()));
+        return Ok(Choice::All);
     }
-    parse_kernel(name)
-        .map(|k| Selection(vec![k]))
-        .map_err(|e| format!("{e}, or all"))
+    KERNELS
+        .iter()
+        .find(|k| k.name == name)
+        .map(|k| Choice::One(k.name))
+        .ok_or_else(|| format!("unknown kernel {name:?}; one of {}, or all", names(None)))
 }
 
-/// Boots `kernel`, runs `command` in it (as root, in the workspace root,
-/// with bpffs mounted and the harness variables set), prints its output
-/// and exits with its status.
+/// The kernels `choice` picks for `arch`.
+pub(crate) fn select(arch: Arch, choice: Choice) -> Result<Vec<&'static Kernel>> {
+    let kernels = kernels_of(arch);
+    match choice {
+        Choice::All => Ok(kernels),
+        Choice::One(name) => match kernels.into_iter().find(|k| k.name == name) {
+            Some(kernel) => Ok(vec![kernel]),
+            None => bail!(
+                "no {name} kernel for {}; one of {}",
+                arch.name(),
+                names(Some(arch))
+            ),
+        },
+    }
+}
+
+/// The table's kernel names, of one architecture or of all (each once).
+fn names(arch: Option<Arch>) -> String {
+    let mut names: Vec<_> = KERNELS
+        .iter()
+        .filter(|k| arch.is_none_or(|a| k.arch == a))
+        .map(|k| k.name)
+        .collect();
+    names.dedup();
+    names.join(", ")
+}
+
+/// Boots `kernel`, runs `command` in it (as root, with bpffs mounted and
+/// the harness variables set; in the workspace root, or in /tmp for a
+/// foreign architecture), prints its output and exits with its status.
 pub(crate) fn run(kernel: &Kernel, command: &str, timeout: Duration) -> Result<ExitCode> {
-    let [image] = <[setup::Image; 1]>::try_from(setup::vm(&[kernel.suite])?)
+    let [image] = <[setup::Image; 1]>::try_from(setup::vm(kernel.arch, &[kernel.suite])?)
         .ok()
         .expect("one suite asked, one image returned");
-    let root = workspace::root();
     // Whatever `cargo build` left there, so that the harness in the guest
     // can find its binaries without cargo; vm-run builds nothing itself.
-    let built = root.join("target/debug");
+    let built = suite::bin_dir(kernel.arch);
     let env = guest::Env {
         bin_dir: built.is_dir().then_some(built),
-        cwd: root.to_path_buf(),
     };
-    let script =
-        root.join("target/vm")
-            .join(format!("run-{}-{}.sh", kernel.name, std::process::id()));
+    let script = format!(
+        "run-{}-{}.sh",
+        kernel.key().replace('/', "-"),
+        std::process::id()
+    );
     eprintln!("booting Linux {} ({}) ...", image.release, kernel.suite);
     let ended = guest::boot(&image, &env, command, &script, timeout, |line| {
         println!("{line}");
@@ -113,14 +170,29 @@ mod tests {
 
     #[test]
     fn kernel_names_parse() {
-        assert_eq!(parse_kernel("6.1").unwrap().suite, "bookworm");
-        assert!(
-            parse_kernel("4.19")
-                .unwrap_err()
-                .contains("5.10, 6.1, 6.12")
+        assert_eq!(parse_choice("6.1"), Ok(Choice::One("6.1")));
+        assert_eq!(parse_choice("all"), Ok(Choice::All));
+        let err = parse_choice("4.19").unwrap_err();
+        assert!(err.contains("5.10, 6.1, 6.12"), "{err}");
+        assert!(err.ends_with("or all"), "{err}");
+    }
+
+    #[test]
+    fn kernels_are_picked_per_architecture() {
+        let all = select(Arch::X86_64, Choice::All).unwrap();
+        assert_eq!(
+            all.iter().map(|k| k.key()).collect::<Vec<_>>(),
+            ["5.10", "6.1", "6.12"]
         );
-        assert_eq!(parse_kernels("all").unwrap().0.len(), KERNELS.len());
-        assert_eq!(parse_kernels("6.12").unwrap().0[0].suite, "trixie");
-        assert!(parse_kernels("7").unwrap_err().ends_with("or all"));
+        let arm = select(Arch::Arm64, Choice::One("6.12")).unwrap();
+        assert_eq!(
+            (arm[0].suite, arm[0].key()),
+            ("trixie", "arm64/6.12".into())
+        );
+        let err = select(Arch::Arm64, Choice::One("5.10")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no 5.10 kernel for arm64; one of 6.1, 6.12"
+        );
     }
 }

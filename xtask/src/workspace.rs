@@ -1,6 +1,6 @@
 //! Where child commands run, and how child `cargo`/`rustc` are invoked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cmd::Cmd;
 
@@ -36,4 +36,13 @@ pub(crate) fn unpinned(cmd: Cmd) -> Cmd {
     TOOLCHAIN_PINS
         .iter()
         .fold(cmd, |cmd, var| cmd.env_remove(var))
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the
+/// workspace root if relative), or `target/` in the workspace root.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
 }

@@ -10,34 +10,36 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::packages;
-use crate::cmd::Cmd;
+use super::{guest_root, packages};
+use crate::{arch::Arch, cmd::Cmd};
 
-/// qemu and busybox boot the guest; kmod's depmod indexes the unpacked
-/// modules; ipvsadm is the IPVS tests' witness inside the guest. udev is
-/// there for virtme-ng's init: without it no `/dev/virtio-ports/*` names
-/// appear, and the guest script falls back to the console, where its
-/// output is mixed with the kernel's and its exit status is lost.
-const PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "kmod",
-    "ipvsadm",
-    "udev",
-];
+/// busybox boots the guest (with QEMU, `Arch::qemu_package`); kmod's
+/// depmod indexes the unpacked modules; ipvsadm is the IPVS tests' witness
+/// inside the guest. udev is there for virtme-ng's init: without it no
+/// `/dev/virtio-ports/*` names appear, and the guest script falls back to
+/// the console, where its output is mixed with the kernel's and its exit
+/// status is lost. (A foreign architecture's guest has its own copies,
+/// `guest_root::PACKAGES`.)
+const PACKAGES: &[&str] = &["busybox-static", "kmod", "ipvsadm", "udev"];
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// A Debian kernel unpacked in the cache, ready for `vng --run`.
 pub(crate) struct Image {
+    pub(crate) arch: Arch,
     /// `uname -r` inside the guest, e.g. `6.1.0-56-amd64`.
     pub(crate) release: String,
     pub(crate) vmlinuz: PathBuf,
+    /// The guest's root directory, with the kernel's modules in it, for a
+    /// foreign architecture; `None` when the guest runs on the host's own
+    /// filesystem.
+    pub(crate) root: Option<PathBuf>,
 }
 
 /// The packages and virtme-ng.
-pub(super) fn ensure_tools(is_root: bool) -> Result<()> {
+pub(super) fn ensure_tools(is_root: bool, arch: Arch) -> Result<()> {
     packages::ensure_these(is_root, PACKAGES)?;
+    packages::ensure_these(is_root, &[arch.qemu_package()])?;
     if vng_works() {
         return Ok(());
     }
@@ -56,30 +58,19 @@ fn vng_works() -> bool {
     Cmd::new("vng").arg("--version").succeeds()
 }
 
-/// The current `linux-image-amd64` of `suite`, downloaded and unpacked once;
-/// later calls return the cached one without touching the network. (Remove
-/// the suite's directory under `kernels_dir()` to pick a newer one.)
-pub(super) fn ensure_kernel(suite: &str) -> Result<Image> {
-    let dir = kernels_dir()?.join(suite);
+/// The current `linux-image-<arch>` of `suite`, downloaded and unpacked
+/// once; later calls return the cached one without touching the network.
+/// (Remove the suite's directory under `cache_dir()` to pick a newer one.)
+/// A foreign architecture's kernel is unpacked into its guest root.
+pub(super) fn ensure_kernel(suite: &str, arch: Arch) -> Result<Image> {
+    if arch != Arch::HOST {
+        return ensure_foreign_kernel(suite, arch);
+    }
+    let dir = cache_dir()?.join("kernels").join(suite);
     if let Some(image) = unpacked(&dir.join("root"))? {
         return Ok(image);
     }
-    eprintln!(
-        "fetching Debian {suite}'s kernel into {} (about 70 MB, once)",
-        dir.display()
-    );
-    let apt = PrivateApt::new(&dir.join("apt"), suite)?;
-    apt.get().args(["update", "-qq"]).run()?;
-    let package = apt.image_package()?;
-
-    let debs = dir.join("debs");
-    remove_dir_if_any(&debs)?;
-    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    apt.get()
-        .args(["download", "-qq", &package])
-        .dir(&debs)
-        .run()?;
-    let deb = only_file(&debs)?;
+    let (deb, _) = download_kernel(&dir, suite, arch)?;
 
     // Unpack beside the final place and rename at the end, so that an
     // interrupted run leaves no tree that looks complete.
@@ -106,8 +97,75 @@ pub(super) fn ensure_kernel(suite: &str) -> Result<Image> {
     remove_dir_if_any(&root)?;
     fs::rename(&fresh, &root)
         .with_context(|| format!("renaming {} to {}", fresh.display(), root.display()))?;
-    remove_dir_if_any(&debs)?;
+    remove_dir_if_any(&dir.join("debs"))?;
     unpacked(&root)?.context("the kernel was unpacked but is not found again")
+}
+
+/// `ensure_kernel` for a foreign architecture: the kernel goes into the
+/// guest root (its modules where the guest's modprobe looks), beside any
+/// other kernel already there; a marker per suite says it is complete.
+fn ensure_foreign_kernel(suite: &str, arch: Arch) -> Result<Image> {
+    let root = guest_root::ensure(arch)?;
+    let marker = root.join(format!(".xlb-kernel-{suite}"));
+    let image = |release: String| Image {
+        arch,
+        vmlinuz: root.join("boot").join(vmlinuz_name(&release)),
+        release,
+        root: Some(root.clone()),
+    };
+    if let Ok(release) = fs::read_to_string(&marker) {
+        let image = image(release.trim().to_owned());
+        if image.vmlinuz.is_file() {
+            return Ok(image);
+        }
+    }
+    let dir = cache_dir()?
+        .join("kernels")
+        .join(format!("{suite}-{}", arch.debian()));
+    let (deb, package) = download_kernel(&dir, suite, arch)?;
+    guest_root::unpack(&deb, &root)?;
+    // linux-image-6.1.0-57-arm64 holds 6.1.0-57-arm64.
+    let release = package
+        .strip_prefix("linux-image-")
+        .unwrap_or(&package)
+        .to_owned();
+    let image = image(release.clone());
+    ensure!(
+        image.vmlinuz.is_file() && root.join("lib/modules").join(&release).is_dir(),
+        "{} did not unpack boot/{} and lib/modules/{release}",
+        deb.display(),
+        vmlinuz_name(&release)
+    );
+    Cmd::new("depmod")
+        .arg("-b")
+        .arg(&root)
+        .arg(&release)
+        .run()?;
+    fs::write(&marker, &release).with_context(|| format!("writing {}", marker.display()))?;
+    remove_dir_if_any(&dir.join("debs"))?;
+    Ok(image)
+}
+
+/// Downloads the current `linux-image-<arch>` of `suite` into `dir/debs`:
+/// the .deb and its package name.
+fn download_kernel(dir: &Path, suite: &str, arch: Arch) -> Result<(PathBuf, String)> {
+    eprintln!(
+        "fetching Debian {suite}'s {} kernel into {} (about 70 MB, once)",
+        arch.debian(),
+        dir.display()
+    );
+    let apt = PrivateApt::new(&dir.join("apt"), suite, arch)?;
+    apt.get().args(["update", "-qq"]).run()?;
+    let package = apt.image_package()?;
+
+    let debs = dir.join("debs");
+    remove_dir_if_any(&debs)?;
+    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    apt.get()
+        .args(["download", "-qq", &package])
+        .dir(&debs)
+        .run()?;
+    Ok((only_file(&debs)?, package))
 }
 
 /// Written last into an unpacked tree: the kernel release it holds.
@@ -127,7 +185,12 @@ fn unpacked(root: &Path) -> Result<Option<Image>> {
     if !vmlinuz.is_file() {
         return Ok(None);
     }
-    Ok(Some(Image { release, vmlinuz }))
+    Ok(Some(Image {
+        arch: Arch::HOST,
+        release,
+        vmlinuz,
+        root: None,
+    }))
 }
 
 /// Trixie's packages put modules under `usr/lib/modules`, older ones under
@@ -156,13 +219,16 @@ fn normalise_modules(root: &Path) -> Result<String> {
     }
 }
 
-/// apt-get and apt-cache with every piece of state in `dir`.
-struct PrivateApt {
+/// apt-get and apt-cache with every piece of state in `dir`, for packages
+/// of one architecture.
+pub(super) struct PrivateApt {
     options: Vec<String>,
+    arch: Arch,
+    archives: PathBuf,
 }
 
 impl PrivateApt {
-    fn new(dir: &Path, suite: &str) -> Result<Self> {
+    pub(super) fn new(dir: &Path, suite: &str, arch: Arch) -> Result<Self> {
         for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -181,31 +247,62 @@ impl PrivateApt {
             ("Dir::State::Lists", at("lists")),
             ("Dir::State::status", at("status")),
             ("Dir::Cache", at("cache")),
-            ("APT::Architecture", "amd64".into()),
-            ("APT::Architectures", "amd64".into()),
+            ("APT::Architecture", arch.debian().into()),
+            ("APT::Architectures", arch.debian().into()),
             // The `_apt` user cannot write into root's cache directory.
             ("APT::Sandbox::User", "root".into()),
         ]
         .into_iter()
         .flat_map(|(key, value)| ["-o".to_owned(), format!("{key}={value}")])
         .collect();
-        Ok(Self { options })
+        Ok(Self {
+            options,
+            arch,
+            archives: dir.join("cache/archives"),
+        })
     }
 
-    fn get(&self) -> Cmd {
+    pub(super) fn get(&self) -> Cmd {
         Cmd::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(&self.options)
     }
 
-    /// The versioned package `linux-image-amd64` depends on, e.g.
+    /// The versioned package `linux-image-<arch>` depends on, e.g.
     /// `linux-image-6.1.0-56-amd64` (signed, and holding the vmlinuz).
     fn image_package(&self) -> Result<String> {
+        let meta = format!("linux-image-{}", self.arch.debian());
         let out = Cmd::new("apt-cache")
             .args(&self.options)
-            .args(["depends", "linux-image-amd64"])
+            .args(["depends", &meta])
             .read()?;
-        image_dependency(&out).context("linux-image-amd64 depends on no linux-image-* package")
+        image_dependency(&out)
+            .with_context(|| format!("{meta} depends on no linux-image-* package"))
+    }
+
+    /// Downloads `packages` and everything they depend on (not what they
+    /// recommend) as .deb files, and returns them. Nothing is installed: the
+    /// private status file says nothing is, so the whole closure comes.
+    pub(super) fn download_closure(&self, packages: &[&str]) -> Result<Vec<PathBuf>> {
+        remove_dir_if_any(&self.archives)?;
+        fs::create_dir_all(self.archives.join("partial"))
+            .with_context(|| format!("creating {}", self.archives.display()))?;
+        self.get()
+            .args(["install", "--download-only", "--no-install-recommends"])
+            .args(["-y", "-qq"])
+            .args(packages)
+            .run()?;
+        let mut debs = Vec::new();
+        for entry in fs::read_dir(&self.archives)
+            .with_context(|| format!("reading {}", self.archives.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "deb") {
+                debs.push(path);
+            }
+        }
+        debs.sort();
+        Ok(debs)
     }
 }
 
@@ -244,22 +341,22 @@ fn only_file(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-fn remove_dir_if_any(dir: &Path) -> Result<()> {
+pub(super) fn remove_dir_if_any(dir: &Path) -> Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
 }
 
-/// `$XDG_CACHE_HOME/xlb/kernels`, or `~/.cache/xlb/kernels`: outside the
-/// work tree, so that a fresh clone (CI) reuses the downloads.
-fn kernels_dir() -> Result<PathBuf> {
+/// `$XDG_CACHE_HOME/xlb`, or `~/.cache/xlb`: outside the work tree, so
+/// that a fresh clone (CI) reuses the downloads.
+pub(super) fn cache_dir() -> Result<PathBuf> {
     let cache = match env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => Path::new(&env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?)
             .join(".cache"),
     };
-    Ok(cache.join("xlb").join("kernels"))
+    Ok(cache.join("xlb"))
 }
 
 #[cfg(test)]

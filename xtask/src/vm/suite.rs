@@ -1,5 +1,6 @@
 //! `cargo xtask vm-test`: xlb-tests' integration tests inside each kernel.
-//! The host builds everything once; each kernel boots once and runs its
+//! The host builds everything once per architecture (cross-compiling the
+//! static aarch64 binaries for arm64); each kernel boots once and runs its
 //! share of the table below from the prebuilt executables.
 
 use std::{
@@ -15,38 +16,44 @@ use super::{
     KERNELS, Kernel,
     guest::{self, quote},
 };
-use crate::{setup, workspace};
-
-const ALL: &[&str] = &["5.10", "6.1", "6.12"];
+use crate::{arch::Arch, setup, workspace};
 
 /// What runs where: an integration-test target of xlb-tests
 /// (`tests/tests/<name>.rs` or `tests/tests/<name>/main.rs`), one test of
-/// it by exact name or all of them (`None`), and the kernels (names from
-/// `KERNELS`) that run it.
+/// it by exact name or all of them (`None`), and the kernels (keys from
+/// `KERNELS`: `6.1` on x86_64, `arm64/6.1` on arm64) that run it. The
+/// arm64 kernels (emulated, running the static aarch64 build users ship)
+/// take the data path's share: the verifier and JIT on every packet path,
+/// real traffic in both DSR modes, flows, decapsulation, pins, the probe
+/// path, and the IPVS fallback.
 const TESTS: &[(&str, Option<&str>, &[&str])] = &[
     // The verifier and every packet path, frame by frame. Not on 5.10: an
     // XDP test run takes the receiving interface (xdp_md) only from 5.14
     // on, and 5.10 refuses every frame of the table with EINVAL.
-    ("packets", None, &["6.1", "6.12"]),
+    ("packets", None, &["6.1", "6.12", "arm64/6.1", "arm64/6.12"]),
     // Real TCP through the veth topology: both DSR modes, IPv4 and IPv6,
     // the daemon loading, attaching and forwarding, backends decapsulating.
     (
         "e2e",
         Some("http_through_both_dsr_modes_ipv4_and_ipv6"),
-        ALL,
+        &["5.10", "6.1", "6.12", "arm64/6.1", "arm64/6.12"],
     ),
     // The probe path: real sockets through the tc program, on kernels
     // with the dummy driver (the host has only ifb), attached through
     // netlink before 6.6 and with tcx after, down to the oldest kernel
     // with bpf_redirect_neigh (5.10).
-    ("probe_path", None, ALL),
+    ("probe_path", None, &["5.10", "6.1", "6.12", "arm64/6.12"]),
     // The probe program frame by frame (a tc test run with a context).
     ("probe_fuzz", None, &["6.1"]),
     // 5.10's share of what the table checks without test runs: maps pinned
     // and reused, their BTF field names as bpftool prints them.
-    ("pins", None, &["5.10"]),
+    ("pins", None, &["5.10", "arm64/6.1"]),
+    // arm64's share of what the host runs: the flow table and the
+    // backends' decapsulation, frame by frame and through real sockets.
+    ("flows", None, &["arm64/6.1"]),
+    ("decap", None, &["arm64/6.1"]),
     // The IPVS data plane: DR and TUN, ownership, refusals, auto fallback.
-    ("ipvs", None, &["6.1"]),
+    ("ipvs", None, &["6.1", "arm64/6.1"]),
     // xlb beside IPVS (DR and TUN) in one guest: the peers benchmark's
     // IPVS section, which the host kernel cannot run.
     ("peers_ipvs", None, &["6.1"]),
@@ -54,7 +61,7 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
     (
         "ipvs",
         Some("ipvs_serves_http_by_dr_and_tun_and_owns_only_its_services"),
-        &["5.10", "6.12"],
+        &["5.10", "6.12", "arm64/6.12"],
     ),
 ];
 
@@ -62,28 +69,53 @@ const TESTS: &[(&str, Option<&str>, &[&str])] = &[
 const BEGIN: &str = "xlb-vm: begin ";
 const END: &str = "xlb-vm: end ";
 
-/// Runs the table's entries for `kernels`; with `only` non-empty, just the
-/// entries for those test targets.
-pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Result<()> {
+/// Runs the table's entries for `kernels`, all of `arch`; with `only`
+/// non-empty, just the entries for those test targets.
+pub(crate) fn run(
+    arch: Arch,
+    kernels: &[&Kernel],
+    only: &[String],
+    timeout: Duration,
+) -> Result<()> {
     let suite_start = Instant::now();
     table_names_known_kernels()?;
+    ensure!(
+        kernels.iter().all(|k| k.arch == arch),
+        "the kernels of one vm-test run are all {}",
+        arch.name()
+    );
     for target in only {
         ensure!(
             TESTS.iter().any(|(t, _, _)| t == target),
             "--test {target}: the VM test table has no such target"
         );
     }
+    // Only what these kernels run is built.
+    let mut targets: Vec<_> = kernels
+        .iter()
+        .flat_map(|k| entries_for(&k.key(), only))
+        .map(|(target, _, _)| target)
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if targets.is_empty() {
+        eprintln!("==> nothing in the VM test table runs on these kernels");
+        return Ok(());
+    }
     let suites: Vec<_> = kernels.iter().map(|k| k.suite).collect();
-    let images = setup::vm(&suites)?;
-    let built = build(only)?;
+    let images = setup::vm(arch, &suites)?;
+    let built = build(arch, &targets)?;
 
     let mut reports = Vec::new();
     for (kernel, image) in kernels.iter().zip(&images) {
-        let entries = entries_for(kernel.name, only);
+        let entries = entries_for(&kernel.key(), only);
         if entries.is_empty() {
-            eprintln!("==> Linux {}: nothing in the table runs here", kernel.name);
+            eprintln!("==> Linux {}: nothing in the table runs here", kernel.key());
             continue;
         }
+        let env = guest::Env {
+            bin_dir: Some(built.bin_dir.clone()),
+        };
         let mut body = String::from("failed=0\n");
         for &(target, exact, _) in &entries {
             let exe = built.tests.get(target).with_context(|| {
@@ -92,14 +124,14 @@ pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Re
                      (tests/tests/{target}.rs or tests/tests/{target}/main.rs)"
                 )
             })?;
-            body += &invocation(target, exact, exe);
+            body += &invocation(target, exact, &env.guest_path(image, exe)?);
         }
         body += "exit $failed\n";
 
         eprintln!(
             "==> Linux {} ({}, Debian {}): {}",
             image.release,
-            kernel.name,
+            kernel.key(),
             kernel.suite,
             entries
                 .iter()
@@ -108,17 +140,13 @@ pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Re
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let env = guest::Env {
-            bin_dir: Some(built.bin_dir.clone()),
-            cwd: workspace::root().to_path_buf(),
-        };
-        let script = workspace::root().join("target/vm").join(format!(
+        let script = format!(
             "test-{}-{}.sh",
-            kernel.name,
+            kernel.key().replace('/', "-"),
             std::process::id()
-        ));
+        );
         let mut parser = Parser::default();
-        let tag = format!("[{}]", kernel.name);
+        let tag = format!("[{}]", kernel.key());
         let ended = guest::boot(image, &env, &body, &script, timeout, |line| {
             println!("{tag} {line}");
             parser.line(line);
@@ -142,7 +170,7 @@ pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Re
     for report in &reports {
         eprintln!("{}", report.summary_line());
         if !report.passed() {
-            failed.push(report.kernel.name);
+            failed.push(report.kernel.key());
         }
     }
     eprintln!("  VM suite: {} in all", minutes(suite_start.elapsed()));
@@ -152,7 +180,7 @@ pub(crate) fn run(kernels: &[&Kernel], only: &[String], timeout: Duration) -> Re
     Ok(())
 }
 
-/// The table's entries for one kernel, in table order.
+/// The table's entries for one kernel (by key), in table order.
 fn entries_for(
     kernel: &str,
     only: &[String],
@@ -188,23 +216,58 @@ struct Built {
     bin_dir: PathBuf,
 }
 
-/// Builds the workspace's binaries and xlb-tests' test executables on the
-/// host, the same profile for both.
-fn build(only: &[String]) -> Result<Built> {
-    eprintln!("==> building the binaries and test executables for the guests");
-    workspace::cargo().args(["build", "--quiet"]).run()?;
-    let mut cmd = workspace::cargo().args([
-        "test",
-        "--no-run",
-        "--quiet",
-        "--message-format=json",
-        "-p",
-        "xlb-tests",
-    ]);
-    let mut targets: Vec<_> = TESTS.iter().map(|(target, _, _)| *target).collect();
-    targets.retain(|t| only.is_empty() || only.iter().any(|o| o == t));
-    targets.sort_unstable();
-    targets.dedup();
+/// Where the debug build of the workspace's binaries for `arch` goes: the
+/// host's own under `<target>/debug`, the static arm64 one under
+/// `<target>/aarch64-unknown-linux-musl/debug`.
+pub(crate) fn bin_dir(arch: Arch) -> PathBuf {
+    let target = workspace::target_dir();
+    if arch == Arch::HOST {
+        target.join("debug")
+    } else {
+        target.join(arch.musl_target()).join("debug")
+    }
+}
+
+/// Builds the workspace's binaries and the test executables of `targets`
+/// for `arch`, the same profile for both: natively for the host, the
+/// static musl build for another architecture (what its image ships).
+fn build(arch: Arch, targets: &[&str]) -> Result<Built> {
+    eprintln!(
+        "==> building the binaries and test executables for the {} guests",
+        arch.name()
+    );
+    let cross = (arch != Arch::HOST).then(|| arch.musl_target());
+    if cross.is_some() {
+        setup::cross(arch)?;
+    }
+    let target_args = cross.into_iter().flat_map(|t| ["--target", t]);
+    let mut build = workspace::cargo()
+        .args(["build", "--quiet"])
+        .args(target_args.clone());
+    if cross.is_some() {
+        // Only what the guests run: the test tools and xtask stay native.
+        build = build.args([
+            "-p",
+            "lb-userspace",
+            "-p",
+            "xlb-tests",
+            "--bin",
+            "xlb",
+            "--bin",
+            "xlb-backend",
+        ]);
+    }
+    build.run()?;
+    let mut cmd = workspace::cargo()
+        .args([
+            "test",
+            "--no-run",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "xlb-tests",
+        ])
+        .args(target_args);
     for target in targets {
         cmd = cmd.args(["--test", target]);
     }
@@ -337,7 +400,7 @@ impl Report<'_> {
     }
 
     fn render(&self, timeout: Duration) -> String {
-        let mut out = format!("==> Linux {} ({})\n", self.release, self.kernel.name);
+        let mut out = format!("==> Linux {} ({})\n", self.release, self.kernel.key());
         match self.boot {
             Some(boot) => {
                 let _ = writeln!(out, "  booted in {:.1} s", boot.as_secs_f64());
@@ -358,7 +421,7 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "  {verdict}  {:<8} {} passed, {} failed, {} ignored, {:.0} s{}",
+                "  {verdict}  {:<10} {} passed, {} failed, {} ignored, {:.0} s{}",
                 run.target,
                 run.passed,
                 run.failed.len(),
@@ -388,9 +451,9 @@ impl Report<'_> {
     fn summary_line(&self) -> String {
         let tests: usize = self.runs.iter().map(|r| r.passed + r.failed.len()).sum();
         format!(
-            "  {}  Linux {:<5} {:<22} boot {:>5}, {} tests, total {}",
+            "  {}  Linux {:<10} {:<22} boot {:>5}, {} tests, total {}",
             if self.passed() { "ok  " } else { "FAIL" },
-            self.kernel.name,
+            self.kernel.key(),
             self.release,
             self.boot
                 .map_or_else(|| "-".to_owned(), |b| format!("{:.0} s", b.as_secs_f64())),
@@ -405,13 +468,13 @@ fn minutes(d: Duration) -> String {
     format!("{} min {:02} s", secs / 60, secs % 60)
 }
 
-/// Every kernel the table names is one `--kernel` knows.
+/// Every kernel the table names is one `KERNELS` has.
 fn table_names_known_kernels() -> Result<()> {
     for (target, _, kernels) in TESTS {
-        for name in *kernels {
+        for key in *kernels {
             ensure!(
-                KERNELS.iter().any(|k| k.name == *name),
-                "the VM test table runs {target} on unknown kernel {name}"
+                KERNELS.iter().any(|k| k.key() == *key),
+                "the VM test table runs {target} on unknown kernel {key}"
             );
         }
     }
