@@ -23,13 +23,16 @@ use crate::{arch::Arch, cmd::Cmd};
 const SUITE: &str = "bookworm";
 
 /// What the guests run: virtme-ng's init (bash, coreutils, util-linux,
-/// udev, busybox for `poweroff`), and the tools the tests in the arm64
-/// share of the VM table shell out to. busybox's `ip` is no substitute for
+/// udev, busybox for `poweroff`), the tools the tests in the arm64 share of
+/// the VM table shell out to, and CA certificates, without which the
+/// daemon's Kubernetes client (rustls with the system's roots) refuses to
+/// start even for an API server whose CA the kubeconfig carries. busybox's `ip` is no substitute for
 /// iproute2's: it has no `netns` and ignores veth peer names.
 const PACKAGES: &[&str] = &[
     "bash",
     "busybox-static",
     "bpftool",
+    "ca-certificates",
     "coreutils",
     "curl",
     "ethtool",
@@ -52,7 +55,7 @@ const PACKAGES: &[&str] = &[
 
 /// Changed whenever the assembly below changes, so that a cached root
 /// built the old way is rebuilt.
-const ASSEMBLY: u32 = 1;
+const ASSEMBLY: u32 = 2;
 
 /// Written last into a complete root: what it was built from.
 const READY: &str = ".xlb-root";
@@ -160,11 +163,44 @@ fn configure(root: &Path) -> Result<()> {
         "etc/group",
         "root:x:0:\ntcpdump:x:101:\nnogroup:x:65534:\n",
     )?;
+    // ca-certificates' postinst (update-ca-certificates) writes the bundle
+    // that TLS libraries read; the package itself ships single files.
+    ca_bundle(root)?;
     for mount in [BIN_MOUNT, SCRIPT_MOUNT] {
         let path = root.join(mount.trim_start_matches('/'));
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     }
     Ok(())
+}
+
+/// `/etc/ssl/certs/ca-certificates.crt` from the certificates under
+/// `/usr/share/ca-certificates`, in a stable order; none is fine (the
+/// bundle is then empty, as on a system without the package).
+fn ca_bundle(root: &Path) -> Result<()> {
+    let mut certs = Vec::new();
+    let mut dirs = vec![root.join("usr/share/ca-certificates")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "crt") {
+                certs.push(path);
+            }
+        }
+    }
+    certs.sort();
+    let mut bundle = String::new();
+    for cert in &certs {
+        let pem =
+            fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?;
+        bundle += pem.trim_end();
+        bundle.push('\n');
+    }
+    write(root, "etc/ssl/certs/ca-certificates.crt", &bundle)
 }
 
 fn link_at(root: &Path, link: &str, target: &str) -> Result<()> {
@@ -207,7 +243,13 @@ mod tests {
     fn a_package_with_files_in_bin_lands_in_usr_bin() {
         let dir = scratch("guest-root");
         let pkg = dir.join("pkg");
-        for sub in ["DEBIAN", "bin", "lib/modules/6.1.0-57-arm64", "var/run"] {
+        for sub in [
+            "DEBIAN",
+            "bin",
+            "lib/modules/6.1.0-57-arm64",
+            "var/run",
+            "usr/share/ca-certificates/mozilla",
+        ] {
             fs::create_dir_all(pkg.join(sub)).unwrap();
         }
         fs::write(
@@ -218,6 +260,13 @@ mod tests {
         .unwrap();
         fs::write(pkg.join("bin/tool"), "#!/bin/sh\n").unwrap();
         fs::write(pkg.join("lib/modules/6.1.0-57-arm64/m.ko"), "").unwrap();
+        for name in ["B", "A"] {
+            fs::write(
+                pkg.join(format!("usr/share/ca-certificates/mozilla/{name}.crt")),
+                format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
+            )
+            .unwrap();
+        }
         let deb = dir.join("probe.deb");
         Cmd::new("dpkg-deb")
             .args(["--build", "--root-owner-group"])
@@ -245,6 +294,9 @@ mod tests {
                 "{link}"
             );
         }
+        let bundle = fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+        assert!(bundle.find("\nA\n") < bundle.find("\nB\n"), "{bundle}");
         let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
         assert!(passwd.starts_with("root:x:0:0:") && passwd.contains("\ntcpdump:x:"));
         for mount in [BIN_MOUNT, SCRIPT_MOUNT] {
