@@ -24,9 +24,10 @@ const SUITE: &str = "bookworm";
 
 /// What the guests run: virtme-ng's init (bash, coreutils, util-linux,
 /// udev, busybox for `poweroff`), the tools the tests in the arm64 share of
-/// the VM table shell out to, and CA certificates, without which the
-/// daemon's Kubernetes client (rustls with the system's roots) refuses to
-/// start even for an API server whose CA the kubeconfig carries. busybox's `ip` is no substitute for
+/// the VM table shell out to, and CA certificates: with no CA in the
+/// kubeconfig (the harness's API server is plain HTTP), the daemon's
+/// Kubernetes client builds its TLS set-up from the system's roots up
+/// front and refuses to start without any. busybox's `ip` is no substitute for
 /// iproute2's: it has no `netns` and ignores veth peer names.
 const PACKAGES: &[&str] = &[
     "bash",

@@ -101,7 +101,8 @@ pub(crate) fn boot(
     let guest_script = match &image.root {
         None => script.clone(),
         Some(root) => {
-            // 9p, not virtiofs: virtiofsd cannot serve a foreign root here.
+            // 9p for the root and the shares: the combination known to boot
+            // an arm64 guest here (virtme-ng would otherwise try virtiofs).
             vng.args(["--arch", image.arch.name(), "--force-9p", "--root"])
                 .arg(root)
                 .arg("--rodir")
