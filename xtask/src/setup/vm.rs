@@ -150,7 +150,7 @@ fn ensure_foreign_kernel(suite: &str, arch: Arch) -> Result<Image> {
 /// the .deb and its package name.
 fn download_kernel(dir: &Path, suite: &str, arch: Arch) -> Result<(PathBuf, String)> {
     eprintln!(
-        "fetching Debian {suite}'s {} kernel into {} (about 70 MB, once)",
+        "fetching Debian {suite}'s {} kernel into {} (70-95 MB, once)",
         arch.debian(),
         dir.display()
     );
