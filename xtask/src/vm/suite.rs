@@ -148,11 +148,7 @@ pub(crate) fn run(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let script = format!(
-            "test-{}-{}.sh",
-            kernel.key().replace('/', "-"),
-            std::process::id()
-        );
+        let script = format!("test-{}-{}.sh", kernel.file_tag(), std::process::id());
         let mut parser = Parser::default();
         let tag = format!("[{}]", kernel.key());
         let ended = guest::boot(image, &env, &body, &script, timeout, |line| {
