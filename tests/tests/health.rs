@@ -8,7 +8,7 @@
 //! what the client sees.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
@@ -19,6 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_common::{BACKEND_ACTIVE, NO_BACKEND, VipKey};
+use lb_userspace::{
+    vip::Vip,
+    xdp::{Maps, reconcile::backend_addr},
+};
 use serde_json::Value;
 use xlb_tests::{
     daemon::{free_port, http_get, metric},
@@ -199,9 +204,83 @@ impl Load {
     }
 }
 
+/// What new flows of `vip` reach, as the pinned maps say: the backends its
+/// Maglev row names, by address and backend id. Read from the maps rather
+/// than the daemon's word, so "applied" means applied.
+fn in_rotation(pins: &PinDir, vip: IpAddr, port: u16) -> BTreeMap<IpAddr, u32> {
+    let Ok(m) = Maps::open_pinned(&pins.path) else {
+        return BTreeMap::new();
+    };
+    let key = VipKey::from(Vip {
+        address: vip,
+        port,
+        protocol: lb_common::PROTO_TCP,
+    });
+    let Ok(info) = m.vips.get(&key, 0) else {
+        return BTreeMap::new();
+    };
+    let ids: BTreeSet<u32> = m
+        .read_maglev(&info)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&id| id != NO_BACKEND)
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| m.backend(id).ok().map(|b| (backend_addr(&b), id)))
+        .collect()
+}
+
+/// Whether backend entry `id` still serves `backend` (active): what a
+/// flow-table entry naming it would reach.
+fn entry_active(pins: &PinDir, id: u32, backend: IpAddr) -> bool {
+    Maps::open_pinned(&pins.path)
+        .ok()
+        .and_then(|m| m.backend(id).ok())
+        .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0 && backend_addr(&b) == backend)
+}
+
+/// Polls until `ready` holds; when it first did.
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + patience(limit);
+    loop {
+        if ready() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// When the checker's verdict on `vip`'s `backend` was reached (its
+/// `since_unix`), as seconds after `from_unix`.
+fn verdict_after(t: &Topology, vip: &str, backend: impl ToString, from_unix: f64) -> Duration {
+    let since = health(t).0[&(vip.to_owned(), backend.to_string())]["since_unix"]
+        .as_f64()
+        .expect("since_unix");
+    Duration::from_secs_f64((since - from_unix).max(0.0))
+}
+
+/// Mean and worst of `d`, in ms, for the report.
+fn mean_worst(d: &[Duration]) -> (f64, f64) {
+    let ms: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    (
+        ms.iter().sum::<f64>() / ms.len() as f64,
+        ms.iter().copied().fold(0.0, f64::max),
+    )
+}
+
 /// An HTTP check through the DSR path (IPIP): a backend whose server stops
 /// is down within fall × interval (+ an interval), after which no request
 /// fails; started again, it is back after `rise` passes and serves again.
+/// Over `XLB_HEALTH_CYCLES` failures (default 2) it reports the detection
+/// and recovery times, mean and worst, and the requests lost per failure.
 #[test]
 fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
     if !privileged("a_stopped_backend_leaves_the_rotation_and_comes_back") {
@@ -211,15 +290,16 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let (interval, fall) = (Duration::from_millis(300), 3u32);
+    let (interval, rise, fall, jitter_percent) = (Duration::from_millis(300), 2u32, 3u32, 10u32);
+    let jitter = f64::from(jitter_percent) / 100.0;
     let mut t = Topology::new(1, 3);
     t.start_backends(true);
     let pins = PinDir::new();
     let metrics = free_port();
     let vips = vip(IpAddr::V4(VIP4), 80, "") + &vip(IpAddr::V6(VIP6), 80, "");
     let health_cfg = format!(
-        "kind = \"http\"\npath = \"/\"\ninterval_ms = {}\ntimeout_ms = 200\nrise = 2\nfall = {fall}\njitter_percent = 10",
-        interval.as_millis()
+        "kind = \"http\"\npath = \"/\"\ninterval_ms = {}\ntimeout_ms = 200\nrise = {rise}\nfall = {fall}\njitter_percent = {jitter_percent}",
+        interval.as_millis(),
     );
     let cfg = config(&t, &pins, metrics, &health_cfg, &vips);
     let lb = start_lb(&t, 0, &cfg, "lb.log");
@@ -233,62 +313,108 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             "probed through the DSR path"
         );
     }
+    let be1 = IpAddr::V4(backend4(1));
     let to = SocketAddr::new(IpAddr::V4(VIP4), 80);
-    let bound = interval.mul_f64(f64::from(fall) * 1.1) + interval;
-    let mut detections = Vec::new();
+    // The issue's bound. A probe passed just before the failure; the
+    // `fall`-th failing one starts at most `fall` jittered intervals
+    // later, and ends within its timeout (200 ms), which the added
+    // interval covers. The same for `rise` passes after the restart.
+    let down_bound = interval.mul_f64(f64::from(fall) * (1.0 + jitter)) + interval;
+    let up_bound = interval.mul_f64(f64::from(rise) * (1.0 + jitter)) + interval;
+    // Beyond those bounds: the state change is published at once (at most
+    // 100 ms after another), and the reconciler rewrites one VIP's row in
+    // well under 10 ms; the rest is room for a timer or a thread that a
+    // loaded 2-core machine (two other test suites compiling and running
+    // beside this one) runs late. Measured worst there: see docs/health.md.
+    let slack = Duration::from_millis(400);
+    let (mut verdicts, mut downs, mut ups_verdict, mut ups) = (vec![], vec![], vec![], vec![]);
+    let (mut lost, mut sent, mut load_time) = (Vec::new(), 0usize, Duration::ZERO);
     for cycle in 0..cycles {
+        let before = in_rotation(&pins, VIP4.into(), 80);
+        let &be1_id = before.get(&be1).expect("be1 in the Maglev row");
         let load = Load::new();
         let mut servers = t.take("be1 servers");
-        let (detect, applied) = std::thread::scope(|s| {
+        let (killed, killed_unix, applied, load_for) = std::thread::scope(|s| {
+            let load_started = Instant::now();
             s.spawn(|| t.client.run(|| load.run(to)));
             std::thread::sleep(Duration::from_millis(300));
             let _ = servers.kill();
             let _ = servers.wait();
-            let detect = wait_state(
-                &t,
-                &v4vip(80),
-                backend4(1),
-                "down",
-                bound + Duration::from_secs(2),
+            let (killed, killed_unix) = (Instant::now(), unix_now());
+            // Down as far as new flows and old ones go: the row no longer
+            // names be1, and its entry no longer serves flows that named it.
+            let applied = wait_for(
+                "be1 out of the data plane",
+                down_bound + slack + Duration::from_secs(2),
+                || {
+                    !in_rotation(&pins, VIP4.into(), 80).contains_key(&be1)
+                        && !entry_active(&pins, be1_id, be1)
+                },
             );
-            // The reconciler applies the verdict right after it is published.
-            std::thread::sleep(patience(Duration::from_millis(200)));
-            let applied = Instant::now();
             std::thread::sleep(Duration::from_millis(1_500));
             load.stop.store(true, Ordering::Relaxed);
-            (detect, applied)
+            (killed, killed_unix, applied, load_started.elapsed())
         });
+        assert_eq!(state_of(&t, &v4vip(80), be1), "down", "{:#}", health(&t).1);
+        let verdict = verdict_after(&t, &v4vip(80), be1, killed_unix);
+        let down = applied - killed;
         let results = load.results.into_inner().unwrap();
-        let lost = results.iter().filter(|(_, r)| r.is_err()).count();
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         let after: Vec<_> = results
             .iter()
             .filter(|(at, r)| *at >= applied && r.is_err())
             .collect();
         assert!(
             after.is_empty(),
-            "requests failed after be1 was down: {after:?}"
+            "requests failed after be1 was out of the data plane: {after:?}"
         );
         assert!(
             results
                 .iter()
                 .filter(|(at, _)| *at >= applied)
                 .all(|(_, r)| r.as_deref() != Ok("be1")),
-            "be1 still served after it was down"
+            "be1 still served after it was out of the data plane"
         );
+        sent += results.len();
+        load_time += load_for;
+        lost.push(failed);
+
+        t.start_backend_servers(1);
+        let (restarted, restarted_unix) = (Instant::now(), unix_now());
+        let back = wait_for(
+            "be1 back in the data plane",
+            up_bound + slack + Duration::from_secs(2),
+            || in_rotation(&pins, VIP4.into(), 80).contains_key(&be1),
+        );
+        assert_eq!(state_of(&t, &v4vip(80), be1), "up", "{:#}", health(&t).1);
+        let up_verdict = verdict_after(&t, &v4vip(80), be1, restarted_unix);
+        let up = back - restarted;
         eprintln!(
-            "cycle {cycle}: down {:.0} ms after the kill (bound {:.0} ms); {lost} of {} requests failed",
-            detect.as_secs_f64() * 1e3,
-            bound.as_secs_f64() * 1e3,
-            results.len()
+            "cycle {cycle}: down {:.0} ms after the kill (verdict {:.0} ms; bound {:.0} + {:.0} ms), \
+             {failed} of {} requests failed; up again {:.0} ms after the restart (verdict {:.0} ms; \
+             bound {:.0} + {:.0} ms)",
+            down.as_secs_f64() * 1e3,
+            verdict.as_secs_f64() * 1e3,
+            down_bound.as_secs_f64() * 1e3,
+            slack.as_secs_f64() * 1e3,
+            results.len(),
+            up.as_secs_f64() * 1e3,
+            up_verdict.as_secs_f64() * 1e3,
+            up_bound.as_secs_f64() * 1e3,
+            slack.as_secs_f64() * 1e3,
         );
         assert!(
-            detect <= patience(bound + Duration::from_millis(500)),
-            "detected in {detect:?}"
+            down <= patience(down_bound + slack),
+            "be1 out of the data plane {down:?} after it stopped"
         );
-        detections.push(detect);
-        t.start_backend_servers(1);
-        wait_state(&t, &v4vip(80), backend4(1), "up", Duration::from_secs(5));
-        std::thread::sleep(patience(Duration::from_millis(200)));
+        assert!(
+            up <= patience(up_bound + slack),
+            "be1 back in the data plane {up:?} after it started"
+        );
+        verdicts.push(verdict);
+        downs.push(down);
+        ups_verdict.push(up_verdict);
+        ups.push(up);
         let seen = curl(&t, IpAddr::V4(VIP4), 60);
         assert!(seen.contains_key("be1"), "be1 serves again: {seen:?}");
     }
@@ -308,12 +434,22 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         body.contains("xlb_health_probe_duration_seconds_count"),
         "{body}"
     );
-    let mean = detections.iter().sum::<Duration>() / detections.len() as u32;
-    let worst = detections.iter().max().unwrap();
+    let total: usize = lost.iter().sum();
+    let rate = sent as f64 / load_time.as_secs_f64();
+    let ms = |(mean, worst): (f64, f64)| format!("mean {mean:.0} ms, worst {worst:.0} ms");
     eprintln!(
-        "detection over {cycles} failures: mean {:.0} ms, worst {:.0} ms",
-        mean.as_secs_f64() * 1e3,
-        worst.as_secs_f64() * 1e3
+        "over {cycles} failures (interval {} ms, fall {fall}, rise {rise}, jitter {jitter_percent}%):\n\
+         \x20 down (out of the data plane) after the kill: {}; the checker's verdict: {}\n\
+         \x20 up (back in the data plane) after the restart: {}; the checker's verdict: {}\n\
+         \x20 requests lost per failure: {total} in all, mean {:.1}, max {} (one client, \
+         {rate:.0} requests/s, each on a new connection)",
+        interval.as_millis(),
+        ms(mean_worst(&downs)),
+        ms(mean_worst(&verdicts)),
+        ms(mean_worst(&ups)),
+        ms(mean_worst(&ups_verdict)),
+        total as f64 / cycles as f64,
+        lost.iter().max().unwrap(),
     );
 }
 
