@@ -29,7 +29,8 @@ use xlb_tests::{
     daemon::{free_port, http_get, metric},
     netns::{PinDir, privileged},
     topology::{
-        Ns, Topology, VIP4, VIP6, backend4, backend6, curl, lb4, lb6, start_lb, workspace_bin,
+        CLIENT4, Ns, Topology, VIP4, VIP6, backend4, backend6, curl, lb4, lb6, start_lb,
+        workspace_bin,
     },
     vm::patience,
 };
@@ -63,7 +64,10 @@ source_v6 = "{s6}"
         s6 = lb6(0),
     );
     let path = t.dir.join(format!("xlb-{metrics}.toml"));
-    std::fs::write(&path, text).unwrap();
+    // Whole or not at all: the daemon re-reads the file when it changes.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
@@ -451,6 +455,163 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         total as f64 / cycles as f64,
         lost.iter().max().unwrap(),
     );
+}
+
+/// One request to `VIP4:80` from source port `sport`: always the same
+/// 5-tuple, the flow table's key. Kept alive, then closed with a reset, so
+/// that neither end holds the tuple in TIME_WAIT for the next one.
+fn request_from(sport: u16) -> Result<String, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let limit = Duration::from_millis(1_500);
+    let s =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::new(IpAddr::V4(CLIENT4), sport).into())
+        .map_err(|e| format!("bind {CLIENT4}:{sport}: {e}"))?;
+    s.connect_timeout(&SocketAddr::new(IpAddr::V4(VIP4), 80).into(), limit)
+        .map_err(|e| e.to_string())?;
+    s.set_linger(Some(Duration::ZERO))
+        .map_err(|e| e.to_string())?;
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(limit)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| format!("no Content-Length: {text:?}"))?;
+            if body.len() >= length {
+                return Ok(body.trim().to_owned());
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed early: {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A backend found down has its flow-table entries re-hashed: a new
+/// connection on the very 5-tuple that reached it goes to a live backend,
+/// although the down backend still serves that port (only its check
+/// fails). An operator's drain (weight 0) does the opposite: the same
+/// 5-tuple stays on the drained backend.
+#[test]
+fn a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept() {
+    if !privileged("a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    // The checked port, apart from the served one: stopping it fails the
+    // check while port 80 goes on answering.
+    let server = workspace_bin("xlb-tests", "xlb-backend");
+    for i in 0..3 {
+        let log = format!("be{i}-check.log");
+        let c = t.spawn_in(
+            Ns::Backend(i),
+            &server,
+            &[&format!("be{i}"), "--http", "8080", "--sink", "9100"],
+            &log,
+        );
+        t.adopt(&format!("be{i} check"), c);
+        t.wait_log(&log, "http on");
+    }
+    let pins = PinDir::new();
+    let metrics = free_port();
+    let health_cfg =
+        "kind = \"tcp\"\nport = 8080\ninterval_ms = 300\ntimeout_ms = 200\nrise = 1\nfall = 2";
+    let vips = |drained: Option<usize>| {
+        let backends: Vec<String> = (0..3)
+            .map(|i| {
+                let weight = u32::from(drained != Some(i));
+                format!("{{ address = \"{}\", weight = {weight} }}", backend4(i))
+            })
+            .collect();
+        format!(
+            "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n",
+            backends.join(", ")
+        )
+    };
+    let cfg = config(&t, &pins, metrics, health_cfg, &vips(None));
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    let pid = lb.id() as i32;
+    t.adopt("lb", lb);
+    for i in 0..3 {
+        wait_state(&t, &v4vip(80), backend4(i), "up", Duration::from_secs(10));
+        assert_eq!(state_of(&t, &v4vip(80), backend4(i)), "up");
+    }
+    wait_for("three backends in the row", Duration::from_secs(5), || {
+        in_rotation(&pins, VIP4.into(), 80).len() == 3
+    });
+    let sport = 40_123;
+    let ask = |t: &Topology| t.client.run(|| request_from(sport));
+    let first = ask(&t).expect("the fixed 5-tuple served");
+    let x: usize = first
+        .strip_prefix("be")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a backend name: {first:?}"));
+    let bx = IpAddr::V4(backend4(x));
+    eprintln!("source port {sport} hashes to {first}");
+
+    // Drained: out of the row, its entry still active; the flow stays.
+    let reload = |drained| {
+        config(&t, &pins, metrics, health_cfg, &vips(drained));
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    reload(Some(x));
+    let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
+    wait_for("the drain applied", Duration::from_secs(10), || {
+        !in_rotation(&pins, VIP4.into(), 80).contains_key(&bx) && entry_active(&pins, id, bx)
+    });
+    assert_eq!(
+        ask(&t).as_deref(),
+        Ok(first.as_str()),
+        "a drained backend keeps its flows"
+    );
+    reload(None);
+    wait_for("the drain ended", Duration::from_secs(10), || {
+        in_rotation(&pins, VIP4.into(), 80).contains_key(&bx)
+    });
+    assert_eq!(ask(&t).as_deref(), Ok(first.as_str()));
+
+    // Down: out of the row and its entry retired; the same 5-tuple goes
+    // to a live backend, although `first` would still answer it.
+    let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
+    let stopped = Instant::now();
+    t.stop(&format!("be{x} check"));
+    let applied = wait_for(
+        "the down backend out of the data plane",
+        Duration::from_secs(10),
+        || !in_rotation(&pins, VIP4.into(), 80).contains_key(&bx) && !entry_active(&pins, id, bx),
+    );
+    assert_eq!(state_of(&t, &v4vip(80), bx), "down", "{:#}", health(&t).1);
+    let after = ask(&t).expect("the fixed 5-tuple served after the re-hash");
+    eprintln!(
+        "{first} down {:.0} ms after its check port stopped; the same 5-tuple now reaches {after}",
+        (applied - stopped).as_secs_f64() * 1e3
+    );
+    assert_ne!(after, first, "the down backend's flow was not re-hashed");
+    assert!(["be0", "be1", "be2"].contains(&after.as_str()), "{after}");
+    // Direct to its own address, `first` still serves port 80: the flow
+    // moved because of the verdict, not because the backend is gone.
+    let (code, out, err) = t.run_in(
+        Ns::Client,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}:80/", backend4(x)),
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, first.as_str()), "{err}");
 }
 
 /// What the DSR path proves that a direct probe cannot: a backend that
