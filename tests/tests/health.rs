@@ -29,7 +29,7 @@ use xlb_tests::{
     daemon::{free_port, http_get, metric},
     netns::{PinDir, privileged},
     topology::{
-        CLIENT4, Ns, Topology, VIP4, VIP6, backend4, backend6, curl, lb4, lb6, start_lb,
+        CLIENT4, Ns, Topology, VIP4, VIP6, backend4, backend6, curl, curl_port, lb4, lb6, start_lb,
         workspace_bin,
     },
     vm::patience,
@@ -627,6 +627,20 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     }
     let mut t = Topology::new(1, 3);
     t.start_backends(true);
+    // Port 82 serves on every backend while its check (port 9001) fails
+    // on every one: what fail-open must keep serving.
+    let server = workspace_bin("xlb-tests", "xlb-backend");
+    for i in 0..3 {
+        let log = format!("be{i}-82.log");
+        let c = t.spawn_in(
+            Ns::Backend(i),
+            &server,
+            &[&format!("be{i}"), "--http", "82", "--sink", "9102"],
+            &log,
+        );
+        t.adopt(&format!("be{i} port 82"), c);
+        t.wait_log(&log, "http on");
+    }
     let pins = PinDir::new();
     let metrics = free_port();
     let direct = "[vip.health]\nvia = \"direct\"\nport = 80";
@@ -637,7 +651,8 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
         vip(IpAddr::V6(VIP6), 80, ""),
         // The same backends probed on their own addresses.
         vip(IpAddr::V4(VIP4), 81, direct),
-        // Nothing listens on 9001 anywhere: refused, and all down.
+        // Served on 82, checked on 9001 where nothing listens anywhere:
+        // refused, and all down.
         vip(IpAddr::V4(VIP4), 82, "[vip.health]\nkind = \"tcp\"\nport = 9001\nvia = \"direct\""),
         // A host that does not exist: timeouts.
         format!(
@@ -678,6 +693,15 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
             &format!("xlb_vip_fail_open{{vip=\"{}\"}}", v4vip(82))
         ),
         Some(1.0)
+    );
+    // ... and kept in the data plane, not only said to be: every backend
+    // still serves clients of :82.
+    assert_eq!(in_rotation(&pins, VIP4.into(), 82).len(), 3);
+    let seen = curl_port(&t, IpAddr::V4(VIP4), 82, 60);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["be0", "be1", "be2"],
+        "fail open serves on every backend: {seen:?}"
     );
 
     // be1 loses the VIP on its loopback; be2 stops decapsulating.
@@ -724,7 +748,18 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("FAIL-OPEN"), "{out}");
-    assert!(out.contains("refused"), "{out}");
+    // Each failure with its reason, on its backend's line.
+    let line = |vip: &str, backend: &str| {
+        out.lines()
+            .find(|l| l.contains(vip) && l.split_whitespace().nth(1) == Some(backend))
+            .unwrap_or_else(|| panic!("no line for {vip} {backend}:\n{out}"))
+            .to_owned()
+    };
+    let refused = line(&v4vip(82), &backend4(0).to_string());
+    assert!(refused.contains("connection refused"), "{refused}");
+    let dropping = line(&v4vip(83), &dead.to_string());
+    assert!(dropping.contains("timed out"), "{dropping}");
+    assert!(dropping.contains("down"), "{dropping}");
 }
 
 /// 1,000 backends checked every second (all but one unreachable: their
