@@ -1209,8 +1209,11 @@ retry_period_ms = 300
     wait_until("be1 gated out", Duration::from_secs(10), || {
         served_now().as_ref() == Some(&be0_only)
     });
+    // The status file follows the data plane within 100 ms.
+    wait_until("be1 down in the status", Duration::from_secs(2), || {
+        entry(be1)["state"] == "down"
+    });
     let e = entry(be1);
-    assert_eq!(e["state"], "down", "{e:#}");
     assert_eq!(e["last_failure"]["failure"], "timeout", "{e:#}");
     let seen = curl(&t, IpAddr::V4(VIP4), 20);
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["be0"], "{seen:?}");
@@ -1220,7 +1223,9 @@ retry_period_ms = 300
     wait_until("be1 restored", Duration::from_secs(10), || {
         served_now().as_ref() == Some(&both)
     });
-    assert_eq!(entry(be1)["state"], "up");
+    wait_until("be1 up in the status", Duration::from_secs(2), || {
+        entry(be1)["state"] == "up"
+    });
     std::thread::sleep(Duration::from_millis(200));
     let seen = curl(&t, IpAddr::V4(VIP4), 40);
     assert!(seen.contains_key("be1"), "be1 serves again: {seen:?}");
