@@ -566,8 +566,8 @@ fn a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept() {
         config(&t, &pins, metrics, health_cfg, &vips(drained));
         unsafe { libc::kill(pid, libc::SIGHUP) };
     };
-    reload(Some(x));
     let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
+    reload(Some(x));
     wait_for("the drain applied", Duration::from_secs(10), || {
         !in_rotation(&pins, VIP4.into(), 80).contains_key(&bx) && entry_active(&pins, id, bx)
     });
