@@ -281,8 +281,9 @@ fn mean_worst(d: &[Duration]) -> (f64, f64) {
 }
 
 /// An HTTP check through the DSR path (IPIP): a backend whose server stops
-/// is down within fall × interval (+ an interval), after which no request
-/// fails; started again, it is back after `rise` passes and serves again.
+/// is out of the data plane within fall × interval × (1 + jitter) (+ an
+/// interval, + slack), after which no request fails; started again, it is
+/// back after `rise` passes and serves again.
 /// Over `XLB_HEALTH_CYCLES` failures (default 2) it reports the detection
 /// and recovery times, mean and worst, and the requests lost per failure.
 #[test]
