@@ -8,7 +8,7 @@
 //! what the client sees.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
@@ -19,12 +19,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_common::{BACKEND_ACTIVE, NO_BACKEND, VipKey};
+use lb_userspace::{
+    vip::Vip,
+    xdp::{Maps, reconcile::backend_addr},
+};
 use serde_json::Value;
 use xlb_tests::{
     daemon::{free_port, http_get, metric},
     netns::{PinDir, privileged},
     topology::{
-        Ns, Topology, VIP4, VIP6, backend4, backend6, curl, lb4, lb6, start_lb, workspace_bin,
+        CLIENT4, Ns, Topology, VIP4, VIP6, backend4, backend6, curl, curl_port, lb4, lb6, start_lb,
+        workspace_bin,
     },
     vm::patience,
 };
@@ -58,7 +64,10 @@ source_v6 = "{s6}"
         s6 = lb6(0),
     );
     let path = t.dir.join(format!("xlb-{metrics}.toml"));
-    std::fs::write(&path, text).unwrap();
+    // Whole or not at all: the daemon re-reads the file when it changes.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
@@ -199,9 +208,84 @@ impl Load {
     }
 }
 
+/// What new flows of `vip` reach, as the pinned maps say: the backends its
+/// Maglev row names, by address and backend id. Read from the maps rather
+/// than the daemon's word, so "applied" means applied.
+fn in_rotation(pins: &PinDir, vip: IpAddr, port: u16) -> BTreeMap<IpAddr, u32> {
+    let Ok(m) = Maps::open_pinned(&pins.path) else {
+        return BTreeMap::new();
+    };
+    let key = VipKey::from(Vip {
+        address: vip,
+        port,
+        protocol: lb_common::PROTO_TCP,
+    });
+    let Ok(info) = m.vips.get(&key, 0) else {
+        return BTreeMap::new();
+    };
+    let ids: BTreeSet<u32> = m
+        .read_maglev(&info)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&id| id != NO_BACKEND)
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| m.backend(id).ok().map(|b| (backend_addr(&b), id)))
+        .collect()
+}
+
+/// Whether backend entry `id` still serves `backend` (active): what a
+/// flow-table entry naming it would reach.
+fn entry_active(pins: &PinDir, id: u32, backend: IpAddr) -> bool {
+    Maps::open_pinned(&pins.path)
+        .ok()
+        .and_then(|m| m.backend(id).ok())
+        .is_some_and(|b| b.flags & BACKEND_ACTIVE != 0 && backend_addr(&b) == backend)
+}
+
+/// Polls until `ready` holds; when it first did.
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + patience(limit);
+    loop {
+        if ready() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// When the checker's verdict on `vip`'s `backend` was reached (its
+/// `since_unix`), as seconds after `from_unix`.
+fn verdict_after(t: &Topology, vip: &str, backend: impl ToString, from_unix: f64) -> Duration {
+    let since = health(t).0[&(vip.to_owned(), backend.to_string())]["since_unix"]
+        .as_f64()
+        .expect("since_unix");
+    Duration::from_secs_f64((since - from_unix).max(0.0))
+}
+
+/// Mean and worst of `d`, in ms, for the report.
+fn mean_worst(d: &[Duration]) -> (f64, f64) {
+    let ms: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    (
+        ms.iter().sum::<f64>() / ms.len() as f64,
+        ms.iter().copied().fold(0.0, f64::max),
+    )
+}
+
 /// An HTTP check through the DSR path (IPIP): a backend whose server stops
-/// is down within fall × interval (+ an interval), after which no request
-/// fails; started again, it is back after `rise` passes and serves again.
+/// is out of the data plane within fall × interval × (1 + jitter) (+ an
+/// interval, + slack), after which no request fails; started again, it is
+/// back after `rise` passes and serves again.
+/// Over `XLB_HEALTH_CYCLES` failures (default 2) it reports the detection
+/// and recovery times, mean and worst, and the requests lost per failure.
 #[test]
 fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
     if !privileged("a_stopped_backend_leaves_the_rotation_and_comes_back") {
@@ -211,15 +295,16 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let (interval, fall) = (Duration::from_millis(300), 3u32);
+    let (interval, rise, fall, jitter_percent) = (Duration::from_millis(300), 2u32, 3u32, 10u32);
+    let jitter = f64::from(jitter_percent) / 100.0;
     let mut t = Topology::new(1, 3);
     t.start_backends(true);
     let pins = PinDir::new();
     let metrics = free_port();
     let vips = vip(IpAddr::V4(VIP4), 80, "") + &vip(IpAddr::V6(VIP6), 80, "");
     let health_cfg = format!(
-        "kind = \"http\"\npath = \"/\"\ninterval_ms = {}\ntimeout_ms = 200\nrise = 2\nfall = {fall}\njitter_percent = 10",
-        interval.as_millis()
+        "kind = \"http\"\npath = \"/\"\ninterval_ms = {}\ntimeout_ms = 200\nrise = {rise}\nfall = {fall}\njitter_percent = {jitter_percent}",
+        interval.as_millis(),
     );
     let cfg = config(&t, &pins, metrics, &health_cfg, &vips);
     let lb = start_lb(&t, 0, &cfg, "lb.log");
@@ -233,62 +318,110 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             "probed through the DSR path"
         );
     }
+    let be1 = IpAddr::V4(backend4(1));
     let to = SocketAddr::new(IpAddr::V4(VIP4), 80);
-    let bound = interval.mul_f64(f64::from(fall) * 1.1) + interval;
-    let mut detections = Vec::new();
+    // The issue's bound. A probe passed just before the failure; the
+    // `fall`-th failing one starts at most `fall` jittered intervals
+    // later, and ends within its timeout (200 ms), which the added
+    // interval covers. The same for `rise` passes after the restart.
+    let down_bound = interval.mul_f64(f64::from(fall) * (1.0 + jitter)) + interval;
+    let up_bound = interval.mul_f64(f64::from(rise) * (1.0 + jitter)) + interval;
+    // Beyond those bounds: the state change is published at once (at most
+    // 100 ms after another), and the reconciler rewrites one VIP's row in
+    // well under 10 ms; the rest is room for a timer or a thread that a
+    // loaded 2-core machine (two other test suites compiling and running
+    // beside this one) runs late. Measured worst there: see docs/health.md.
+    let slack = Duration::from_millis(400);
+    let (mut verdicts, mut downs, mut ups_verdict, mut ups) = (vec![], vec![], vec![], vec![]);
+    let (mut lost, mut sent, mut load_time) = (Vec::new(), 0usize, Duration::ZERO);
     for cycle in 0..cycles {
+        let before = in_rotation(&pins, VIP4.into(), 80);
+        let &be1_id = before.get(&be1).expect("be1 in the Maglev row");
         let load = Load::new();
         let mut servers = t.take("be1 servers");
-        let (detect, applied) = std::thread::scope(|s| {
+        let (killed, killed_unix, applied, load_for) = std::thread::scope(|s| {
+            let load_started = Instant::now();
             s.spawn(|| t.client.run(|| load.run(to)));
             std::thread::sleep(Duration::from_millis(300));
             let _ = servers.kill();
             let _ = servers.wait();
-            let detect = wait_state(
-                &t,
-                &v4vip(80),
-                backend4(1),
-                "down",
-                bound + Duration::from_secs(2),
+            let (killed, killed_unix) = (Instant::now(), unix_now());
+            // Down as far as new flows and old ones go: the row no longer
+            // names be1, and its entry no longer serves flows that named it.
+            let applied = wait_for(
+                "be1 out of the data plane",
+                down_bound + slack + Duration::from_secs(2),
+                || {
+                    !in_rotation(&pins, VIP4.into(), 80).contains_key(&be1)
+                        && !entry_active(&pins, be1_id, be1)
+                },
             );
-            // The reconciler applies the verdict right after it is published.
-            std::thread::sleep(patience(Duration::from_millis(200)));
-            let applied = Instant::now();
             std::thread::sleep(Duration::from_millis(1_500));
             load.stop.store(true, Ordering::Relaxed);
-            (detect, applied)
+            (killed, killed_unix, applied, load_started.elapsed())
         });
+        wait_state(&t, &v4vip(80), be1, "down", Duration::from_secs(2));
+        let verdict = verdict_after(&t, &v4vip(80), be1, killed_unix);
+        let down = applied - killed;
         let results = load.results.into_inner().unwrap();
-        let lost = results.iter().filter(|(_, r)| r.is_err()).count();
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         let after: Vec<_> = results
             .iter()
             .filter(|(at, r)| *at >= applied && r.is_err())
             .collect();
         assert!(
             after.is_empty(),
-            "requests failed after be1 was down: {after:?}"
+            "requests failed after be1 was out of the data plane: {after:?}"
         );
         assert!(
             results
                 .iter()
                 .filter(|(at, _)| *at >= applied)
                 .all(|(_, r)| r.as_deref() != Ok("be1")),
-            "be1 still served after it was down"
+            "be1 still served after it was out of the data plane"
         );
+        sent += results.len();
+        load_time += load_for;
+        lost.push(failed);
+
+        t.start_backend_servers(1);
+        let (restarted, restarted_unix) = (Instant::now(), unix_now());
+        let back = wait_for(
+            "be1 back in the data plane",
+            up_bound + slack + Duration::from_secs(2),
+            || in_rotation(&pins, VIP4.into(), 80).contains_key(&be1),
+        );
+        // The data plane hears of a change first; the status file within
+        // 100 ms (PUBLISH_CHANGE_WITHIN).
+        wait_state(&t, &v4vip(80), be1, "up", Duration::from_secs(2));
+        let up_verdict = verdict_after(&t, &v4vip(80), be1, restarted_unix);
+        let up = back - restarted;
         eprintln!(
-            "cycle {cycle}: down {:.0} ms after the kill (bound {:.0} ms); {lost} of {} requests failed",
-            detect.as_secs_f64() * 1e3,
-            bound.as_secs_f64() * 1e3,
-            results.len()
+            "cycle {cycle}: down {:.0} ms after the kill (verdict {:.0} ms; bound {:.0} + {:.0} ms), \
+             {failed} of {} requests failed; up again {:.0} ms after the restart (verdict {:.0} ms; \
+             bound {:.0} + {:.0} ms)",
+            down.as_secs_f64() * 1e3,
+            verdict.as_secs_f64() * 1e3,
+            down_bound.as_secs_f64() * 1e3,
+            slack.as_secs_f64() * 1e3,
+            results.len(),
+            up.as_secs_f64() * 1e3,
+            up_verdict.as_secs_f64() * 1e3,
+            up_bound.as_secs_f64() * 1e3,
+            slack.as_secs_f64() * 1e3,
         );
         assert!(
-            detect <= patience(bound + Duration::from_millis(500)),
-            "detected in {detect:?}"
+            down <= patience(down_bound + slack),
+            "be1 out of the data plane {down:?} after it stopped"
         );
-        detections.push(detect);
-        t.start_backend_servers(1);
-        wait_state(&t, &v4vip(80), backend4(1), "up", Duration::from_secs(5));
-        std::thread::sleep(patience(Duration::from_millis(200)));
+        assert!(
+            up <= patience(up_bound + slack),
+            "be1 back in the data plane {up:?} after it started"
+        );
+        verdicts.push(verdict);
+        downs.push(down);
+        ups_verdict.push(up_verdict);
+        ups.push(up);
         let seen = curl(&t, IpAddr::V4(VIP4), 60);
         assert!(seen.contains_key("be1"), "be1 serves again: {seen:?}");
     }
@@ -308,13 +441,179 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
         body.contains("xlb_health_probe_duration_seconds_count"),
         "{body}"
     );
-    let mean = detections.iter().sum::<Duration>() / detections.len() as u32;
-    let worst = detections.iter().max().unwrap();
+    let total: usize = lost.iter().sum();
+    let rate = sent as f64 / load_time.as_secs_f64();
+    let ms = |(mean, worst): (f64, f64)| format!("mean {mean:.0} ms, worst {worst:.0} ms");
     eprintln!(
-        "detection over {cycles} failures: mean {:.0} ms, worst {:.0} ms",
-        mean.as_secs_f64() * 1e3,
-        worst.as_secs_f64() * 1e3
+        "over {cycles} failures (interval {} ms, fall {fall}, rise {rise}, jitter {jitter_percent}%):\n\
+         \x20 down (out of the data plane) after the kill: {}; the checker's verdict: {}\n\
+         \x20 up (back in the data plane) after the restart: {}; the checker's verdict: {}\n\
+         \x20 requests lost per failure: {total} in all, mean {:.1}, max {} (one client, \
+         {rate:.0} requests/s, each on a new connection)",
+        interval.as_millis(),
+        ms(mean_worst(&downs)),
+        ms(mean_worst(&verdicts)),
+        ms(mean_worst(&ups)),
+        ms(mean_worst(&ups_verdict)),
+        total as f64 / cycles as f64,
+        lost.iter().max().unwrap(),
     );
+}
+
+/// One request to `VIP4:80` from source port `sport`: always the same
+/// 5-tuple, the flow table's key. Kept alive, then closed with a reset, so
+/// that neither end holds the tuple in TIME_WAIT for the next one.
+fn request_from(sport: u16) -> Result<String, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let limit = Duration::from_millis(1_500);
+    let s =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::new(IpAddr::V4(CLIENT4), sport).into())
+        .map_err(|e| format!("bind {CLIENT4}:{sport}: {e}"))?;
+    s.connect_timeout(&SocketAddr::new(IpAddr::V4(VIP4), 80).into(), limit)
+        .map_err(|e| e.to_string())?;
+    s.set_linger(Some(Duration::ZERO))
+        .map_err(|e| e.to_string())?;
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(limit)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| format!("no Content-Length: {text:?}"))?;
+            if body.len() >= length {
+                return Ok(body.trim().to_owned());
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed early: {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A backend found down has its flow-table entries re-hashed: a new
+/// connection on the very 5-tuple that reached it goes to a live backend,
+/// although the down backend still serves that port (only its check
+/// fails). An operator's drain (weight 0) does the opposite: the same
+/// 5-tuple stays on the drained backend.
+#[test]
+fn a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept() {
+    if !privileged("a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept") {
+        return;
+    }
+    let mut t = Topology::new(1, 3);
+    t.start_backends(true);
+    // The checked port, apart from the served one: stopping it fails the
+    // check while port 80 goes on answering.
+    let server = workspace_bin("xlb-tests", "xlb-backend");
+    for i in 0..3 {
+        let log = format!("be{i}-check.log");
+        let c = t.spawn_in(
+            Ns::Backend(i),
+            &server,
+            &[&format!("be{i}"), "--http", "8080", "--sink", "9100"],
+            &log,
+        );
+        t.adopt(&format!("be{i} check"), c);
+        t.wait_log(&log, "http on");
+    }
+    let pins = PinDir::new();
+    let metrics = free_port();
+    let health_cfg =
+        "kind = \"tcp\"\nport = 8080\ninterval_ms = 300\ntimeout_ms = 200\nrise = 1\nfall = 2";
+    let vips = |drained: Option<usize>| {
+        let backends: Vec<String> = (0..3)
+            .map(|i| {
+                let weight = u32::from(drained != Some(i));
+                format!("{{ address = \"{}\", weight = {weight} }}", backend4(i))
+            })
+            .collect();
+        format!(
+            "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n",
+            backends.join(", ")
+        )
+    };
+    let cfg = config(&t, &pins, metrics, health_cfg, &vips(None));
+    let lb = start_lb(&t, 0, &cfg, "lb.log");
+    let pid = lb.id() as i32;
+    t.adopt("lb", lb);
+    for i in 0..3 {
+        wait_state(&t, &v4vip(80), backend4(i), "up", Duration::from_secs(10));
+    }
+    wait_for("three backends in the row", Duration::from_secs(5), || {
+        in_rotation(&pins, VIP4.into(), 80).len() == 3
+    });
+    let sport = 40_123;
+    let ask = |t: &Topology| t.client.run(|| request_from(sport));
+    let first = ask(&t).expect("the fixed 5-tuple served");
+    let x: usize = first
+        .strip_prefix("be")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a backend name: {first:?}"));
+    let bx = IpAddr::V4(backend4(x));
+    eprintln!("source port {sport} hashes to {first}");
+
+    // Drained: out of the row, its entry still active; the flow stays.
+    let reload = |drained| {
+        config(&t, &pins, metrics, health_cfg, &vips(drained));
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+    let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
+    reload(Some(x));
+    wait_for("the drain applied", Duration::from_secs(10), || {
+        !in_rotation(&pins, VIP4.into(), 80).contains_key(&bx) && entry_active(&pins, id, bx)
+    });
+    assert_eq!(
+        ask(&t).as_deref(),
+        Ok(first.as_str()),
+        "a drained backend keeps its flows"
+    );
+    reload(None);
+    wait_for("the drain ended", Duration::from_secs(10), || {
+        in_rotation(&pins, VIP4.into(), 80).contains_key(&bx)
+    });
+    assert_eq!(ask(&t).as_deref(), Ok(first.as_str()));
+
+    // Down: out of the row and its entry retired; the same 5-tuple goes
+    // to a live backend, although `first` would still answer it.
+    let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
+    let stopped = Instant::now();
+    t.stop(&format!("be{x} check"));
+    let applied = wait_for(
+        "the down backend out of the data plane",
+        Duration::from_secs(10),
+        || !in_rotation(&pins, VIP4.into(), 80).contains_key(&bx) && !entry_active(&pins, id, bx),
+    );
+    wait_state(&t, &v4vip(80), bx, "down", Duration::from_secs(2));
+    let after = ask(&t).expect("the fixed 5-tuple served after the re-hash");
+    eprintln!(
+        "{first} down {:.0} ms after its check port stopped; the same 5-tuple now reaches {after}",
+        (applied - stopped).as_secs_f64() * 1e3
+    );
+    assert_ne!(after, first, "the down backend's flow was not re-hashed");
+    assert!(["be0", "be1", "be2"].contains(&after.as_str()), "{after}");
+    // Direct to its own address, `first` still serves port 80: the flow
+    // moved because of the verdict, not because the backend is gone.
+    let (code, out, err) = t.run_in(
+        Ns::Client,
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}:80/", backend4(x)),
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, first.as_str()), "{err}");
 }
 
 /// What the DSR path proves that a direct probe cannot: a backend that
@@ -330,6 +629,20 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     }
     let mut t = Topology::new(1, 3);
     t.start_backends(true);
+    // Port 82 serves on every backend while its check (port 9001) fails
+    // on every one: what fail-open must keep serving.
+    let server = workspace_bin("xlb-tests", "xlb-backend");
+    for i in 0..3 {
+        let log = format!("be{i}-82.log");
+        let c = t.spawn_in(
+            Ns::Backend(i),
+            &server,
+            &[&format!("be{i}"), "--http", "82", "--sink", "9102"],
+            &log,
+        );
+        t.adopt(&format!("be{i} port 82"), c);
+        t.wait_log(&log, "http on");
+    }
     let pins = PinDir::new();
     let metrics = free_port();
     let direct = "[vip.health]\nvia = \"direct\"\nport = 80";
@@ -340,7 +653,8 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
         vip(IpAddr::V6(VIP6), 80, ""),
         // The same backends probed on their own addresses.
         vip(IpAddr::V4(VIP4), 81, direct),
-        // Nothing listens on 9001 anywhere: refused, and all down.
+        // Served on 82, checked on 9001 where nothing listens anywhere:
+        // refused, and all down.
         vip(IpAddr::V4(VIP4), 82, "[vip.health]\nkind = \"tcp\"\nport = 9001\nvia = \"direct\""),
         // A host that does not exist: timeouts.
         format!(
@@ -381,6 +695,15 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
             &format!("xlb_vip_fail_open{{vip=\"{}\"}}", v4vip(82))
         ),
         Some(1.0)
+    );
+    // ... and kept in the data plane, not only said to be: every backend
+    // still serves clients of :82.
+    assert_eq!(in_rotation(&pins, VIP4.into(), 82).len(), 3);
+    let seen = curl_port(&t, IpAddr::V4(VIP4), 82, 60);
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["be0", "be1", "be2"],
+        "fail open serves on every backend: {seen:?}"
     );
 
     // be1 loses the VIP on its loopback; be2 stops decapsulating.
@@ -427,19 +750,52 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("FAIL-OPEN"), "{out}");
-    assert!(out.contains("refused"), "{out}");
+    // Each failure with its reason, on its backend's line.
+    let line = |vip: &str, backend: &str| {
+        out.lines()
+            .find(|l| l.contains(vip) && l.split_whitespace().nth(1) == Some(backend))
+            .unwrap_or_else(|| panic!("no line for {vip} {backend}:\n{out}"))
+            .to_owned()
+    };
+    let refused = line(&v4vip(82), &backend4(0).to_string());
+    assert!(refused.contains("connection refused"), "{refused}");
+    let dropping = line(&v4vip(83), &dead.to_string());
+    assert!(dropping.contains("timed out"), "{dropping}");
+    assert!(dropping.contains("down"), "{dropping}");
 }
 
 /// 1,000 backends checked every second (all but one unreachable: their
 /// probes time out): probes are spread over the interval, no 100 ms window
 /// holding more than twice the mean; the daemon's CPU time is reported.
+/// Probed direct (each SYN a plain TCP SYN to the backend's address).
 #[test]
 fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     if !privileged("probes_of_a_thousand_backends_are_spread_over_the_interval") {
         return;
     }
+    thousand_backends(Via::Direct);
+}
+
+/// The same through the DSR path: 1,000 entries in the probe path map, each
+/// SYN to the VIP encapsulated (IPIP) by the tc program to its backend.
+#[test]
+fn dsr_path_probes_of_a_thousand_backends_are_spread_over_the_interval() {
+    if !privileged("dsr_path_probes_of_a_thousand_backends_are_spread_over_the_interval") {
+        return;
+    }
+    thousand_backends(Via::Dsr);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Via {
+    Direct,
+    Dsr,
+}
+
+fn thousand_backends(via: Via) {
     let mut t = Topology::new(1, 1);
-    t.start_backends(false);
+    // be0, the one live backend, decapsulates for the DSR-path probes.
+    t.start_backends(via == Via::Dsr);
     let lb = &t.lbs[0];
     // Addresses that swallow everything: a device with no link behind it
     // and no neighbours (dummy, or ifb on kernels built without dummy).
@@ -458,8 +814,9 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
         (1..1_000).map(|i| format!("{{ address = \"10.78.{}.{}\" }}", i / 250, i % 250 + 1)),
     );
     let vips = format!(
-        "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n[vip.health]\nkind = \"tcp\"\nvia = \"direct\"\n",
-        backends.join(", ")
+        "[[vip]]\naddress = \"{VIP4}\"\nport = 80\nbackends = [{}]\n[vip.health]\nkind = \"tcp\"\nvia = \"{}\"\n",
+        backends.join(", "),
+        if via == Via::Dsr { "dsr" } else { "direct" },
     );
     let pins = PinDir::new();
     let metrics = free_port();
@@ -470,6 +827,11 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     let pid = daemon.id();
     t.adopt("lb", daemon);
     wait_state(&t, &v4vip(80), backend4(0), "up", Duration::from_secs(10));
+    let via_str = if via == Via::Dsr { "dsr" } else { "direct" };
+    assert_eq!(
+        health(&t).0[&(v4vip(80), backend4(0).to_string())]["via"],
+        via_str
+    );
     // Past the first round, where 999 backends go down at once: the steady
     // state is what is measured.
     std::thread::sleep(Duration::from_secs(2));
@@ -482,7 +844,14 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
             "-l",
             "-tt",
             "-p",
-            "tcp[tcpflags] & tcp-syn != 0",
+            // Through the DSR path a probe's SYN is inside IPIP: the inner
+            // header's protocol (byte 9) and TCP flags (byte 13 of the TCP
+            // header), both headers without options.
+            if via == Via::Dsr {
+                "ip proto 4 and ip[29] = 6 and ip[53] & 2 != 0"
+            } else {
+                "tcp[tcpflags] & tcp-syn != 0"
+            },
         ])
         .stdout(std::fs::File::create(t.dir.join("syns.txt")).unwrap())
         .stderr(std::fs::File::create(t.dir.join("syns.err")).unwrap())
@@ -524,9 +893,10 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
     }
     let mean = f64::from(windows.iter().sum::<u32>()) / 30.0;
     let max = *windows.iter().max().unwrap();
+    let min = *windows.iter().min().unwrap();
     eprintln!(
-        "1,000 backends at 1 s: {mean:.0} probes per 100 ms on average, at most {max}; \
-         daemon CPU {:.1}% of one core",
+        "1,000 backends at 1 s, via {via_str}: {mean:.0} probes per 100 ms on average, \
+         at most {max}, at least {min}; daemon CPU {:.1}% of one core",
         (cpu1 - cpu0) / took.as_secs_f64() * 100.0
     );
     assert!(
@@ -534,7 +904,6 @@ fn probes_of_a_thousand_backends_are_spread_over_the_interval() {
         "about 100 probes per 100 ms: {windows:?}"
     );
     assert!(f64::from(max) <= 2.0 * mean, "a burst: {windows:?}");
-    let _ = IpAddr::V4(VIP4);
 }
 
 /// Strict reverse-path filtering on the router drops what the DSR path

@@ -1076,3 +1076,157 @@ fn a_health_check_annotation_gates_ready_endpoints_on_their_probes() {
     });
     drop(d);
 }
+
+/// The same annotation through the DSR path, on the veth topology with real
+/// DSR backends (`xlb decap`, the VIP on their loopback): a backend whose
+/// DSR set-up breaks (the VIP gone from its loopback) while its
+/// EndpointSlice still says ready is gated out by the check, which probes
+/// the VIP through the tunnel; repaired, it is served again. Readiness
+/// alone could not see this: the pod and its own address are fine.
+#[test]
+fn a_health_check_annotation_through_the_dsr_path_gates_a_broken_dsr_backend() {
+    use xlb_tests::topology::{Topology, VIP4, backend4, curl, lb4, start_lb};
+    if !privileged("a_health_check_annotation_through_the_dsr_path_gates_a_broken_dsr_backend") {
+        return;
+    }
+    let mut t = Topology::new(1, 2);
+    t.start_backends(true);
+    let api = t.lbs[0].run(KubeApi::start);
+    let kubeconfig = t.dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "default",
+            "annotations": {
+                "xlb.io/health-check": "http",
+                "xlb.io/health-check-path": "/healthz"
+            }
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": "xlb.io/xlb",
+            "selector": { "app": "web" },
+            "ports": [{ "name": "http", "port": 80, "protocol": "TCP", "targetPort": 80 }],
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "externalTrafficPolicy": "Cluster"
+        }
+    }));
+    let ready: Vec<Value> = (0..2)
+        .map(|i| endpoint(&backend4(i).to_string(), true, true, false))
+        .collect();
+    api.apply(k8s_objects::slice("web", ("http", 80, "TCP"), ready));
+    let pins = PinDir::new();
+    let state = t.dir.join("state");
+    let metrics = free_port();
+    let text = format!(
+        r#"[dataplane]
+interfaces = ["eth0"]
+xdp_mode = "generic"
+pin_path = "{pins}"
+state_dir = "{state}"
+encap = "ipip"
+maglev_table_size = {M}
+max_vips = 16
+max_backends = 64
+flow_table_size = 4096
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[health]
+source_v4 = "{source}"
+interval_ms = 300
+timeout_ms = 200
+rise = 1
+fall = 2
+
+[kubernetes]
+enabled = true
+kubeconfig = "{kubeconfig}"
+pools = ["{VIP4}-{VIP4}"]
+lease_namespace = "xlb-system"
+node_name = "router-a"
+lease_duration_ms = 3000
+renew_deadline_ms = 1500
+retry_period_ms = 300
+"#,
+        pins = pins.path.display(),
+        state = state.display(),
+        kubeconfig = kubeconfig.display(),
+        source = lb4(0),
+    );
+    let config = t.dir.join("xlb.toml");
+    std::fs::write(&config, text).unwrap();
+    let lb = start_lb(&t, 0, &config, "lb.log");
+    t.adopt("lb", lb);
+    let key = (IpAddr::V4(VIP4), 80, lb_common::PROTO_TCP);
+    let served_now = || -> Option<BTreeSet<IpAddr>> {
+        let m = Maps::open_pinned(&pins.path).ok()?;
+        served(&dump(&m))
+            .ok()?
+            .get(&key)
+            .map(|b| b.keys().copied().collect())
+    };
+    let health = || -> Value {
+        std::fs::read_to_string(state.join("health.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let entry = |backend: IpAddr| -> Value {
+        health()["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["backend"].as_str() == Some(&backend.to_string()))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let both: BTreeSet<IpAddr> = (0..2).map(|i| IpAddr::V4(backend4(i))).collect();
+    let be1 = IpAddr::V4(backend4(1));
+    wait_until(
+        "both endpoints up, through the DSR path",
+        Duration::from_secs(15),
+        || both.iter().all(|b| entry(*b)["state"] == "up") && served_now().as_ref() == Some(&both),
+    );
+    let e = entry(be1);
+    assert_eq!(e["via"], "dsr", "{e:#}");
+    assert_eq!(
+        e["target"],
+        format!("{VIP4}:80"),
+        "probes go to the VIP: {e:#}"
+    );
+    assert_eq!(e["kind"], "http", "{e:#}");
+
+    // be1 loses the VIP on its loopback: its pod, its own address and its
+    // EndpointSlice are all fine, its DSR service is not.
+    t.backends[1].ip(&["addr", "del", &format!("{VIP4}/32"), "dev", "lo"]);
+    let be0_only: BTreeSet<IpAddr> = [IpAddr::V4(backend4(0))].into();
+    wait_until("be1 gated out", Duration::from_secs(10), || {
+        served_now().as_ref() == Some(&be0_only)
+    });
+    // The status file follows the data plane within 100 ms.
+    wait_until("be1 down in the status", Duration::from_secs(2), || {
+        entry(be1)["state"] == "down"
+    });
+    let e = entry(be1);
+    assert_eq!(e["last_failure"]["failure"], "timeout", "{e:#}");
+    let seen = curl(&t, IpAddr::V4(VIP4), 20);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["be0"], "{seen:?}");
+
+    // Repaired: served again, the EndpointSlice never having changed.
+    t.backends[1].ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    wait_until("be1 restored", Duration::from_secs(10), || {
+        served_now().as_ref() == Some(&both)
+    });
+    wait_until("be1 up in the status", Duration::from_secs(2), || {
+        entry(be1)["state"] == "up"
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = curl(&t, IpAddr::V4(VIP4), 40);
+    assert!(seen.contains_key("be1"), "be1 serves again: {seen:?}");
+}
