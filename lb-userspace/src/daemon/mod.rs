@@ -230,13 +230,13 @@ impl Daemon {
             (
                 f.config.kubernetes.clone(),
                 f.config.dataplane.clone(),
-                f.config.announce.mode,
+                f.config.announce.clone(),
                 f.config.health.clone(),
                 statics,
             )
         };
         if k8s.enabled {
-            let source = Kubernetes::start(&k8s, &dp, announce, &health, statics)
+            let source = Kubernetes::start(&k8s, &dp, &announce, &health, statics)
                 .await
                 .context("starting the Kubernetes source")?;
             self.kubernetes = Some(source);
