@@ -923,11 +923,25 @@ fn on_ipvs_the_kernel_is_quiet_and_the_userspace_responder_answers() {
     r.claim(v4).unwrap();
     r.claim(v6).unwrap();
     assert!(!resolves(v4), "answered before any heartbeat");
+    let answered = r.answered();
+    let counted = || {
+        let o = answered.outcomes();
+        assert_eq!((o[0].0, o[1].0), ("arp_replied", "ndp_advertised"));
+        (o[0].1, o[1].1)
+    };
+    assert_eq!(counted(), (0, 0), "counted before answering");
     r.beat(Duration::from_secs(60)).unwrap();
     assert!(resolves(v4), "claimed v4 VIP not answered");
     assert!(resolves(v6), "claimed v6 VIP not answered");
+    let (arp, ndp) = counted();
+    eprintln!("answered: {arp} ARP, {ndp} NDP");
+    assert!(
+        arp >= 1 && ndp >= 1,
+        "answers not counted: {arp} ARP, {ndp} NDP"
+    );
     r.silence().unwrap();
     assert!(!resolves(v4) && !resolves(v6), "answered after silence");
+    assert_eq!(counted(), (arp, ndp), "counted while silent");
     r.beat(Duration::from_millis(300)).unwrap();
     std::thread::sleep(Duration::from_millis(400));
     assert!(!resolves(v4), "answered on a stale heartbeat");

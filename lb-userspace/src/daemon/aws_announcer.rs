@@ -66,6 +66,8 @@ struct Announcer {
     moving: BTreeMap<Ipv4Addr, Instant>,
     /// IPv6 VIPs asking for `aws` (from Kubernetes), warned about once.
     ignored_v6: BTreeSet<IpAddr>,
+    /// The VIPs owned as last published, for the transitions count.
+    owned: BTreeSet<Ipv4Addr>,
 }
 
 pub(super) async fn run(
@@ -83,6 +85,7 @@ pub(super) async fn run(
         status: AwsStatus::default(),
         moving: BTreeMap::new(),
         ignored_v6: BTreeSet::new(),
+        owned: BTreeSet::new(),
     };
     let mut leadership = leaders.as_ref().map(LeaderFeed::current);
     let mut next = Instant::now();
@@ -97,6 +100,7 @@ pub(super) async fn run(
             }
             next = Instant::now() + every;
         }
+        a.count_transitions();
         publish(&status, &a.status, &a.s.state_dir);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -118,6 +122,14 @@ pub(super) async fn run(
 }
 
 impl Announcer {
+    /// Counts the VIPs that became or stopped being this node's since the
+    /// last count.
+    fn count_transitions(&mut self) {
+        let owned: BTreeSet<Ipv4Addr> = self.status.owned().collect();
+        self.status.transitions += owned.symmetric_difference(&self.owned).count() as u64;
+        self.owned = owned;
+    }
+
     /// One pass: what this node leads, brought about and confirmed.
     async fn pass(&mut self, desired: &Desired, leadership: Option<&Leadership>) {
         let (all, v6) = aws_vips(desired);
@@ -564,6 +576,7 @@ mod tests {
                 status: AwsStatus::default(),
                 moving: BTreeMap::new(),
                 ignored_v6: BTreeSet::new(),
+                owned: BTreeSet::new(),
             };
             // The plans were made from a look taken while leading; the
             // Lease goes (or stays) before the writes.
