@@ -64,7 +64,9 @@ struct Announcer {
     status: AwsStatus,
     /// VIPs with a move under way, since its first write.
     moving: BTreeMap<Ipv4Addr, Instant>,
-    /// IPv6 VIPs asking for `aws` (from Kubernetes), warned about once.
+    /// IPv6 VIPs asking for `aws`, warned about once. The config and the
+    /// Kubernetes translation refuse them already; a state file written
+    /// by an older version could still bring one back on a restart.
     ignored_v6: BTreeSet<IpAddr>,
     /// The VIPs owned as last published, for the transitions count.
     owned: BTreeSet<Ipv4Addr>,
