@@ -390,6 +390,36 @@ fn a_pool_s_mode_is_its_addresses_unless_the_annotation_chooses() {
 }
 
 #[test]
+fn an_elastic_ip_annotation_is_enough_in_a_pool_announced_with_aws() {
+    use crate::config::{AllocationId, AnnounceMode, Announcement};
+    let eip = "eipalloc-0123456789abcdef0";
+    let mut s = settings(BackendTarget::Pod);
+    s.announce = AnnounceMode::L2;
+    s.pools = Pools::new(vec![AddressPool {
+        first: ip("10.99.200.1"),
+        last: ip("10.99.200.3"),
+        announce: Some(AnnounceMode::Aws),
+    }]);
+    let o = run(
+        &[service(
+            "public",
+            "2026-01-01T00:00:00Z",
+            json!({ "metadata": { "annotations": { "xlb.io/aws-allocation-id": eip } } }),
+        )],
+        &[],
+        &s,
+    );
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    let spec = o.services.values().next().unwrap();
+    assert_eq!(
+        spec.announce,
+        Announcement::Aws {
+            eip: AllocationId::parse(eip)
+        }
+    );
+}
+
+#[test]
 fn a_service_may_choose_only_the_modes_the_config_allows() {
     use crate::config::AnnounceMode::{Aws, L2, None};
     let mut s = settings(BackendTarget::Pod);
