@@ -69,22 +69,31 @@ impl Moto {
     }
 
     /// An IAM user allowed exactly `actions` (moto checks the Action part
-    /// of a policy only); returns its access key id and secret. Made with
-    /// boto3, which moto brings, through the unauthenticated setup window.
+    /// of a policy only); returns its access key id and secret.
     pub fn iam_user(&self, name: &str, actions: &[&str]) -> (String, String) {
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }]
+        });
+        self.iam_user_with_policy(name, &policy)
+    }
+
+    /// An IAM user with `policy` as its one inline policy; returns its
+    /// access key id and secret. Made with boto3, which moto brings,
+    /// through the unauthenticated setup window.
+    pub fn iam_user_with_policy(&self, name: &str, policy: &serde_json::Value) -> (String, String) {
         let script = r#"
-import boto3, json, sys
-url, name, actions = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+import boto3, sys
+url, name, policy = sys.argv[1], sys.argv[2], sys.argv[3]
 iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
                    aws_access_key_id="testing", aws_secret_access_key="testing")
 iam.create_user(UserName=name)
-iam.put_user_policy(UserName=name, PolicyName="xlb", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+iam.put_user_policy(UserName=name, PolicyName="xlb", PolicyDocument=policy)
 k = iam.create_access_key(UserName=name)["AccessKey"]
 print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
         let out = Command::new("python3")
-            .args(["-c", script, &self.url(), name, &actions.join(",")])
+            .args(["-c", script, &self.url(), name, &policy.to_string()])
             .output()
             .expect("python3");
         assert!(
@@ -436,14 +445,42 @@ fn http(
 
 /// The test's own EC2 client, straight to moto (not through the proxy).
 pub async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
+    ec2_as(moto, "testing", "testing").await
+}
+
+/// A client of moto with these credentials (an IAM user's, once moto
+/// enforces IAM).
+pub async fn ec2_as(moto: &Moto, key: &str, secret: &str) -> aws_sdk_ec2::Client {
     use aws_config::{BehaviorVersion, Region};
     use aws_sdk_ec2::config::Credentials;
     let conf = aws_config::defaults(BehaviorVersion::latest())
         .http_client(lb_userspace::announce::aws::http_client())
         .endpoint_url(moto.url())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .load()
         .await;
     aws_sdk_ec2::Client::new(&conf)
+}
+
+/// deploy/aws/iam-policy.json as shipped.
+pub fn shipped_policy() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/aws/iam-policy.json");
+    let text = std::fs::read_to_string(path).expect("deploy/aws/iam-policy.json");
+    serde_json::from_str(&text).expect("the IAM policy is JSON")
+}
+
+/// The shipped policy as far as moto can check it: moto authorizes EC2
+/// requests against the resource `*` and evaluates no EC2 condition keys,
+/// so each statement keeps its actions with `"Resource": "*"` and no
+/// condition. An action the daemon needs and the policy lacks is still
+/// refused; the narrowing to resource types and tag keys goes untested.
+pub fn shipped_policy_as_moto_checks_it() -> serde_json::Value {
+    let mut p = shipped_policy();
+    for st in p["Statement"].as_array_mut().expect("statements") {
+        let st = st.as_object_mut().expect("a statement");
+        st.insert("Resource".into(), "*".into());
+        st.remove("Condition");
+    }
+    p
 }

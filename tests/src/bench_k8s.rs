@@ -533,6 +533,7 @@ fn translate_cost(api: &KubeApi, config: &Path, stride: usize) -> Result<Transla
         encap: cfg.dataplane.encap,
         scheduler: cfg.dataplane.scheduler.clone(),
         announce: cfg.announce.mode,
+        service_modes: cfg.announce.service_modes.clone(),
         health: cfg.health.with_probe_sources(&cfg.dataplane),
     };
     let services: Vec<Arc<Service>> = api

@@ -565,6 +565,16 @@ fn l2_failover_follows_the_lease_and_only_the_leader_answers() {
             takeovers.push((vip, first - killed));
         }
         assert_eq!(lease_holder(&l).as_deref(), Some(l.routers[new].name));
+        // The client follows: the new owner's gratuitous ARP / unsolicited
+        // NA (Override set) rewrites the entry it already has.
+        let new_mac = mac_text(l.routers[new].mac);
+        for vip in vips {
+            wait_until(
+                &format!("round {round}: the client's entry for {vip} at {new_mac}"),
+                Duration::from_secs(5),
+                || client_neighbour(&l, vip).as_deref() == Some(new_mac.as_str()),
+            );
+        }
         if whole_node {
             // Requests flow again through the new owner before the old
             // node comes back.
@@ -667,6 +677,7 @@ fn l2_failover_follows_the_lease_and_only_the_leader_answers() {
         // one after it, and the requests that failed in between; rounds
         // alternate between the daemon dying and the whole node going.
         let mut failed_daemon_only = 0;
+        let mut whole_node_rounds = Vec::new();
         for whole_node in [false, true] {
             let rounds: Vec<(Duration, usize)> = kills[..TAKEOVERS]
                 .iter()
@@ -692,7 +703,10 @@ fn l2_failover_follows_the_lease_and_only_the_leader_answers() {
                 .collect();
             let gaps: Vec<Duration> = rounds.iter().map(|r| r.0).collect();
             let failed: usize = rounds.iter().map(|r| r.1).sum();
-            if !whole_node {
+            eprintln!("{vip}: per round (gap, failed requests): {rounds:?}");
+            if whole_node {
+                whole_node_rounds = rounds.clone();
+            } else {
                 failed_daemon_only = failed;
             }
             eprintln!(
@@ -717,6 +731,18 @@ fn l2_failover_follows_the_lease_and_only_the_leader_answers() {
         // When only the daemon dies, its data plane keeps forwarding until
         // the clients move: only a request in flight at a move may fail.
         assert!(failed <= TAKEOVERS / 2, "{vip}: {failed} failed requests");
+        // When the whole node goes, every request in the gap fails, but
+        // the load is sequential at 20/s with a connect timeout: no more
+        // than the gap holds (one per 50 ms) and a few in flight. More
+        // means requests failed while the new owner was answering.
+        for (round, (gap, failed)) in whole_node_rounds.iter().enumerate() {
+            let most = (gap.as_millis() / 50) as usize + 3;
+            assert!(
+                *failed <= most,
+                "{vip}: whole-node round {round}: {failed} failed requests in a gap of {gap:?} \
+                 (at most {most} fit)"
+            );
+        }
     }
     let _ = &l.backend;
 }
@@ -897,11 +923,25 @@ fn on_ipvs_the_kernel_is_quiet_and_the_userspace_responder_answers() {
     r.claim(v4).unwrap();
     r.claim(v6).unwrap();
     assert!(!resolves(v4), "answered before any heartbeat");
+    let answered = r.answered();
+    let counted = || {
+        let o = answered.outcomes();
+        assert_eq!((o[0].0, o[1].0), ("arp_replied", "ndp_advertised"));
+        (o[0].1, o[1].1)
+    };
+    assert_eq!(counted(), (0, 0), "counted before answering");
     r.beat(Duration::from_secs(60)).unwrap();
     assert!(resolves(v4), "claimed v4 VIP not answered");
     assert!(resolves(v6), "claimed v6 VIP not answered");
+    let (arp, ndp) = counted();
+    eprintln!("answered: {arp} ARP, {ndp} NDP");
+    assert!(
+        arp >= 1 && ndp >= 1,
+        "answers not counted: {arp} ARP, {ndp} NDP"
+    );
     r.silence().unwrap();
     assert!(!resolves(v4) && !resolves(v6), "answered after silence");
+    assert_eq!(counted(), (arp, ndp), "counted while silent");
     r.beat(Duration::from_millis(300)).unwrap();
     std::thread::sleep(Duration::from_millis(400));
     assert!(!resolves(v4), "answered on a stale heartbeat");

@@ -26,7 +26,7 @@ use std::{
 
 use lb_userspace::announce::aws::status::AwsStatus;
 use xlb_tests::{
-    aws::{Ec2Proxy, Imds, Moto, ec2},
+    aws::{Ec2Proxy, Imds, Moto, ec2, ec2_as, shipped_policy_as_moto_checks_it},
     daemon::{Daemon, free_port, http_get, metric, xlb_bin},
     kube_api::KubeApi,
     netns::{NetNs, PinDir, privileged},
@@ -329,12 +329,22 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
     if !privileged("aws leader") {
         return;
     }
-    let l = lab("leader", true);
+    let mut l = lab("leader", true);
+    // The routers run as a principal holding deploy/aws/iam-policy.json
+    // (as far as moto checks it: its actions), so a policy lacking an
+    // action the daemon calls fails this test; the harness has ec2:*.
+    let xlb = l
+        .moto
+        .iam_user_with_policy("xlb", &shipped_policy_as_moto_checks_it());
+    let harness = l.moto.iam_user("harness", &["ec2:*"]);
+    l.moto.enforce_iam();
+    l.ec2 = l.rt.block_on(ec2_as(&l.moto, &harness.0, &harness.1));
+    let keys = (xlb.0.as_str(), xlb.1.as_str());
     let seg = &l._seg;
     let vips = vip_table(VIP, l.w.ips[2], Some(&l.w.eip));
     let (a, b) = (router(&l, seg, 0, &vips), router(&l, seg, 1, &vips));
     let (eni_a, eni_b) = (l.w.enis[0].clone(), l.w.enis[1].clone());
-    let mut da = start(&l, &a, "a.log", ("testing", "testing"));
+    let mut da = start(&l, &a, "a.log", keys);
     let first = wait(Duration::from_secs(20), "router a places the VIP", || {
         status(&a).vips.get(&VIP).is_some_and(|v| v.in_place)
     });
@@ -370,14 +380,32 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
             .any(|c| c.address == l.w.ips[2]),
         "{s:?}"
     );
+    let owner = |r: &Router| metric(&metrics_text(r), &format!("xlb_vip_owner{{vip=\"{VIP}\"}}"));
+    assert_eq!(owner(&a), Some(1.0), "a owns the VIP: {}", metrics_text(&a));
     // Router b follows, leads nothing, calls nothing.
     let before_b = l.proxy.calls().len();
-    let mut db = start(&l, &b, "b.log", ("testing", "testing"));
+    let mut db = start(&l, &b, "b.log", keys);
     wait(
         Duration::from_secs(10),
         "router b sees the VIP led elsewhere",
         || status(&b).vips.get(&VIP).is_some_and(|v| !v.leads),
     );
+    // A few of b's reconcile intervals (1 s) while it follows: no EC2
+    // write from anyone (a is settled), nothing about b's ENI at all.
+    std::thread::sleep(Duration::from_millis(2500));
+    let following = l.proxy.calls()[before_b..].to_vec();
+    assert!(
+        following.iter().all(|c| c.action().starts_with("Describe")),
+        "a write while b followed: {following:?}"
+    );
+    assert!(
+        following
+            .iter()
+            .all(|c| c.param("NetworkInterfaceId") != Some(eni_b.as_str())
+                && c.param("NetworkInterfaceId.1") != Some(eni_b.as_str())),
+        "b called EC2 about its ENI while following: {following:?}"
+    );
+    assert_eq!(owner(&b), None, "b, following, owns nothing");
     // Takeover: a hands its Lease back on SIGTERM.
     assert_eq!(da.terminate(), Some(0));
     let stopped = Instant::now();
@@ -389,6 +417,15 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
     wait(Duration::from_secs(10), "router b confirms", || {
         status(&b).vips.get(&VIP).is_some_and(|v| v.in_place)
     });
+    wait(
+        Duration::from_secs(5),
+        "b's metrics say it owns the VIP",
+        || {
+            owner(&b) == Some(1.0)
+                && metric(&metrics_text(&b), "xlb_announce_transitions_total")
+                    .is_some_and(|n| n >= 1.0)
+        },
+    );
     let writes_after: Vec<_> = l.proxy.calls()[calls_at_stop..]
         .iter()
         .filter(|c| !c.action().starts_with("Describe"))
@@ -443,6 +480,35 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
         "one AssociateAddress repairs it: {repairs:?}"
     );
     assert_eq!(repairs[0].param("AllowReassociation"), Some("true"));
+    // Drift of the private IP: taken off b's ENI by hand (what AWS does
+    // to the old ENI when an address is reassigned; moto does not).
+    l.rt.block_on(
+        l.ec2
+            .unassign_private_ip_addresses()
+            .network_interface_id(&eni_b)
+            .private_ip_addresses(VIP.to_string())
+            .send(),
+    )
+    .unwrap();
+    assert!(!l.secondary_ips(&eni_b).contains(&VIP.to_string()));
+    let unassigned = Instant::now();
+    let ip_repair = wait(
+        Duration::from_secs(10),
+        "the reconcile puts the private IP back",
+        || l.secondary_ips(&eni_b).contains(&VIP.to_string()),
+    );
+    let reassigns: Vec<_> = l
+        .proxy
+        .calls_of("AssignPrivateIpAddresses")
+        .into_iter()
+        .filter(|c| c.at > unassigned)
+        .collect();
+    assert_eq!(reassigns.len(), 1, "{reassigns:?}");
+    assert_eq!(
+        reassigns[0].param("NetworkInterfaceId"),
+        Some(eni_b.as_str())
+    );
+    assert_eq!(reassigns[0].param("AllowReassignment"), Some("true"));
     // The metrics follow at the end of b's pass.
     wait(Duration::from_secs(5), "b counts both associations", || {
         let body = metrics_text(&b);
@@ -454,10 +520,12 @@ fn the_leader_moves_the_vip_and_its_elastic_ip_and_repairs_drift() {
     });
     eprintln!(
         "aws: first placement {first:?}; takeover (SIGTERM of a to the EIP on b in moto) \
-         {takeover:?} (b's own confirm {:?} s); repair of a hand move {repair:?} (reconcile \
-         interval 1 s); calls before b started {before_b}, in all {} ({:?} since the stop, \
-         {:?} since the hand move)",
+         {takeover:?} (b's own confirm {:?} s); repair of a hand move {repair:?}, of a \
+         hand-removed private IP {ip_repair:?} (reconcile interval 1 s); calls before b \
+         started {before_b}, while b followed {} (all Describe*), in all {} ({:?} since the \
+         stop, {:?} since the hand move)",
         bs.last_confirm_seconds,
+        following.len(),
         all.len(),
         stopped.elapsed(),
         moved.elapsed()

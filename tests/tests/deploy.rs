@@ -1213,3 +1213,84 @@ fn the_bird_container_holds_its_sessions_with_only_what_its_manifest_grants() {
     drop(sidecar);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// deploy/aws/iam-policy.json: the seven EC2 actions the `aws` announcer
+/// calls and nothing else; `"Resource": "*"` only for the Describe calls
+/// (EC2 has no resource-level permissions for them); the writes on
+/// network interfaces and Elastic IPs only; tags only under the key xlb
+/// writes. Whether the actions suffice is tested against moto (aws.rs
+/// runs its main test as a principal holding them); the resource and
+/// condition narrowing, which moto does not evaluate, is not.
+#[test]
+fn the_iam_policy_allows_only_what_xlb_calls_where_it_calls_it() {
+    use lb_userspace::announce::aws::plan::ROUTER_TAG;
+    let text = std::fs::read_to_string(deploy_dir().join("aws/iam-policy.json")).unwrap();
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    let as_list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_owned()).collect(),
+            other => panic!("not a string or a list: {other}"),
+        }
+    };
+    let mut actions = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow", "{st}");
+        let acts = as_list(&st["Action"]);
+        let resources = as_list(&st["Resource"]);
+        for a in &acts {
+            assert!(!a.contains('*'), "an action wildcard: {a}");
+            actions.insert(a.clone());
+        }
+        let reads = acts.iter().all(|a| a.starts_with("ec2:Describe"));
+        if reads {
+            assert_eq!(resources, ["*"], "{st}");
+            continue;
+        }
+        assert!(
+            acts.iter().all(|a| !a.starts_with("ec2:Describe")),
+            "reads and writes in one statement: {st}"
+        );
+        for r in &resources {
+            assert!(
+                r == "arn:aws:ec2:*:*:network-interface/*" || r == "arn:aws:ec2:*:*:elastic-ip/*",
+                "a write on {r}: {st}"
+            );
+        }
+        if acts.iter().any(|a| a == "ec2:CreateTags") {
+            assert_eq!(acts, ["ec2:CreateTags"], "{st}");
+            assert_eq!(
+                st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+                serde_json::json!([ROUTER_TAG]),
+                "{st}"
+            );
+            assert_eq!(st["Condition"]["Null"]["aws:TagKeys"], "false", "{st}");
+        }
+        if acts.iter().any(|a| a == "ec2:AssociateAddress") {
+            assert!(
+                resources.iter().any(|r| r.ends_with(":elastic-ip/*")),
+                "{st}"
+            );
+            assert!(
+                resources
+                    .iter()
+                    .any(|r| r.ends_with(":network-interface/*")),
+                "{st}"
+            );
+        }
+    }
+    assert_eq!(
+        actions,
+        [
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:AssociateAddress",
+            "ec2:CreateTags",
+            "ec2:DescribeAddresses",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSubnets",
+            "ec2:ModifyNetworkInterfaceAttribute",
+        ]
+        .map(str::to_owned)
+        .into(),
+    );
+}

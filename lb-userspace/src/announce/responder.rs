@@ -33,10 +33,40 @@ use crate::xdp::claims::monotonic_ns;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
 
+/// What the responder answered, counted as the XDP program counts its
+/// `arp_replied` and `ndp_advertised` outcomes.
+#[derive(Debug, Default)]
+pub struct Answered {
+    arp: AtomicU64,
+    ndp: AtomicU64,
+}
+
+impl Answered {
+    /// By the XDP outcome's name, so the metrics read alike on both data
+    /// planes.
+    pub fn outcomes(&self) -> [(&'static str, u64); 2] {
+        use lb_common::Outcome;
+        [
+            (Outcome::ArpReplied.name(), self.arp.load(Ordering::Relaxed)),
+            (
+                Outcome::NdpAdvertised.name(),
+                self.ndp.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+
+    fn count(&self, reply: &[u8]) {
+        let arp = reply.get(12..14) == Some(&ETH_P_ARP.to_be_bytes()[..]);
+        let n = if arp { &self.arp } else { &self.ndp };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Shared between the announcer and the threads.
 #[derive(Default)]
 struct Shared {
     owned: RwLock<BTreeSet<IpAddr>>,
+    answered: Arc<Answered>,
     /// CLOCK_MONOTONIC ns of the last heartbeat, and the bound.
     stamp_ns: AtomicU64,
     bound_ns: AtomicU64,
@@ -77,6 +107,11 @@ impl Responder {
             }
         }
         Ok(Self { shared, threads })
+    }
+
+    /// Its answer counts, readable after the responder is handed over.
+    pub fn answered(&self) -> Arc<Answered> {
+        self.shared.answered.clone()
     }
 }
 
@@ -148,10 +183,11 @@ fn serve(sock: &OwnedFd, ifindex: u32, mac: [u8; 6], shared: &Shared, name: &str
             let owned = shared.owned.read().expect("not poisoned");
             answer(&buf[..n as usize], mac, |a| owned.contains(&a))
         };
-        if let Some(reply) = reply
-            && let Err(e) = send(sock, ifindex, &reply)
-        {
-            tracing::warn!(iface = %name, "responder: reply not sent: {e}");
+        if let Some(reply) = reply {
+            match send(sock, ifindex, &reply) {
+                Ok(()) => shared.answered.count(&reply),
+                Err(e) => tracing::warn!(iface = %name, "responder: reply not sent: {e}"),
+            }
         }
     }
 }

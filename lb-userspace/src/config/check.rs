@@ -277,6 +277,23 @@ pub(super) fn read<'de, D: Deserializer<'de>, T>(
     d.deserialize_str(Str(expected, read))
 }
 
+/// `announce.service_modes`: each mode once (a repeat is a typo of another).
+pub(super) fn announce_modes<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<super::model::AnnounceMode>, D::Error> {
+    let modes = Vec::<super::model::AnnounceMode>::deserialize(d)?;
+    for (i, m) in modes.iter().enumerate() {
+        if modes[..i].contains(m) {
+            return Err(de::Error::custom(format!(
+                "\"{}\" is listed twice; list each of \"none\", \"l2\", \"aws\", \"bgp\" at \
+                 most once",
+                m.name()
+            )));
+        }
+    }
+    Ok(modes)
+}
+
 /// TOML integers are i64; one too large for that is an error already.
 fn int<'de, D: Deserializer<'de>>(
     d: D,

@@ -290,7 +290,8 @@ pub struct Kubernetes {
     pub kubeconfig: Option<PathBuf>,
     /// What a Service's backends are: its pods, or the nodes hosting them.
     pub backend_target: BackendTarget,
-    /// Addresses VIPs are allocated from, in order, when a Service names none.
+    /// Addresses VIPs are allocated from, in order, when a Service names
+    /// none; each may set how its addresses are announced.
     pub pools: Vec<AddressPool>,
     /// Where the Leases live (the DaemonSet's own namespace).
     #[serde(deserialize_with = "check::dns_label")]
@@ -328,13 +329,17 @@ pub enum BackendTarget {
 }
 
 /// An inclusive range of one family, written as a CIDR (`10.0.0.0/24`) or
-/// `first-last`. A v4 CIDR of /30 or wider leaves out its network and
-/// broadcast addresses. Serialized as `first-last`, which reads back to the
-/// same addresses.
+/// `first-last`, alone or as the `range` of a table that also sets the
+/// pool's `announce` mode. A v4 CIDR of /30 or wider leaves out its network
+/// and broadcast addresses. Serialized as `first-last` (in a table when
+/// `announce` is set), which reads back to the same addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPool {
     pub first: IpAddr,
     pub last: IpAddr,
+    /// How VIPs with an address of this pool are announced unless their
+    /// Service's annotation says otherwise; `None`: `announce.mode`.
+    pub announce: Option<AnnounceMode>,
 }
 
 /// How this node claims its VIPs on the network (see docs/announce.md).
@@ -369,6 +374,11 @@ pub struct Announce {
     /// switches and hosts that age entries out.
     #[serde(deserialize_with = "check::range::<_, 0, 3_600_000>")]
     pub refresh_interval_ms: u32,
+    /// The modes a Kubernetes Service may ask for with the `xlb.io/announce`
+    /// annotation; a Service asking for another is refused. The config's
+    /// own choices (`mode`, a pool's `announce`) are not limited by it.
+    #[serde(deserialize_with = "check::announce_modes")]
+    pub service_modes: Vec<AnnounceMode>,
     /// The `aws` mode's settings (see docs/aws.md).
     #[serde(deserialize_with = "check::table")]
     pub aws: Aws,
@@ -685,6 +695,12 @@ impl Default for Announce {
             gratuitous_count: 5,
             gratuitous_interval_ms: 1_000,
             refresh_interval_ms: 0,
+            service_modes: vec![
+                AnnounceMode::None,
+                AnnounceMode::L2,
+                AnnounceMode::Aws,
+                AnnounceMode::Bgp,
+            ],
             aws: Aws::default(),
             bgp: Bgp::default(),
         }
@@ -693,6 +709,28 @@ impl Default for Announce {
 
 impl Serialize for AddressPool {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{}-{}", self.first, self.last))
+        use serde::ser::SerializeMap;
+        let range = format!("{}-{}", self.first, self.last);
+        match self.announce {
+            None => serializer.serialize_str(&range),
+            Some(mode) => {
+                let mut m = serializer.serialize_map(Some(2))?;
+                m.serialize_entry("range", &range)?;
+                m.serialize_entry("announce", &mode)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl AnnounceMode {
+    /// As the config and the annotation write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::L2 => "l2",
+            Self::Aws => "aws",
+            Self::Bgp => "bgp",
+        }
     }
 }

@@ -2,14 +2,61 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::de::{Deserialize, Deserializer};
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use super::check;
-use super::model::AddressPool;
+use super::model::{AddressPool, AnnounceMode};
 
 impl<'de> Deserialize<'de> for AddressPool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        check::read(d, EXPECTED, parse)
+        d.deserialize_any(PoolVisitor)
+    }
+}
+
+/// A pool is a string, or a table with the string as its `range`.
+struct PoolVisitor;
+
+impl<'de> Visitor<'de> for PoolVisitor {
+    type Value = AddressPool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{EXPECTED}, or a table such as {{ range = \"10.99.200.0/24\", announce = \"l2\" }}"
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<AddressPool, E> {
+        parse(s).map_err(|expected| E::invalid_value(de::Unexpected::Str(s), &&*expected))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<AddressPool, A::Error> {
+        let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(AddressPool {
+            announce: t.announce,
+            ..t.range.0
+        })
+    }
+}
+
+/// A pool written as a table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    range: Range,
+    #[serde(default)]
+    announce: Option<AnnounceMode>,
+}
+
+/// The `range` of a pool written as a table.
+struct Range(AddressPool);
+
+impl<'de> Deserialize<'de> for Range {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        check::read(d, EXPECTED, parse).map(Range)
     }
 }
 
@@ -60,6 +107,7 @@ fn parse(s: &str) -> Result<AddressPool, String> {
         return Ok(AddressPool {
             first: ip(a + lost),
             last: ip((a | host) - lost),
+            announce: None,
         });
     }
 
@@ -74,7 +122,11 @@ fn parse(s: &str) -> Result<AddressPool, String> {
             "a range whose first address is not after its last: \"{last}-{first}\" for this one"
         ));
     }
-    Ok(AddressPool { first, last })
+    Ok(AddressPool {
+        first,
+        last,
+        announce: None,
+    })
 }
 
 /// The addresses two pools share, if any.

@@ -161,8 +161,26 @@ fn capacities(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, fou
 /// and the earliest partner is the one the message should name.
 fn pools(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
     let pools = &config.kubernetes.pools;
-    let path = |i: usize| format!("kubernetes.pools.{i}");
+    // A pool written as a table is named by its `range`.
+    let path = |i: usize| {
+        let range = format!("kubernetes.pools.{i}.range");
+        if doc.start(&range).is_some() {
+            range
+        } else {
+            format!("kubernetes.pools.{i}")
+        }
+    };
     for (index, pool) in pools.iter().enumerate() {
+        if pool.announce == Some(super::model::AnnounceMode::Aws) && pool.first.is_ipv6() {
+            let at = doc.start(&format!("kubernetes.pools.{index}.announce"));
+            let message = format!(
+                "`kubernetes.pools` entry {} is IPv6 but announce mode `aws` moves IPv4 secondary \
+                 private addresses and Elastic IPs only; announce it with `none` (routing done \
+                 elsewhere), `l2` or `bgp`",
+                doc.written(&path(index)),
+            );
+            found.push((at.unwrap_or(0), message));
+        }
         let mut earlier = pools[..index].iter().enumerate();
         if let Some(((first, last), other)) =
             earlier.find_map(|(other, earlier)| Some((overlap(pool, earlier)?, other)))

@@ -17,6 +17,7 @@ fn pool(first: &str, last: &str) -> AddressPool {
     AddressPool {
         first: ip(first),
         last: ip(last),
+        announce: None,
     }
 }
 
@@ -327,7 +328,10 @@ fn unusual_values_round_trip() {
             kubeconfig: Some("../k\"ube config".into()),
             backend_target: BackendTarget::Node,
             pools: vec![
-                pool("10.0.0.1", "10.0.0.1"),
+                AddressPool {
+                    announce: Some(AnnounceMode::L2),
+                    ..pool("10.0.0.1", "10.0.0.1")
+                },
                 pool("10.0.1.0", "10.0.1.255"),
                 pool("fd00::", "fd00::ffff:ffff"),
             ],
@@ -344,6 +348,7 @@ fn unusual_values_round_trip() {
             liveness_bound_ms: Some(1_000),
             gratuitous_count: 3,
             gratuitous_interval_ms: 250,
+            service_modes: vec![AnnounceMode::Bgp, AnnounceMode::None],
             refresh_interval_ms: 60_000,
             aws: Aws {
                 endpoint_url: Some("http://127.0.0.1:5000".into()),
@@ -564,7 +569,7 @@ fn unknown_keys_name_the_table_and_its_keys() {
         2,
         1,
         "announce: unknown field `mode `, expected one of `mode`, `static_leader`, \
-         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`, `bgp`",
+         `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `service_modes`, `aws`, `bgp`",
     );
 }
 
@@ -1464,7 +1469,7 @@ fn columns_count_characters() {
         "[announce]\n\"m\u{e9}de\" = \"arp\"\n",
         2,
         1,
-        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `aws`, `bgp`",
+        "announce: unknown field `m\u{e9}de`, expected one of `mode`, `static_leader`, `liveness_bound_ms`, `gratuitous_count`, `gratuitous_interval_ms`, `refresh_interval_ms`, `service_modes`, `aws`, `bgp`",
     );
     rejects(
         "kubernetes = { load_balancer_class = \"\u{e9}\u{e9}\u{e9}\", enabled = \"yes\" }\n",
@@ -1927,7 +1932,10 @@ fn bad_pools_are_reported_at_the_element() {
         &kubernetes("pools = [\"10.0.0.0/24\", 7]"),
         2,
         25,
-        &general("type: integer `7`"),
+        &format!(
+            "{}, or a table such as {{ range = \"10.99.200.0/24\", announce = \"l2\" }}",
+            general("type: integer `7`")
+        ),
     );
     // On its own line, and the first bad one of several.
     rejects(
@@ -1971,6 +1979,123 @@ fn overlapping_pools_name_both() {
     accepts(&kubernetes(
         "pools = [\"10.0.0.0/30\", \"10.0.0.3-10.0.0.4\"]",
     ));
+}
+
+#[test]
+fn a_pool_written_as_a_table_sets_how_its_addresses_are_announced() {
+    let k = accepts(&kubernetes(
+        "pools = [\n\
+         \x20 \"10.0.0.0/24\",\n\
+         \x20 { range = \"10.0.1.0/24\", announce = \"aws\" },\n\
+         \x20 { range = \"fd00::/120\" },\n\
+         \x20 { range = \"fd00:1::1-fd00:1::9\", announce = \"l2\" },\n\
+         ]",
+    ))
+    .kubernetes;
+    assert_eq!(
+        k.pools,
+        [
+            pool("10.0.0.1", "10.0.0.254"),
+            AddressPool {
+                announce: Some(AnnounceMode::Aws),
+                ..pool("10.0.1.1", "10.0.1.254")
+            },
+            pool("fd00::", "fd00::ff"),
+            AddressPool {
+                announce: Some(AnnounceMode::L2),
+                ..pool("fd00:1::1", "fd00:1::9")
+            },
+        ]
+    );
+    // Written back: plain when it sets nothing but its range.
+    let text = to_toml(&Config {
+        kubernetes: k.clone(),
+        ..Config::default()
+    });
+    assert_eq!(parse(&text, "rendered").unwrap().kubernetes, k, "{text}");
+}
+
+#[test]
+fn bad_pool_tables_are_reported_where_they_are_wrong() {
+    let text = |bad: &str| kubernetes(&format!("pools = [\"10.0.0.0/24\", {bad}]"));
+    rejects(
+        &text("{ range = \"10.0.1.1/24\", announce = \"l2\" }"),
+        2,
+        35,
+        "kubernetes.pools.range: invalid value: string \"10.0.1.1/24\", expected a CIDR with no \
+         host bits set: \"10.0.1.0/24\" for this one",
+    );
+    rejects(
+        &text("{ range = \"10.0.1.0/24\", announce = \"arp\" }"),
+        2,
+        61,
+        "kubernetes.pools.announce: unknown variant `arp`, expected one of `none`, `l2`, `aws`, \
+         `bgp`",
+    );
+    rejects(
+        &text("{ announce = \"l2\" }"),
+        2,
+        25,
+        "kubernetes.pools: missing field `range`",
+    );
+    rejects(
+        &text("{ range = \"10.0.1.0/24\", mode = \"l2\" }"),
+        2,
+        50,
+        "kubernetes.pools: unknown field `mode`, expected `range` or `announce`",
+    );
+    // Moving IPv4 secondary addresses and Elastic IPs, `aws` has nothing
+    // to do with an IPv6 pool: said at its `announce`.
+    let kind = rejects(
+        &kubernetes(
+            "pools = [\n  \"10.0.0.0/24\",\n  { range = \"fd00::/120\", announce = \"aws\" },\n]",
+        ),
+        4,
+        38,
+        "`kubernetes.pools` entry \"fd00::/120\" is IPv6 but announce mode `aws` moves IPv4 \
+         secondary private addresses and Elastic IPs only; announce it with `none` (routing \
+         done elsewhere), `l2` or `bgp`",
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    // A table's overlap is named by its range.
+    rejects(
+        &kubernetes("pools = [\"10.0.0.0/24\", { range = \"10.0.0.9/32\", announce = \"l2\" }]"),
+        2,
+        35,
+        "`kubernetes.pools` entry \"10.0.0.9/32\" overlaps \"10.0.0.0/24\" (line 2): both hold \
+         10.0.0.9; an address may be in one pool only",
+    );
+}
+
+#[test]
+fn service_modes_limit_what_an_annotation_may_choose() {
+    assert_eq!(
+        Announce::default().service_modes,
+        [
+            AnnounceMode::None,
+            AnnounceMode::L2,
+            AnnounceMode::Aws,
+            AnnounceMode::Bgp
+        ],
+        "every mode, as before the setting existed"
+    );
+    let a = accepts("[announce]\nservice_modes = [\"l2\", \"none\"]\n").announce;
+    assert_eq!(a.service_modes, [AnnounceMode::L2, AnnounceMode::None]);
+    let a = accepts("[announce]\nservice_modes = []\n").announce;
+    assert!(a.service_modes.is_empty());
+    rejects(
+        "[announce]\nservice_modes = [\"l2\", \"arp\"]\n",
+        2,
+        24,
+        "announce.service_modes: unknown variant `arp`, expected one of `none`, `l2`, `aws`, `bgp`",
+    );
+    rejects(
+        "[announce]\nservice_modes = [\"l2\", \"aws\", \"l2\"]\n",
+        2,
+        17,
+        "announce.service_modes: \"l2\" is listed twice; list each of \"none\", \"l2\", \"aws\", \
+         \"bgp\" at most once",
+    );
 }
 
 #[test]

@@ -64,8 +64,12 @@ struct Announcer {
     status: AwsStatus,
     /// VIPs with a move under way, since its first write.
     moving: BTreeMap<Ipv4Addr, Instant>,
-    /// IPv6 VIPs asking for `aws` (from Kubernetes), warned about once.
+    /// IPv6 VIPs asking for `aws`, warned about once. The config and the
+    /// Kubernetes translation refuse them already; a state file written
+    /// by an older version could still bring one back on a restart.
     ignored_v6: BTreeSet<IpAddr>,
+    /// The VIPs owned as last published, for the transitions count.
+    owned: BTreeSet<Ipv4Addr>,
 }
 
 pub(super) async fn run(
@@ -83,6 +87,7 @@ pub(super) async fn run(
         status: AwsStatus::default(),
         moving: BTreeMap::new(),
         ignored_v6: BTreeSet::new(),
+        owned: BTreeSet::new(),
     };
     let mut leadership = leaders.as_ref().map(LeaderFeed::current);
     let mut next = Instant::now();
@@ -97,6 +102,7 @@ pub(super) async fn run(
             }
             next = Instant::now() + every;
         }
+        a.count_transitions();
         publish(&status, &a.status, &a.s.state_dir);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -118,6 +124,14 @@ pub(super) async fn run(
 }
 
 impl Announcer {
+    /// Counts the VIPs that became or stopped being this node's since the
+    /// last count.
+    fn count_transitions(&mut self) {
+        let owned: BTreeSet<Ipv4Addr> = self.status.owned().collect();
+        self.status.transitions += owned.symmetric_difference(&self.owned).count() as u64;
+        self.owned = owned;
+    }
+
     /// One pass: what this node leads, brought about and confirmed.
     async fn pass(&mut self, desired: &Desired, leadership: Option<&Leadership>) {
         let (all, v6) = aws_vips(desired);
@@ -209,7 +223,7 @@ impl Announcer {
             if p.is_settled() {
                 return Ok(());
             }
-            self.write(&p).await;
+            self.write(&p, wanted).await;
         }
         for (a, v) in self.status.vips.iter_mut() {
             if v.leads && !v.in_place && v.error.is_none() {
@@ -276,22 +290,25 @@ impl Announcer {
 
     /// One kind of step: the ENI's own settings, then the assignment if
     /// any, else the associations. Each write first asks whether this node
-    /// still leads what it is about.
-    async fn write(&mut self, p: &Plan) {
+    /// still leads what it is about: for the ENI's settings, any of the
+    /// VIPs `p` was planned for (leadership can go while a pass looks, or
+    /// backs off from throttling).
+    async fn write(&mut self, p: &Plan, wanted: &Wanted) {
         let gate = Gate {
             fixed: self.s.static_leader,
             feed: self.gate.clone(),
         };
+        let leads_any = || wanted.keys().any(|a| gate.leads(*a));
         let node = self.s.node.clone();
         let c = self.conn.as_mut().expect("connected before writing");
         let mut failed: Vec<(Vec<Ipv4Addr>, ApiError)> = Vec::new();
         if p.tag
-            && let Err(e) = c.ec2.tag_router(&c.eni, &node).await
+            && let Err(e) = c.ec2.tag_router(&c.eni, &node, &leads_any).await
         {
             tracing::error!("aws: tagging {} as a router: {e}", c.eni);
         }
         if p.source_dest_check_off {
-            match c.ec2.source_dest_check_off(&c.eni).await {
+            match c.ec2.source_dest_check_off(&c.eni, &leads_any).await {
                 Ok(()) => tracing::info!(eni = %c.eni, "aws: source/destination check turned off"),
                 Err(e) => tracing::error!("aws: {e}"),
             }
@@ -472,5 +489,112 @@ fn publish(tx: &watch::Sender<AwsStatus>, s: &AwsStatus, state_dir: &std::path::
     });
     if changed && let Err(e) = s.write(state_dir) {
         tracing::warn!("aws announcer: writing its status: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpListener,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use super::*;
+    use crate::kubernetes::leadership::Leader;
+
+    /// An EC2 endpoint that counts the requests reaching it and answers
+    /// each with an error (what it says does not matter here).
+    fn counting_endpoint() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 8192];
+                if conn.read(&mut buf).unwrap_or(0) > 0 {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    fn leading(vip: Ipv4Addr, leads: bool) -> Leadership {
+        Leadership {
+            identity: "router-a".into(),
+            vips: [(
+                IpAddr::V4(vip),
+                Leader {
+                    holder: Some(if leads { "router-a" } else { "router-b" }.into()),
+                    leading: leads,
+                },
+            )]
+            .into(),
+            routers: ["router-a".into(), "router-b".into()].into(),
+        }
+    }
+
+    /// Every kind of write the planner asks for, each made while this node
+    /// leads `vip` and sent only if it still does.
+    #[tokio::test]
+    async fn no_write_reaches_ec2_once_leadership_is_lost_after_the_look() {
+        let vip = Ipv4Addr::new(10, 0, 1, 100);
+        let eip = AllocationId::parse("eipalloc-0123456789abcdef0").unwrap();
+        let wanted: Wanted = [(vip, Some(eip.clone()))].into();
+        let enis_plan = Plan {
+            tag: true,
+            source_dest_check_off: true,
+            assign: [vip].into(),
+            ..Plan::default()
+        };
+        let eip_plan = Plan {
+            associate: [(eip, vip)].into(),
+            ..Plan::default()
+        };
+        for still_leads in [true, false] {
+            let (url, seen) = counting_endpoint();
+            let (tx, rx) = watch::channel(leading(vip, true));
+            let mut a = Announcer {
+                s: Settings {
+                    aws: config::Aws::default(),
+                    static_leader: None,
+                    node: "router-a".into(),
+                    state_dir: std::env::temp_dir(),
+                },
+                conn: Some(Connected {
+                    ec2: Ec2::for_tests(&url),
+                    eni: "eni-0123456789abcdef0".into(),
+                }),
+                gate: Some(LeaderFeed::new(rx)),
+                status: AwsStatus::default(),
+                moving: BTreeMap::new(),
+                ignored_v6: BTreeSet::new(),
+                owned: BTreeSet::new(),
+            };
+            // The plans were made from a look taken while leading; the
+            // Lease goes (or stays) before the writes.
+            tx.send(leading(vip, still_leads)).unwrap();
+            a.write(&enis_plan, &wanted).await;
+            a.write(&eip_plan, &wanted).await;
+            let requests = seen.load(Ordering::SeqCst);
+            let calls = &a.conn.as_ref().unwrap().ec2.calls;
+            if still_leads {
+                // The control: the same writes reach the endpoint.
+                assert_eq!(requests, 4, "{calls:?}");
+            } else {
+                assert_eq!(requests, 0, "writes sent after losing the lead: {calls:?}");
+                assert!(calls.is_empty(), "{calls:?}");
+                assert!(a.moving.is_empty());
+            }
+        }
     }
 }

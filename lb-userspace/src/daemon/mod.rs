@@ -204,7 +204,7 @@ impl Daemon {
 
         // Consumers.
         self.link_kubernetes(&state_dir, &applied, file_rx);
-        let announced = self.start_announcer(announce, &applied)?;
+        let (announced, answered) = self.start_announcer(announce, &applied)?;
         let aws = self.start_aws_announcer(aws, &applied);
         let bgp = self.start_bgp_announcer(bgp, &applied, &queries);
         let health = self.start_health_checker(checks, &applied, down_tx);
@@ -214,6 +214,7 @@ impl Daemon {
             self.leaders(),
             Announcers {
                 l2: announced,
+                answered,
                 aws,
                 bgp,
             },
@@ -230,13 +231,13 @@ impl Daemon {
             (
                 f.config.kubernetes.clone(),
                 f.config.dataplane.clone(),
-                f.config.announce.mode,
+                f.config.announce.clone(),
                 f.config.health.clone(),
                 statics,
             )
         };
         if k8s.enabled {
-            let source = Kubernetes::start(&k8s, &dp, announce, &health, statics)
+            let source = Kubernetes::start(&k8s, &dp, &announce, &health, statics)
                 .await
                 .context("starting the Kubernetes source")?;
             self.kubernetes = Some(source);
@@ -336,18 +337,23 @@ impl Daemon {
     }
 
     /// The `l2` announcer: on the XDP data plane the program answers for
-    /// the addresses it claims; on IPVS, threads of its own do.
+    /// the addresses it claims; on IPVS, threads of its own do, and their
+    /// answers are counted here (the program counts its own).
     fn start_announcer(
         &mut self,
         s: announcer::Settings,
         applied: &watch::Receiver<Applied>,
-    ) -> Result<watch::Receiver<AnnounceStatus>> {
+    ) -> Result<(
+        watch::Receiver<AnnounceStatus>,
+        Option<Arc<responder::Answered>>,
+    )> {
         let (tx, rx) = watch::channel(AnnounceStatus::default());
+        let mut answered = None;
         let claims: Box<dyn Claimer> = match &self.xdp_pins {
             Some(dir) => {
                 Box::new(xdp::Claims::open_pinned(dir).context("opening the owned-address maps")?)
             }
-            None if !s.needed => return Ok(rx),
+            None if !s.needed => return Ok((rx, None)),
             None => {
                 let changed = responder::quiet_kernel(&s.interfaces).map_err(|e| {
                     anyhow::anyhow!("making the kernel leave ARP for VIPs to xlb: {e}")
@@ -355,10 +361,10 @@ impl Daemon {
                 for c in changed {
                     tracing::info!(sysctl = %c, "the kernel answers ARP only for its interfaces' own addresses: VIPs are answered by the elected router");
                 }
-                Box::new(
-                    responder::Responder::start(&s.interfaces)
-                        .context("starting the ARP / neighbour discovery responder")?,
-                )
+                let r = responder::Responder::start(&s.interfaces)
+                    .context("starting the ARP / neighbour discovery responder")?;
+                answered = Some(r.answered());
+                Box::new(r)
             }
         };
         let task = announcer::run(
@@ -370,7 +376,7 @@ impl Daemon {
             self.stop.clone(),
         );
         self.announcer = Some(tokio::spawn(task));
-        Ok(rx)
+        Ok((rx, answered))
     }
 
     /// The `aws` announcer. It runs whatever the config says (a Service
@@ -502,6 +508,8 @@ struct Queries {
 /// What the announcers publish of themselves.
 struct Announcers {
     l2: watch::Receiver<AnnounceStatus>,
+    /// The userspace responder's answers, on the IPVS data plane.
+    answered: Option<Arc<responder::Answered>>,
     aws: watch::Receiver<AwsStatus>,
     bgp: watch::Receiver<BgpStatus>,
 }
@@ -516,6 +524,7 @@ fn endpoints(
 ) -> metrics::Endpoints {
     let Announcers {
         l2: announced,
+        answered,
         aws,
         bgp,
     } = announcers;
@@ -523,6 +532,9 @@ fn endpoints(
     metrics::Endpoints {
         scrape: Arc::new(move || {
             let mut s = scrape.dataplane.snapshot()?;
+            if let Some(a) = &answered {
+                add_outcomes(&mut s.outcomes, a.outcomes());
+            }
             let p = scrape.progress.borrow().clone();
             s.last_reconcile_unix_seconds = p.last_unix_seconds;
             s.last_reconcile_duration_seconds = p.last_seconds;
@@ -678,6 +690,8 @@ fn aws_sample(a: &AwsStatus) -> Option<metrics::AwsSample> {
             .map(|(v, s)| (v.to_string(), s.leads, s.in_place, s.error.is_some()))
             .collect(),
         backends_with_source_dest_check: a.backends_with_source_dest_check.len() as u64,
+        owned: a.owned().map(|v| v.to_string()).collect(),
+        transitions: a.transitions,
     })
 }
 
@@ -699,6 +713,19 @@ fn remembered(cfg: &Config) -> Arc<Outcome> {
         services,
         ..Outcome::default()
     })
+}
+
+/// Adds counts to the data plane's per-outcome counters, by name.
+fn add_outcomes(
+    to: &mut Vec<(&'static str, u64)>,
+    counts: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    for (name, n) in counts {
+        match to.iter_mut().find(|(o, _)| *o == name) {
+            Some((_, total)) => *total += n,
+            None => to.push((name, n)),
+        }
+    }
 }
 
 fn announce_sample(a: &AnnounceStatus) -> Option<metrics::AnnounceSample> {

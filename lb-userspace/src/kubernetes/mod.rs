@@ -139,7 +139,7 @@ impl Kubernetes {
     pub async fn start(
         cfg: &config::Kubernetes,
         dataplane: &config::Dataplane,
-        announce: config::AnnounceMode,
+        announce: &config::Announce,
         health: &config::Health,
         statics: BTreeSet<Vip>,
     ) -> Result<Self, KubernetesError> {
@@ -152,7 +152,8 @@ impl Kubernetes {
             pools: pools::Pools::new(cfg.pools.clone()),
             encap: dataplane.encap,
             scheduler: dataplane.scheduler.clone(),
-            announce,
+            announce: announce.mode,
+            service_modes: announce.service_modes.clone(),
             health: health.with_probe_sources(dataplane),
         };
         let (statics_tx, statics_rx) = watch::channel(statics);

@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use crate::config::AddressPool;
+use crate::config::{AddressPool, AnnounceMode};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pools {
@@ -22,6 +22,14 @@ impl Pools {
         self.ranges
             .iter()
             .any(|r| r.first.is_ipv4() == a.is_ipv4() && (r.first..=r.last).contains(&a))
+    }
+
+    /// The announce mode of the pool holding `a`, if it sets one.
+    pub fn mode_of(&self, a: IpAddr) -> Option<AnnounceMode> {
+        self.ranges
+            .iter()
+            .find(|r| r.first.is_ipv4() == a.is_ipv4() && (r.first..=r.last).contains(&a))
+            .and_then(|r| r.announce)
     }
 
     pub fn has_family(&self, v4: bool) -> bool {
@@ -115,6 +123,7 @@ mod tests {
         AddressPool {
             first: first.parse().unwrap(),
             last: last.parse().unwrap(),
+            announce: None,
         }
     }
 

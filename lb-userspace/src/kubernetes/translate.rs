@@ -65,8 +65,11 @@ pub struct Settings {
     pub pools: Pools,
     pub encap: Encap,
     pub scheduler: String,
-    /// How VIPs are announced unless a Service's annotation says otherwise.
+    /// How VIPs are announced unless their pool or their Service's
+    /// annotation says otherwise.
     pub announce: AnnounceMode,
+    /// The modes the annotation may ask for (`announce.service_modes`).
+    pub service_modes: Vec<AnnounceMode>,
     /// What a Service's health-check annotation turns on: the config's
     /// `[health]`, its probe sources already falling back to the data
     /// plane's ([`Health::with_probe_sources`]).
@@ -135,7 +138,8 @@ pub fn translate(
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Assigned {
     encap: Encap,
-    announce: Announcement,
+    /// Per address: its pool's mode, the config's, or the annotation's.
+    announce: BTreeMap<IpAddr, Announcement>,
     health: Option<Arc<HealthCheck>>,
     /// Its VIPs, each with the index of its port in `ServiceInfo::ports`.
     vips: Vec<(Vip, usize)>,
@@ -419,7 +423,7 @@ impl Translator {
                         encap: a.encap,
                         scheduler: self.scheduler.clone(),
                         backends: Arc::new(backends.into()),
-                        announce: a.announce.clone(),
+                        announce: a.announce.get(&vip.address).cloned().unwrap_or_default(),
                         health: a.health.clone(),
                         table: Default::default(),
                     },
@@ -513,23 +517,15 @@ impl Translator {
                     continue;
                 }
             };
-            let mode = match svc.announce.as_deref() {
-                None => s.announce,
-                Some("none") => AnnounceMode::None,
-                Some("l2") => AnnounceMode::L2,
-                Some("aws") => AnnounceMode::Aws,
-                Some("bgp") => AnnounceMode::Bgp,
-                Some(other) => {
-                    refuse(
-                        &mut refusals,
-                        svc,
-                        "InvalidAnnotation",
-                        format!(
-                            "annotation {ANNOUNCE_ANNOTATION}: \"{other}\" is not one of \"none\", \"l2\", \"aws\", \"bgp\""
-                        ),
-                    );
-                    continue;
-                }
+            let annotated = match svc.announce.as_deref() {
+                None => None,
+                Some(written) => match announce_mode(written, &s.service_modes) {
+                    Ok(m) => Some(m),
+                    Err(message) => {
+                        refuse(&mut refusals, svc, "InvalidAnnotation", message);
+                        continue;
+                    }
+                },
             };
             let eip = match svc
                 .aws_allocation_id
@@ -537,26 +533,20 @@ impl Translator {
                 .map(|a| (a, AllocationId::parse(a)))
             {
                 None => None,
-                Some((_, Some(eip))) if mode == AnnounceMode::Aws => Some(eip),
-                Some((written, parsed)) => {
-                    let why = if parsed.is_none() {
-                        format!("\"{written}\" is not {}", AllocationId::EXPECTED)
-                    } else {
-                        format!(
-                            "an Elastic IP is for VIPs announced with \"aws\" (annotation \
-                             {ANNOUNCE_ANNOTATION}, or the config's announce.mode)"
-                        )
-                    };
+                Some((_, Some(eip))) => Some(eip),
+                Some((written, None)) => {
                     refuse(
                         &mut refusals,
                         svc,
                         "InvalidAnnotation",
-                        format!("annotation {AWS_ALLOCATION_ANNOTATION}: {why}"),
+                        format!(
+                            "annotation {AWS_ALLOCATION_ANNOTATION}: \"{written}\" is not {}",
+                            AllocationId::EXPECTED
+                        ),
                     );
                     continue;
                 }
             };
-            let announce = Announcement::new(mode, eip);
             // The families of the VIPs it asks for, before any is given:
             // a refused Service takes no address from the pools.
             let (v4, v6) = match explicit {
@@ -570,9 +560,11 @@ impl Translator {
                     continue;
                 }
             };
+            // Chosen, not yet taken: the modes depend on the addresses'
+            // pools, and a Service refused for its mode takes nothing.
             let addrs = match explicit {
                 Some(a) => a.clone(),
-                None => match allocate(svc, &mut alloc) {
+                None => match choose(svc, &mut alloc) {
                     Ok(a) => a,
                     Err(msg) => {
                         refuse(&mut refusals, svc, "NoAddress", msg);
@@ -580,6 +572,18 @@ impl Translator {
                     }
                 },
             };
+            let announce = match announcements(&addrs, annotated, eip, s) {
+                Ok(a) => a,
+                Err((reason, message)) => {
+                    refuse(&mut refusals, svc, reason, message);
+                    continue;
+                }
+            };
+            if explicit.is_none() {
+                for a in &addrs {
+                    alloc.take(*a);
+                }
+            }
             let mut vips = Vec::new();
             let mut clash = None;
             'addrs: for &addr in &addrs {
@@ -717,12 +721,97 @@ fn health_check(
     Ok(Some(Arc::new(check)))
 }
 
+/// A mode as the annotation writes it, if the config lets Services choose
+/// it.
+fn announce_mode(written: &str, allowed: &[AnnounceMode]) -> Result<AnnounceMode, String> {
+    let mode = match written {
+        "none" => AnnounceMode::None,
+        "l2" => AnnounceMode::L2,
+        "aws" => AnnounceMode::Aws,
+        "bgp" => AnnounceMode::Bgp,
+        other => {
+            return Err(format!(
+                "annotation {ANNOUNCE_ANNOTATION}: \"{other}\" is not one of \"none\", \"l2\", \"aws\", \"bgp\""
+            ));
+        }
+    };
+    if !allowed.contains(&mode) {
+        let allowed: Vec<String> = allowed
+            .iter()
+            .map(|m| format!("\"{}\"", m.name()))
+            .collect();
+        let allowed = if allowed.is_empty() {
+            "none: Services may not choose".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        return Err(format!(
+            "annotation {ANNOUNCE_ANNOTATION}: \"{written}\" is not allowed for Services by the \
+             config's announce.service_modes ({allowed}); remove the annotation to take the \
+             pool's or the config's mode"
+        ));
+    }
+    Ok(mode)
+}
+
+/// How each of a Service's addresses is announced: the annotation's mode,
+/// else its pool's, else the config's; with the Elastic IP on the `aws`
+/// one. Refused: `aws` for an IPv6 address (it moves IPv4 secondary
+/// addresses and Elastic IPs only), and an Elastic IP with no `aws`
+/// address to put it on.
+fn announcements(
+    addrs: &[IpAddr],
+    annotated: Option<AnnounceMode>,
+    eip: Option<AllocationId>,
+    s: &Settings,
+) -> Result<BTreeMap<IpAddr, Announcement>, (&'static str, String)> {
+    let mode_of = |a: IpAddr| annotated.or(s.pools.mode_of(a)).unwrap_or(s.announce);
+    let why = |a: IpAddr| {
+        if annotated.is_some() {
+            format!("annotation {ANNOUNCE_ANNOTATION}")
+        } else if s.pools.mode_of(a).is_some() {
+            "its pool in kubernetes.pools".to_owned()
+        } else {
+            "the config's announce.mode".to_owned()
+        }
+    };
+    if let Some(&a) = addrs
+        .iter()
+        .find(|a| a.is_ipv6() && mode_of(**a) == AnnounceMode::Aws)
+    {
+        return Err((
+            "UnsupportedAnnounce",
+            format!(
+                "VIP {a} is IPv6 but announce mode \"aws\" (from {}) moves IPv4 secondary \
+                 private addresses and Elastic IPs only; make the Service IPv4 only \
+                 (spec.ipFamilies) or choose another mode with annotation {ANNOUNCE_ANNOTATION}",
+                why(a)
+            ),
+        ));
+    }
+    if eip.is_some() && !addrs.iter().any(|a| mode_of(*a) == AnnounceMode::Aws) {
+        return Err((
+            "InvalidAnnotation",
+            format!(
+                "annotation {AWS_ALLOCATION_ANNOTATION}: an Elastic IP is for VIPs announced \
+                 with \"aws\" (annotation {ANNOUNCE_ANNOTATION}, its pool, or the config's \
+                 announce.mode)"
+            ),
+        ));
+    }
+    Ok(addrs
+        .iter()
+        .map(|&a| (a, Announcement::new(mode_of(a), eip.clone())))
+        .collect())
+}
+
 /// One address per family the Service asks for, from the pools. A family's
 /// address in the Service's status is kept when it is still free, so VIPs
 /// survive restarts and every router node picks the same one.
-fn allocate(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, String> {
-    // Chosen first, taken only once the Service can have what it needs:
-    // nothing is handed out and given back (see `Allocator`).
+fn choose(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>, String> {
+    // Chosen here, taken by the caller only once the Service can have
+    // what it needs: nothing is handed out and given back (see
+    // `Allocator`).
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for &v4 in &svc.families {
@@ -759,9 +848,6 @@ fn allocate(svc: &ServiceInfo, alloc: &mut Allocator<'_>) -> Result<Vec<IpAddr>,
             "no free {} address in kubernetes.pools; set one with the {VIP_ANNOTATION} annotation or add a pool",
             names(" or ")
         ));
-    }
-    for a in &out {
-        alloc.take(*a);
     }
     Ok(out)
 }

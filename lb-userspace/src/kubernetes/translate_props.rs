@@ -67,16 +67,19 @@ fn settings(target: BackendTarget) -> Settings {
     Settings {
         class: "xlb.io/xlb".into(),
         announce: crate::config::AnnounceMode::None,
+        service_modes: crate::config::Announce::default().service_modes,
         include_unclassed: false,
         target,
         pools: Pools::new(vec![
             AddressPool {
                 first: POOL_V4[0].parse().unwrap(),
                 last: POOL_V4[3].parse().unwrap(),
+                announce: None,
             },
             AddressPool {
                 first: POOL_V6[0].parse().unwrap(),
                 last: POOL_V6[1].parse().unwrap(),
+                announce: None,
             },
         ]),
         encap: Encap::Ipip,
@@ -614,6 +617,7 @@ fn scale_profile() {
     s.pools = Pools::new(vec![AddressPool {
         first: "10.200.0.0".parse().unwrap(),
         last: "10.200.255.255".parse().unwrap(),
+        announce: None,
     }]);
     let n = 10_000;
     let mut services = Vec::new();

@@ -31,16 +31,19 @@ fn settings(target: BackendTarget) -> Settings {
     Settings {
         class: "xlb.io/xlb".into(),
         announce: crate::config::AnnounceMode::None,
+        service_modes: crate::config::Announce::default().service_modes,
         include_unclassed: false,
         target,
         pools: Pools::new(vec![
             AddressPool {
                 first: ip("10.99.200.1"),
                 last: ip("10.99.200.3"),
+                announce: None,
             },
             AddressPool {
                 first: ip("fd00:99::1"),
                 last: ip("fd00:99::2"),
+                announce: None,
             },
         ]),
         encap: Encap::Ipip,
@@ -277,7 +280,8 @@ fn the_aws_allocation_id_annotation_gives_an_aws_vip_its_elastic_ip() {
     );
 
     let not_for_this_mode = "annotation xlb.io/aws-allocation-id: an Elastic IP is for VIPs \
-        announced with \"aws\" (annotation xlb.io/announce, or the config's announce.mode)";
+        announced with \"aws\" (annotation xlb.io/announce, its pool, or the config's \
+        announce.mode)";
     let refused = [
         (
             "a malformed id",
@@ -316,6 +320,215 @@ fn the_aws_allocation_id_annotation_gives_an_aws_vip_its_elastic_ip() {
             "{what}: a refused Service holds no address"
         );
     }
+}
+
+/// The mode each VIP of `name` is announced with, by address.
+fn modes(o: &Outcome, name: &str) -> Vec<(IpAddr, crate::config::AnnounceMode)> {
+    o.addresses[&key(name)]
+        .iter()
+        .map(|a| {
+            let spec = o.services.iter().find(|(v, _)| v.address == *a).unwrap().1;
+            (*a, spec.announce.mode())
+        })
+        .collect()
+}
+
+#[test]
+fn a_pool_s_mode_is_its_addresses_unless_the_annotation_chooses() {
+    use crate::config::AnnounceMode::{Bgp, L2, None};
+    let mut s = settings(BackendTarget::Pod);
+    s.announce = Bgp;
+    s.pools = Pools::new(vec![
+        AddressPool {
+            first: ip("10.99.200.1"),
+            last: ip("10.99.200.5"),
+            announce: Some(L2),
+        },
+        AddressPool {
+            first: ip("fd00:99::1"),
+            last: ip("fd00:99::2"),
+            announce: Option::None,
+        },
+    ]);
+    let dual =
+        json!({ "spec": { "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack" } });
+    let o = run(
+        &[
+            service("pooled", "2026-01-01T00:00:00Z", json!({})),
+            service("dual", "2026-01-01T00:00:01Z", dual.clone()),
+            service(
+                "chosen",
+                "2026-01-01T00:00:02Z",
+                json!({ "metadata": { "annotations": { "xlb.io/announce": "none" } } }),
+            ),
+            // Named outside every pool: the config's mode.
+            service(
+                "named",
+                "2026-01-01T00:00:03Z",
+                json!({ "metadata": { "annotations": { "xlb.io/vip": "192.0.2.10" } } }),
+            ),
+            // Named inside a pool: the pool's.
+            service(
+                "named-in-pool",
+                "2026-01-01T00:00:04Z",
+                json!({ "metadata": { "annotations": { "xlb.io/vip": "10.99.200.5" } } }),
+            ),
+        ],
+        &[],
+        &s,
+    );
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    assert_eq!(modes(&o, "pooled"), [(ip("10.99.200.1"), L2)]);
+    assert_eq!(
+        modes(&o, "dual"),
+        [(ip("10.99.200.2"), L2), (ip("fd00:99::1"), Bgp)],
+        "each address its own pool's mode, or the config's where the pool sets none"
+    );
+    assert_eq!(modes(&o, "chosen"), [(ip("10.99.200.3"), None)]);
+    assert_eq!(modes(&o, "named"), [(ip("192.0.2.10"), Bgp)]);
+    assert_eq!(modes(&o, "named-in-pool"), [(ip("10.99.200.5"), L2)]);
+}
+
+#[test]
+fn an_elastic_ip_annotation_is_enough_in_a_pool_announced_with_aws() {
+    use crate::config::{AllocationId, AnnounceMode, Announcement};
+    let eip = "eipalloc-0123456789abcdef0";
+    let mut s = settings(BackendTarget::Pod);
+    s.announce = AnnounceMode::L2;
+    s.pools = Pools::new(vec![AddressPool {
+        first: ip("10.99.200.1"),
+        last: ip("10.99.200.3"),
+        announce: Some(AnnounceMode::Aws),
+    }]);
+    let o = run(
+        &[service(
+            "public",
+            "2026-01-01T00:00:00Z",
+            json!({ "metadata": { "annotations": { "xlb.io/aws-allocation-id": eip } } }),
+        )],
+        &[],
+        &s,
+    );
+    assert!(o.refusals.is_empty(), "{:?}", o.refusals);
+    let spec = o.services.values().next().unwrap();
+    assert_eq!(
+        spec.announce,
+        Announcement::Aws {
+            eip: AllocationId::parse(eip)
+        }
+    );
+}
+
+#[test]
+fn a_service_may_choose_only_the_modes_the_config_allows() {
+    use crate::config::AnnounceMode::{Aws, L2, None};
+    let mut s = settings(BackendTarget::Pod);
+    s.announce = L2;
+    s.service_modes = vec![None, L2];
+    let asks = |name: &str, created: &str, mode: &str| {
+        service(
+            name,
+            created,
+            json!({ "metadata": { "annotations": { "xlb.io/announce": mode } } }),
+        )
+    };
+    let o = run(
+        &[
+            asks("eip", "2026-01-01T00:00:00Z", "aws"),
+            asks("quiet", "2026-01-01T00:00:01Z", "none"),
+        ],
+        &[],
+        &s,
+    );
+    assert_eq!(o.refusals.len(), 1, "{:?}", o.refusals);
+    assert_eq!(
+        (o.refusals[0].reason, o.refusals[0].message.as_str()),
+        (
+            "InvalidAnnotation",
+            "annotation xlb.io/announce: \"aws\" is not allowed for Services by the config's \
+             announce.service_modes (\"none\", \"l2\"); remove the annotation to take the \
+             pool's or the config's mode"
+        )
+    );
+    assert_eq!(o.refusals[0].service, key("eip"));
+    assert!(!o.addresses.contains_key(&key("eip")));
+    // The refused Service took no address: the next one has the first.
+    assert_eq!(modes(&o, "quiet"), [(ip("10.99.200.1"), None)]);
+    // The config's own choices are not limited by the list.
+    s.announce = Aws;
+    s.service_modes = Vec::new();
+    let o = run(
+        &[service("plain", "2026-01-01T00:00:00Z", json!({}))],
+        &[],
+        &s,
+    );
+    assert_eq!(modes(&o, "plain"), [(ip("10.99.200.1"), Aws)]);
+    let o = run(&[asks("any", "2026-01-01T00:00:00Z", "aws")], &[], &s);
+    assert_eq!(
+        o.refusals[0].message,
+        "annotation xlb.io/announce: \"aws\" is not allowed for Services by the config's \
+         announce.service_modes (none: Services may not choose); remove the annotation to take \
+         the pool's or the config's mode"
+    );
+}
+
+#[test]
+fn an_ipv6_service_announced_with_aws_is_refused() {
+    use crate::config::AnnounceMode::{Aws, L2};
+    let v6 = json!({ "spec": { "ipFamilies": ["IPv6"] } });
+    let dual_aws = json!({
+        "metadata": { "annotations": { "xlb.io/announce": "aws" } },
+        "spec": { "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack" }
+    });
+    let mut by_default = settings(BackendTarget::Pod);
+    by_default.announce = Aws;
+    let mut by_pool = settings(BackendTarget::Pod);
+    by_pool.announce = L2;
+    let cases = [
+        (
+            "the config's mode",
+            &by_default,
+            v6.clone(),
+            "VIP fd00:99::1 is IPv6 but announce mode \"aws\" (from the config's \
+             announce.mode) moves IPv4 secondary private addresses and Elastic IPs only; make \
+             the Service IPv4 only (spec.ipFamilies) or choose another mode with annotation \
+             xlb.io/announce",
+        ),
+        (
+            "the annotation, dual-stack",
+            &by_pool,
+            dual_aws,
+            "VIP fd00:99::1 is IPv6 but announce mode \"aws\" (from annotation \
+             xlb.io/announce) moves IPv4 secondary private addresses and Elastic IPs only; make \
+             the Service IPv4 only (spec.ipFamilies) or choose another mode with annotation \
+             xlb.io/announce",
+        ),
+    ];
+    for (what, s, spec, message) in cases {
+        let o = run(
+            &[
+                service("v6", "2026-01-01T00:00:00Z", spec),
+                service("next", "2026-01-01T00:00:01Z", v6.clone()),
+            ],
+            &[],
+            s,
+        );
+        let refused: Vec<_> = o
+            .refusals
+            .iter()
+            .filter(|r| r.service == key("v6"))
+            .map(|r| (r.reason, r.message.as_str()))
+            .collect();
+        assert_eq!(refused, [("UnsupportedAnnounce", message)], "{what}");
+        assert!(!o.addresses.contains_key(&key("v6")), "{what}");
+        assert!(
+            o.services.keys().all(|v| v.address != ip("10.99.200.1")),
+            "{what}: the refused Service's IPv4 address is not served"
+        );
+    }
+    // Announced otherwise, the same Service is served.
+    let o = run(&[service("v6", "2026-01-01T00:00:00Z", v6)], &[], &by_pool);
+    assert_eq!(modes(&o, "v6"), [(ip("fd00:99::1"), L2)]);
 }
 
 #[test]
@@ -391,6 +604,7 @@ fn exhausted_pools_refuse_with_a_reason() {
     s.pools = Pools::new(vec![AddressPool {
         first: ip("10.99.200.1"),
         last: ip("10.99.200.1"),
+        announce: None,
     }]);
     let a = service("a", "2026-01-01T00:00:00Z", json!({}));
     let b = service("b", "2026-01-01T00:00:01Z", json!({}));
@@ -642,6 +856,7 @@ fn the_health_check_annotations_choose_a_check_from_the_config_defaults() {
     s.pools = Pools::new(vec![AddressPool {
         first: ip("10.99.200.1"),
         last: ip("10.99.200.9"),
+        announce: None,
     }]);
     let with = |name: &str, created: &str, annotations: Value| {
         service(

@@ -155,6 +155,11 @@ pub struct AwsSample {
     /// Per VIP: (address, this node leads it, in place, has an error).
     pub vips: Vec<(String, bool, bool, bool)>,
     pub backends_with_source_dest_check: u64,
+    /// VIP addresses this node owns: it leads them and EC2 shows them on
+    /// its ENI.
+    pub owned: Vec<String>,
+    /// Times this node started or stopped owning an `aws` VIP.
+    pub transitions: u64,
 }
 
 /// What the `l2` announcer did.
@@ -352,20 +357,30 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
-        if let Some(a) = &s.announce {
+        if s.announce.is_some() || s.aws.is_some() {
+            // One family for both modes; an address is announced in one
+            // mode at a time, but a set keeps each sample unique anyway.
+            let owned: std::collections::BTreeSet<&str> = (s.announce.iter())
+                .flat_map(|a| &a.owned)
+                .chain(s.aws.iter().flat_map(|a| &a.owned))
+                .map(String::as_str)
+                .collect();
             gauge_family(
                 &mut enc,
                 "vip_owner",
-                "1 for each VIP address this node answers ARP / neighbour solicitations for (absent when not owned).",
+                "1 for each VIP address this node owns: answers ARP / neighbour solicitations for (l2), or leads and EC2 shows on its ENI (aws); absent when not owned.",
                 None,
-                a.owned.iter().map(|v| ([("vip", LabelValue(v))], 1)),
+                owned.iter().map(|v| ([("vip", LabelValue(v))], 1)),
             )?;
             counter(
                 &mut enc,
                 "announce_transitions",
-                "Times this node started or stopped owning a VIP address.",
-                a.transitions,
+                "Times this node started or stopped owning a VIP address (l2 and aws).",
+                s.announce.as_ref().map_or(0, |a| a.transitions)
+                    + s.aws.as_ref().map_or(0, |a| a.transitions),
             )?;
+        }
+        if let Some(a) = &s.announce {
             counter(
                 &mut enc,
                 "announce_gratuitous_sent",
@@ -762,6 +777,8 @@ pub(crate) mod tests {
                 last_confirm_seconds: 0.5,
                 vips: vec![("10.0.1.200".into(), true, true, false)],
                 backends_with_source_dest_check: 1,
+                owned: vec!["10.0.1.200".into()],
+                transitions: 1,
             }),
             bgp: Some(BgpSample {
                 vips: vec![
@@ -813,7 +830,8 @@ pub(crate) mod tests {
             r#"xlb_vip_leader{vip="10.99.0.1",holder="node-a"} 1"#,
             r#"xlb_vip_leader{vip="fd00::1",holder="node-b"} 0"#,
             r#"xlb_vip_owner{vip="10.99.0.1"} 1"#,
-            "xlb_announce_transitions_total 3",
+            r#"xlb_vip_owner{vip="10.0.1.200"} 1"#,
+            "xlb_announce_transitions_total 4",
             "xlb_aws_api_calls_total{operation=\"AssignPrivateIpAddresses\",result=\"ok\"} 2",
             "xlb_aws_api_throttles_total 1",
             "xlb_aws_move_confirm_seconds_total 1.5",

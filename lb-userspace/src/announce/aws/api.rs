@@ -89,7 +89,30 @@ impl Ec2 {
         }
     }
 
-    /// One call, retried while throttled and `allowed`.
+    /// A client of `endpoint` with fixed credentials and no retries, for
+    /// unit tests that need no environment.
+    #[cfg(test)]
+    pub fn for_tests(endpoint: &str) -> Self {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "tests",
+            ))
+            .retry_config(RetryConfig::disabled())
+            .http_client(super::http_client())
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            backoff: (Duration::from_millis(1), Duration::from_millis(2)),
+            calls: BTreeMap::new(),
+            throttled: 0,
+        }
+    }
+
+    /// One call, sent only while `allowed` (asked before the first attempt
+    /// and again before each retry), retried while throttled.
     async fn send<T, E, Fut>(
         &mut self,
         operation: Operation,
@@ -102,6 +125,9 @@ impl Ec2 {
     {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         loop {
+            if !allowed() {
+                return Err(not_leader(operation));
+            }
             let r = call(&self.client)
                 .await
                 .map_err(|e| classify(operation, &e));
@@ -116,14 +142,6 @@ impl Ec2 {
                     let wait = backoff.next(jitter_unit());
                     tracing::info!(operation, ?wait, "aws: throttled by EC2; backing off");
                     tokio::time::sleep(wait).await;
-                    if !allowed() {
-                        return Err(ApiError::Service {
-                            operation,
-                            code: "NotLeader".into(),
-                            message: "this node stopped leading while backing off; not retried"
-                                .into(),
-                        });
-                    }
                 }
                 Err(e @ ApiError::Throttled { .. }) => {
                     self.throttled += 1;
@@ -277,8 +295,12 @@ impl Ec2 {
         .map(drop)
     }
 
-    pub async fn source_dest_check_off(&mut self, eni: &str) -> Result<(), ApiError> {
-        self.send("ModifyNetworkInterfaceAttribute", &|| true, |c| {
+    pub async fn source_dest_check_off(
+        &mut self,
+        eni: &str,
+        allowed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), ApiError> {
+        self.send("ModifyNetworkInterfaceAttribute", allowed, |c| {
             c.modify_network_interface_attribute()
                 .network_interface_id(eni)
                 .source_dest_check(AttributeBooleanValue::builder().value(false).build())
@@ -290,9 +312,14 @@ impl Ec2 {
 
     /// Marks `eni` as a router's, so other routers take VIPs from it (and
     /// only from such ENIs).
-    pub async fn tag_router(&mut self, eni: &str, node: &str) -> Result<(), ApiError> {
+    pub async fn tag_router(
+        &mut self,
+        eni: &str,
+        node: &str,
+        allowed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), ApiError> {
         let tag = Tag::builder().key(ROUTER_TAG).value(node).build();
-        self.send("CreateTags", &|| true, |c| {
+        self.send("CreateTags", allowed, |c| {
             c.create_tags().resources(eni).tags(tag.clone()).send()
         })
         .await
@@ -364,5 +391,14 @@ where
                 message: DisplayErrorContext(other).to_string(),
             },
         },
+    }
+}
+
+/// What a write not sent, because this node no longer leads, returns.
+fn not_leader(operation: Operation) -> ApiError {
+    ApiError::Service {
+        operation,
+        code: "NotLeader".into(),
+        message: "this node no longer leads what this call is about; not sent".into(),
     }
 }

@@ -38,6 +38,10 @@ pub struct AwsStatus {
     pub backends_with_source_dest_check: Vec<CheckedBackend>,
     /// Unix seconds of the last look at EC2.
     pub last_reconcile_unix: Option<f64>,
+    /// Times a VIP became or stopped being this node's: led by it and in
+    /// place on its ENI as EC2 shows it.
+    #[serde(default)]
+    pub transitions: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +77,15 @@ pub struct AwsVip {
 }
 
 impl AwsStatus {
+    /// The VIPs this node owns: it leads them and EC2 shows them in place
+    /// on its ENI.
+    pub fn owned(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips
+            .iter()
+            .filter(|(_, v)| v.leads && v.in_place)
+            .map(|(a, _)| *a)
+    }
+
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(state_dir)?;
         let tmp = state_dir.join(format!("{FILE}.tmp"));
