@@ -3,7 +3,11 @@
 //! into a kernel table the node's routing daemon exports
 //! ([`crate::owned_routes`], blackhole routes). See docs/bgp.md.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,13 +83,22 @@ pub struct BgpStatus {
     pub table: u32,
     pub protocol: u8,
     pub draining: bool,
-    /// Per `bgp` VIP address: `None` announced, else why not.
+    /// Per `bgp` VIP address: `None` to be announced, else why not.
     pub vips: BTreeMap<IpAddr, Option<Withheld>>,
+    /// The addresses whose route is in the table, as last written or read
+    /// back: what is actually exported. It differs from `vips` while a
+    /// write fails.
+    #[serde(default)]
+    pub installed: BTreeSet<IpAddr>,
     /// Routes added and removed since start.
     pub announcements: u64,
     pub withdrawals: u64,
-    /// The last failure writing the table, if the last write failed.
+    /// The last failure writing the table, while writes fail (cleared by
+    /// the first pass that writes everything it must).
     pub error: Option<String>,
+    /// Table writes that failed since start.
+    #[serde(default)]
+    pub write_errors: u64,
 }
 
 impl BgpStatus {
@@ -97,8 +110,23 @@ impl BgpStatus {
         crate::state_file::read(state_dir, FILE)
     }
 
+    /// The addresses decided to be announced.
     pub fn announced(&self) -> usize {
         self.vips.values().filter(|v| v.is_none()).count()
+    }
+
+    /// Whether the table holds exactly what was decided, with no write
+    /// failing.
+    pub fn settled(&self) -> bool {
+        self.error.is_none()
+            && self
+                .vips
+                .iter()
+                .all(|(a, w)| w.is_none() == self.installed.contains(a))
+            && self
+                .installed
+                .iter()
+                .all(|a| self.vips.get(a) == Some(&None))
     }
 }
 
@@ -171,5 +199,31 @@ mod tests {
             decide(&d, false, false)[&a("10.0.0.1")],
             Some(Withheld::DataplaneDown)
         );
+    }
+
+    #[test]
+    fn settled_means_the_table_holds_what_was_decided() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut b = BgpStatus {
+            vips: [
+                (a("10.0.0.1"), None),
+                (a("10.0.0.2"), Some(Withheld::Draining)),
+            ]
+            .into_iter()
+            .collect(),
+            installed: [a("10.0.0.1")].into_iter().collect(),
+            ..BgpStatus::default()
+        };
+        assert!(b.settled());
+        b.installed.insert(a("10.0.0.2"));
+        assert!(!b.settled(), "a withheld route still installed");
+        b.installed.clear();
+        assert!(!b.settled(), "an announced route missing");
+        b.installed.insert(a("10.0.0.1"));
+        b.installed.insert(a("10.0.0.9"));
+        assert!(!b.settled(), "a route for no VIP left behind");
+        b.installed.remove(&a("10.0.0.9"));
+        b.error = Some("removing the route: EPERM".into());
+        assert!(!b.settled(), "a write failing");
     }
 }

@@ -165,6 +165,7 @@ async fn announce(
                     status.announcements += 1;
                 }
                 Err(e) => {
+                    status.write_errors += 1;
                     error = Some(format!(
                         "adding the route for {addr} to table {}: {e}",
                         s.table
@@ -185,6 +186,7 @@ async fn announce(
                     status.withdrawals += 1;
                 }
                 Err(e) => {
+                    status.write_errors += 1;
                     error = Some(format!(
                         "removing the route for {addr} from table {}: {e}",
                         s.table
@@ -200,6 +202,7 @@ async fn announce(
         let next = BgpStatus {
             draining,
             vips: decided,
+            installed: installed.clone(),
             error,
             ..status.clone()
         };
