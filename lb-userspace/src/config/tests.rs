@@ -356,6 +356,7 @@ fn unusual_values_round_trip() {
             bgp: Bgp {
                 table: 100,
                 protocol: 200,
+                announce_fail_open: true,
             },
         },
         health: Health {

@@ -28,6 +28,8 @@ pub(super) struct Settings {
     pub(super) table: u32,
     pub(super) protocol: u8,
     pub(super) state_dir: PathBuf,
+    /// Announce VIPs kept serving by `fail_open` (every backend down).
+    pub(super) announce_fail_open: bool,
 }
 
 /// Where the routes go: the kernel table, or a unit test's set.
@@ -125,7 +127,10 @@ async fn announce(
         let draining = s.state_dir.join(DRAIN_FILE).exists();
         // Seen now, so an unanswered query does not wake the loop again
         // at once for the same change.
-        let served = applied.borrow_and_update().served.clone();
+        let (served, failing_open) = {
+            let a = applied.borrow_and_update();
+            (a.served.clone(), a.failing_open.clone())
+        };
         let ask = probe.clone();
         let attachment = Attachment::of(tokio::task::spawn_blocking(ask).await);
         // A stop that came during the query: whatever it answered, the
@@ -141,7 +146,15 @@ async fn announce(
                 continue;
             }
         };
-        let decided = bgp::decide(&served, draining, attached);
+        let decided = bgp::decide(
+            &served,
+            bgp::Gates {
+                failing_open: &failing_open,
+                announce_fail_open: s.announce_fail_open,
+                draining,
+                attached,
+            },
+        );
         if last_resync.elapsed() >= RESYNC {
             if let Ok(now) = routes.list() {
                 installed = now;
@@ -302,6 +315,7 @@ mod tests {
             table: 4243,
             protocol: 178,
             state_dir: dir.clone(),
+            announce_fail_open: false,
         };
         let table = Table::default();
         table.0.lock().unwrap().insert(VIP);
