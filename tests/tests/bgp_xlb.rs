@@ -8,8 +8,7 @@
 //!
 //! Times are printed, and asserted only loosely (a hard failure with BFD
 //! on is routed around within 2.5 s, where the hold timer takes 3 s).
-//! `XLB_BGP_RUNS` repeats the drain, the withheld VIP, the cut and the
-//! link back (default 1), and a summary of every phase over the runs is
+//! `XLB_BGP_RUNS` repeats every phase (default 1), and a summary of every phase over the runs is
 //! printed at the end; `XLB_BGP_BFD=off` runs without BFD (the hard failure
 //! is then found by the 3 s hold timer).
 
@@ -683,73 +682,81 @@ fn two_xlb_routers_over_bgp_share_drain_and_fail_over_without_breaking_connectio
         );
         lab.t
             .wait_sessions(&lab.upstream, &lab.birds[0], 0, PATIENCE);
+
+        // Node 0's daemon killed (its routes and pinned data plane stay),
+        // then stopped for good: withdrawn, its data plane kept a moment
+        // for the upstream to converge, then removed.
+        let (stopped, tally) = lab.loaded(Duration::from_millis(300), || {
+            lab.t.kill("xlb0");
+            // `xlb stop` returns only after its withdraw wait: the
+            // upstream's route is watched meanwhile.
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                let stop = s.spawn(|| {
+                    lab.xlb(
+                        0,
+                        &[
+                            "stop",
+                            "--pin-path",
+                            lab.nodes[0].pins.path.to_str().unwrap(),
+                            "--state-dir",
+                            lab.state(0),
+                        ],
+                    )
+                });
+                let took = lab.wait_hops(&[1], start);
+                let out = stop.join().unwrap();
+                assert!(out.contains("withdrew the BGP route"), "{out}");
+                took
+            })
+        });
+        lab.t.stop("xlb0");
+        rec.add("kill -9 + xlb stop", run, stopped, Some(tally), None);
+        assert_eq!(
+            tally.failed(),
+            0,
+            "kill -9 and xlb stop break nothing: {tally}"
+        );
+
+        // Started afresh (new pins): it announces only once its data plane
+        // is programmed, and nothing breaks as the path set grows.
+        let n0 = node_config(&lab.t, 0);
+        let xlb = workspace_bin("lb-userspace", "xlb");
+        let log = format!("node0-run{run}.log");
+        let ((started, child), tally) = lab.loaded(Duration::from_millis(300), || {
+            let start = Instant::now();
+            let c = lab.t.spawn_in(
+                &lab.t.nodes[0],
+                &xlb,
+                &["run", "--config", n0.config.to_str().unwrap()],
+                &log,
+            );
+            loop {
+                let routes = bird::table_routes(&lab.t.nodes[0], bird::TABLE);
+                if !routes.is_empty() {
+                    assert!(
+                        lab.t.log(&log).contains("reconciled"),
+                        "a route before the first reconcile: {}",
+                        lab.t.log(&log)
+                    );
+                    break;
+                }
+                assert!(start.elapsed() < PATIENCE, "node0 never announced again");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (lab.wait_hops(&[0, 1], start), c)
+        });
+        lab.t.adopt("xlb0", child);
+        lab.nodes[0] = n0;
+        let moved = lab
+            .routers(&mut held, "after node0 restarted")
+            .iter()
+            .filter(|r| **r == 0)
+            .count();
+        rec.add("restart", run, started, Some(tally), Some((moved, n)));
+        assert_eq!(tally.failed(), 0, "a fresh start breaks nothing: {tally}");
     }
 
-    // A node that starts again announces only once its data plane is
-    // programmed: killed (the routes stay), stopped for good (withdrawn,
-    // and its data plane kept a moment for the upstream to converge), then
-    // started afresh.
-    lab.t.stop("xlb0");
-    let n0 = node_config(&lab.t, 0);
-    let xlb = workspace_bin("lb-userspace", "xlb");
-    let ((stopped, started, child), tally) = lab.loaded(Duration::from_millis(300), || {
-        // `xlb stop` returns only after its withdraw wait: the upstream's
-        // route is watched meanwhile.
-        let start = Instant::now();
-        let stopped = std::thread::scope(|s| {
-            let stop = s.spawn(|| {
-                lab.xlb(
-                    0,
-                    &[
-                        "stop",
-                        "--pin-path",
-                        lab.nodes[0].pins.path.to_str().unwrap(),
-                        "--state-dir",
-                        lab.state(0),
-                    ],
-                )
-            });
-            let took = lab.wait_hops(&[1], start);
-            let out = stop.join().unwrap();
-            assert!(out.contains("withdrew the BGP route"), "{out}");
-            took
-        });
-        let start = Instant::now();
-        let c = lab.t.spawn_in(
-            &lab.t.nodes[0],
-            &xlb,
-            &["run", "--config", n0.config.to_str().unwrap()],
-            "node0-again.log",
-        );
-        loop {
-            let routes = bird::table_routes(&lab.t.nodes[0], bird::TABLE);
-            if !routes.is_empty() {
-                assert!(
-                    lab.t.log("node0-again.log").contains("reconciled"),
-                    "a route before the first reconcile: {}",
-                    lab.t.log("node0-again.log")
-                );
-                break;
-            }
-            assert!(start.elapsed() < PATIENCE, "node0 never announced again");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        (stopped, lab.wait_hops(&[0, 1], start), c)
-    });
-    lab.t.adopt("xlb0", child);
-    rec.add("xlb stop", 0, stopped, None, None);
-    lab.nodes[0] = n0;
-    let moved = lab
-        .routers(&mut held, "after node0 restarted")
-        .iter()
-        .filter(|r| **r == 0)
-        .count();
-    rec.add("restart", 0, started, Some(tally), Some((moved, n)));
-    assert_eq!(
-        tally.failed(),
-        0,
-        "xlb stop and a fresh start break nothing: {tally}"
-    );
     let _ = &lab.birds;
     rec.print(runs, bfd);
 }
