@@ -28,8 +28,6 @@ pub(super) struct Settings {
     pub(super) table: u32,
     pub(super) protocol: u8,
     pub(super) state_dir: PathBuf,
-    /// Announce VIPs kept serving by `fail_open` (every backend down).
-    pub(super) announce_fail_open: bool,
 }
 
 /// Where the routes go: the kernel table, or a unit test's set.
@@ -127,9 +125,13 @@ async fn announce(
         let draining = s.state_dir.join(DRAIN_FILE).exists();
         // Seen now, so an unanswered query does not wake the loop again
         // at once for the same change.
-        let (served, failing_open) = {
+        let (served, failing_open, announce_fail_open) = {
             let a = applied.borrow_and_update();
-            (a.served.clone(), a.failing_open.clone())
+            (
+                a.served.clone(),
+                a.failing_open.clone(),
+                a.announce_fail_open,
+            )
         };
         let ask = probe.clone();
         let attachment = Attachment::of(tokio::task::spawn_blocking(ask).await);
@@ -150,7 +152,7 @@ async fn announce(
             &served,
             bgp::Gates {
                 failing_open: &failing_open,
-                announce_fail_open: s.announce_fail_open,
+                announce_fail_open,
                 draining,
                 attached,
             },
@@ -315,7 +317,6 @@ mod tests {
             table: 4243,
             protocol: 178,
             state_dir: dir.clone(),
-            announce_fail_open: false,
         };
         let table = Table::default();
         table.0.lock().unwrap().insert(VIP);

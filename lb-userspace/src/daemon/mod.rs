@@ -580,7 +580,6 @@ fn bgp_settings(cfg: &Config) -> Option<bgp_announcer::Settings> {
         table: cfg.announce.bgp.table,
         protocol: u8::try_from(cfg.announce.bgp.protocol).unwrap_or(u8::MAX),
         state_dir: cfg.dataplane.state_dir.clone(),
-        announce_fail_open: cfg.announce.bgp.announce_fail_open,
     })
 }
 

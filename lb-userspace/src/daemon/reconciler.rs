@@ -52,6 +52,9 @@ pub(super) struct Applied {
     /// The VIPs served only because their check fails open (every
     /// backend held down): the `bgp` announcer withdraws them.
     pub(super) failing_open: Arc<BTreeSet<Vip>>,
+    /// `[announce.bgp] announce_fail_open` of the config file applied (a
+    /// reload changes it).
+    pub(super) announce_fail_open: bool,
     /// The Kubernetes part it included (remembered across restarts).
     pub(super) kubernetes: Arc<Outcome>,
 }
@@ -353,6 +356,7 @@ impl Worker {
                     desired: Arc::new(desired),
                     served: Arc::new(served),
                     failing_open: Arc::new(failing_open),
+                    announce_fail_open: file.config.announce.bgp.announce_fail_open,
                     kubernetes: self.k8s_part.clone(),
                 });
                 // A large apply (a start, a resync) leaves its scratch freed.
