@@ -172,15 +172,18 @@ async fn announce(
         let add: Vec<IpAddr> = wanted.difference(&installed).copied().collect();
         let remove: Vec<IpAddr> = installed.difference(&wanted).copied().collect();
         let mut error = None;
+        // Counted on a copy: a pass whose only change is a count still
+        // publishes (the metrics follow every failed write).
+        let mut counts = status.clone();
         for addr in add {
             match routes.add(addr) {
                 Ok(()) => {
                     tracing::info!(vip = %addr, table = s.table, "bgp: announced");
                     installed.insert(addr);
-                    status.announcements += 1;
+                    counts.announcements += 1;
                 }
                 Err(e) => {
-                    status.write_errors += 1;
+                    counts.write_errors += 1;
                     error = Some(format!(
                         "adding the route for {addr} to table {}: {e}",
                         s.table
@@ -198,10 +201,10 @@ async fn announce(
                 Ok(()) => {
                     tracing::info!(vip = %addr, table = s.table, "bgp: withdrawn ({why})");
                     installed.remove(&addr);
-                    status.withdrawals += 1;
+                    counts.withdrawals += 1;
                 }
                 Err(e) => {
-                    status.write_errors += 1;
+                    counts.write_errors += 1;
                     error = Some(format!(
                         "removing the route for {addr} from table {}: {e}",
                         s.table
@@ -219,7 +222,7 @@ async fn announce(
             vips: decided,
             installed: installed.clone(),
             error,
-            ..status.clone()
+            ..counts
         };
         if next != status || !written {
             written = true;
@@ -263,14 +266,19 @@ mod tests {
 
     const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
+    /// A table; `refuse` makes every add fail, as a kernel refusing the
+    /// route would.
     #[derive(Clone, Default)]
-    struct Table(Arc<Mutex<BTreeSet<IpAddr>>>);
+    struct Table(Arc<Mutex<BTreeSet<IpAddr>>>, bool);
 
     impl RouteTable for Table {
         fn list(&mut self) -> io::Result<BTreeSet<IpAddr>> {
             Ok(self.0.lock().unwrap().clone())
         }
         fn add(&mut self, addr: IpAddr) -> io::Result<()> {
+            if self.1 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
             self.0.lock().unwrap().insert(addr);
             Ok(())
         }
@@ -374,5 +382,52 @@ mod tests {
         })
         .await;
         assert_eq!(got, BTreeSet::new());
+    }
+
+    /// A route the kernel refuses: the status says it is not installed,
+    /// with the error, and the metrics say it is not announced.
+    #[tokio::test]
+    async fn a_refused_route_shows_in_status_and_metrics() {
+        let dir = std::env::temp_dir().join(format!("xlb-bgp-refused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Settings {
+            table: 4243,
+            protocol: 178,
+            state_dir: dir.clone(),
+        };
+        let (_applied_tx, applied) = watch::channel(served());
+        let (status_tx, mut status) = watch::channel(BgpStatus::default());
+        let stop = CancellationToken::new();
+        let run = announce(
+            s,
+            Table(Arc::default(), true),
+            applied,
+            || Ok(()),
+            status_tx,
+            stop.clone(),
+        );
+        let task = tokio::spawn(run);
+        let got = tokio::time::timeout(
+            Duration::from_secs(30),
+            status.wait_for(|b| b.write_errors >= 2),
+        )
+        .await
+        .expect("the announcer retries the write")
+        .unwrap()
+        .clone();
+        stop.cancel();
+        task.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(got.vips[&VIP], None, "decided to announce");
+        assert!(got.installed.is_empty());
+        assert!(!got.settled());
+        let e = got.error.as_deref().unwrap();
+        assert!(e.contains("10.0.0.1") && e.contains("4243"), "{e}");
+        let sample = super::super::bgp_sample(&got).unwrap();
+        assert_eq!(
+            sample.vips,
+            vec![("10.0.0.1".to_owned(), "table write failing", false)]
+        );
+        assert!(sample.write_failing);
     }
 }
