@@ -81,10 +81,16 @@ enum Command {
         pin_path: PathBuf,
         #[arg(long, default_value = "/run/xlb")]
         state_dir: PathBuf,
+        /// After withdrawing BGP routes, how long the data plane keeps
+        /// forwarding before it is removed (milliseconds), so the upstream
+        /// routes around this node first; 0 removes it at once.
+        #[arg(long, default_value_t = 1000)]
+        withdraw_wait_ms: u64,
     },
     /// Maintenance: withdraw every BGP route of this node and keep them
     /// withdrawn (across restarts) until `xlb undrain`; waits until the
-    /// running daemon has withdrawn them.
+    /// running daemon has withdrawn them and they are gone from the kernel
+    /// table, with no table write failing.
     Drain {
         #[arg(long, default_value = "/run/xlb")]
         state_dir: PathBuf,
@@ -191,13 +197,23 @@ fn run(cmd: Command) -> Result<()> {
         Command::Stop {
             pin_path,
             state_dir,
+            withdraw_wait_ms,
         } => {
             // Stopping for good: the network must stop sending here first.
             if let Some(b) = BgpStatus::read(&state_dir) {
                 let mut routes = OwnedRoutes::open(b.table, b.protocol, Kind::Blackhole)?;
-                for addr in routes.list()? {
-                    routes.remove(addr)?;
+                let withdrawn = routes.list()?;
+                for addr in &withdrawn {
+                    routes.remove(*addr)?;
                     println!("withdrew the BGP route for {addr} (table {})", b.table);
+                }
+                // The routing daemon sends the withdrawal and the upstream
+                // reroutes within milliseconds to a second; packets it sends
+                // here meanwhile are still forwarded.
+                if !withdrawn.is_empty() && withdraw_wait_ms > 0 {
+                    let wait = std::time::Duration::from_millis(withdraw_wait_ms);
+                    println!("waiting {wait:?} for the upstream to route around this node");
+                    std::thread::sleep(wait);
                 }
             }
             let ipvs_owned = state_dir.join(lb_userspace::ipvs::ownership::FILE).exists();
@@ -387,10 +403,16 @@ fn drain(state_dir: &Path, on: bool, timeout: u64) -> Result<()> {
         return Err(e).with_context(|| format!("removing {}", marker.display()));
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut last = None;
     loop {
-        if let Some(b) = BgpStatus::read(state_dir)
+        let b = BgpStatus::read(state_dir);
+        // The daemon's decision, its writes, and the kernel's table all
+        // agree: what the routing daemon exports is what was asked for.
+        if let Some(b) = &b
             && b.draining == on
-            && (!on || b.announced() == 0)
+            && b.settled()
+            && (!on || b.installed.is_empty())
+            && table_routes(b).is_ok_and(|r| r == b.installed)
         {
             if on {
                 println!(
@@ -402,16 +424,35 @@ fn drain(state_dir: &Path, on: bool, timeout: u64) -> Result<()> {
             }
             return Ok(());
         }
+        last = b.or(last);
         if std::time::Instant::now() >= deadline {
+            let what = if on { "drain" } else { "end of the drain" };
+            if let Some(b) = last.filter(|b| b.draining == on) {
+                let routes = table_routes(&b)
+                    .map_or_else(|e| format!("unreadable ({e})"), |r| format!("{r:?}"));
+                bail!(
+                    "the daemon took up the {what} but the table did not follow within {timeout} s: \
+                     table {} holds {routes}{} (see xlb status and the daemon's log)",
+                    b.table,
+                    b.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("; last write error: {e}"))
+                );
+            }
             bail!(
-                "no running daemon confirmed the {} within {timeout} s (it is recorded in {} and \
+                "no running daemon confirmed the {what} within {timeout} s (it is recorded in {} and \
                  takes effect when one starts)",
-                if on { "drain" } else { "end of the drain" },
                 marker.display()
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The addresses routed in the `bgp` announcer's table now, read from the
+/// kernel.
+fn table_routes(b: &BgpStatus) -> std::io::Result<std::collections::BTreeSet<IpAddr>> {
+    OwnedRoutes::open(b.table, b.protocol, Kind::Blackhole)?.list()
 }
 
 /// The `bgp` announcer's view: per VIP address, announced or why not.
@@ -425,16 +466,28 @@ fn show_bgp(b: &BgpStatus) {
         b.withdrawals
     );
     if let Some(e) = &b.error {
-        println!("  error: {e}");
+        println!(
+            "  error writing the table ({} failed writes since start): {e}",
+            b.write_errors
+        );
     }
     for (addr, why) in &b.vips {
-        println!(
-            "  {:<40} {}",
-            addr.to_string(),
-            why.map_or("announced".to_owned(), |w| format!(
-                "withheld: {}",
+        let installed = b.installed.contains(addr);
+        let state = match (why, installed) {
+            (None, true) => "announced".to_owned(),
+            (None, false) => "NOT ANNOUNCED: its route could not be added".to_owned(),
+            (Some(w), false) => format!("withheld: {}", w.as_str()),
+            (Some(w), true) => format!(
+                "withheld: {}, but its route is still in the table",
                 w.as_str()
-            ))
+            ),
+        };
+        println!("  {:<40} {state}", addr.to_string());
+    }
+    for addr in b.installed.iter().filter(|a| !b.vips.contains_key(a)) {
+        println!(
+            "  {:<40} no longer a bgp VIP, but its route is still in the table",
+            addr.to_string()
         );
     }
 }

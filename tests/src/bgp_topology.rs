@@ -352,6 +352,29 @@ impl BgpTopology {
         let _ = c.wait();
     }
 
+    /// Sends SIGKILL to the background program adopted as `what` and
+    /// returns once it is dead (a zombie until [`Self::stop`] reaps it).
+    pub fn kill(&self, what: &str) {
+        let (_, c) = self
+            .children
+            .iter()
+            .find(|(w, _)| w == what)
+            .unwrap_or_else(|| panic!("no background program {what:?}"));
+        let pid = c.id();
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the name, which is in parentheses.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            if matches!(state, None | Some(Some('Z' | 'X'))) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} ({pid}) did not die");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }

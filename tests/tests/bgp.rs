@@ -6,9 +6,12 @@
 //! when its bird dies, and when it vanishes from the network.
 //!
 //! The convergence times are printed, never asserted: this machine may be
-//! busy. `cargo test -p xlb-tests --test bgp -- --nocapture` shows them.
+//! busy. `cargo test -p xlb-tests --test bgp -- --nocapture` shows them;
+//! `XLB_BGP_RUNS=N` repeats each failure N times (default 1) and prints a
+//! summary per event at the end.
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -41,6 +44,44 @@ fn hop(vip: IpAddr, i: usize) -> IpAddr {
 
 fn hops(vip: IpAddr, nodes: &[usize]) -> Vec<IpAddr> {
     nodes.iter().map(|&i| hop(vip, i)).collect()
+}
+
+fn runs() -> usize {
+    std::env::var("XLB_BGP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Per event, the convergence of each run, IPv4 and IPv6.
+#[derive(Default)]
+struct Times(BTreeMap<String, Vec<[Duration; 2]>>);
+
+impl Times {
+    fn print(&self, bfd: bool) {
+        eprintln!(
+            "\nsummary (BFD {}): the event to the upstream's route having its final next hops",
+            if bfd { "on" } else { "off" }
+        );
+        for (what, runs) in &self.0 {
+            let stats = |f: usize| {
+                let mut t: Vec<f64> = runs.iter().map(|r| r[f].as_secs_f64()).collect();
+                t.sort_by(f64::total_cmp);
+                let mean = t.iter().sum::<f64>() / t.len() as f64;
+                format!(
+                    "mean {mean:.3} s, p50 {:.3} s, max {:.3} s",
+                    t[t.len() / 2],
+                    t[t.len() - 1]
+                )
+            };
+            eprintln!(
+                "  {what:<36} n={:<2} IPv4 {}; IPv6 {}",
+                runs.len(),
+                stats(0),
+                stats(1)
+            );
+        }
+    }
 }
 
 struct Lab {
@@ -100,7 +141,8 @@ impl Lab {
         })
     }
 
-    fn report(&self, what: &str, took: [Duration; 2]) {
+    fn report(&self, times: &mut Times, what: &str, took: [Duration; 2]) {
+        times.0.entry(what.to_owned()).or_default().push(took);
         let bfd = if self.bfd { "BFD on" } else { "BFD off" };
         eprintln!(
             "{what} ({bfd}): the upstream routes through one node after {:.3} s (IPv4), {:.3} s (IPv6)",
@@ -188,35 +230,45 @@ fn the_upstream_balances_over_every_node_announcing_and_drops_one_that_withdraws
         assert_eq!(lab.t.http_get(backend6(i).into()), format!("be{i}"));
     }
 
-    // The daemon withdraws a VIP: it deletes its route.
-    let start = Instant::now();
-    for (_, vip) in prefixes() {
-        bird::del_vip_route(&lab.t.nodes[1], vip);
-    }
-    let took = lab.wait_hops(&[0], start);
-    lab.report("node1 deletes its VIP routes", took);
-    for (_, vip) in prefixes() {
-        bird::add_vip_route(&lab.t.nodes[1], vip);
-    }
-    let took = lab.wait_hops(&[0, 1], Instant::now());
-    eprintln!(
-        "node1 adds them back: the upstream routes through both nodes after {:.3} s, {:.3} s",
-        took[0].as_secs_f64(),
-        took[1].as_secs_f64()
-    );
+    let mut times = Times::default();
+    for _ in 0..runs() {
+        // The daemon withdraws a VIP: it deletes its route.
+        let start = Instant::now();
+        for (_, vip) in prefixes() {
+            bird::del_vip_route(&lab.t.nodes[1], vip);
+        }
+        let took = lab.wait_hops(&[0], start);
+        lab.report(&mut times, "node1 deletes its VIP routes", took);
+        let start = Instant::now();
+        for (_, vip) in prefixes() {
+            bird::add_vip_route(&lab.t.nodes[1], vip);
+        }
+        let took = lab.wait_hops(&[0, 1], start);
+        times
+            .0
+            .entry("node1 adds them back (both hops)".into())
+            .or_default()
+            .push(took);
+        eprintln!(
+            "node1 adds them back: the upstream routes through both nodes after {:.3} s, {:.3} s",
+            took[0].as_secs_f64(),
+            took[1].as_secs_f64()
+        );
 
-    let took = lab.crash_node_1();
-    lab.report("node1's bird killed (SIGKILL)", took);
-    lab.restart_node_bird(1);
+        let took = lab.crash_node_1();
+        lab.report(&mut times, "node1's bird killed (SIGKILL)", took);
+        lab.restart_node_bird(1);
 
-    let (took, why) = lab.vanish_node_1();
-    lab.report("node1 cut off the network", took);
-    assert!(
-        why.len() == 2 && why.iter().all(|w| w.contains("BFD session down")),
-        "{why:?}"
-    );
-    lab.wait_sessions(1);
-    lab.wait_hops(&[0, 1], Instant::now());
+        let (took, why) = lab.vanish_node_1();
+        lab.report(&mut times, "node1 cut off the network", took);
+        assert!(
+            why.len() == 2 && why.iter().all(|w| w.contains("BFD session down")),
+            "{why:?}"
+        );
+        lab.wait_sessions(1);
+        lab.wait_hops(&[0, 1], Instant::now());
+    }
+    times.print(true);
 }
 
 #[test]
@@ -226,20 +278,24 @@ fn without_bfd_a_vanished_node_is_dropped_when_the_hold_time_runs_out() {
         return;
     }
     let mut lab = Lab::new(false);
-    // A crash closes bird's TCP connections: the upstream sees it at once,
-    // BFD or not.
-    let took = lab.crash_node_1();
-    lab.report("node1's bird killed (SIGKILL)", took);
-    lab.restart_node_bird(1);
-    // A node gone silent is seen only when the hold time runs out.
-    let (took, why) = lab.vanish_node_1();
-    lab.report("node1 cut off the network", took);
-    assert!(
-        why.len() == 2 && why.iter().all(|w| w.contains("Hold timer expired")),
-        "{why:?}"
-    );
-    lab.wait_sessions(1);
-    lab.wait_hops(&[0, 1], Instant::now());
+    let mut times = Times::default();
+    for _ in 0..runs() {
+        // A crash closes bird's TCP connections: the upstream sees it at
+        // once, BFD or not.
+        let took = lab.crash_node_1();
+        lab.report(&mut times, "node1's bird killed (SIGKILL)", took);
+        lab.restart_node_bird(1);
+        // A node gone silent is seen only when the hold time runs out.
+        let (took, why) = lab.vanish_node_1();
+        lab.report(&mut times, "node1 cut off the network", took);
+        assert!(
+            why.len() == 2 && why.iter().all(|w| w.contains("Hold timer expired")),
+            "{why:?}"
+        );
+        lab.wait_sessions(1);
+        lab.wait_hops(&[0, 1], Instant::now());
+    }
+    times.print(false);
 }
 
 fn bird_kernel(vip: IpAddr) -> &'static str {

@@ -1,7 +1,8 @@
 //! The `bgp` announce mode's contract with the node's routing daemon,
 //! without one: `xlb run` keeps one blackhole route per announceable VIP
 //! address in its table (4243, protocol 178), withdraws it when no backend
-//! takes new flows or the node is drained, leaves it through a kill -9 and
+//! takes new flows, every backend fails its health checks, or the node is
+//! drained, leaves it through a kill -9 and
 //! a restart, and `xlb stop` removes it. (`bgp.rs` runs real bird2 and ECMP
 //! on top of this.)
 
@@ -17,6 +18,9 @@ use xlb_tests::{
 };
 
 const ANNOUNCE: &str = "\n[announce]\nmode = \"bgp\"\n";
+/// A check every backend fails at once: nothing listens on port 9.
+const HEALTH_FAILING: &str = "\n[health]\nkind = \"tcp\"\nvia = \"direct\"\nport = 9\n\
+                              interval_ms = 200\ntimeout_ms = 100\nfall = 1\n";
 
 /// The addresses routed in table 4243 by protocol 178, as blackholes.
 fn table(t: &Topology) -> BTreeSet<String> {
@@ -93,6 +97,23 @@ fn the_route_table_follows_backends_drain_and_stop_but_not_restarts() {
     lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", ANNOUNCE);
     wait_table(&t, &both(), "backends back");
 
+    // Every backend failing its health checks (nothing listens on port 9):
+    // fail_open keeps them serving, but the VIPs are withdrawn, unless
+    // announce_fail_open says otherwise.
+    let failing = format!("{ANNOUNCE}{HEALTH_FAILING}");
+    lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", &failing);
+    wait_table(&t, &BTreeSet::new(), "every backend failing its checks");
+    let status = xlb(&t, &status_args);
+    assert!(
+        status.contains("withheld: all backends failing health checks"),
+        "{status}"
+    );
+    let kept = format!("{failing}\n[announce.bgp]\nannounce_fail_open = true\n");
+    lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", &kept);
+    wait_table(&t, &both(), "announce_fail_open");
+    lb_config(&t, &pins, "ipip", &[1, 1, 1], "generic", ANNOUNCE);
+    wait_table(&t, &both(), "no checks");
+
     // A drain withdraws everything, and says so.
     let out = xlb(&t, &["drain", "--state-dir", state]);
     assert!(out.contains("drained"), "{out}");
@@ -112,21 +133,34 @@ fn the_route_table_follows_backends_drain_and_stop_but_not_restarts() {
     lb.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(table(&t), both(), "a killed daemon's routes stay");
-    let lb = start_lb(&t, 0, &cfg, "lb2.log");
+    let lb = start_lb(&t, 0, &cfg, "lb-term0.log");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(table(&t), both(), "a restart keeps them");
     assert!(
-        !t.log("lb2.log").contains("withdrawn"),
+        !t.log("lb-term0.log").contains("withdrawn"),
         "{}",
-        t.log("lb2.log")
+        t.log("lb-term0.log")
     );
 
     // SIGTERM alone (an upgrade, a reboot of the pod) withdraws nothing;
-    // stopped for good (`xlb stop`), everything.
+    // stopped for good (`xlb stop`), everything. Several times, at
+    // different points of the announcer's 200 ms pass: a pass under way
+    // when the reconciler stops gets no answer, which once read as
+    // "detached" and withdrew everything.
     let mut lb = lb;
-    unsafe { libc::kill(lb.id() as i32, libc::SIGTERM) };
-    lb.wait().unwrap();
-    assert_eq!(table(&t), both(), "SIGTERM keeps the routes");
+    for (i, after_ms) in [0u64, 70, 130, 190, 260].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(after_ms));
+        unsafe { libc::kill(lb.id() as i32, libc::SIGTERM) };
+        lb.wait().unwrap();
+        let log = format!("lb-term{i}.log");
+        assert_eq!(table(&t), both(), "SIGTERM {i} keeps the routes");
+        assert!(!t.log(&log).contains("withdrawn"), "{}", t.log(&log));
+        if i < 4 {
+            lb = start_lb(&t, 0, &cfg, &format!("lb-term{}.log", i + 1));
+            wait_table(&t, &both(), "restarted");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
     let out = xlb(
         &t,
         &[

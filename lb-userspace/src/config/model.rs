@@ -400,6 +400,12 @@ pub struct Bgp {
     /// routing daemon may filter on; not one of the kernel's own, 0-4).
     #[serde(deserialize_with = "check::range::<_, 5, 255>")]
     pub protocol: u32,
+    /// Announce a VIP whose every backend fails its health checks and that
+    /// `fail_open` keeps in rotation. Off: it is withdrawn, so routers
+    /// whose checks pass take its traffic (and if every router's fail, the
+    /// VIP is unreachable); on: it keeps being announced, which serves
+    /// what still works if the checks themselves are wrong.
+    pub announce_fail_open: bool,
 }
 
 impl Default for Bgp {
@@ -407,6 +413,7 @@ impl Default for Bgp {
         Self {
             table: 4243,
             protocol: 178,
+            announce_fail_open: false,
         }
     }
 }

@@ -27,6 +27,7 @@ pub(super) fn check(config: &Config, doc: &Doc<'_>, text: &str) -> Result<(), Fa
     liveness(config, doc, &mut found);
     aws(config, doc, &line, &mut found);
     health(config, doc, &mut found);
+    bgp_table(config, doc, &mut found);
     match found.into_iter().min_by_key(|(at, _)| *at) {
         Some((at, message)) => Err((at, ErrorKind::Conflict { message })),
         None => Ok(()),
@@ -343,6 +344,32 @@ fn liveness(config: &Config, doc: &Doc<'_>, found: &mut Found) {
 /// Health checks: the timings of `[health]` and of each VIP's check, and
 /// what a VIP's check needs of the VIP (TCP for http, a port, a source
 /// address for probes through the data plane).
+/// The `bgp` announcer's table must not be the health probes' one: a
+/// policy rule sends marked probe packets to that table, where xlb's
+/// blackhole VIP routes would drop them, and both owners would fight over
+/// its routes.
+fn bgp_table(config: &Config, doc: &Doc<'_>, found: &mut Found) {
+    use super::model::{AnnounceMode, Announcement};
+    let bgp = config.announce.mode == AnnounceMode::Bgp
+        || config.kubernetes.enabled
+        || config.vips.iter().any(|v| v.announce == Announcement::Bgp);
+    let table = config.announce.bgp.table;
+    if !bgp || table != config.health.table {
+        return;
+    }
+    // The defaults differ, so one of them is written.
+    let at = doc
+        .start("announce.bgp.table")
+        .or_else(|| doc.start("health.table"))
+        .unwrap_or(0);
+    let message = format!(
+        "announce.bgp.table ({table}) is health.table, the routing table health probes use \
+         through an fwmark rule: the VIP routes there would blackhole the probes; choose \
+         another table for one of them"
+    );
+    found.push((at, message));
+}
+
 fn health(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     use super::health::{Probe, Via};
     let base = &config.health;

@@ -361,6 +361,7 @@ fn unusual_values_round_trip() {
             bgp: Bgp {
                 table: 100,
                 protocol: 200,
+                announce_fail_open: true,
             },
         },
         health: Health {
@@ -3109,4 +3110,35 @@ fn errors_around_vips_come_in_the_order_serde_reads_the_file() {
         13,
         "invalid TOML: unclosed array, expected `]`",
     );
+}
+
+#[test]
+fn the_bgp_table_is_not_the_health_probes_table() {
+    let message = "announce.bgp.table (4242) is health.table, the routing table health probes \
+                   use through an fwmark rule: the VIP routes there would blackhole the probes; \
+                   choose another table for one of them";
+    let kind = rejects(
+        "[announce]\nmode = \"bgp\"\n\n[announce.bgp]\ntable = 4242\n",
+        5,
+        9,
+        message,
+    );
+    assert!(matches!(kind, ErrorKind::Conflict { .. }));
+    let message = message.replace("4242", "4243");
+    rejects(
+        "[announce]\nmode = \"bgp\"\n\n[health]\ntable = 4243\n",
+        5,
+        9,
+        &message,
+    );
+    // A VIP of its own announced over BGP is enough.
+    rejects(
+        "[announce.bgp]\ntable = 4242\n\n[[vip]]\naddress = \"10.0.0.1\"\nannounce = \"bgp\"\n",
+        2,
+        9,
+        message.replace("4243", "4242").as_str(),
+    );
+    // Nothing announced over BGP: the table is never written.
+    accepts("[health]\ntable = 4243\n");
+    accepts("[announce]\nmode = \"bgp\"\n\n[announce.bgp]\ntable = 4244\n");
 }

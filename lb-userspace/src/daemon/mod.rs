@@ -603,11 +603,21 @@ fn bgp_sample(b: &BgpStatus) -> Option<metrics::BgpSample> {
         vips: b
             .vips
             .iter()
-            .map(|(a, w)| (a.to_string(), w.map_or("", |w| w.as_str())))
+            .map(|(a, w)| {
+                let installed = b.installed.contains(a);
+                let why = match w {
+                    Some(w) => w.as_str(),
+                    None if installed => "",
+                    None => "table write failing",
+                };
+                (a.to_string(), why, installed)
+            })
             .collect(),
         draining: b.draining,
         announcements: b.announcements,
         withdrawals: b.withdrawals,
+        write_errors: b.write_errors,
+        write_failing: b.error.is_some(),
     })
 }
 

@@ -10,6 +10,7 @@
 //! between two applies: no lock is ever held across an apply.
 
 use std::{
+    collections::BTreeSet,
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -28,6 +29,7 @@ use crate::{
     health::gate::{self, Down},
     kubernetes::Outcome,
     metrics::Snapshot,
+    vip::Vip,
 };
 
 /// After a failed apply, the next try comes this long after the previous
@@ -47,6 +49,12 @@ pub(super) struct Applied {
     /// What the data plane serves: `desired` without the backends held
     /// down (what the `bgp` announcer gates on).
     pub(super) served: Arc<Desired>,
+    /// The VIPs served only because their check fails open (every
+    /// backend held down): the `bgp` announcer withdraws them.
+    pub(super) failing_open: Arc<BTreeSet<Vip>>,
+    /// `[announce.bgp] announce_fail_open` of the config file applied (a
+    /// reload changes it).
+    pub(super) announce_fail_open: bool,
     /// The Kubernetes part it included (remembered across restarts).
     pub(super) kubernetes: Arc<Outcome>,
 }
@@ -323,6 +331,7 @@ impl Worker {
         let desired = merge(&file.desired, &self.k8s_part.services);
         let down = self.sources.down.borrow_and_update().clone();
         let served = gate::gate(&desired, &down);
+        let failing_open = gate::failing_open(&desired, &down);
         let started = Instant::now();
         match self.dp.apply(&served) {
             Ok(report) => {
@@ -346,6 +355,8 @@ impl Worker {
                 self.applied.send_replace(Applied {
                     desired: Arc::new(desired),
                     served: Arc::new(served),
+                    failing_open: Arc::new(failing_open),
+                    announce_fail_open: file.config.announce.bgp.announce_fail_open,
                     kubernetes: self.k8s_part.clone(),
                 });
                 // A large apply (a start, a resync) leaves its scratch freed.

@@ -58,6 +58,19 @@ pub fn fate(spec: &ServiceSpec, down: Option<&BTreeSet<IpAddr>>) -> Fate {
     }
 }
 
+/// The VIPs of `d` that serve only because their check fails open: every
+/// serving backend is down.
+pub fn failing_open(d: &Desired, down: &Down) -> BTreeSet<Vip> {
+    down.iter()
+        .filter(|(vip, set)| {
+            d.services
+                .get(*vip)
+                .is_some_and(|spec| fate(spec, Some(set)) == Fate::FailOpen)
+        })
+        .map(|(vip, _)| *vip)
+        .collect()
+}
+
 /// `d` as the data plane should serve it. Costs what is down, not what is
 /// configured: only VIPs with a backend down are visited.
 pub fn gate(d: &Desired, down: &Down) -> Desired {
@@ -176,6 +189,23 @@ mod tests {
                 ..spec(&[("10.1.0.2", 0)], Some(check(false)))
             }
         );
+    }
+
+    #[test]
+    fn failing_open_lists_only_vips_kept_by_fail_open() {
+        let two = [("10.1.0.1", 1), ("10.1.0.2", 1)];
+        let d = desired(vec![
+            (vip(80), spec(&two, Some(check(true)))),
+            (vip(81), spec(&two, Some(check(true)))),
+            (vip(82), spec(&two, Some(check(false)))),
+        ]);
+        let all = down(&["10.1.0.1", "10.1.0.2"]);
+        let down = Down::from([
+            (vip(80), all.clone()),
+            (vip(81), down(&["10.1.0.1"])),
+            (vip(82), all),
+        ]);
+        assert_eq!(failing_open(&d, &down), BTreeSet::from([vip(80)]));
     }
 
     #[test]

@@ -40,6 +40,8 @@
 //! | `xlb_vip_announced` | gauge (1 announced over BGP, 0 withheld) | `vip`, `reason` |
 //! | `xlb_bgp_draining` | gauge | |
 //! | `xlb_bgp_announcements_total`, `xlb_bgp_withdrawals_total` | counter | |
+//! | `xlb_bgp_table_write_errors_total` | counter | |
+//! | `xlb_bgp_table_write_failing` | gauge | |
 //! | `xlb_backend_health` | gauge (1 for the current state) | `vip`, `backend`, `state` |
 //! | `xlb_health_checks_total` | counter | `vip`, `backend`, `outcome` |
 //! | `xlb_health_transitions_total` | counter | `vip`, `backend` |
@@ -110,11 +112,16 @@ pub struct Snapshot {
 /// What the `bgp` announcer does.
 #[derive(Clone, Debug, Default)]
 pub struct BgpSample {
-    /// Per VIP address: why it is withheld ("" when announced).
-    pub vips: Vec<(String, &'static str)>,
+    /// Per VIP address: why it is withheld ("" when it should be
+    /// announced, or "table write failing" when it should and its route
+    /// could not be added), and whether its route is in the table.
+    pub vips: Vec<(String, &'static str, bool)>,
     pub draining: bool,
     pub announcements: u64,
     pub withdrawals: u64,
+    pub write_errors: u64,
+    /// The last table write failed.
+    pub write_failing: bool,
 }
 
 /// What the health checker found.
@@ -425,12 +432,12 @@ fn bgp(enc: &mut DescriptorEncoder, b: &BgpSample) -> fmt::Result {
     gauge_family(
         enc,
         "vip_announced",
-        "1 while this node announces the VIP address over BGP (its route is in the exported table), 0 while withheld; reason says why.",
+        "1 while this node announces the VIP address over BGP (its route is in the exported table), 0 while it is not; reason says why not (or why it is still there).",
         None,
-        b.vips.iter().map(|(vip, why)| {
+        b.vips.iter().map(|(vip, why, installed)| {
             (
                 [("vip", LabelValue(vip)), ("reason", LabelValue(why))],
-                i64::from(why.is_empty()),
+                i64::from(*installed),
             )
         }),
     )?;
@@ -452,6 +459,19 @@ fn bgp(enc: &mut DescriptorEncoder, b: &BgpSample) -> fmt::Result {
         "bgp_withdrawals",
         "VIP routes removed from the exported table.",
         b.withdrawals,
+    )?;
+    counter(
+        enc,
+        "bgp_table_write_errors",
+        "Writes to the exported table (adding or removing a VIP route) that failed; xlb status shows the last error.",
+        b.write_errors,
+    )?;
+    gauge(
+        enc,
+        "bgp_table_write_failing",
+        "1 while the last write to the exported table failed: what is announced differs from what xlb decided.",
+        None,
+        i64::from(b.write_failing),
     )
 }
 
@@ -782,12 +802,15 @@ pub(crate) mod tests {
             }),
             bgp: Some(BgpSample {
                 vips: vec![
-                    ("10.99.0.1".into(), ""),
-                    ("10.99.0.2".into(), "no active backend"),
+                    ("10.99.0.1".into(), "", true),
+                    ("10.99.0.2".into(), "no active backend", false),
+                    ("10.99.0.3".into(), "table write failing", false),
                 ],
                 draining: false,
                 announcements: 2,
                 withdrawals: 1,
+                write_errors: 3,
+                write_failing: true,
             }),
             health: Some(HealthSample {
                 backends: vec![BackendHealthSample {
@@ -850,8 +873,11 @@ pub(crate) mod tests {
             "xlb_vips_fail_open 1",
             r#"xlb_vip_announced{vip="10.99.0.1",reason=""} 1"#,
             r#"xlb_vip_announced{vip="10.99.0.2",reason="no active backend"} 0"#,
+            r#"xlb_vip_announced{vip="10.99.0.3",reason="table write failing"} 0"#,
             "xlb_bgp_draining 0",
             "xlb_bgp_withdrawals_total 1",
+            "xlb_bgp_table_write_errors_total 3",
+            "xlb_bgp_table_write_failing 1",
             "# TYPE xlb_vip_leader gauge",
             "# TYPE xlb_dataplane_info gauge",
             "# TYPE xlb_packets counter",
@@ -903,6 +929,8 @@ pub(crate) mod tests {
             "xlb_bgp_draining",
             "xlb_bgp_announcements",
             "xlb_bgp_withdrawals",
+            "xlb_bgp_table_write_errors",
+            "xlb_bgp_table_write_failing",
         ] {
             let help = format!("# HELP {family} ");
             assert!(
@@ -912,7 +940,7 @@ pub(crate) mod tests {
                 "no HELP for {family} in:\n{text}"
             );
         }
-        assert_eq!(text.matches("# HELP ").count(), 39);
+        assert_eq!(text.matches("# HELP ").count(), 41);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
