@@ -185,6 +185,19 @@ impl Lab {
         self.t.restore_link(1);
         (took, why)
     }
+
+    /// [`Self::vanish_node_1`], reported; both sessions must have ended
+    /// for `reason`. Returns once node 1 is back in the upstream's routes.
+    fn vanish_and_return(&mut self, times: &mut Times, reason: &str) {
+        let (took, why) = self.vanish_node_1();
+        self.report(times, "node1 cut off the network", took);
+        assert!(
+            why.len() == 2 && why.iter().all(|w| w.contains(reason)),
+            "{why:?}"
+        );
+        self.wait_sessions(1);
+        self.wait_hops(&[0, 1], Instant::now());
+    }
 }
 
 #[test]
@@ -259,14 +272,7 @@ fn the_upstream_balances_over_every_node_announcing_and_drops_one_that_withdraws
         lab.report(&mut times, "node1's bird killed (SIGKILL)", took);
         lab.restart_node_bird(1);
 
-        let (took, why) = lab.vanish_node_1();
-        lab.report(&mut times, "node1 cut off the network", took);
-        assert!(
-            why.len() == 2 && why.iter().all(|w| w.contains("BFD session down")),
-            "{why:?}"
-        );
-        lab.wait_sessions(1);
-        lab.wait_hops(&[0, 1], Instant::now());
+        lab.vanish_and_return(&mut times, "BFD session down");
     }
     times.print(true);
 }
@@ -286,14 +292,7 @@ fn without_bfd_a_vanished_node_is_dropped_when_the_hold_time_runs_out() {
         lab.report(&mut times, "node1's bird killed (SIGKILL)", took);
         lab.restart_node_bird(1);
         // A node gone silent is seen only when the hold time runs out.
-        let (took, why) = lab.vanish_node_1();
-        lab.report(&mut times, "node1 cut off the network", took);
-        assert!(
-            why.len() == 2 && why.iter().all(|w| w.contains("Hold timer expired")),
-            "{why:?}"
-        );
-        lab.wait_sessions(1);
-        lab.wait_hops(&[0, 1], Instant::now());
+        lab.vanish_and_return(&mut times, "Hold timer expired");
     }
     times.print(false);
 }
