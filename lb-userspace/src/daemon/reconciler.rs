@@ -330,8 +330,10 @@ impl Worker {
         }
         let desired = merge(&file.desired, &self.k8s_part.services);
         let down = self.sources.down.borrow_and_update().clone();
-        let served = gate::gate(&desired, &down);
-        let failing_open = gate::failing_open(&desired, &down);
+        let gate::Gated {
+            served,
+            failing_open,
+        } = gate::gate(&desired, &down);
         let started = Instant::now();
         match self.dp.apply(&served) {
             Ok(report) => {

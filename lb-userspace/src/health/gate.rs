@@ -58,49 +58,56 @@ pub fn fate(spec: &ServiceSpec, down: Option<&BTreeSet<IpAddr>>) -> Fate {
     }
 }
 
-/// The VIPs of `d` that serve only because their check fails open: every
-/// serving backend is down.
-pub fn failing_open(d: &Desired, down: &Down) -> BTreeSet<Vip> {
-    down.iter()
-        .filter(|(vip, set)| {
-            d.services
-                .get(*vip)
-                .is_some_and(|spec| fate(spec, Some(set)) == Fate::FailOpen)
-        })
-        .map(|(vip, _)| *vip)
-        .collect()
+/// What health makes of a desired state.
+#[derive(Debug)]
+pub struct Gated {
+    /// `d` as the data plane should serve it.
+    pub served: Desired,
+    /// The VIPs that serve only because their check fails open: every
+    /// serving backend is down.
+    pub failing_open: BTreeSet<Vip>,
 }
 
-/// `d` as the data plane should serve it. Costs what is down, not what is
-/// configured: only VIPs with a backend down are visited.
-pub fn gate(d: &Desired, down: &Down) -> Desired {
+/// `d` gated by what is down. Costs what is down, not what is configured:
+/// only VIPs with a backend down are visited.
+pub fn gate(d: &Desired, down: &Down) -> Gated {
     let mut served = d.clone();
+    let mut failing_open = BTreeSet::new();
     for (vip, set) in down {
         let Some(spec) = d.services.get(vip) else {
             continue;
         };
-        if let Fate::Without(gone) = fate(spec, Some(set)) {
-            let backends = spec
-                .backends
-                .iter()
-                .filter(|(b, _)| !gone.contains(b))
-                .map(|(b, w)| (*b, *w))
-                .collect();
-            served.services.insert(
-                *vip,
-                ServiceSpec {
-                    backends: Arc::new(backends),
-                    // Sized for what is configured, not for what is left.
-                    table: match spec.table {
-                        TableSize::Auto => TableSize::ForBackends(spec.backends.len() as u32),
-                        kept => kept,
-                    },
-                    ..spec.clone()
+        let gone = match fate(spec, Some(set)) {
+            Fate::Untouched => continue,
+            Fate::FailOpen => {
+                failing_open.insert(*vip);
+                continue;
+            }
+            Fate::Without(gone) => gone,
+        };
+        let backends = spec
+            .backends
+            .iter()
+            .filter(|(b, _)| !gone.contains(b))
+            .map(|(b, w)| (*b, *w))
+            .collect();
+        served.services.insert(
+            *vip,
+            ServiceSpec {
+                backends: Arc::new(backends),
+                // Sized for what is configured, not for what is left.
+                table: match spec.table {
+                    TableSize::Auto => TableSize::ForBackends(spec.backends.len() as u32),
+                    kept => kept,
                 },
-            );
-        }
+                ..spec.clone()
+            },
+        );
     }
-    served
+    Gated {
+        served,
+        failing_open,
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +170,7 @@ mod tests {
             vip(80),
             spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], Some(check(true))),
         )]);
-        let served = gate(&d, &Down::from([(vip(80), down(&["10.1.0.2"]))]));
+        let served = gate(&d, &Down::from([(vip(80), down(&["10.1.0.2"]))])).served;
         assert_eq!(
             served.services[&vip(80)],
             ServiceSpec {
@@ -180,10 +187,10 @@ mod tests {
         let backends = [("10.1.0.1", 1), ("10.1.0.2", 0)];
         let all = Down::from([(vip(80), down(&["10.1.0.1"]))]);
         let d = desired(vec![(vip(80), spec(&backends, Some(check(true))))]);
-        assert_eq!(gate(&d, &all), d, "fail open keeps them all");
+        assert_eq!(gate(&d, &all).served, d, "fail open keeps them all");
         let d = desired(vec![(vip(80), spec(&backends, Some(check(false))))]);
         assert_eq!(
-            gate(&d, &all).services[&vip(80)],
+            gate(&d, &all).served.services[&vip(80)],
             ServiceSpec {
                 table: TableSize::ForBackends(2),
                 ..spec(&[("10.1.0.2", 0)], Some(check(false)))
@@ -205,7 +212,7 @@ mod tests {
             (vip(81), down(&["10.1.0.1"])),
             (vip(82), all),
         ]);
-        assert_eq!(failing_open(&d, &down), BTreeSet::from([vip(80)]));
+        assert_eq!(gate(&d, &down).failing_open, BTreeSet::from([vip(80)]));
     }
 
     #[test]
@@ -214,7 +221,10 @@ mod tests {
             vip(80),
             spec(&[("10.1.0.1", 1), ("10.1.0.2", 1)], None),
         )]);
-        assert_eq!(gate(&d, &Down::from([(vip(80), down(&["10.1.0.1"]))])), d);
+        assert_eq!(
+            gate(&d, &Down::from([(vip(80), down(&["10.1.0.1"]))])).served,
+            d
+        );
     }
 
     #[test]
@@ -224,6 +234,6 @@ mod tests {
             (vip(81), down(&["10.1.0.1"])),
             (vip(80), down(&["10.9.9.9"])),
         ]);
-        assert_eq!(gate(&d, &stale), d);
+        assert_eq!(gate(&d, &stale).served, d);
     }
 }
