@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use lb_userspace::{
     announce::bgp::BgpStatus,
     announce::{aws::status::AwsStatus, status::AnnounceStatus},
-    config::{self, AnnounceMode, DataplaneMode, XdpMode},
+    config::{self, DataplaneMode, XdpMode},
     daemon,
     health::status::HealthStatus,
     ipvs::IpvsDataplane,
@@ -334,12 +334,7 @@ fn show(status: &impl serde::Serialize, text: String, state_dir: &Path, json: bo
             "VIP", "mode", "owned", "leader"
         );
         for (vip, v) in &a.vips {
-            let mode = match v.mode {
-                AnnounceMode::None => "none",
-                AnnounceMode::L2 => "l2",
-                AnnounceMode::Aws => "aws",
-                AnnounceMode::Bgp => "bgp",
-            };
+            let mode = v.mode.name();
             let last = v.last_announcement_unix.map_or("-".to_owned(), |t| {
                 let ago = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -245,7 +245,7 @@ fn lease_timings(config: &Config, doc: &Doc<'_>, found: &mut Found) {
 /// allocation id belongs to an `aws` VIP, one Elastic IP to one address,
 /// and the VIPs of one address (its ports) agree on it.
 fn aws(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mut Found) {
-    use super::model::{AnnounceMode, Announcement};
+    use super::model::Announcement;
     let mut eips: HashMap<&str, (IpAddr, usize)> = HashMap::new();
     let mut by_address: HashMap<IpAddr, (Option<&str>, usize)> = HashMap::new();
     for (index, vip) in config.vips.iter().enumerate() {
@@ -258,11 +258,7 @@ fn aws(config: &Config, doc: &Doc<'_>, line: &dyn Fn(usize) -> usize, found: &mu
             Announcement::Aws { .. } => {}
             other => {
                 if let Some(at) = alloc_at {
-                    let mode = match other.mode() {
-                        AnnounceMode::L2 => "l2",
-                        AnnounceMode::Bgp => "bgp",
-                        _ => "none",
-                    };
+                    let mode = other.mode().name();
                     let message = format!(
                         "`allocation_id` is for VIPs announced with `aws`, but VIP {name} is \
                          announced with `{mode}`: set `announce = \"aws\"` or remove it"
@@ -341,9 +337,6 @@ fn liveness(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     }
 }
 
-/// Health checks: the timings of `[health]` and of each VIP's check, and
-/// what a VIP's check needs of the VIP (TCP for http, a port, a source
-/// address for probes through the data plane).
 /// The `bgp` announcer's table must not be the health probes' one: a
 /// policy rule sends marked probe packets to that table, where xlb's
 /// blackhole VIP routes would drop them, and both owners would fight over
@@ -370,6 +363,9 @@ fn bgp_table(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     found.push((at, message));
 }
 
+/// Health checks: the timings of `[health]` and of each VIP's check, and
+/// what a VIP's check needs of the VIP (TCP for http, a port, a source
+/// address for probes through the data plane).
 fn health(config: &Config, doc: &Doc<'_>, found: &mut Found) {
     use super::health::{Probe, Via};
     let base = &config.health;

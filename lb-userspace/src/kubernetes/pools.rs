@@ -19,17 +19,19 @@ impl Pools {
     }
 
     pub fn contains(&self, a: IpAddr) -> bool {
-        self.ranges
-            .iter()
-            .any(|r| r.first.is_ipv4() == a.is_ipv4() && (r.first..=r.last).contains(&a))
+        self.pool_of(a).is_some()
     }
 
     /// The announce mode of the pool holding `a`, if it sets one.
     pub fn mode_of(&self, a: IpAddr) -> Option<AnnounceMode> {
+        self.pool_of(a).and_then(|r| r.announce)
+    }
+
+    /// The pool holding `a`.
+    fn pool_of(&self, a: IpAddr) -> Option<&AddressPool> {
         self.ranges
             .iter()
             .find(|r| r.first.is_ipv4() == a.is_ipv4() && (r.first..=r.last).contains(&a))
-            .and_then(|r| r.announce)
     }
 
     pub fn has_family(&self, v4: bool) -> bool {
