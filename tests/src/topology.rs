@@ -316,6 +316,26 @@ impl Topology {
         }
     }
 
+    /// Starts on every backend a second HTTP server on `port` (its sink
+    /// on `sink`), adopted as `be<i> http <port>`, and waits until each
+    /// listens: a port to check, or to serve, apart from the usual one.
+    pub fn serve_http_on_backends(&mut self, port: u16, sink: u16) {
+        let backend = workspace_bin("xlb-tests", "xlb-backend");
+        let (port, sink) = (port.to_string(), sink.to_string());
+        for i in 0..self.backends.len() {
+            let name = format!("be{i}");
+            let log = format!("{name}-http-{port}.log");
+            let c = self.spawn_in(
+                Ns::Backend(i),
+                &backend,
+                &[&name, "--http", &port, "--sink", &sink],
+                &log,
+            );
+            self.adopt(&format!("{name} http {port}"), c);
+            self.wait_log(&log, "http on");
+        }
+    }
+
     pub fn ns(&self, which: Ns) -> &NetNs {
         match which {
             Ns::Client => &self.client,

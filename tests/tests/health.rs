@@ -514,18 +514,7 @@ fn a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept() {
     t.start_backends(true);
     // The checked port, apart from the served one: stopping it fails the
     // check while port 80 goes on answering.
-    let server = workspace_bin("xlb-tests", "xlb-backend");
-    for i in 0..3 {
-        let log = format!("be{i}-check.log");
-        let c = t.spawn_in(
-            Ns::Backend(i),
-            &server,
-            &[&format!("be{i}"), "--http", "8080", "--sink", "9100"],
-            &log,
-        );
-        t.adopt(&format!("be{i} check"), c);
-        t.wait_log(&log, "http on");
-    }
+    t.serve_http_on_backends(8080, 9100);
     let pins = PinDir::new();
     let metrics = free_port();
     let health_cfg =
@@ -587,7 +576,7 @@ fn a_down_backends_flows_are_rehashed_and_a_drained_ones_are_kept() {
     // to a live backend, although `first` would still answer it.
     let id = in_rotation(&pins, VIP4.into(), 80)[&bx];
     let stopped = Instant::now();
-    t.stop(&format!("be{x} check"));
+    t.stop(&format!("be{x} http 8080"));
     let applied = wait_for(
         "the down backend out of the data plane",
         Duration::from_secs(10),
@@ -631,18 +620,7 @@ fn dsr_path_checks_see_broken_dsr_setups_and_failures_carry_reasons() {
     t.start_backends(true);
     // Port 82 serves on every backend while its check (port 9001) fails
     // on every one: what fail-open must keep serving.
-    let server = workspace_bin("xlb-tests", "xlb-backend");
-    for i in 0..3 {
-        let log = format!("be{i}-82.log");
-        let c = t.spawn_in(
-            Ns::Backend(i),
-            &server,
-            &[&format!("be{i}"), "--http", "82", "--sink", "9102"],
-            &log,
-        );
-        t.adopt(&format!("be{i} port 82"), c);
-        t.wait_log(&log, "http on");
-    }
+    t.serve_http_on_backends(82, 9102);
     let pins = PinDir::new();
     let metrics = free_port();
     let direct = "[vip.health]\nvia = \"direct\"\nport = 80";

@@ -110,25 +110,14 @@ fn start_backends(t: &mut Topology) {
         assert!(ok, "modprobe {m}");
     }
     t.start_backends(false);
-    let backend = workspace_bin("xlb-tests", "xlb-backend");
-    for i in 0..t.backends.len() {
-        let be = &t.backends[i];
+    for be in &t.backends {
         be.ip(&["link", "set", "tunl0", "up"]);
         be.ip(&["link", "set", "ip6tnl0", "up"]);
         for k in ["all", "default", "tunl0", "eth0"] {
             be.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0");
         }
-        let name = format!("be{i}");
-        let log = format!("{name}-8080.log");
-        let c = t.spawn_in(
-            Ns::Backend(i),
-            &backend,
-            &[&name, "--http", "8080", "--sink", "9001"],
-            &log,
-        );
-        t.adopt(&format!("{name} 8080"), c);
-        t.wait_log(&log, "http on");
     }
+    t.serve_http_on_backends(8080, 9001);
 }
 
 /// `announce = "l2"` on IPVS: the client reaches the VIPs on its own link
